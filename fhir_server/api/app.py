@@ -1,0 +1,62 @@
+"""The ASGI application: the FHIR base, error handling and the store's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.api import routes
+from fhir_server.api.responses import error_response
+from fhir_server.config import Settings
+from fhir_server.interactions.errors import FhirError
+from fhir_server.storage import create_store
+from fhir_server.storage.base import Store
+
+log = logging.getLogger("termtem")
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the app. With ``store`` given, the caller owns its lifetime (tests, the CLI)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store or create_store(settings)
+        if owned:
+            await app.state.store.open()
+        from fhir_server.interactions.startup import prepare_store
+
+        await prepare_store(app.state.store, settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.store.close()
+
+    app = FastAPI(title="Termtem FHIR server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.settings = settings
+    if store is not None:
+        app.state.store = store
+
+    base = settings.base_path.rstrip("/")
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    app.add_route(base, routes.handle, methods=methods)
+    app.add_route(base + "/{path:path}", routes.handle, methods=methods)
+
+    @app.exception_handler(FhirError)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(FhirError(500, f"Internal error: {type(exc).__name__}", code="exception"))
+
+    return app

@@ -1,0 +1,95 @@
+"""The CapabilityStatement, generated from what is really routed and registered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server import FHIR_VERSION, __version__, definitions
+from fhir_server.interactions.context import RequestContext
+from fhir_server.operations.table import OPERATIONS
+
+# Every resource type gets the full REST interaction set the router implements.
+_TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+                      "create", "search-type"]
+
+
+def _search_support(resource_type: str) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    from fhir_server.search import capability
+
+    params = capability.capability_search_params(resource_type)
+    includes, revincludes = capability.capability_includes(resource_type)
+    return params, includes, revincludes
+
+
+def _operations(resource_type: str | None) -> list[dict[str, Any]]:
+    out = []
+    for op in OPERATIONS:
+        if (resource_type is None and op.system) or (resource_type in op.resource_types):
+            entry = {"name": op.name, "definition": op.definition or f"http://hl7.org/fhir/OperationDefinition/"
+                     f"{(resource_type or 'Resource')}-{op.name}"}
+            out.append(entry)
+    return out
+
+
+def _supported_profiles(resource_type: str) -> list[str]:
+    try:
+        from fhir_server.validation.profiles import shipped_profiles
+    except ImportError:
+        return []
+    return sorted(p["url"] for p in shipped_profiles()
+                  if p.get("resourceType") == "StructureDefinition" and p.get("type") == resource_type
+                  and p.get("kind") == "resource" and p.get("derivation") == "constraint")
+
+
+def capability_statement(ctx: RequestContext) -> dict[str, Any]:
+    resources = []
+    for resource_type in sorted(definitions.resource_types()):
+        params, includes, revincludes = _search_support(resource_type)
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        }
+        profiles = _supported_profiles(resource_type)
+        if profiles:
+            entry["supportedProfile"] = profiles
+        entry.update({
+            "interaction": [{"code": code} for code in _TYPE_INTERACTIONS
+                            if not (resource_type == "AuditEvent" and code in ("update", "patch", "delete"))],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "multiple",
+            "searchInclude": includes,
+            "searchRevInclude": revincludes,
+            "searchParam": params,
+        })
+        ops = _operations(resource_type)
+        if ops:
+            entry["operation"] = ops
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": resources,
+        "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
+        "operation": _operations(None),
+    }
+    security = ctx.extras.get("capability_security")
+    if security:
+        rest["security"] = security
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "publisher": "Termtem",
+        "kind": "instance",
+        "software": {"name": "Termtem", "version": __version__},
+        "implementation": {"description": "Termtem FHIR server", "url": ctx.base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [rest],
+    }

@@ -1,0 +1,98 @@
+"""The project's canonical URLs and the identifier systems it relies on, defined once.
+
+Every profile, extension, code system, value set, concept map and search parameter the project
+publishes lives under ``BASE``; build their URLs with the helpers here rather than typing them.
+"""
+
+BASE = "https://termtem.org/fhir"
+
+
+def structure_definition(id_: str) -> str:
+    """Canonical URL of one of our StructureDefinitions (profiles and extensions)."""
+    return f"{BASE}/StructureDefinition/{id_}"
+
+
+def code_system(id_: str) -> str:
+    return f"{BASE}/CodeSystem/{id_}"
+
+
+def value_set(id_: str) -> str:
+    return f"{BASE}/ValueSet/{id_}"
+
+
+def concept_map(id_: str) -> str:
+    return f"{BASE}/ConceptMap/{id_}"
+
+
+def search_parameter(id_: str) -> str:
+    return f"{BASE}/SearchParameter/{id_}"
+
+
+# Identifier systems (see shared reference notes on Thai standards; SIL-TH proposals).
+CID_SYSTEM = "https://terms.sil-th.org/id/th-cid"
+PASSPORT_THA_SYSTEM = "http://hl7.org/fhir/sid/passport-THA"
+HCODE_SYSTEM = "https://terms.sil-th.org/id/th-moph-hcode"
+# Students without a CID carry a Ministry of Education G-code; no public URI exists, so it is ours.
+GCODE_SYSTEM = f"{BASE}/id/moe-gcode"
+SCHOOL_CODE_SYSTEM = f"{BASE}/id/bma-school-code"
+
+
+def local_record_system(hcode: str, kind: str) -> str:
+    """System for a facility-local number (HN, PID, ...) following the SIL-TH pattern."""
+    return f"https://terms.sil-th.org/hcode/{len(hcode)}/{hcode}/{kind}"
+
+
+# Ids of our conformance resources. Everyone builds URLs from these so the generator, the mappers,
+# the profiles and the terminology agree. The full URL is e.g. structure_definition(PROFILE_CHILD_PATIENT).
+PROFILE_CHILD_PATIENT = "th-child-patient"
+PROFILE_GUARDIAN = "th-guardian"
+PROFILE_GROWTH = "th-growth-observation"
+PROFILE_DEVELOPMENTAL_SCREENING = "th-developmental-screening"
+PROFILE_WELLBEING = "th-wellbeing-assessment"
+PROFILE_REFERRAL = "th-referral"
+PROFILE_REFERRAL_TASK = "th-referral-task"
+PROFILE_CONSENT = "th-data-sharing-consent"
+PROFILE_AGENCY = "th-agency"
+
+EXT_DOPA_ADDRESS_CODE = "th-dopa-address-code"  # Address: province/district/subdistrict DOPA codes
+EXT_NAME_PREFIX = "th-name-prefix"  # HumanName: DOPA name-prefix code
+
+CS_DSPM_DOMAIN = "th-dspm-domain"  # GM FM RL EL PS
+CS_DSPM_RESULT = "th-dspm-result"  # pass, suspected-delay, delay
+CS_DSPM_AGE_BAND = "th-dspm-age-band"  # 9 18 30 42 60 (months)
+CS_SCREENING_TOOL = "th-screening-tool"  # DSPM, DAIM
+CS_MOPH_SPECIALPP = "moph-specialpp"
+CS_MOPH_CHILDDEVELOP = "moph-childdevelop"
+CS_MOPH_SEX = "moph-sex"
+CS_DOPA_NAME_PREFIX = "dopa-name-prefix"
+CS_MOPH_NATION = "moph-nation"
+CS_MOPH_RELIGION = "moph-religion"
+CS_MOPH_EDUCATION = "moph-education"
+CS_MOPH_MSTATUS = "moph-mstatus"
+CS_MOPH_TYPEAREA = "moph-typearea"
+CS_MOPH_VACCINE = "moph-epi-vaccine"
+CS_ADMIN_AREA = "th-admin-area"  # DOPA province (2 digits) > district (4) > subdistrict (6)
+CS_AGENCY_TYPE = "th-agency-type"
+CS_GUARDIAN_RELATIONSHIP = "th-guardian-relationship"  # our codes beyond v3 RoleCode (legal guardian)
+CS_REFERRAL_CATEGORY = "th-referral-category"
+CS_REFERRAL_REASON = "th-referral-reason"
+CS_WELLBEING_DIMENSION = "th-wellbeing-dimension"
+CS_WELLBEING_LEVEL = "th-wellbeing-level"
+CS_DATA_CLASS = "th-data-class"
+CS_IDENTIFIER_TYPE = "th-identifier-type"
+CS_LAWFUL_BASIS = "th-lawful-basis"
+
+VS_GUARDIAN_RELATIONSHIP = "th-guardian-relationship"
+VS_CONSENT_PURPOSE = "th-consent-purpose"  # subset of v3 PurposeOfUse
+
+# --- Terminology (issue 6): value sets and concept maps shipped in terminology/ --------------------
+# Every code system above also has an all-codes ValueSet with the same id: value_set(CS_DSPM_RESULT).
+VS_ADMIN_AREA = CS_ADMIN_AREA  # all levels
+VS_ADMIN_AREA_PROVINCE = "th-admin-area-province"
+VS_ADMIN_AREA_DISTRICT = "th-admin-area-district"
+VS_ADMIN_AREA_SUBDISTRICT = "th-admin-area-subdistrict"
+CM_DSPM_RESULT_TO_MOPH = "th-dspm-result-to-moph"  # to SPECIALPP 1B26x and NUTRITION.CHILDDEVELOP
+CM_MOPH_TO_DSPM_RESULT = "moph-to-th-dspm-result"
+CM_MOPH_SEX_TO_GENDER = "moph-sex-to-administrative-gender"
+CM_MOPH_MSTATUS_TO_MARITAL_STATUS = "moph-mstatus-to-marital-status"
+CM_MOPH_VACCINE_TO_CVX = "moph-epi-vaccine-to-cvx"

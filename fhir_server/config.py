@@ -1,0 +1,36 @@
+"""Server settings: one dataclass, filled from the CLI and ``TERMTEM_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("termtem-data")
+
+
+def default_store_url() -> str:
+    return os.environ.get("TERMTEM_STORE") or f"sqlite:///{DEFAULT_DATA_DIR / 'termtem.sqlite'}"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass
+class Settings:
+    store_url: str = field(default_factory=default_store_url)
+    # Path prefix of the FHIR base, e.g. http://host:port/fhir
+    base_path: str = "/fhir"
+    # Public base URL override (behind a proxy); when empty it is taken from the request.
+    public_base_url: str = ""
+    max_body_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BODY_BYTES", 64 * 1024 * 1024))
+    max_bundle_entries: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BUNDLE_ENTRIES", 20_000))
+    max_query_length: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_QUERY_LENGTH", 8_192))
+    default_page_size: int = field(default_factory=lambda: _env_int("TERMTEM_DEFAULT_COUNT", 20))
+    max_page_size: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_COUNT", 1_000))
+    # Profiles every write of a type must conform to (strict mode), e.g. {"Patient": [url]}.
+    required_profiles: dict[str, list[str]] = field(default_factory=dict)
+    # sqlite: "normal" survives an application crash; "full" also survives power loss.
+    sqlite_synchronous: str = field(default_factory=lambda: os.environ.get("TERMTEM_SQLITE_SYNC", "normal"))

@@ -1,0 +1,30 @@
+"""Finding the resources a conditional request (If-None-Exist, PUT/DELETE/PATCH [type]?query) names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.interactions.context import RequestContext
+from fhir_server.interactions.errors import FhirError
+from fhir_server.storage.base import StoredResource
+
+
+async def matches(ctx: RequestContext, tx: Any, resource_type: str, query: str) -> list[StoredResource]:
+    """Current resources of ``resource_type`` matching ``query`` (a query string, no leading '?')."""
+    from fhir_server.interactions.search import find_matches
+
+    query = query.lstrip("?")
+    if not query:
+        raise FhirError(400, "A conditional request needs search criteria", code="required")
+    return await find_matches(ctx, tx, resource_type, query)
+
+
+def single(found: list[StoredResource], what: str) -> StoredResource | None:
+    """At most one match, else the spec's 412 Precondition Failed."""
+    if len(found) > 1:
+        raise FhirError(
+            412,
+            f"{what}: the criteria match {len(found)} resources; they must match at most one",
+            code="multiple-matches",
+        )
+    return found[0] if found else None

@@ -1,0 +1,128 @@
+"""update (PUT [type]/[id], update-as-create) and conditional update (PUT [type]?query)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.interactions import conditional, writes
+from fhir_server.interactions.context import RequestContext
+from fhir_server.interactions.errors import FhirError
+from fhir_server.interactions.results import Outcome, location
+from fhir_server.storage.base import StoredResource, StoreTransaction
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The version named by an If-Match header (``W/"3"``, ``"3"`` or ``3``)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise FhirError(400, f"If-Match '{value}' is not a version ETag like W/\"3\"", expression=["If-Match"])
+    return int(text)
+
+
+def check_version(current: StoredResource | None, expected: int | None, what: str) -> None:
+    if expected is None:
+        return
+    if current is None or current.deleted:
+        raise FhirError(412, f"{what} does not exist, but If-Match asked for version {expected}", code="conflict")
+    if current.version != expected:
+        raise FhirError(
+            412,
+            f"{what} is at version {current.version}, not {expected} as If-Match requires",
+            code="conflict",
+        )
+
+
+async def update(
+    ctx: RequestContext, resource_type: str, id_: str, body: bytes | dict[str, Any], *, if_match: str | None = None
+) -> Outcome:
+    writes.check_type_known(resource_type)
+    writes.check_id(id_)
+    resource = writes.parse_resource(body, resource_type)
+    raw = body if isinstance(body, bytes) else None
+    expected = parse_if_match(if_match)
+    async with ctx.store.transaction() as tx:
+        result = await update_in(ctx, tx, resource_type, id_, resource, raw, expected_version=expected)
+    writes.after_commit(resource_type, resource)
+    return result
+
+
+async def update_in(
+    ctx: RequestContext,
+    tx: StoreTransaction,
+    resource_type: str,
+    id_: str,
+    resource: dict[str, Any],
+    raw: bytes | None,
+    *,
+    expected_version: int | None = None,
+    check_body_id: bool = True,
+) -> Outcome:
+    body_id = resource.get("id")
+    if check_body_id and body_id is None:
+        raise FhirError(400, "An update needs the resource id in the body", code="required", expression=["id"])
+    if body_id is not None and body_id != id_:
+        raise FhirError(400, f"The body's id '{body_id}' differs from the URL's id '{id_}'", expression=["id"])
+    current = await tx.read(resource_type, id_)
+    check_version(current, expected_version, f"{resource_type}/{id_}")
+    issues = writes.check_content(ctx, resource)
+    if writes.unchanged(current, resource, raw):
+        assert current is not None
+        return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
+    stored = await writes.write_version(tx, resource_type, id_, resource, raw, current=current, method="PUT")
+    created = current is None or current.deleted
+    return Outcome(201 if created else 200, stored=stored, location=location(ctx.base_url, stored), issues=issues)
+
+
+async def conditional_update(
+    ctx: RequestContext, resource_type: str, query: str, body: bytes | dict[str, Any], *, if_match: str | None = None
+) -> Outcome:
+    writes.check_type_known(resource_type)
+    resource = writes.parse_resource(body, resource_type)
+    raw = body if isinstance(body, bytes) else None
+    expected = parse_if_match(if_match)
+    async with ctx.store.transaction() as tx:
+        result = await conditional_update_in(ctx, tx, resource_type, query, resource, raw, expected_version=expected)
+    writes.after_commit(resource_type, resource)
+    return result
+
+
+async def conditional_update_in(
+    ctx: RequestContext,
+    tx: StoreTransaction,
+    resource_type: str,
+    query: str,
+    resource: dict[str, Any],
+    raw: bytes | None,
+    *,
+    expected_version: int | None = None,
+) -> Outcome:
+    match = conditional.single(await conditional.matches(ctx, tx, resource_type, query), "Conditional update")
+    body_id = resource.get("id")
+    if match is not None:
+        if body_id is not None and body_id != match.id:
+            raise FhirError(
+                400,
+                f"The criteria match {resource_type}/{match.id} but the body's id is '{body_id}'",
+                expression=["id"],
+            )
+        return await update_in(
+            ctx, tx, resource_type, match.id, resource, raw, expected_version=expected_version, check_body_id=False
+        )
+    if body_id is None:
+        from fhir_server.interactions.create import create_in
+
+        return await create_in(ctx, tx, resource_type, resource, raw)
+    writes.check_id(body_id)
+    existing = await tx.read(resource_type, body_id)
+    if existing is not None and not existing.deleted:
+        raise FhirError(
+            409,
+            f"No resource matches the criteria, but {resource_type}/{body_id} exists and does not match them",
+            code="conflict",
+        )
+    return await update_in(ctx, tx, resource_type, body_id, resource, raw, expected_version=expected_version)

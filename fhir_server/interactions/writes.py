@@ -1,0 +1,148 @@
+"""The one write path every writer shares: check, stamp, index, store.
+
+Create, update, patch, delete, bundles, the CLI loader and the mappers all end here, so the
+rules about ids, versions, validation and indexing are written once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server import definitions, fhirjson
+from fhir_server.interactions.context import RequestContext
+from fhir_server.interactions.errors import FhirError
+from fhir_server.storage.base import Method, StoredResource, StoreTransaction
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_last_instant = ""
+
+
+def now_instant() -> str:
+    """The current time as a FHIR instant in UTC with milliseconds, never going backwards."""
+    global _last_instant
+    value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if value < _last_instant:
+        value = _last_instant
+    _last_instant = value
+    return value
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(id_: str, where: str = "id") -> None:
+    if not _ID.match(id_):
+        raise FhirError(400, f"'{id_}' is not a valid FHIR id ([A-Za-z0-9-.], 1 to 64 characters)", expression=[where])
+
+
+def check_type_known(resource_type: str) -> None:
+    if not definitions.is_resource_type(resource_type):
+        raise FhirError(404, f"Unknown resource type '{resource_type}'", code="not-supported")
+
+
+def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> dict[str, Any]:
+    """Parse and check the envelope: a JSON object whose resourceType matches the URL."""
+    resource = fhirjson.parse(body) if isinstance(body, bytes | bytearray | str) else body
+    if not isinstance(resource, dict):
+        raise FhirError(400, "The body must be a JSON object holding a FHIR resource", code="structure")
+    found = resource.get("resourceType")
+    if not isinstance(found, str) or not found:
+        raise FhirError(400, "The resource has no resourceType", code="required", expression=["resourceType"])
+    if resource_type is not None and found != resource_type:
+        raise FhirError(
+            400,
+            f"The body is a {found} but the URL names {resource_type}",
+            expression=["resourceType"],
+        )
+    if not definitions.is_resource_type(found):
+        raise FhirError(400, f"Unknown resource type '{found}'", code="not-supported", expression=["resourceType"])
+    return resource
+
+
+def check_content(ctx: RequestContext, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate a resource for writing; raise 422 on errors, return warnings and information."""
+    from fhir_server.interactions.content_check import check_for_write
+
+    issues = check_for_write(resource, ctx.settings)
+    errors = [i for i in issues if i.get("severity") in ("error", "fatal")]
+    if errors:
+        first = errors[0].get("diagnostics", "invalid content")
+        raise FhirError(422, f"The resource is not valid: {first}", code="processing", issues=issues)
+    return issues
+
+
+def _meta(resource: dict[str, Any], version: int, last_updated: str) -> dict[str, Any]:
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    return meta
+
+
+def stamp(
+    body: bytes | None, resource: dict[str, Any], resource_type: str, id_: str, version: int, last_updated: str
+) -> bytes:
+    """The bytes to store: the client's JSON with server-set id and meta (``resource`` is updated too)."""
+    meta = _meta(resource, version, last_updated)
+    resource["id"] = id_
+    resource["meta"] = meta
+    if body is None:
+        return fhirjson.dumps(resource)
+    return fhirjson.with_server_fields(body, resource_type, id_, meta)
+
+
+def index_rows(resource: dict[str, Any]) -> Any:
+    from fhir_server.search.extract import extract_index
+
+    return extract_index(resource)
+
+
+async def write_version(
+    tx: StoreTransaction,
+    resource_type: str,
+    id_: str,
+    resource: dict[str, Any],
+    body: bytes | None,
+    *,
+    current: StoredResource | None,
+    method: Method,
+) -> StoredResource:
+    """Store ``resource`` as the next version after ``current`` (or version 1)."""
+    version = (current.version + 1) if current else 1
+    last_updated = now_instant()
+    data = stamp(body, resource, resource_type, id_, version, last_updated)
+    stored = StoredResource(resource_type, id_, version, last_updated, method, data)
+    await tx.put(stored, index_rows(resource))
+    return stored
+
+
+def unchanged(current: StoredResource | None, resource: dict[str, Any], body: bytes | None) -> bool:
+    """True when an update would store exactly what is already current (no new version needed)."""
+    if current is None or current.deleted:
+        return False
+    candidate = dict(resource)
+    meta = _meta(resource, current.version, current.last_updated)
+    if body is None:
+        candidate["id"], candidate["meta"] = current.id, meta
+        return fhirjson.dumps(candidate) == current.body
+    return fhirjson.with_server_fields(body, current.resource_type, current.id, meta) == current.body
+
+
+async def delete_version(tx: StoreTransaction, current: StoredResource) -> StoredResource:
+    tombstone = StoredResource(
+        current.resource_type, current.id, current.version + 1, now_instant(), "DELETE", b""
+    )
+    await tx.delete(tombstone)
+    return tombstone
+
+
+def after_commit(resource_type: str, resource: dict[str, Any] | None) -> None:
+    """Side effects that follow a committed write of a definitional resource."""
+    if resource_type == "SearchParameter" and resource is not None:
+        from fhir_server.search.registry import on_search_parameter_written
+
+        on_search_parameter_written(resource)

@@ -1,0 +1,115 @@
+"""The Store contract every backend implements (SQLite embedded, MongoDB production).
+
+A backend stores opaque resource bodies (bytes of JSON exactly as they will be served), their version
+history and the search-index rows extracted at write time. Rules (versioning, validation, conditional
+logic) live in ``fhir_server.interactions``; a backend only guarantees atomicity and ordering:
+everything done inside one ``transaction()`` commits together or not at all, and transactions that
+touch the same resources are serialised so no update is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of one resource. ``body`` is empty for a deletion (tombstone)."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: str  # FHIR instant, UTC, millisecond precision, e.g. 2026-11-22T10:00:00.123Z
+    method: Method
+    body: bytes
+
+    @property
+    def deleted(self) -> bool:
+        return self.method == "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """History at system (type and id None), type (id None) or instance level, newest first.
+
+    ``since``/``at`` are FHIR instants already validated and normalised to UTC ``...Z`` form.
+    ``before_seq`` is the keyset cursor: only entries older than it are returned.
+    """
+
+    resource_type: str | None = None
+    id: str | None = None
+    since: str | None = None
+    at: str | None = None
+    count: int = 20
+    before_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[StoredResource]
+    # Cursor for the next (older) page, or None when this is the last page.
+    next_before_seq: int | None
+    total: int | None
+
+
+class StoreTransaction(Protocol):
+    """Operations inside one atomic, serialised write transaction."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        """The current version, a tombstone if deleted, or None if never created."""
+
+    async def search(self, query: Any) -> Any:
+        """Run a compiled search (``fhir_server.search``) inside the transaction."""
+
+    async def put(self, resource: StoredResource, index: Any) -> None:
+        """Store a new version (create, update, patch) with its search-index rows.
+
+        The caller has already checked ``resource.version`` is the current version + 1.
+        """
+
+    async def delete(self, tombstone: StoredResource) -> None:
+        """Record a deletion as a new version with an empty body; index rows go away."""
+
+
+class Store(Protocol):
+    url: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A write transaction; commits on normal exit, rolls back on exception."""
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None: ...
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource | None: ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def search(self, query: Any) -> Any:
+        """Run a compiled search outside any write transaction (a consistent snapshot)."""
+
+    def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
+        """Every current, non-deleted resource (of one type, or all), streamed (reindex, copy, export)."""
+
+    def iterate_history(self) -> AsyncIterator[StoredResource]:
+        """Every version of every resource in commit order, streamed (store copy)."""
+
+    async def reindex(self, resource: StoredResource, index: Any) -> None:
+        """Replace the index rows of the current version of ``resource`` (a ``$reindex`` job)."""
+
+    # A small key/value area for server state that is not FHIR content: the client registry,
+    # replay caches, job checkpoints. Values are JSON-compatible dicts.
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None: ...
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any]) -> None: ...
+
+    async def kv_delete(self, namespace: str, key: str) -> bool: ...
+
+    async def kv_list(self, namespace: str) -> list[tuple[str, dict[str, Any]]]: ...

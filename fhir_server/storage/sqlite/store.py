@@ -1,0 +1,368 @@
+"""The embedded store: Python's sqlite3 in WAL mode.
+
+One writer connection owned by a single thread serialises write transactions (so concurrent
+transactions over the same resources can neither deadlock nor lose an update); reader connections
+serve searches and history in a small thread pool; point reads by primary key run inline, since a
+thread hop costs more than the lookup. Writes inside a transaction are buffered and sent to the
+writer thread together with the next read or the commit, so a plain create costs one hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from fhir_server.storage.base import HistoryPage, HistoryQuery, Method, StoredResource
+from fhir_server.storage.sqlite import index as index_tables
+
+T = TypeVar("T")
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS resource(
+        rid INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL, UNIQUE(type, id))""",
+    """CREATE TABLE IF NOT EXISTS history(
+        seq INTEGER PRIMARY KEY, rid INTEGER NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+        version INTEGER NOT NULL, last_updated TEXT NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS history_version ON history(rid, version)",
+    "CREATE INDEX IF NOT EXISTS history_type ON history(type, seq)",
+    "CREATE INDEX IF NOT EXISTS history_updated ON history(last_updated)",
+    """CREATE TABLE IF NOT EXISTS kv(
+        namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(namespace, key))""",
+]
+
+_COLUMNS = "type, id, version, last_updated, method, body"
+
+
+def _row(row: tuple[Any, ...]) -> StoredResource:
+    return StoredResource(row[0], row[1], row[2], row[3], row[4], bytes(row[5]))
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``sqlite:///:memory:``."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite store URL: {url!r} (expected sqlite:///PATH)")
+    return url[len("sqlite:///") :]
+
+
+class SqliteStore:
+    def __init__(self, url: str, *, synchronous: str = "normal", readers: int = 4) -> None:
+        self.url = url
+        self._path = path_from_url(url)
+        self._synchronous = synchronous.upper()
+        self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
+        self._reader_local = threading.local()
+        self._writer: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_connections_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA mmap_size=268435456")
+        return conn
+
+    async def open(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+
+        def setup() -> sqlite3.Connection:
+            conn = self._connect()
+            for statement in _SCHEMA + list(index_tables.SCHEMA):
+                conn.execute(statement)
+            return conn
+
+        self._writer = await self._in_writer(setup)
+        self._inline = self._connect()
+
+    async def close(self) -> None:
+        def close_writer() -> None:
+            if self._writer is not None:
+                self._writer.execute("PRAGMA optimize")
+                self._writer.close()
+                self._writer = None
+
+        await self._in_writer(close_writer)
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+        with self._reader_connections_lock:
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+
+    # -- thread plumbing -----------------------------------------------------------------------
+    async def _in_writer(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._reader_local.conn = conn
+            with self._reader_connections_lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, run)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        assert self._inline is not None, "store is not open"
+        return self._inline
+
+    # -- writes --------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTransaction]:
+        async with self._write_lock:
+            tx = _SqliteTransaction(self)
+            try:
+                yield tx
+            except BaseException:
+                await tx._finish(commit=False)
+                raise
+            else:
+                await tx._finish(commit=True)
+
+    async def reindex(self, resource: StoredResource, index: Any) -> None:
+        async with self.transaction() as tx:
+            tx._pending.append(lambda conn: _reindex(conn, resource, index))
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM resource WHERE type=? AND id=?", (resource_type, id)
+        ).fetchone()
+        return _row(row) if row else None
+
+    async def vread(self, resource_type: str, id: str, version: int) -> StoredResource | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM history WHERE type=? AND id=? AND version=?",
+            (resource_type, id, version),
+        ).fetchone()
+        return _row(row) if row else None
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        return await self._in_reader(lambda conn: _history(conn, query))
+
+    async def search(self, query: Any) -> Any:
+        from fhir_server.storage.sqlite.search_sql import run_search
+
+        return await self._in_reader(lambda conn: run_search(conn, query))
+
+    async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
+        last = 0
+        while True:
+            rows = await self._in_reader(lambda conn, after=last: _resource_batch(conn, resource_type, after))
+            if not rows:
+                return
+            for rid, stored in rows:
+                last = rid
+                yield stored
+
+    async def iterate_history(self) -> AsyncIterator[StoredResource]:
+        last = 0
+        while True:
+            rows = await self._in_reader(lambda conn, after=last: _history_batch(conn, after))
+            if not rows:
+                return
+            for seq, stored in rows:
+                last = seq
+                yield stored
+
+    # -- key/value -----------------------------------------------------------------------------
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
+        data = orjson.dumps(value)
+        async with self.transaction() as tx:
+            tx._pending.append(
+                lambda conn: conn.execute(
+                    "INSERT INTO kv(namespace, key, value) VALUES(?,?,?) "
+                    "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
+                    (namespace, key, data),
+                )
+            )
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        async with self.transaction() as tx:
+            cursor = await tx._run(lambda conn: conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key)))
+        return bool(cursor.rowcount)
+
+    async def kv_list(self, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._conn.execute("SELECT key, value FROM kv WHERE namespace=? ORDER BY key", (namespace,)).fetchall()
+        return [(key, orjson.loads(value)) for key, value in rows]
+
+
+class _SqliteTransaction:
+    """A write transaction on the writer thread; writes are buffered until the next hop."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._pending: list[Callable[[sqlite3.Connection], Any]] = []
+        self._begun = False
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        pending, self._pending = self._pending, []
+        begin = not self._begun
+        self._begun = True
+        conn = self._store._writer
+        assert conn is not None, "store is not open"
+
+        def work() -> T:
+            if begin:
+                conn.execute("BEGIN IMMEDIATE")
+            for step in pending:
+                step(conn)
+            return fn(conn)
+
+        return await self._store._in_writer(work)
+
+    async def _finish(self, commit: bool) -> None:
+        if not self._begun and not self._pending:
+            return
+        if commit:
+            await self._run(lambda conn: conn.execute("COMMIT"))
+        else:
+            self._pending.clear()
+            await self._run(lambda conn: conn.execute("ROLLBACK"))
+
+    async def read(self, resource_type: str, id: str) -> StoredResource | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT {_COLUMNS} FROM resource WHERE type=? AND id=?", (resource_type, id)
+            ).fetchone()
+        )
+        return _row(row) if row else None
+
+    async def search(self, query: Any) -> Any:
+        from fhir_server.storage.sqlite.search_sql import run_search
+
+        return await self._run(lambda conn: run_search(conn, query))
+
+    async def put(self, resource: StoredResource, index: Any) -> None:
+        self._pending.append(lambda conn: _put(conn, resource, index))
+
+    async def delete(self, tombstone: StoredResource) -> None:
+        self._pending.append(lambda conn: _put(conn, tombstone, None))
+
+
+def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
+    method: Method = resource.method
+    (rid,) = conn.execute(
+        "INSERT INTO resource(type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?) "
+        "ON CONFLICT(type, id) DO UPDATE SET version=excluded.version, "
+        "last_updated=excluded.last_updated, method=excluded.method, body=excluded.body RETURNING rid",
+        (resource.resource_type, resource.id, resource.version, resource.last_updated, method, resource.body),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO history(rid, type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?,?)",
+        (rid, resource.resource_type, resource.id, resource.version, resource.last_updated, method, resource.body),
+    )
+    if method == "DELETE" or index is None:
+        index_tables.delete_index(conn, rid)
+    else:
+        index_tables.write_index(conn, rid, resource.resource_type, index)
+
+
+def _reindex(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
+    row = conn.execute(
+        "SELECT rid, version FROM resource WHERE type=? AND id=?", (resource.resource_type, resource.id)
+    ).fetchone()
+    # Only the version that was indexed; a newer write has already indexed itself.
+    if row and row[1] == resource.version:
+        index_tables.write_index(conn, row[0], resource.resource_type, index)
+
+
+def _history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
+    where: list[str] = []
+    args: list[Any] = []
+    if query.resource_type is not None:
+        where.append("h.type=?")
+        args.append(query.resource_type)
+    if query.id is not None:
+        where.append("h.id=?")
+        args.append(query.id)
+    if query.since is not None:
+        where.append("h.last_updated>=?")
+        args.append(query.since)
+    if query.at is not None:
+        # The versions current at ``at``: written at or before it, and not yet replaced by then.
+        where.append("h.last_updated<=?")
+        args.append(query.at)
+        where.append(
+            "NOT EXISTS(SELECT 1 FROM history n WHERE n.rid=h.rid AND n.version>h.version AND n.last_updated<=?)"
+        )
+        args.append(query.at)
+    filters = " AND ".join(where) or "1"
+    total = None
+    if query.id is not None or query.before_seq is None:
+        total = conn.execute(f"SELECT count(*) FROM history h WHERE {filters}", args).fetchone()[0]
+    page_filters = filters
+    page_args = list(args)
+    if query.before_seq is not None:
+        page_filters += " AND h.seq<?"
+        page_args.append(query.before_seq)
+    rows = conn.execute(
+        f"SELECT h.seq, h.type, h.id, h.version, h.last_updated, h.method, h.body FROM history h "
+        f"WHERE {page_filters} ORDER BY h.seq DESC LIMIT ?",
+        [*page_args, query.count + 1],
+    ).fetchall()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    entries = [_row(r[1:]) for r in rows]
+    next_seq = rows[-1][0] if more and rows else None
+    return HistoryPage(entries=entries, next_before_seq=next_seq, total=total)
+
+
+def _resource_batch(
+    conn: sqlite3.Connection, resource_type: str | None, after: int, size: int = 500
+) -> list[tuple[int, StoredResource]]:
+    if resource_type is None:
+        rows = conn.execute(
+            f"SELECT rid, {_COLUMNS} FROM resource WHERE rid>? AND method!='DELETE' ORDER BY rid LIMIT ?",
+            (after, size),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT rid, {_COLUMNS} FROM resource WHERE type=? AND rid>? AND method!='DELETE' "
+            "ORDER BY rid LIMIT ?",
+            (resource_type, after, size),
+        ).fetchall()
+    return [(r[0], _row(r[1:])) for r in rows]
+
+
+def _history_batch(conn: sqlite3.Connection, after: int, size: int = 500) -> list[tuple[int, StoredResource]]:
+    rows = conn.execute(
+        f"SELECT seq, {_COLUMNS} FROM history WHERE seq>? ORDER BY seq LIMIT ?", (after, size)
+    ).fetchall()
+    return [(r[0], _row(r[1:])) for r in rows]

@@ -1,0 +1,1 @@
+"""Validation of FHIR resources: structure (R4) now; profiles and terminology build on it."""

@@ -1,0 +1,179 @@
+"""Terminology bindings: is a code in the bound value set?
+
+Value set membership comes from HL7's shipped expansions, from value sets that list their concepts or
+include whole code systems we ship (core or ours), and from our own terminology service for Thai value
+sets. Value sets over huge external systems (SNOMED CT, LOINC, UCUM, ...) that we cannot expand are
+*uncheckable*: ``members`` returns None and the validator stays silent for them, because claiming a
+SNOMED or LOINC code is wrong without the full release would produce false errors.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir_server import definitions
+
+Members = frozenset[tuple[str, str]]
+
+
+def _terminology() -> Any:
+    """Our terminology package, imported lazily (it loads the Thai code systems on first use)."""
+    try:
+        from fhir_server import terminology
+    except ImportError:
+        return None
+    return terminology
+
+
+def _flatten(contains: list[dict[str, Any]], out: set[tuple[str, str]]) -> None:
+    for c in contains:
+        if "code" in c and not c.get("abstract"):
+            out.add((c.get("system", ""), c["code"]))
+        if c.get("contains"):
+            _flatten(c["contains"], out)
+
+
+def _concepts(concepts: list[dict[str, Any]], system: str, out: set[tuple[str, str]]) -> None:
+    for c in concepts:
+        out.add((system, c["code"]))
+        if c.get("concept"):
+            _concepts(c["concept"], system, out)
+
+
+def _our_code_system(url: str) -> dict[str, Any] | None:
+    term = _terminology()
+    finder = getattr(term, "code_system", None) if term is not None else None
+    if finder is None:
+        return None
+    try:
+        return finder(url)
+    except Exception:
+        return None
+
+
+@cache
+def system_codes(system: str) -> frozenset[str] | None:
+    """Every code of a complete code system we ship (core or ours); None when we cannot tell."""
+    cs = definitions.code_system(system) or _our_code_system(system)
+    if cs is None or cs.get("content", "complete") != "complete" or not cs.get("concept"):
+        return None
+    out: set[tuple[str, str]] = set()
+    _concepts(cs["concept"], system, out)
+    return frozenset(code for _s, code in out)
+
+
+def _from_compose(vs: dict[str, Any]) -> Members | None:
+    out: set[tuple[str, str]] = set()
+    compose = vs.get("compose") or {}
+    if compose.get("exclude"):
+        return None
+    for inc in compose.get("include", []):
+        system = inc.get("system")
+        if inc.get("valueSet"):
+            for nested in inc["valueSet"]:
+                sub = members(nested)
+                if sub is None:
+                    return None
+                out |= sub
+            if not system:
+                continue
+        if not system:
+            return None
+        if inc.get("filter"):
+            return None
+        if inc.get("concept"):
+            out.update((system, c["code"]) for c in inc["concept"])
+            continue
+        codes = system_codes(system)
+        if codes is None:
+            return None
+        out.update((system, code) for code in codes)
+    return frozenset(out)
+
+
+def _from_terminology(url: str) -> Members | None:
+    term = _terminology()
+    expand = getattr(term, "expand_codes", None) if term is not None else None
+    if expand is None:
+        return None
+    try:
+        result = expand(url)
+    except Exception:
+        return None
+    if result is None:
+        return None
+    out: set[tuple[str, str]] = set()
+    for item in result:
+        if isinstance(item, tuple):
+            out.add((item[0], item[1]))
+        elif isinstance(item, dict):
+            out.add((item.get("system", ""), item["code"]))
+    return frozenset(out)
+
+
+_members_cache: dict[str, Members | None] = {}
+
+
+def members(value_set_url: str) -> Members | None:
+    """(system, code) pairs of a value set, or None when we cannot enumerate it."""
+    url = value_set_url.split("|", 1)[0]
+    if url in _members_cache:
+        return _members_cache[url]
+    result: Members | None = None
+    expansion = definitions.value_set_expansion(url)
+    if expansion is not None and "contains" in expansion:
+        flat: set[tuple[str, str]] = set()
+        _flatten(expansion["contains"], flat)
+        total = expansion.get("total")
+        result = frozenset(flat) if total is None or total <= len(flat) else None
+    else:
+        vs = definitions.value_set(url)
+        result = _from_compose(vs) if vs is not None else _from_terminology(url)
+    _members_cache[url] = result
+    return result
+
+
+def clear_cache() -> None:
+    """Forget computed memberships (tests that change terminology call this)."""
+    _members_cache.clear()
+    system_codes.cache_clear()
+
+
+def check(type_code: str, value: Any, binding: dict[str, Any]) -> str | None:
+    """None when ``value`` satisfies the binding (or cannot be checked); else a message."""
+    url = binding.get("valueSet")
+    if not url:
+        return None
+    allowed = members(url)
+    if allowed is None:
+        return None
+    if type_code == "code":
+        if not isinstance(value, str) or any(code == value for _s, code in allowed):
+            return None
+        return f"The code '{value}' is not in the value set {url}"
+    if type_code == "Coding":
+        return _check_codings([value], allowed, url)
+    if type_code == "CodeableConcept":
+        codings = value.get("coding") if isinstance(value, dict) else None
+        if not codings:
+            return None
+        return _check_codings(codings, allowed, url)
+    return None
+
+
+def _check_codings(codings: list[Any], allowed: Members, url: str) -> str | None:
+    seen: list[str] = []
+    for coding in codings:
+        if not isinstance(coding, dict):
+            continue
+        system, code = coding.get("system"), coding.get("code")
+        if code is None:
+            continue
+        if (system or "", code) in allowed:
+            return None
+        seen.append(f"{system}#{code}")
+    if not seen:
+        return None
+    return f"None of the codes ({', '.join(seen)}) is in the value set {url}"
+

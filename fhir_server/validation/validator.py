@@ -1,0 +1,548 @@
+"""The profile validator: walks a resource's JSON against compiled StructureDefinition snapshots.
+
+Checks cardinality, JSON shape, types and choice types, primitive formats, fixed and pattern values,
+slicing, bindings, FHIRPath invariants, extensions (known url, value type, context) and reference
+target types; contained resources and Bundle entries are validated recursively. Every finding is an
+OperationOutcome issue with a FHIRPath ``expression`` such as ``Patient.identifier[0].value``.
+
+The base R4 definition of the resource type is always applied; a profile's snapshot contains the base
+rules, so when profiles apply the base walk is replaced by one walk per profile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from fhir_server import canonical, definitions
+from fhir_server.validation import bindings, invariants, slicing
+from fhir_server.validation.model import FHIRPATH_STRING, CompiledSD, Node, compiled, is_primitive
+
+Issue = dict[str, Any]
+Resolver = Callable[[str], dict[str, Any] | None]
+Host = tuple[str, str]  # (type, element path) of the object an extension sits on
+
+_CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
+_INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
+_BACKBONE = frozenset({"BackboneElement", "Element"})
+_CODED = frozenset({"code", "Coding", "CodeableConcept", "string", "uri", "Quantity"})
+_REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+@cache
+def _regex(type_code: str) -> re.Pattern[str] | None:
+    pattern = definitions.primitive_pattern(type_code)
+    return re.compile(pattern) if pattern else None
+
+
+def _issue(severity: str, code: str, path: str, message: str) -> Issue:
+    return {"severity": severity, "code": code, "diagnostics": f"{path}: {message}", "expression": [path]}
+
+
+class _Run:
+    """State of one ``validate`` call: the issues found and the resources in scope."""
+
+    def __init__(self, resolver: Resolver | None) -> None:
+        self.issues: list[Issue] = []
+        self.seen: set[tuple[str, str, str]] = set()
+        self.resolver = resolver
+        self.resource: dict[str, Any] = {}
+        self.root: dict[str, Any] = {}
+        self.bundle_types: list[dict[str, str]] = []  # fullUrl -> resourceType, innermost last
+        self.bundle_resources: list[dict[str, dict[str, Any]]] = []
+
+    # -- issues ---------------------------------------------------------------------------------
+    def add(self, severity: str, code: str, path: str, message: str) -> None:
+        key = (severity, path, message)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        self.issues.append(_issue(severity, code, path, message))
+
+    # -- resources ------------------------------------------------------------------------------
+    def resource_(self, res: Any, path: str, extra_profiles: list[str] | None = None) -> None:
+        if not isinstance(res, dict):
+            self.add("error", "structure", path, "A resource must be a JSON object")
+            return
+        rtype = res.get("resourceType")
+        if not isinstance(rtype, str) or not definitions.is_resource_type(rtype):
+            self.add("error", "invalid", path, f"Unknown or missing resourceType {rtype!r}")
+            return
+        if not path:
+            path = rtype
+        sds: list[CompiledSD] = []
+        meta = res.get("meta")
+        named = list(meta.get("profile", ()) if isinstance(meta, dict) else ()) + list(extra_profiles or ())
+        for url in named:
+            if not isinstance(url, str):
+                continue
+            sd = compiled(url)
+            if sd is None:
+                self.add("warning", "not-supported", path, f"Profile {url} is not known to this server; "
+                         "not validated against it")
+                continue
+            if sd.type != rtype:
+                self.add("error", "invalid", path, f"Profile {url} is for {sd.type}, not {rtype}")
+                continue
+            if sd.url.startswith(_CORE_SD) and sd.derivation == "specialization":
+                continue
+            if sd not in sds:
+                sds.append(sd)
+        if not sds:
+            base = compiled(rtype)
+            if base is None:
+                self.add("error", "invalid", path, f"No definition for resource type {rtype}")
+                return
+            sds = [base]
+        saved = self.resource, self.root
+        self.resource = res
+        if not self.root:
+            self.root = res
+        pushed = False
+        if rtype == "Bundle":
+            self._push_bundle(res)
+            pushed = True
+        try:
+            for sd in sds:
+                self._object(sd.root, sd, res, path, rtype, (rtype, rtype))
+                self._constraints(sd.root, res, path, rtype)
+        finally:
+            if pushed:
+                self.bundle_types.pop()
+                self.bundle_resources.pop()
+            self.resource, self.root = saved
+
+    def _push_bundle(self, bundle: dict[str, Any]) -> None:
+        types: dict[str, str] = {}
+        resources: dict[str, dict[str, Any]] = {}
+        for entry in bundle.get("entry", ()) or ():
+            if not isinstance(entry, dict):
+                continue
+            res = entry.get("resource")
+            full = entry.get("fullUrl")
+            if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+                if isinstance(full, str):
+                    types[full] = res["resourceType"]
+                    resources[full] = res
+                if isinstance(res.get("id"), str):
+                    key = f"{res['resourceType']}/{res['id']}"
+                    types.setdefault(key, res["resourceType"])
+                    resources.setdefault(key, res)
+        self.bundle_types.append(types)
+        self.bundle_resources.append(resources)
+
+    def resolve(self, reference: str) -> dict[str, Any] | None:
+        if reference.startswith("#"):
+            for c in self.root.get("contained", ()) or ():
+                if isinstance(c, dict) and c.get("id") == reference[1:]:
+                    return c
+            return None
+        for resources in reversed(self.bundle_resources):
+            hit = resources.get(reference)
+            if hit is not None:
+                return hit
+            m = _REF_TYPE.search(reference)
+            if m and reference.count("/") >= 1:
+                tail = "/".join(reference.rsplit("/", 2)[-2:])
+                hit = resources.get(tail)
+                if hit is not None:
+                    return hit
+        return self.resolver(reference) if self.resolver is not None else None
+
+    # -- objects --------------------------------------------------------------------------------
+    def _object(self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str,
+                host: Host) -> None:
+        keys = node.keys
+        groups: dict[str, list[tuple[str, str, Any]]] = {}
+        is_resource_root = node is sd.root and sd.kind == "resource"
+        for key, value in obj.items():
+            if key == "resourceType" and is_resource_root:
+                continue
+            if key.startswith("_"):
+                entry = keys.get(key[1:])
+                if entry is None or not is_primitive(entry[1]):
+                    self.add("error", "structure", f"{path}.{key[1:]}", f"Unknown element '{key}'")
+                    continue
+            else:
+                entry = keys.get(key)
+                if entry is None:
+                    self.add("error", "structure", f"{path}.{key}", f"Unknown element '{key}'")
+                    continue
+            child, code = entry
+            groups.setdefault(child.name, []).append((key, code, value))
+        for name, child in node.children.items():
+            group = groups.get(name)
+            if group is None:
+                label = f"{name}[x]" if child.choice else name
+                if child.min > 0:
+                    self.add("error", "required", f"{path}.{label}",
+                             f"Minimum required = {child.min}, but only found 0 (from {child.sd_url})")
+                for s in child.slices:
+                    if s.min > 0:
+                        self.add("error", "required", f"{path}.{label}",
+                                 f"Slice '{s.slice_name}': minimum required = {s.min}, but only found 0 "
+                                 f"(from {s.sd_url})")
+                continue
+            self._element(child, sd, group, obj, path, host)
+
+    def _element(self, child: Node, sd: CompiledSD, group: list[tuple[str, str, Any]], obj: dict[str, Any],
+                 path: str, host: Host) -> None:
+        plain = [g for g in group if not g[0].startswith("_")]
+        if child.choice and len({g[0] for g in plain}) > 1:
+            self.add("error", "structure", f"{path}.{child.name}[x]",
+                     f"Only one of {', '.join(sorted(g[0] for g in plain))} is allowed")
+        items: list[tuple[Any, Any, str, str]] = []  # (value, _value, fhirpath, type code)
+        for key, code, value in plain:
+            ext = obj.get("_" + key)
+            epath = f"{path}.{key}"
+            if child.is_array:
+                if not isinstance(value, list):
+                    self.add("error", "structure", epath, "This element repeats: a JSON array is required")
+                    value = [value]
+                exts = ext if isinstance(ext, list) else []
+                for i, v in enumerate(value):
+                    items.append((v, exts[i] if i < len(exts) else None, f"{epath}[{i}]", code))
+                for i in range(len(value), len(exts)):
+                    items.append((None, exts[i], f"{epath}[{i}]", code))
+            else:
+                if isinstance(value, list):
+                    self.add("error", "structure", epath, "This element does not repeat: an array is not allowed")
+                    continue
+                items.append((value, ext, epath, code))
+        for key, code, ext in group:
+            if key.startswith("_") and key[1:] not in obj:
+                epath = f"{path}.{key[1:]}"
+                if child.is_array and isinstance(ext, list):
+                    items.extend((None, e, f"{epath}[{i}]", code) for i, e in enumerate(ext))
+                else:
+                    items.append((None, ext, epath, code))
+        count = len(items)
+        label = f"{path}.{child.name}"
+        if count < child.min:
+            self.add("error", "required", label,
+                     f"Minimum required = {child.min}, but only found {count} (from {child.sd_url})")
+        if child.max is not None and count > child.max:
+            self.add("error", "structure", label,
+                     f"Maximum allowed = {child.max}, but found {count} (from {child.sd_url})")
+        targets: list[Node] = [child] * count
+        if child.slices:
+            targets = self._slices(child, items, label)
+        for (value, ext, ipath, code), target in zip(items, targets, strict=True):
+            self._item(target, sd, value, ext, ipath, code, host)
+
+    def _slices(self, child: Node, items: list[tuple[Any, Any, str, str]], label: str) -> list[Node]:
+        assigned = slicing.assign(child, [(v, c) for v, _e, _p, c in items], self._conforms)
+        counts = [0] * len(child.slices)
+        rules = child.slicing.rules if child.slicing else "open"
+        last_slice = -1
+        seen_unmatched = False
+        out: list[Node] = []
+        for (value, _ext, ipath, _code), idx in zip(items, assigned, strict=True):
+            if idx is None:
+                out.append(child)
+                seen_unmatched = True
+                if rules == "closed":
+                    self.add("error", "structure", ipath,
+                             f"This element does not match any known slice defined in {child.sd_url} "
+                             "and slicing is CLOSED")
+                continue
+            s = child.slices[idx]
+            counts[idx] += 1
+            out.append(s)
+            if child.slicing and child.slicing.ordered and idx < last_slice:
+                self.add("error", "structure", ipath, f"Slice '{s.slice_name}' is out of order (slicing is ordered)")
+            if rules == "openAtEnd" and seen_unmatched:
+                self.add("error", "structure", ipath,
+                         f"Slice '{s.slice_name}' follows unsliced content (slicing is openAtEnd)")
+            last_slice = max(last_slice, idx)
+        for s, n in zip(child.slices, counts, strict=True):
+            if n < s.min:
+                self.add("error", "required", label,
+                         f"Slice '{s.slice_name}': minimum required = {s.min}, but only found {n} "
+                         f"(from {s.sd_url})")
+            if s.max is not None and n > s.max:
+                self.add("error", "structure", label,
+                         f"Slice '{s.slice_name}': maximum allowed = {s.max}, but found {n} (from {s.sd_url})")
+        return out
+
+    def _conforms(self, item: Any, type_code: str, profile_url: str) -> bool:
+        """Profile discriminator: does ``item`` validate without errors against ``profile_url``?"""
+        sd = compiled(profile_url)
+        if sd is None:
+            return False
+        sub = _Run(self.resolver)
+        sub.resource, sub.root = self.resource, self.root
+        if sd.kind == "resource":
+            sub.resource_(item, sd.type, [profile_url])
+        elif isinstance(item, dict):
+            sub._object(sd.root, sd, item, sd.type, sd.type, (sd.type, sd.type))
+        return not any(i["severity"] == "error" for i in sub.issues)
+
+    # -- one value ------------------------------------------------------------------------------
+    def _item(self, node: Node, sd: CompiledSD, value: Any, ext: Any, path: str, code: str,
+              host: Host) -> None:
+        if node.content_reference:
+            target = sd.by_id.get(node.content_reference.split("#", 1)[-1])
+            if target is not None:
+                if not isinstance(value, dict):
+                    self.add("error", "structure", path, "A JSON object is required")
+                    return
+                self._object(target, sd, value, path, "BackboneElement", ("BackboneElement", target.path))
+                self._ele1(value, path)
+                self._constraints(node, value, path, target.path)
+                return
+        if not code and node.types:
+            code = node.types[0].code
+        if is_primitive(code):
+            self._primitive(node, value, ext, path, code, (code, node.path))
+            return
+        if value is None:
+            self.add("error", "structure", path, "A JSON object is required, not null")
+            return
+        if code == "Resource" or definitions.is_resource_type(code):
+            self.resource_(value, path)
+            return
+        if not isinstance(value, dict):
+            self.add("error", "structure", path, f"A JSON object is required for type {code}")
+            return
+        if node.children:
+            self._object(node, sd, value, path, code, (code, node.path))
+            type_path = node.path
+        else:
+            tsd = compiled(code)
+            if tsd is None:
+                self.add("error", "structure", path, f"Unknown type {code}")
+                return
+            self._object(tsd.root, tsd, value, path, code, (code, node.path))
+            type_path = code
+        self._ele1(value, path)
+        if code == "Extension":
+            self._extension(node, value, path, host)
+        elif code == "Reference":
+            self._reference(node, value, path)
+        for t in node.types:
+            if t.code == code and code != "Extension":
+                for prof in t.profiles:
+                    self._datatype_profile(prof, value, path)
+        if node.fixed is not None:
+            self._fixed(node, value, path)
+        if node.binding is not None and code in _CODED:
+            self._binding(node, code, value, path)
+        self._constraints(node, value, path, type_path)
+
+    def _ele1(self, value: dict[str, Any], path: str) -> None:
+        if not any(k != "id" for k in value):
+            self.add("error", "invariant", path, "Constraint failed: ele-1: 'All FHIR elements must have a "
+                     "@value or children'")
+
+    def _primitive(self, node: Node, value: Any, ext: Any, path: str, code: str, host: Host) -> None:
+        if ext is not None:
+            if not isinstance(ext, dict):
+                self.add("error", "structure", path, "The '_' companion of a primitive must be a JSON object")
+            else:
+                esd = compiled("Element")
+                if esd is not None:
+                    self._object(esd.root, esd, ext, path, "Element", host)
+        if value is None:
+            if not (isinstance(ext, dict) and ext.get("extension")):
+                self.add("error", "invariant", path, "Constraint failed: ele-1: 'All FHIR elements must have "
+                         "a @value or children'")
+            return
+        if code == "boolean":
+            ok = isinstance(value, bool)
+        elif code in _INTEGERS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+            ok = ok and (code != "positiveInt" or value > 0) and (code != "unsignedInt" or value >= 0)
+        elif code == "decimal":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif code == FHIRPATH_STRING or code.startswith("http://hl7.org/fhirpath/System."):
+            ok = isinstance(value, str | bool | int | float)
+        else:
+            if not isinstance(value, str):
+                ok = False
+            else:
+                rx = _regex(code)
+                ok = rx is None or rx.fullmatch(value) is not None
+                if ok and node.max_length is not None and len(value) > node.max_length:
+                    self.add("error", "value", path, f"Value is longer than the maximum length {node.max_length}")
+        if not ok:
+            self.add("error", "value", path, f"The value {value!r} is not a valid {code}")
+            return
+        if node.fixed is not None:
+            self._fixed(node, value, path)
+        if node.binding is not None and code in _CODED:
+            self._binding(node, code, value, path)
+        if node.min_value is not None or node.max_value is not None:
+            self._range(node, value, path)
+        if len(node.constraints) > 1 or (node.constraints and node.constraints[0].key != "ele-1"):
+            self._constraints(node, value, path, code)
+
+    def _range(self, node: Node, value: Any, path: str) -> None:
+        if node.min_value is not None and value < node.min_value[1]:
+            self.add("error", "value", path, f"The value {value!r} is below the minimum {node.min_value[1]!r}")
+        if node.max_value is not None and value > node.max_value[1]:
+            self.add("error", "value", path, f"The value {value!r} is above the maximum {node.max_value[1]!r}")
+
+    # -- rules on one value ---------------------------------------------------------------------
+    def _fixed(self, node: Node, value: Any, path: str) -> None:
+        assert node.fixed is not None
+        mode, want = node.fixed
+        if mode == "fixed":
+            if value != want:
+                self.add("error", "value", path, f"Value must be exactly {_show(want)} (fixed in {node.sd_url}), "
+                         f"found {_show(value)}")
+        elif not slicing.matches_pattern(value, want):
+            self.add("error", "value", path, f"Value must match the pattern {_show(want)} (from {node.sd_url})")
+
+    def _binding(self, node: Node, code: str, value: Any, path: str) -> None:
+        assert node.binding is not None
+        strength = node.binding.get("strength")
+        if strength not in ("required", "extensible"):
+            return
+        message = bindings.check(code, value, node.binding)
+        if message is None:
+            return
+        if strength == "required":
+            self.add("error", "code-invalid", path, message + " (required binding)")
+        else:
+            self.add("warning", "code-invalid", path, message + " (extensible binding)")
+
+    def _constraints(self, node: Node, value: Any, path: str, type_path: str) -> None:
+        for c in node.constraints:
+            if c.key in invariants.NATIVE or c.key in invariants.SKIPPED:
+                continue
+            result = invariants.evaluate(c, value, type_path, self.resource, self.root)
+            if result is True:
+                continue
+            if result is False:
+                severity = "error" if c.severity == "error" else "warning"
+                self.add(severity, "invariant", path, f"Constraint failed: {c.key}: '{c.human}' "
+                         f"(defined in {c.source})")
+            else:
+                self.add("information", "informational", path, f"Constraint {c.key} not checked: {result}")
+
+    def _datatype_profile(self, url: str, value: dict[str, Any], path: str) -> None:
+        psd = compiled(url)
+        if psd is None:
+            self.add("warning", "not-supported", path, f"Profile {url} is not known; not checked")
+            return
+        self._object(psd.root, psd, value, path, psd.type, (psd.type, psd.type))
+        self._constraints(psd.root, value, path, psd.type)
+
+    def _extension(self, node: Node, value: dict[str, Any], path: str, host: Host) -> None:
+        has_ext, has_value = "extension" in value, any(k.startswith("value") for k in value)
+        if has_ext == has_value:
+            self.add("error", "invariant", path, "Constraint failed: ext-1: 'Must have either extensions or "
+                     "value[x], not both'")
+        url = value.get("url")
+        if not isinstance(url, str):
+            return
+        profiles = [p for t in node.types for p in t.profiles]
+        if profiles or "://" not in url and not url.startswith("urn:"):
+            return  # a profiled slice (checked by its profile) or a sub-extension of a complex extension
+        esd = compiled(url)
+        if esd is None or esd.type != "Extension":
+            if url.startswith(canonical.BASE):
+                self.add("error", "extension", path, f"Unknown extension {url}")
+            else:
+                self.add("warning", "extension", path, f"Unknown extension {url}; not validated")
+            return
+        self._extension_profile(esd, value, path, host)
+
+    def _extension_profile(self, esd: CompiledSD, value: dict[str, Any], path: str, host: Host) -> None:
+        if esd.context and not _context_ok(esd.context, host):
+            allowed = ", ".join(c.get("expression", "") for c in esd.context)
+            self.add("error", "extension", path, f"The extension {esd.url} is not allowed on {host[1]} "
+                     f"(allowed contexts: {allowed})")
+        self._object(esd.root, esd, value, path, "Extension", (esd.url, "Extension"))
+        self._constraints(esd.root, value, path, "Extension")
+
+    def _reference(self, node: Node, value: dict[str, Any], path: str) -> None:
+        ref = value.get("reference")
+        if not isinstance(ref, str):
+            return
+        allowed: set[str] = set()
+        for t in node.types:
+            if t.code != "Reference":
+                continue
+            for tp in t.target_profiles:
+                tsd = compiled(tp)
+                allowed.add(tsd.type if tsd is not None else tp.rsplit("/", 1)[-1])
+        if not allowed or "Resource" in allowed:
+            return
+        target_type = self._reference_type(ref, path)
+        if target_type is None:
+            return
+        if target_type not in allowed:
+            self.add("error", "structure", f"{path}.reference",
+                     f"The reference {ref!r} points to a {target_type}, but only "
+                     f"{', '.join(sorted(allowed))} is allowed here")
+
+    def _reference_type(self, ref: str, path: str) -> str | None:
+        if ref.startswith("#"):
+            if ref == "#":
+                return self.resource.get("resourceType")
+            target = self.resolve(ref)
+            if target is None:
+                self.add("error", "structure", f"{path}.reference", f"Contained resource {ref} not found")
+                return None
+            return target.get("resourceType")
+        for types in reversed(self.bundle_types):
+            if ref in types:
+                return types[ref]
+        m = _REF_TYPE.search(ref)
+        if m and definitions.is_resource_type(m.group(1)):
+            return m.group(1)
+        return None
+
+
+def _context_ok(context: list[dict[str, Any]], host: Host) -> bool:
+    """Is an extension with these contexts allowed on an element of type/path ``host``?"""
+    host_type, host_path = host
+    for c in context:
+        kind, expr = c.get("type"), c.get("expression", "")
+        if kind == "extension":
+            if expr == host_type:
+                return True
+            continue
+        if kind != "element":
+            return True  # FHIRPath contexts are not restricted here
+        if expr in ("Element", "Base", host_type, host_path):
+            return True
+        if expr in ("Resource", "DomainResource") and definitions.is_resource_type(host_type):
+            return True
+        if expr == "BackboneElement" and host_type == "BackboneElement":
+            return True
+    return False
+
+
+def _show(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+
+
+def validate(resource: dict[str, Any], profile_urls: list[str] | None = None, *,
+             resolver: Resolver | None = None) -> list[Issue]:
+    """OperationOutcome issues for ``resource`` against its base R4 definition and profiles.
+
+    Profiles are those in ``meta.profile`` that this server knows plus ``profile_urls`` (an unknown one
+    gives a warning). ``resolver`` maps a reference to a resource, for invariants that ``resolve()``
+    (contained resources and Bundle entries are resolved without it).
+    """
+    from fhir_server.validation import profiles
+
+    profiles.ensure_registered()
+    run = _Run(resolver)
+    token = invariants.set_resolver(run.resolve)
+    try:
+        run.resource_(resource, "", profile_urls)
+    finally:
+        invariants.reset_resolver(token)
+    return run.issues
+
+
+def has_errors(issues: list[Issue]) -> bool:
+    return any(i["severity"] in ("error", "fatal") for i in issues)
