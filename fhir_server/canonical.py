@@ -96,3 +96,54 @@ CM_MOPH_TO_DSPM_RESULT = "moph-to-th-dspm-result"
 CM_MOPH_SEX_TO_GENDER = "moph-sex-to-administrative-gender"
 CM_MOPH_MSTATUS_TO_MARITAL_STATUS = "moph-mstatus-to-marital-status"
 CM_MOPH_VACCINE_TO_CVX = "moph-epi-vaccine-to-cvx"
+
+# --- Legacy mappers (issue 8, fhir_server/mapping and mappings/): identifier systems and the external
+# code systems their mapping specs write. Appended by the mappers; add new ids for the mappers here.
+# A resource made from one legacy record that has no business number of its own (an Observation from a
+# 43-file NUTRITION row, a case's referral) carries a key under this system so a re-import updates it.
+LEGACY_RECORD_SYSTEM = f"{BASE}/id/legacy-record"
+CHILDCARE_CENTRE_SYSTEM = f"{BASE}/id/bma-childcare-centre"  # BMA childcare centre code
+MSDHS_CASE_SYSTEM = f"{BASE}/id/msdhs-case"  # social-welfare case number
+MSDHS_AGENCY_SYSTEM = f"{BASE}/id/msdhs-agency"  # MSDHS / partner agency code used on case forms
+MSDHS_WORKER_SYSTEM = f"{BASE}/id/msdhs-worker"  # volunteer (อพม.) or social-worker number
+
+
+def student_number_system(school_code: str) -> str:
+    """System for the student numbers one school issues (a student number is unique per school)."""
+    return f"{BASE}/id/bma-school/{school_code}/student"
+
+
+LOINC_SYSTEM = "http://loinc.org"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
+CVX_SYSTEM = "http://hl7.org/fhir/sid/cvx"
+OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+V3_ROLE_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+V3_ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+V2_IDENTIFIER_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
+CONSENT_SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
+CONSENT_CATEGORY_LOINC = "59284-0"  # LOINC "Patient Consent"
+ALLERGY_CLINICAL_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+CONDITION_CLINICAL_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
+EXT_PATIENT_NATIONALITY = "http://hl7.org/fhir/StructureDefinition/patient-nationality"
+EXT_PATIENT_RELIGION = "http://hl7.org/fhir/StructureDefinition/patient-religion"
+PASSPORT_UNKNOWN_COUNTRY_SYSTEM = "https://terms.sil-th.org/id/passport"  # SIL-TH: issuing country unknown
+# --- end of the legacy mappers' block ---
+
+# --- Profiles and validation (issue 5): extra extension and search-parameter ids -----------------
+EXT_DSPM_AGE_BAND = "th-dspm-age-band"  # Observation: DSPM screening age band (9/18/30/42/60 months)
+EXT_LAWFUL_BASIS = "th-lawful-basis"  # Consent: PDPA lawful basis (s.19 consent, s.24, s.26)
+EXT_CONSENT_AGENCY_TYPE = "th-consent-agency-type"  # Consent.provision: actor given as an agency type
+SP_PATIENT_CID = "Patient-cid"  # Patient?cid=<13 digits>
+SP_PATIENT_GCODE = "Patient-gcode"  # Patient?gcode=G...
+SP_PATIENT_PROVINCE = "Patient-province"  # Patient?province=<DOPA 2-digit code>
+SP_RELATEDPERSON_CID = "RelatedPerson-cid"
+SP_OBSERVATION_DSPM_RESULT = "Observation-dspm-result"  # overall DSPM result code
+SP_SERVICEREQUEST_PERFORMER_AGENCY = "ServiceRequest-performer-agency"
+SP_SERVICEREQUEST_REQUESTER_AGENCY = "ServiceRequest-requester-agency"
+SP_TASK_OWNER_AGENCY = "Task-owner-agency"
+SP_CONSENT_LAWFUL_BASIS = "Consent-lawful-basis"
+# --- end of the profiles block ---

@@ -155,3 +155,26 @@ def pretty(data: bytes, indent: int = 2) -> bytes:
         else:
             out.append(tok)
     return b"".join(out)
+
+
+def array_items(data: bytes) -> list[bytes]:
+    """The raw bytes of each item of a JSON array (already known to be valid)."""
+    items: list[bytes] = []
+    pos = _WS.match(data, 0).end() + 1  # type: ignore[union-attr]
+    while True:
+        pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
+        if data[pos : pos + 1] in (b"]", b""):
+            return items
+        end = _skip_value(data, pos)
+        items.append(data[pos:end])
+        pos = _WS.match(data, end).end()  # type: ignore[union-attr]
+        if data[pos : pos + 1] == b",":
+            pos += 1
+
+
+def member(data: bytes, key: str) -> bytes | None:
+    """The raw bytes of one top-level member, or None."""
+    for name, value in members(data):
+        if name == key:
+            return value
+    return None

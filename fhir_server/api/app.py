@@ -39,8 +39,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             if owned:
                 await app.state.store.close()
 
-    app = FastAPI(title="Termtem FHIR server", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Termtem FHIR server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     if store is not None:
         app.state.store = store

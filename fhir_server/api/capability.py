@@ -10,8 +10,17 @@ from fhir_server.interactions.context import RequestContext
 from fhir_server.operations.table import OPERATIONS
 
 # Every resource type gets the full REST interaction set the router implements.
-_TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
-                      "create", "search-type"]
+_TYPE_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 
 
 def _search_support(resource_type: str) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -26,8 +35,11 @@ def _operations(resource_type: str | None) -> list[dict[str, Any]]:
     out = []
     for op in OPERATIONS:
         if (resource_type is None and op.system) or (resource_type in op.resource_types):
-            entry = {"name": op.name, "definition": op.definition or f"http://hl7.org/fhir/OperationDefinition/"
-                     f"{(resource_type or 'Resource')}-{op.name}"}
+            entry = {
+                "name": op.name,
+                "definition": op.definition
+                or f"http://hl7.org/fhir/OperationDefinition/{(resource_type or 'Resource')}-{op.name}",
+            }
             out.append(entry)
     return out
 
@@ -37,9 +49,14 @@ def _supported_profiles(resource_type: str) -> list[str]:
         from fhir_server.validation.profiles import shipped_profiles
     except ImportError:
         return []
-    return sorted(p["url"] for p in shipped_profiles()
-                  if p.get("resourceType") == "StructureDefinition" and p.get("type") == resource_type
-                  and p.get("kind") == "resource" and p.get("derivation") == "constraint")
+    return sorted(
+        p["url"]
+        for p in shipped_profiles()
+        if p.get("resourceType") == "StructureDefinition"
+        and p.get("type") == resource_type
+        and p.get("kind") == "resource"
+        and p.get("derivation") == "constraint"
+    )
 
 
 def capability_statement(ctx: RequestContext) -> dict[str, Any]:
@@ -53,20 +70,25 @@ def capability_statement(ctx: RequestContext) -> dict[str, Any]:
         profiles = _supported_profiles(resource_type)
         if profiles:
             entry["supportedProfile"] = profiles
-        entry.update({
-            "interaction": [{"code": code} for code in _TYPE_INTERACTIONS
-                            if not (resource_type == "AuditEvent" and code in ("update", "patch", "delete"))],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalRead": "not-supported",
-            "conditionalUpdate": True,
-            "conditionalDelete": "multiple",
-            "searchInclude": includes,
-            "searchRevInclude": revincludes,
-            "searchParam": params,
-        })
+        entry.update(
+            {
+                "interaction": [
+                    {"code": code}
+                    for code in _TYPE_INTERACTIONS
+                    if not (resource_type == "AuditEvent" and code in ("update", "patch", "delete"))
+                ],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "multiple",
+                "searchInclude": includes,
+                "searchRevInclude": revincludes,
+                "searchParam": params,
+            }
+        )
         ops = _operations(resource_type)
         if ops:
             entry["operation"] = ops

@@ -13,8 +13,22 @@ FHIR_JSON = "application/fhir+json"
 JSON_PATCH = "application/json-patch+json"
 FORM = "application/x-www-form-urlencoded"
 _JSON_TYPES = {FHIR_JSON, "application/json", "text/json", "json", "application/json+fhir"}
-_FORMAT_ALIASES = {"json", "application/json", "application/fhir+json", "fhir+json", "application/json+fhir", "text/json"}
-_XML_TYPES = {"xml", "application/xml", "application/fhir+xml", "text/xml", "application/xml+fhir", "fhir+xml"}
+_FORMAT_ALIASES = {
+    "json",
+    "application/json",
+    "application/fhir+json",
+    "fhir+json",
+    "application/json+fhir",
+    "text/json",
+}
+_XML_TYPES = {
+    "xml",
+    "application/xml",
+    "application/fhir+xml",
+    "text/xml",
+    "application/xml+fhir",
+    "fhir+xml",
+}
 
 
 def media_type(content_type: str | None) -> str:
@@ -41,16 +55,27 @@ def check_body_type(content_type: str | None, *, allow_patch: bool = False, allo
 def check_format(format_param: str | None, accept: str | None) -> None:
     """Refuse (406) a request that can only take a format we do not produce."""
     if format_param is not None:
-        value = format_param.strip().lower()
+        value = format_param.strip().lower().replace(" ", "+")  # an unescaped "+" arrives as a space
         if value in _FORMAT_ALIASES:
             return
-        raise FhirError(406, f"_format '{format_param}' is not supported: this server speaks FHIR JSON",
-                        code="not-supported", expression=["_format"])
+        raise FhirError(
+            406,
+            f"_format '{format_param}' is not supported: this server speaks FHIR JSON",
+            code="not-supported",
+            expression=["_format"],
+        )
     if not accept:
         return
     wanted = [media_type(part) for part in accept.split(",")]
-    if any(w in _JSON_TYPES or w in ("*/*", "application/*", "") or w.startswith("application/ndjson")
-           or w == "application/fhir+ndjson" for w in wanted):
+    if any(
+        w in _JSON_TYPES
+        or w in ("*/*", "application/*", "")
+        or w.startswith("application/ndjson")
+        or w == "application/fhir+ndjson"
+        for w in wanted
+    ):
         return
     if all(w in _XML_TYPES for w in wanted):
-        raise FhirError(406, "This server answers in FHIR JSON only (application/fhir+json)", code="not-supported")
+        raise FhirError(
+            406, "This server answers in FHIR JSON only (application/fhir+json)", code="not-supported"
+        )

@@ -22,14 +22,16 @@ def _query_parameters(params: list[tuple[str, str]]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [{"name": k, "valueString": v} for k, v in params]}
 
 
-async def run_operation(fhir: FhirRequest, ctx: RequestContext, name: str, resource_type: str | None,
-                        id_: str | None) -> Response:
+async def run_operation(
+    fhir: FhirRequest, ctx: RequestContext, name: str, resource_type: str | None, id_: str | None
+) -> Response:
     level: Level = "instance" if id_ else "type" if resource_type else "system"
     operation = find(OPERATIONS, name, level, resource_type)
     if operation is None:
         where = f"on {resource_type}" if resource_type else "at the system level"
-        raise FhirError(404, f"The operation ${name} is not supported {where} ({level} level)",
-                        code="not-supported")
+        raise FhirError(
+            404, f"The operation ${name} is not supported {where} ({level} level)", code="not-supported"
+        )
     parameters = _query_parameters(fhir.search_params())
     body_resource = None
     if fhir.method == "POST":
@@ -38,21 +40,37 @@ async def run_operation(fhir: FhirRequest, ctx: RequestContext, name: str, resou
         if data.strip():
             parsed = fhirjson.parse(data)
             if not isinstance(parsed, dict) or "resourceType" not in parsed:
-                raise FhirError(400, f"The body of ${name} must be a Parameters resource or a resource",
-                                expression=["resourceType"])
+                raise FhirError(
+                    400,
+                    f"The body of ${name} must be a Parameters resource or a resource",
+                    expression=["resourceType"],
+                )
             if parsed["resourceType"] == "Parameters":
                 parameters = {**parsed, "parameter": [*parsed.get("parameter", []), *parameters["parameter"]]}
             else:
                 body_resource = parsed
     elif fhir.method == "GET":
         if operation.affects_state or not operation.get_allowed:
-            raise FhirError(405, f"${name} changes data, so it must be called with POST", code="not-supported",
-                            headers={"Allow": "POST"})
+            raise FhirError(
+                405,
+                f"${name} changes data, so it must be called with POST",
+                code="not-supported",
+                headers={"Allow": "POST"},
+            )
     else:
-        raise FhirError(405, f"${name} takes GET or POST", code="not-supported", headers={"Allow": "GET, POST"})
+        raise FhirError(
+            405, f"${name} takes GET or POST", code="not-supported", headers={"Allow": "GET, POST"}
+        )
     request = OperationRequest(
-        name=name, level=level, resource_type=resource_type, id=id_, method=fhir.method, parameters=parameters,
-        context=ctx, body_resource=body_resource, headers=dict(fhir.http.headers),
+        name=name,
+        level=level,
+        resource_type=resource_type,
+        id=id_,
+        method=fhir.method,
+        parameters=parameters,
+        context=ctx,
+        body_resource=body_resource,
+        headers=dict(fhir.http.headers),
     )
     result = await operation.handler(request)
     if result.raw is not None:

@@ -60,7 +60,9 @@ class FhirRequest:
         async for chunk in self.http.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise FhirError(413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly")
+                raise FhirError(
+                    413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -88,12 +90,22 @@ def _context(request: Request, fhir: FhirRequest) -> RequestContext:
 
 
 def _not_allowed(method: str, allowed: str) -> FhirError:
-    return FhirError(405, f"{method} is not allowed here (allowed: {allowed})", code="not-supported",
-                     headers={"Allow": allowed})
+    return FhirError(
+        405,
+        f"{method} is not allowed here (allowed: {allowed})",
+        code="not-supported",
+        headers={"Allow": allowed},
+    )
 
 
-async def _respond(fhir: FhirRequest, ctx: RequestContext, outcome: Outcome, *, shape_type: str | None = None,
-                   default_text: str = "The request succeeded") -> Response:
+async def _respond(
+    fhir: FhirRequest,
+    ctx: RequestContext,
+    outcome: Outcome,
+    *,
+    shape_type: str | None = None,
+    default_text: str = "The request succeeded",
+) -> Response:
     shaped = None
     if shape_type and outcome.stored is not None and not outcome.stored.deleted:
         values = dict(fhir.params)
@@ -101,8 +113,13 @@ async def _respond(fhir: FhirRequest, ctx: RequestContext, outcome: Outcome, *, 
         elements = shaping.elements_param(values.get("_elements"))
         if summary or elements:
             shaped = shaping.shape(outcome.stored.body, shape_type, summary, elements)
-    return outcome_response(outcome, prefer_return=ctx.prefer_return, pretty=fhir.pretty, shaped_body=shaped,
-                            default_text=default_text)
+    return outcome_response(
+        outcome,
+        prefer_return=ctx.prefer_return,
+        pretty=fhir.pretty,
+        shaped_body=shaped,
+        default_text=default_text,
+    )
 
 
 async def _patch_body(fhir: FhirRequest, ctx: RequestContext) -> tuple[patch.PatchFormat, Any]:
@@ -117,8 +134,11 @@ async def _patch_body(fhir: FhirRequest, ctx: RequestContext) -> tuple[patch.Pat
         return "fhirpath-patch", parsed
     if isinstance(parsed, list):
         return "json-patch", parsed
-    raise FhirError(415, "PATCH takes application/json-patch+json, or a FHIRPath Patch Parameters resource",
-                    code="not-supported")
+    raise FhirError(
+        415,
+        "PATCH takes application/json-patch+json, or a FHIRPath Patch Parameters resource",
+        code="not-supported",
+    )
 
 
 async def _search_params(fhir: FhirRequest, ctx: RequestContext) -> list[tuple[str, str]]:
@@ -127,15 +147,22 @@ async def _search_params(fhir: FhirRequest, ctx: RequestContext) -> list[tuple[s
     if fhir.method == "POST":
         kind = negotiation.check_body_type(fhir.header("content-type"), allow_form=True)
         if kind != negotiation.FORM:
-            raise FhirError(415, "POST _search takes application/x-www-form-urlencoded parameters",
-                            code="not-supported")
+            raise FhirError(
+                415, "POST _search takes application/x-www-form-urlencoded parameters", code="not-supported"
+            )
         data = await fhir.body(ctx.settings.max_query_length)
-        params += [(k, v) for k, v in parse_qsl(data.decode("utf-8"), keep_blank_values=True) if k not in _GENERAL]
+        params += [
+            (k, v) for k, v in parse_qsl(data.decode("utf-8"), keep_blank_values=True) if k not in _GENERAL
+        ]
     return params
 
 
-async def _search(fhir: FhirRequest, ctx: RequestContext, resource_type: str | None,
-                  compartment: tuple[str, str] | None = None) -> Response:
+async def _search(
+    fhir: FhirRequest,
+    ctx: RequestContext,
+    resource_type: str | None,
+    compartment: tuple[str, str] | None = None,
+) -> Response:
     from fhir_server.interactions.search import search
 
     params = await _search_params(fhir, ctx)
@@ -143,8 +170,9 @@ async def _search(fhir: FhirRequest, ctx: RequestContext, resource_type: str | N
     return fhir_response(bundle, pretty=fhir.pretty)
 
 
-async def _operation(fhir: FhirRequest, ctx: RequestContext, name: str, resource_type: str | None,
-                     id_: str | None) -> Response:
+async def _operation(
+    fhir: FhirRequest, ctx: RequestContext, name: str, resource_type: str | None, id_: str | None
+) -> Response:
     from fhir_server.api.operations import run_operation
 
     return await run_operation(fhir, ctx, name, resource_type, id_)
@@ -161,8 +189,9 @@ async def _type_level(fhir: FhirRequest, ctx: RequestContext, resource_type: str
     if method == "PUT":
         _require_criteria(fhir, "Conditional update")
         body = await fhir.resource_body(ctx)
-        outcome = await update.conditional_update(ctx, resource_type, fhir.query_string, body,
-                                                  if_match=fhir.header("if-match"))
+        outcome = await update.conditional_update(
+            ctx, resource_type, fhir.query_string, body, if_match=fhir.header("if-match")
+        )
         return await _respond(fhir, ctx, outcome)
     if method == "DELETE":
         _require_criteria(fhir, "Conditional delete")
@@ -171,8 +200,9 @@ async def _type_level(fhir: FhirRequest, ctx: RequestContext, resource_type: str
     if method == "PATCH":
         _require_criteria(fhir, "Conditional patch")
         kind, body = await _patch_body(fhir, ctx)
-        outcome = await patch.conditional_patch(ctx, resource_type, fhir.query_string, kind, body,
-                                                if_match=fhir.header("if-match"))
+        outcome = await patch.conditional_patch(
+            ctx, resource_type, fhir.query_string, kind, body, if_match=fhir.header("if-match")
+        )
         return await _respond(fhir, ctx, outcome)
     raise _not_allowed(method, "GET, POST, PUT, DELETE, PATCH")
 
@@ -225,8 +255,9 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
             return fhir_response(capability_statement(ctx), pretty=fhir.pretty)
         if head == "_history":
             _only(fhir, "GET")
-            return fhir_response((await history.history(ctx, None, None, fhir.search_params())).body,
-                                 pretty=fhir.pretty)
+            return fhir_response(
+                (await history.history(ctx, None, None, fhir.search_params())).body, pretty=fhir.pretty
+            )
         if head == "_search":
             _only(fhir, "GET", "POST")
             return await _search(fhir, ctx, None)
@@ -242,8 +273,9 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
             return await _search(fhir, ctx, head)
         if second == "_history":
             _only(fhir, "GET")
-            return fhir_response((await history.history(ctx, head, None, fhir.search_params())).body,
-                                 pretty=fhir.pretty)
+            return fhir_response(
+                (await history.history(ctx, head, None, fhir.search_params())).body, pretty=fhir.pretty
+            )
         if second.startswith("$"):
             return await _operation(fhir, ctx, second[1:], head, None)
         return await _instance_level(fhir, ctx, head, second)
@@ -251,8 +283,9 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
     if len(seg) == 3:
         if third == "_history":
             _only(fhir, "GET")
-            return fhir_response((await history.history(ctx, head, second, fhir.search_params())).body,
-                                 pretty=fhir.pretty)
+            return fhir_response(
+                (await history.history(ctx, head, second, fhir.search_params())).body, pretty=fhir.pretty
+            )
         if third.startswith("$"):
             return await _operation(fhir, ctx, third[1:], head, second)
         if head in _COMPARTMENT_TYPES and (third == "*" or definitions.is_resource_type(third)):

@@ -14,7 +14,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Termtem: a FHIR R4 server for Thailand's child, youth and family services."""

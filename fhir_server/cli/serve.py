@@ -24,5 +24,7 @@ def register(app: typer.Typer) -> None:
         from fhir_server.api.app import create_app
 
         settings = Settings(store_url=store or default_store_url(), public_base_url=public_url)
-        typer.echo(f"Termtem FHIR server: http://{host}:{port}{settings.base_path} (store {settings.store_url})")
+        typer.echo(
+            f"Termtem FHIR server: http://{host}:{port}{settings.base_path} (store {settings.store_url})"
+        )
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)

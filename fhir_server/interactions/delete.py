@@ -13,7 +13,9 @@ from fhir_server.storage.base import StoreTransaction
 MAX_CONDITIONAL_DELETE = 1_000
 
 
-async def delete(ctx: RequestContext, resource_type: str, id_: str, *, if_match: str | None = None) -> Outcome:
+async def delete(
+    ctx: RequestContext, resource_type: str, id_: str, *, if_match: str | None = None
+) -> Outcome:
     writes.check_type_known(resource_type)
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
@@ -47,7 +49,9 @@ async def conditional_delete(ctx: RequestContext, resource_type: str, query: str
         return await conditional_delete_in(ctx, tx, resource_type, query)
 
 
-async def conditional_delete_in(ctx: RequestContext, tx: StoreTransaction, resource_type: str, query: str) -> Outcome:
+async def conditional_delete_in(
+    ctx: RequestContext, tx: StoreTransaction, resource_type: str, query: str
+) -> Outcome:
     """Deletes every match (the spec's 'multiple' mode), up to ``MAX_CONDITIONAL_DELETE``."""
     found = await conditional.matches(ctx, tx, resource_type, query)
     if len(found) > MAX_CONDITIONAL_DELETE:

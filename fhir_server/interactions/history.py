@@ -58,7 +58,10 @@ def entry(ctx: RequestContext, stored: StoredResource) -> dict[str, Any]:
     item: dict[str, Any] = {"fullUrl": f"{ctx.base_url}/{url}"}
     if not stored.deleted:
         item["resource"] = orjson.Fragment(stored.body)
-    item["request"] = {"method": stored.method, "url": stored.resource_type if stored.method == "POST" else url}
+    item["request"] = {
+        "method": stored.method,
+        "url": stored.resource_type if stored.method == "POST" else url,
+    }
     item["response"] = {
         "status": _STATUS[stored.method],
         "etag": etag(stored.version),
@@ -90,7 +93,9 @@ async def history(
     self_params = [*kept, *([("_page", cursor)] if cursor else [])]
     links = [{"relation": "self", "url": base + (f"?{urlencode(self_params)}" if self_params else "")}]
     if page.next_before_seq is not None:
-        links.append({"relation": "next", "url": f"{base}?{urlencode([*kept, ('_page', str(page.next_before_seq))])}"})
+        links.append(
+            {"relation": "next", "url": f"{base}?{urlencode([*kept, ('_page', str(page.next_before_seq))])}"}
+        )
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
     if page.total is not None:
         bundle["total"] = page.total

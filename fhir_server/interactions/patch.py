@@ -25,7 +25,9 @@ def patched(current_body: bytes, patch_format: PatchFormat, patch: Any) -> bytes
     else:
         document = fhirpath_patch.apply(document, patch)
     if not isinstance(document, dict) or (document.get("resourceType"), document.get("id")) != before:
-        raise FhirError(422, "A patch may not change the resource's type or id", code="processing", expression=["id"])
+        raise FhirError(
+            422, "A patch may not change the resource's type or id", code="processing", expression=["id"]
+        )
     return fhirjson.dumps(document)
 
 
@@ -66,18 +68,27 @@ async def patch_in(
     issues = writes.check_content(ctx, resource)
     if writes.unchanged(current, resource, new_body):
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
-    stored = await writes.write_version(tx, resource_type, id_, resource, new_body, current=current, method="PATCH")
+    stored = await writes.write_version(
+        tx, resource_type, id_, resource, new_body, current=current, method="PATCH"
+    )
     return Outcome(200, stored=stored, location=location(ctx.base_url, stored), issues=issues)
 
 
 async def conditional_patch(
-    ctx: RequestContext, resource_type: str, query: str, patch_format: PatchFormat, body: Any,
-    *, if_match: str | None = None,
+    ctx: RequestContext,
+    resource_type: str,
+    query: str,
+    patch_format: PatchFormat,
+    body: Any,
+    *,
+    if_match: str | None = None,
 ) -> Outcome:
     writes.check_type_known(resource_type)
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
-        match = conditional.single(await conditional.matches(ctx, tx, resource_type, query), "Conditional patch")
+        match = conditional.single(
+            await conditional.matches(ctx, tx, resource_type, query), "Conditional patch"
+        )
         if match is None:
             raise FhirError(404, "No resource matches the conditional patch criteria", code="not-found")
         return await patch_in(ctx, tx, resource_type, match.id, patch_format, body, expected_version=expected)

@@ -33,7 +33,9 @@ class Outcome:
         return self.stored.last_updated if self.stored else None
 
     def outcome_resource(self, default_text: str) -> dict[str, Any]:
-        issues = self.issues or [{"severity": "information", "code": "informational", "diagnostics": default_text}]
+        issues = self.issues or [
+            {"severity": "information", "code": "informational", "diagnostics": default_text}
+        ]
         return operation_outcome(issues)
 
 

@@ -57,8 +57,9 @@ def _keys_for(data: bytes, names: set[str]) -> set[str]:
 
 def check_summary(value: str | None) -> str | None:
     if value is not None and value not in SUMMARY_MODES:
-        raise FhirError(400, f"_summary must be one of {', '.join(SUMMARY_MODES)}, not '{value}'",
-                        expression=["_summary"])
+        raise FhirError(
+            400, f"_summary must be one of {', '.join(SUMMARY_MODES)}, not '{value}'", expression=["_summary"]
+        )
     return value
 
 
@@ -74,7 +75,9 @@ def shape(data: bytes, resource_type: str, summary: str | None, elements: list[s
     elif summary == "data":
         names = {n for n, _, _ in tops} - {"text"}
     else:
-        names = {e.strip() for e in elements or [] if e.strip()} | {n for n, _, mandatory in tops if mandatory}
+        names = {e.strip() for e in elements or [] if e.strip()} | {
+            n for n, _, mandatory in tops if mandatory
+        }
     subset = fhirjson.select(data, _keys_for(data, names))
     return _tag_subsetted(subset)
 

@@ -20,7 +20,9 @@ def parse_if_match(value: str | None) -> int | None:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit():
-        raise FhirError(400, f"If-Match '{value}' is not a version ETag like W/\"3\"", expression=["If-Match"])
+        raise FhirError(
+            400, f"If-Match '{value}' is not a version ETag like W/\"3\"", expression=["If-Match"]
+        )
     return int(text)
 
 
@@ -28,7 +30,9 @@ def check_version(current: StoredResource | None, expected: int | None, what: st
     if expected is None:
         return
     if current is None or current.deleted:
-        raise FhirError(412, f"{what} does not exist, but If-Match asked for version {expected}", code="conflict")
+        raise FhirError(
+            412, f"{what} does not exist, but If-Match asked for version {expected}", code="conflict"
+        )
     if current.version != expected:
         raise FhirError(
             412,
@@ -38,7 +42,12 @@ def check_version(current: StoredResource | None, expected: int | None, what: st
 
 
 async def update(
-    ctx: RequestContext, resource_type: str, id_: str, body: bytes | dict[str, Any], *, if_match: str | None = None
+    ctx: RequestContext,
+    resource_type: str,
+    id_: str,
+    body: bytes | dict[str, Any],
+    *,
+    if_match: str | None = None,
 ) -> Outcome:
     writes.check_type_known(resource_type)
     writes.check_id(id_)
@@ -64,9 +73,13 @@ async def update_in(
 ) -> Outcome:
     body_id = resource.get("id")
     if check_body_id and body_id is None:
-        raise FhirError(400, "An update needs the resource id in the body", code="required", expression=["id"])
+        raise FhirError(
+            400, "An update needs the resource id in the body", code="required", expression=["id"]
+        )
     if body_id is not None and body_id != id_:
-        raise FhirError(400, f"The body's id '{body_id}' differs from the URL's id '{id_}'", expression=["id"])
+        raise FhirError(
+            400, f"The body's id '{body_id}' differs from the URL's id '{id_}'", expression=["id"]
+        )
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
     issues = writes.check_content(ctx, resource)
@@ -75,18 +88,27 @@ async def update_in(
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
     stored = await writes.write_version(tx, resource_type, id_, resource, raw, current=current, method="PUT")
     created = current is None or current.deleted
-    return Outcome(201 if created else 200, stored=stored, location=location(ctx.base_url, stored), issues=issues)
+    return Outcome(
+        201 if created else 200, stored=stored, location=location(ctx.base_url, stored), issues=issues
+    )
 
 
 async def conditional_update(
-    ctx: RequestContext, resource_type: str, query: str, body: bytes | dict[str, Any], *, if_match: str | None = None
+    ctx: RequestContext,
+    resource_type: str,
+    query: str,
+    body: bytes | dict[str, Any],
+    *,
+    if_match: str | None = None,
 ) -> Outcome:
     writes.check_type_known(resource_type)
     resource = writes.parse_resource(body, resource_type)
     raw = body if isinstance(body, bytes) else None
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
-        result = await conditional_update_in(ctx, tx, resource_type, query, resource, raw, expected_version=expected)
+        result = await conditional_update_in(
+            ctx, tx, resource_type, query, resource, raw, expected_version=expected
+        )
     writes.after_commit(resource_type, resource)
     return result
 
@@ -111,7 +133,14 @@ async def conditional_update_in(
                 expression=["id"],
             )
         return await update_in(
-            ctx, tx, resource_type, match.id, resource, raw, expected_version=expected_version, check_body_id=False
+            ctx,
+            tx,
+            resource_type,
+            match.id,
+            resource,
+            raw,
+            expected_version=expected_version,
+            check_body_id=False,
         )
     if body_id is None:
         from fhir_server.interactions.create import create_in

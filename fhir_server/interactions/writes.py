@@ -36,7 +36,9 @@ def new_id() -> str:
 
 def check_id(id_: str, where: str = "id") -> None:
     if not _ID.match(id_):
-        raise FhirError(400, f"'{id_}' is not a valid FHIR id ([A-Za-z0-9-.], 1 to 64 characters)", expression=[where])
+        raise FhirError(
+            400, f"'{id_}' is not a valid FHIR id ([A-Za-z0-9-.], 1 to 64 characters)", expression=[where]
+        )
 
 
 def check_type_known(resource_type: str) -> None:
@@ -59,7 +61,9 @@ def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> d
             expression=["resourceType"],
         )
     if not definitions.is_resource_type(found):
-        raise FhirError(400, f"Unknown resource type '{found}'", code="not-supported", expression=["resourceType"])
+        raise FhirError(
+            400, f"Unknown resource type '{found}'", code="not-supported", expression=["resourceType"]
+        )
     return resource
 
 
@@ -84,7 +88,12 @@ def _meta(resource: dict[str, Any], version: int, last_updated: str) -> dict[str
 
 
 def stamp(
-    body: bytes | None, resource: dict[str, Any], resource_type: str, id_: str, version: int, last_updated: str
+    body: bytes | None,
+    resource: dict[str, Any],
+    resource_type: str,
+    id_: str,
+    version: int,
+    last_updated: str,
 ) -> bytes:
     """The bytes to store: the client's JSON with server-set id and meta (``resource`` is updated too)."""
     meta = _meta(resource, version, last_updated)

@@ -48,15 +48,16 @@ def identifier_query(system: str, value: str) -> str:
 class _Index:
     """Rows of a lookup table by key, kept as tuples to stay small on large exports."""
 
-    def __init__(self, key: list[str], many: bool) -> None:
+    def __init__(self, key: list[str], many: bool, columns: list[str] | None = None) -> None:
         self.key = key
         self.many = many
+        self.columns = columns
         self.header: list[str] = []
         self.rows: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
 
     def add(self, record: SourceRecord, data: dict[str, Any]) -> None:
         if not self.header:
-            self.header = list(data)
+            self.header = list(self.columns or data)
         values = tuple(str(data.get(h, "")) for h in self.header)
         where = f"{Path(record.file.split('!')[-1]).name} row {record.row}"
         key = tuple(str(data.get(k, "")).strip() for k in self.key)
@@ -128,7 +129,7 @@ class Mapper:
         index = self.indexes.get(source.table)
         if index is None:
             assert source.index is not None
-            index = _Index(list(source.index["key"]), bool(source.index.get("many")))
+            index = _Index(list(source.index["key"]), bool(source.index.get("many")), source.index.get("columns"))
             self.indexes[source.table] = index
         index.add(record, self._rename(source, record.data))
 
@@ -150,7 +151,7 @@ class Mapper:
             yield error("", record.problem)
             return
         data = self._rename(source, record.data)
-        headers = {v: k for k, v in source.columns.items()}
+        headers = {source.columns[k]: k for k in record.data if k in source.columns}
         if source.requires:
             table = source.requires["table"]
             key = tuple(str(data.get(k, "")).strip() for k in source.requires["key"])
@@ -237,8 +238,14 @@ class Mapper:
                 errors.append(("", f"no business identifier to key the {spec_item['resourceType']} on"))
                 continue
             system, value = identity
+            url = full_url(spec_item["resourceType"], system, value)
             if "ref" in spec_item:
-                refs[spec_item["ref"]] = full_url(spec_item["resourceType"], system, value)
+                refs[spec_item["ref"]] = url
+            if "refAs" in spec_item:
+                alias = Renderer({}, lambda s, i, o: {}).render(spec_item["refAs"], scope)
+                if alias:
+                    root = refs.maps[-1] if isinstance(refs, ChainMap) else refs
+                    root[str(alias)] = url
             planned.append((spec_item, scope, refs, system, value))
 
     def _identity(self, spec_item: dict[str, Any], scope: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -346,17 +353,26 @@ class Mapper:
             table = self.spec.code_maps[table]
         lookup_key = value if isinstance(value, str) else str(value)
         if lookup_key in table:
-            return table[lookup_key]
-        normalised = re.sub(r"\s+", "", lookup_key)
+            return self._constant(table[lookup_key])
+        normalised = re.sub(r"\s+", "", lookup_key).lower()
         for candidate, mapped in table.items():
-            if re.sub(r"\s+", "", candidate) == normalised:
-                return mapped
+            if re.sub(r"\s+", "", candidate).lower() == normalised:
+                return self._constant(mapped)
         unmapped = spec_field.get("unmapped", "error")
         if unmapped == "keep":
             return value
         if unmapped == "drop":
             return None
         raise ValueRuleError(f"{lookup_key!r} is not in the {name} code list")
+
+    def _constant(self, mapped: Any) -> Any:
+        """A code-map target; ``{@...}`` placeholders in it (code system URLs) are filled in."""
+        if isinstance(mapped, (dict, list, str)):
+            try:
+                return Renderer({}, lambda s, i, o: {}).render(mapped, {})
+            except TemplateError as exc:
+                raise SpecError(f"{self.spec.name}: {exc}") from exc
+        return mapped
 
     def _concept_map(self, options: dict[str, Any], value: Any, scope: Mapping[str, Any]) -> Any:
         renderer = Renderer({}, lambda s, i, o: {})
@@ -383,6 +399,8 @@ def _when(test: str | None, scope: Mapping[str, Any]) -> bool:
 
 
 def _field_label(spec_field: dict[str, Any], headers: Mapping[str, str], name: str) -> str:
+    if spec_field.get("label"):
+        return str(spec_field["label"])
     source = spec_field.get("from") or spec_field.get("join")
     if isinstance(source, list):
         return "+".join(headers.get(s, s) for s in source) if "join" in spec_field else headers.get(

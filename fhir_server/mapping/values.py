@@ -266,7 +266,9 @@ def decimal(raw: Any, args: dict[str, Any]) -> float | None:
         if value is None:
             return None
         value = thai_digits(value)
-        m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(?:[^\d\s].*)?", value)
+        value = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", value)  # 1,234 -> 1234
+        value = re.sub(r"^(-?\d+),(\d{1,2})(?!\d)", r"\1.\2", value)  # a decimal comma: 12,5 -> 12.5
+        m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(?:[^\d\s.,].*)?", value)
         if not m:
             raise ValueRuleError(f"{value!r} is not a number")
         number = float(m[1])
@@ -327,7 +329,7 @@ def thai_name(raw: Any, args: dict[str, Any]) -> dict[str, Any] | None:
         "gender": gender,
         "given": given,
         "family": family,
-        "text": " ".join(t for t in [canonical_prefix, rest] if t),
+        "text": f"{canonical_prefix or ''}{rest}",
     }
 
 
@@ -383,7 +385,15 @@ def admin_area(raw: Any, args: dict[str, Any]) -> dict[str, str] | None:
     name = area.name_th
     if len(value) == 4 and name.startswith("เขต"):
         name = name[3:]
-    return {"code": value, "name": name}
+    found: dict[str, str] = {"code": value, "name": name}
+    postal_codes = getattr(area, "postal_codes", ())
+    if postal_codes:
+        found["postal"] = postal_codes[0]
+    if len(value) >= 4:
+        found["province"] = value[:2]
+    if len(value) == 6:
+        found["district"] = value[:4]
+    return found
 
 
 def boolean(raw: Any, args: dict[str, Any]) -> bool | None:
@@ -459,3 +469,48 @@ def first(raw: Any, args: dict[str, Any]) -> Any:
 
 RULES["worst"] = worst
 RULES["first"] = first
+
+
+def icd10(raw: Any, args: dict[str, Any]) -> str | None:
+    """An ICD-10(-TM) code as FHIR writes it: ``E440`` and ``e44.0`` both become ``E44.0``."""
+    value = _clean(raw)
+    if value is None:
+        return None
+    value = value.replace(".", "").replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]\d{2}[0-9A-Z]{0,4}", value):
+        raise ValueRuleError(f"{value!r} is not an ICD-10 code")
+    return value if len(value) == 3 else f"{value[:3]}.{value[3:]}"
+
+
+def age_years(raw: Any, args: dict[str, Any]) -> int | None:
+    """Whole years between two ISO dates ``[birth, at]``; no ``at`` means today."""
+    birth, at = (list(raw or []) + [None, None])[:2]
+    if not birth:
+        return None
+    born = date.fromisoformat(str(birth)[:10])
+    when = date.fromisoformat(str(at)[:10]) if at else date.today()
+    return when.year - born.year - ((when.month, when.day) < (born.month, born.day))
+
+
+def below(raw: Any, args: dict[str, Any]) -> bool | None:
+    """True when a number is below ``limit`` (used to pick child-only profiles), else no value."""
+    if raw is None:
+        return None
+    return True if raw < args["limit"] else None
+
+
+RULES["icd10"] = icd10
+RULES["age_years"] = age_years
+RULES["below"] = below
+
+
+def items(raw: Any, args: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """An object as a list of ``{"key", "value"}`` (so ``$each`` can walk a JSON object's members)."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueRuleError("expected an object")
+    return [{"key": k, "value": v} for k, v in raw.items()]
+
+
+RULES["items"] = items

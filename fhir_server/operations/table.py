@@ -2,6 +2,77 @@
 
 from __future__ import annotations
 
+from fhir_server import definitions
+from fhir_server.operations import reindex, terminology
 from fhir_server.operations.registry import Operation
+from fhir_server.operations.validate import validate_operation
 
-OPERATIONS: list[Operation] = []
+_OD = "http://hl7.org/fhir/OperationDefinition/"
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "expand",
+        terminology.expand,
+        ("ValueSet",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "ValueSet-expand",
+    ),
+    Operation(
+        "lookup",
+        terminology.lookup,
+        ("CodeSystem",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "CodeSystem-lookup",
+    ),
+    Operation(
+        "subsumes",
+        terminology.subsumes,
+        ("CodeSystem",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "CodeSystem-subsumes",
+    ),
+    Operation(
+        "translate",
+        terminology.translate,
+        ("ConceptMap",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "ConceptMap-translate",
+    ),
+    Operation(
+        "validate-code",
+        terminology.validate_code,
+        ("CodeSystem",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "CodeSystem-validate-code",
+    ),
+    Operation(
+        "validate-code",
+        terminology.validate_code,
+        ("ValueSet",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "ValueSet-validate-code",
+    ),
+    Operation(
+        "reindex",
+        reindex.run,
+        system=True,
+        type_level=True,
+        resource_types=tuple(sorted(definitions.resource_types())),
+        affects_state=True,
+        definition="https://termtem.org/fhir/OperationDefinition/reindex",
+    ),
+    Operation(
+        "validate",
+        validate_operation,
+        tuple(sorted(definitions.resource_types())),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "Resource-validate",
+    ),
+]

@@ -63,7 +63,9 @@ def _emit_string(rows: IndexRows, key: int, value: Any, fhir_type: str | None, g
         rows.string.append((key, normalize(s)[:512], s[:512], grp))
 
 
-def _token_rows(rows: IndexRows, p: SearchParam, key: int, value: Any, fhir_type: str | None, grp: int) -> None:
+def _token_rows(
+    rows: IndexRows, p: SearchParam, key: int, value: Any, fhir_type: str | None, grp: int
+) -> None:
     if isinstance(value, bool):
         rows.token.append((key, None, "true" if value else "false", grp))
         return
@@ -120,8 +122,15 @@ def _split_reference(text: str) -> tuple[str | None, str | None, str | None]:
     return None, None, None
 
 
-def _emit_reference(rows: IndexRows, p: SearchParam, key: int, value: Any, fhir_type: str | None,
-                    grp: int, root: dict[str, Any]) -> None:
+def _emit_reference(
+    rows: IndexRows,
+    p: SearchParam,
+    key: int,
+    value: Any,
+    fhir_type: str | None,
+    grp: int,
+    root: dict[str, Any],
+) -> None:
     if isinstance(value, str):  # canonical or uri
         url, _, version = value.partition("|")
         ttype, tid, _ = _split_reference(url)
@@ -182,14 +191,15 @@ def _num(v: Any) -> float | None:
 
 def _emit_number(rows: IndexRows, key: int, value: Any, fhir_type: str | None, grp: int) -> None:
     n = _num(value)
-    if n is not None:
-        rows.number.append((key, n, n, grp))
-    elif isinstance(value, dict) and "value" in value and (n := _num(value["value"])) is not None:
+    if n is not None or (
+        isinstance(value, dict) and "value" in value and (n := _num(value["value"])) is not None
+    ):
         rows.number.append((key, n, n, grp))
 
 
-def _quantity_row(key: int, q: dict[str, Any], lo: float, hi: float, grp: int,
-                  kind: str | None) -> tuple[Any, ...]:
+def _quantity_row(
+    key: int, q: dict[str, Any], lo: float, hi: float, grp: int, kind: str | None
+) -> tuple[Any, ...]:
     system, code = q.get("system"), q.get("code")
     if kind == "Money":
         system, code = _MONEY_SYSTEM, q.get("currency")
@@ -214,8 +224,16 @@ def _emit_quantity(rows: IndexRows, key: int, value: Any, fhir_type: str | None,
         if lo is None and hi is None:
             return
         unit_source = low if lo is not None else high
-        rows.quantity.append(_quantity_row(key, unit_source, lo if lo is not None else float("-inf"),
-                                           hi if hi is not None else float("inf"), grp, "Quantity"))
+        rows.quantity.append(
+            _quantity_row(
+                key,
+                unit_source,
+                lo if lo is not None else float("-inf"),
+                hi if hi is not None else float("inf"),
+                grp,
+                "Quantity",
+            )
+        )
         return
     n = _num(value.get("value"))
     if n is not None:
@@ -232,8 +250,9 @@ def _emit_uri(rows: IndexRows, key: int, value: Any, grp: int) -> None:
 Extractor = Callable[[dict[str, Any], IndexRows, list[int]], None]
 
 
-def _emit(rows: IndexRows, p: SearchParam, key: int, items: list[Item], grp: int,
-          root: dict[str, Any]) -> None:
+def _emit(
+    rows: IndexRows, p: SearchParam, key: int, items: list[Item], grp: int, root: dict[str, Any]
+) -> None:
     t = p.type
     for value, fhir_type in items:
         if t == "token":
@@ -265,24 +284,30 @@ def _simple_extractor(p: SearchParam) -> Extractor:
 
 
 def _composite_extractor(p: SearchParam) -> Extractor | None:
-    accessor = paths.compile_expression(p.resource_type, p.expression)
-    ctx = paths.context_of(p.resource_type, p.expression)
-    parts: list[tuple[SearchParam, int, paths.Accessor]] = []
-    for i, comp in enumerate(p.components):
-        sub = registry.component_param(p.resource_type, comp)
-        if sub is None or sub.type not in registry.SUPPORTED_TYPES or sub.type == "composite":
-            return None
-        parts.append((sub, p.sub_key(f"#{i}"), paths.compile_relative(ctx, comp.expression)))
+    subs = [registry.component_param(p.resource_type, comp) for comp in p.components]
+    if not subs or any(
+        s is None or s.type not in registry.SUPPORTED_TYPES or s.type == "composite" for s in subs
+    ):
+        return None
+    branches = []  # one per union alternative, each with the element context its components start at
+    for alt in paths.split_union(p.expression):
+        ctx = paths.context_of(p.resource_type, alt)
+        parts = [
+            (sub, p.sub_key(f"#{i}"), paths.compile_relative(ctx, comp.expression))
+            for i, (sub, comp) in enumerate(zip(subs, p.components, strict=True))
+            if sub is not None
+        ]
+        branches.append((paths.compile_expression(p.resource_type, alt), parts))
 
     def run(resource: dict[str, Any], rows: IndexRows, counter: list[int]) -> None:
-        for item in accessor(resource, [(resource, p.resource_type)]):
-            found = [(sub, key, acc(resource, [item])) for sub, key, acc in parts]
-            if not all(values for _, _, values in found):
-                continue
-            counter[0] += 1
-            grp = counter[0]
-            for sub, key, values in found:
-                _emit(rows, sub, key, values, grp, resource)
+        for accessor, parts in branches:
+            for item in accessor(resource, [(resource, p.resource_type)]):
+                found = [(sub, key, acc(resource, [item])) for sub, key, acc in parts]
+                if not all(values for _, _, values in found):
+                    continue
+                counter[0] += 1
+                for sub, key, values in found:
+                    _emit(rows, sub, key, values, counter[0], resource)
 
     return run
 

@@ -69,8 +69,18 @@ class IndexRows:
     uri: list[tuple[int, str, int]] = field(default_factory=list)  # key, uri
 
     def count(self) -> int:
-        return sum(len(v) for v in (self.string, self.token, self.reference, self.date, self.number,
-                                    self.quantity, self.uri))
+        return sum(
+            len(v)
+            for v in (
+                self.string,
+                self.token,
+                self.reference,
+                self.date,
+                self.number,
+                self.quantity,
+                self.uri,
+            )
+        )
 
 
 Json = dict[str, Any]

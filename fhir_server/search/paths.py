@@ -345,12 +345,12 @@ def compile_expression(resource_type: str, expression: str) -> Accessor:
             continue
         name = head.group(1)
         if name not in (resource_type, "Resource", "DomainResource"):
-            if name[0].isupper() and (alt[len(name):][:1] in (".", "")):
+            if name[0].isupper() and (alt[len(name) :][:1] in (".", "")):
                 continue  # an alternative for another base type
             fallback.append(alt)
             continue
         try:
-            alternatives.append(_compile_steps(_steps(alt[len(name):]), (resource_type, resource_type)))
+            alternatives.append(_compile_steps(_steps(alt[len(name) :]), (resource_type, resource_type)))
         except _Unsupported:
             fallback.append(alt)
     if fallback:
@@ -383,7 +383,7 @@ def context_of(resource_type: str, expression: str) -> Context | None:
     if not alt.startswith(resource_type + "."):
         return None
     ctx: Context | None = (resource_type, resource_type)
-    for step in _steps(alt[len(resource_type):]):
+    for step in _steps(alt[len(resource_type) :]):
         if step[0] != "field" or ctx is None:
             return None if step[0] != "where" else ctx
         elems = _elements(ctx[0])
@@ -428,9 +428,9 @@ def guess_type(v: Any) -> str | None:
         return "string"
     if not isinstance(v, dict):
         return None
-    if "coding" in v or set(v) <= {"text", "id", "extension"} and "text" in v:
+    if "coding" in v or (set(v) <= {"text", "id", "extension"} and "text" in v):
         return "CodeableConcept"
-    if "reference" in v or ("identifier" in v and "value" not in v) or "display" in v and "code" not in v:
+    if "reference" in v or ("identifier" in v and "value" not in v) or ("display" in v and "code" not in v):
         return "Reference"
     if "start" in v or "end" in v:
         return "Period"
@@ -444,9 +444,9 @@ def guess_type(v: Any) -> str | None:
         return "Address"
     if "value" in v and "currency" in v:
         return "Money"
-    if "value" in v and ("unit" in v or "code" in v or "comparator" in v or set(v) <= {"value", "system"}):
-        if not isinstance(v.get("value"), str):
-            return "Quantity"
+    quantity_keys = "unit" in v or "code" in v or "comparator" in v or set(v) <= {"value", "system"}
+    if "value" in v and quantity_keys and not isinstance(v.get("value"), str):
+        return "Quantity"
     if "value" in v:
         return "ContactPoint" if v.get("system") in _CONTACT_SYSTEMS and "type" not in v else "Identifier"
     if "code" in v or "system" in v:

@@ -24,7 +24,6 @@ from fhir_server.search.values import (
     date_range,
     implicit_range,
     normalize,
-    parse_decimal,
 )
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -40,10 +39,19 @@ MODIFIERS: dict[str, frozenset[str]] = {
 }
 SORTABLE = frozenset({"string", "token", "date", "number", "quantity", "reference", "uri"})
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
-_CONTROLS = frozenset({
-    "_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements", "_cursor", "_type",
-    "_format", "_pretty",
-})
+_CONTROLS = frozenset(
+    {
+        "_count",
+        "_sort",
+        "_total",
+        "_summary",
+        "_elements",
+        "_cursor",
+        "_type",
+        "_format",
+        "_pretty",
+    }
+)
 MAX_INCLUDE_DEPTH = 4
 
 
@@ -212,8 +220,7 @@ class SearchQuery:
 
 
 def _bad(name: str, message: str) -> FhirError:
-    return FhirError(400, f"Invalid search parameter '{name}': {message}", code="invalid",
-                     expression=[name])
+    return FhirError(400, f"Invalid search parameter '{name}': {message}", code="invalid", expression=[name])
 
 
 def split_escaped(value: str, sep: str) -> list[str]:
@@ -222,7 +229,7 @@ def split_escaped(value: str, sep: str) -> list[str]:
     while i < len(value):
         ch = value[i]
         if ch == "\\" and i + 1 < len(value):
-            buf.append(value[i:i + 2])
+            buf.append(value[i : i + 2])
             i += 2
             continue
         if ch == sep:
@@ -248,7 +255,11 @@ def decode_cursor(text: str) -> dict[str, Any]:
         data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise _bad("_cursor", "not a cursor this server issued") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("r"), int) or not isinstance(data.get("k"), list):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("r"), int)
+        or not isinstance(data.get("k"), list)
+    ):
         raise _bad("_cursor", "not a cursor this server issued")
     return data
 
@@ -318,8 +329,12 @@ class _Parser:
 
     def unknown(self, name: str, message: str) -> None:
         if self.strict:
-            raise FhirError(400, f"Unknown or unsupported search parameter '{name}': {message}",
-                            code="not-supported", expression=[name])
+            raise FhirError(
+                400,
+                f"Unknown or unsupported search parameter '{name}': {message}",
+                code="not-supported",
+                expression=[name],
+            )
 
     def condition(self, rtype: str, name: str, raw: str, depth: int = 0) -> Any | None:
         """One ``name=value`` on ``rtype`` (name may chain); None when ignored."""
@@ -359,7 +374,11 @@ class _Parser:
             if raw not in ("true", "false"):
                 raise _bad(name, ":missing takes true or false")
             if kind == "composite":
-                first = registry.component_param(param.resource_type, param.components[0]) if param.components else None
+                first = (
+                    registry.component_param(param.resource_type, param.components[0])
+                    if param.components
+                    else None
+                )
                 if first is None:
                     raise _bad(name, "composite definition cannot be resolved")
                 return Missing(first.type, param.sub_key("#0"), raw == "true")
@@ -382,31 +401,50 @@ class _Parser:
                 if modifier == "exact":
                     out.append(StringValue(text, "exact"))
                 else:
-                    out.append(StringValue(normalize(text), "contains" if modifier == "contains" else "start"))
+                    out.append(
+                        StringValue(normalize(text), "contains" if modifier == "contains" else "start")
+                    )
             return ParamTest(param, "string", param.key, tuple(out))
         if kind == "token":
             if modifier == "text":
-                return ParamTest(param, "string", param.sub_key(":text"),
-                                 tuple(StringValue(normalize(_unescape(v)), "start") for v in values))
+                return ParamTest(
+                    param,
+                    "string",
+                    param.sub_key(":text"),
+                    tuple(StringValue(normalize(_unescape(v)), "start") for v in values),
+                )
             if modifier == "of-type":
                 out = []
                 for v in values:
                     parts = split_escaped(v, "|")
                     if len(parts) != 3 or not parts[1] or not parts[2]:
                         raise _bad(name, ":of-type takes system|code|value")
-                    out.append(OfTypeValue(_unescape(parts[0]) or None, _unescape(parts[1]), _unescape(parts[2])))
+                    out.append(
+                        OfTypeValue(_unescape(parts[0]) or None, _unescape(parts[1]), _unescape(parts[2]))
+                    )
                 return ParamTest(param, "token", param.sub_key(":of-type"), tuple(out))
             if modifier in ("in", "not-in"):
-                return ParamTest(param, "token", param.key, tuple(self._code_set(name, v) for v in values),
-                                 negate=modifier == "not-in")
-            return ParamTest(param, "token", param.key, tuple(_token_value(v) for v in values),
-                             negate=modifier == "not")
+                return ParamTest(
+                    param,
+                    "token",
+                    param.key,
+                    tuple(self._code_set(name, v) for v in values),
+                    negate=modifier == "not-in",
+                )
+            return ParamTest(
+                param, "token", param.key, tuple(_token_value(v) for v in values), negate=modifier == "not"
+            )
         if kind == "reference":
             if modifier == "identifier":
-                return ParamTest(param, "token", param.sub_key(":identifier"),
-                                 tuple(_token_value(v) for v in values))
-            return ParamTest(param, "reference", param.key,
-                             tuple(self._reference(name, _unescape(v), type_hint, param) for v in values))
+                return ParamTest(
+                    param, "token", param.sub_key(":identifier"), tuple(_token_value(v) for v in values)
+                )
+            return ParamTest(
+                param,
+                "reference",
+                param.key,
+                tuple(self._reference(name, _unescape(v), type_hint, param) for v in values),
+            )
         if kind == "date":
             return ParamTest(param, "date", param.key, tuple(_date_value(name, v) for v in values))
         if kind == "number":
@@ -457,8 +495,12 @@ class _Parser:
         try:
             from fhir_server.terminology import expand_codes  # type: ignore[attr-defined]
         except ImportError as exc:
-            raise FhirError(400, f"'{name}': value-set modifiers need the terminology service",
-                            code="not-supported", expression=[name]) from exc
+            raise FhirError(
+                400,
+                f"'{name}': value-set modifiers need the terminology service",
+                code="not-supported",
+                expression=[name],
+            ) from exc
         try:
             codes = expand_codes(_unescape(url))
         except FhirError:
@@ -473,7 +515,7 @@ class _Parser:
         if not value:
             raise _bad(name, "empty reference")
         if self.base_url and value.startswith(self.base_url + "/"):
-            value = value[len(self.base_url) + 1:]
+            value = value[len(self.base_url) + 1 :]
         if "://" in value or value.startswith("urn:"):
             url, _, version = value.partition("|")
             return ReferenceValue(None, None, url, version or None)
@@ -517,7 +559,10 @@ class _Parser:
             options.append(Chain(param.key, target, (inner,)))
         if not options:
             if hint or len(targets) <= 1:
-                raise _bad(name, f"'{inner_code}' is not a search parameter of {' or '.join(targets) or 'the target'}")
+                raise _bad(
+                    name,
+                    f"'{inner_code}' is not a search parameter of {' or '.join(targets) or 'the target'}",
+                )
             raise _bad(name, f"no target type of '{code}' has a parameter '{inner_code}'")
         return options[0] if len(options) == 1 else AnyOf(tuple(options))
 
@@ -604,8 +649,9 @@ def parse_search(
     parser = _Parser(base_url, strict)
     if resource_type is not None and not definitions.is_resource_type(resource_type):
         raise FhirError(404, f"Unknown resource type '{resource_type}'", code="not-supported")
-    query = SearchQuery(resource_types=(), base_url=base_url.rstrip("/"), count=default_count,
-                        compartment=compartment)
+    query = SearchQuery(
+        resource_types=(), base_url=base_url.rstrip("/"), count=default_count, compartment=compartment
+    )
     # Resource types first: _type narrows a system search.
     if resource_type is not None:
         types: tuple[str, ...] = (resource_type,)

@@ -16,7 +16,9 @@ from fhir_server.interactions.errors import FhirError
 from fhir_server.search.model import Component, SearchParam
 
 # Types the index and the query compiler handle. ``special`` (near, _text, _content) is left out.
-SUPPORTED_TYPES = frozenset({"number", "date", "string", "token", "reference", "composite", "quantity", "uri"})
+SUPPORTED_TYPES = frozenset(
+    {"number", "date", "string", "token", "reference", "composite", "quantity", "uri"}
+)
 
 _lock = threading.RLock()
 _core: dict[str, dict[str, SearchParam]] | None = None
@@ -121,22 +123,28 @@ def register_custom(search_parameter_resource: dict[str, Any], *, pending: bool 
     if not code or not url or not kind:
         raise FhirError(422, "A SearchParameter needs code, url and type", code="required")
     if kind not in SUPPORTED_TYPES:
-        raise FhirError(422, f"SearchParameter type '{kind}' is not supported", code="not-supported",
-                        expression=["SearchParameter.type"])
+        raise FhirError(
+            422,
+            f"SearchParameter type '{kind}' is not supported",
+            code="not-supported",
+            expression=["SearchParameter.type"],
+        )
     if not sp.get("expression"):
-        raise FhirError(422, "A custom SearchParameter needs a FHIRPath expression", code="required",
-                        expression=["SearchParameter.expression"])
-    from fhir_server.search.paths import _fhirpath
-
-    try:
-        _fhirpath(sp["expression"])
-    except ValueError as exc:
-        raise FhirError(422, str(exc), expression=["SearchParameter.expression"]) from exc
+        raise FhirError(
+            422,
+            "A custom SearchParameter needs a FHIRPath expression",
+            code="required",
+            expression=["SearchParameter.expression"],
+        )
     bases = _bases(sp)
     unknown = [b for b in bases if b not in definitions.resource_types()]
     if not bases or unknown:
-        raise FhirError(422, f"SearchParameter.base names unknown resource types: {unknown}",
-                        expression=["SearchParameter.base"])
+        raise FhirError(
+            422,
+            f"SearchParameter.base names unknown resource types: {unknown}",
+            expression=["SearchParameter.base"],
+        )
+    _check_expression(sp["expression"], bases[0])
     with _lock:
         _unregister(url)
         params = [_param(base, sp, custom=True) for base in bases]
@@ -154,9 +162,27 @@ def register_custom(search_parameter_resource: dict[str, Any], *, pending: bool 
     return params
 
 
+def _check_expression(expression: str, base: str) -> None:
+    """Reject an expression fhirpathpy cannot parse or run (it reports some errors only when run)."""
+    from fhir_server.search.paths import _fhirpath
+
+    try:
+        _fhirpath(expression)({"resourceType": base, "id": "x"})
+    except Exception as exc:  # parse and evaluation errors come as assorted exception types
+        raise FhirError(
+            422,
+            f"Invalid FHIRPath expression {expression!r}: {exc}",
+            expression=["SearchParameter.expression"],
+        ) from exc
+
+
 def _unregister(url: str) -> None:
-    for rtype, code in _custom_urls.pop(url, []):
-        _custom.get(rtype, {}).pop(code, None)
+    if _custom_urls.pop(url, None) is None:
+        return
+    for params in _custom.values():
+        for code in [c for c, p in params.items() if p.url == url]:
+            params.pop(code)
+    _by_url.pop(url, None)
     _pending.discard(url)
 
 

@@ -70,7 +70,9 @@ def date_range(value: str) -> tuple[int, int] | None:
         elif m["d"] is None:
             mo = int(m["m"])
             lo = datetime(y, mo, 1, tzinfo=UTC)
-            hi = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=UTC) if not (y == 9999 and mo == 12) else None
+            hi = (
+                datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=UTC) if not (y == 9999 and mo == 12) else None
+            )
         elif m["H"] is None:
             lo = datetime(y, int(m["m"]), int(m["d"]), tzinfo=UTC)
             hi = lo + timedelta(days=1)
@@ -132,15 +134,39 @@ def implicit_range(text: str) -> tuple[Decimal, Decimal, Decimal] | None:
 # Trivially convertible UCUM units: unit -> (canonical unit, factor). Approximate units (months,
 # years) are left alone on purpose.
 _UCUM_FACTORS: dict[str, tuple[str, float]] = {
-    "kg": ("g", 1000.0), "g": ("g", 1.0), "mg": ("g", 1e-3), "ug": ("g", 1e-6), "ng": ("g", 1e-9),
-    "km": ("m", 1000.0), "m": ("m", 1.0), "cm": ("m", 0.01), "mm": ("m", 1e-3), "um": ("m", 1e-6),
-    "[in_i]": ("m", 0.0254), "[ft_i]": ("m", 0.3048),
-    "L": ("L", 1.0), "l": ("L", 1.0), "dL": ("L", 0.1), "cL": ("L", 0.01), "mL": ("L", 1e-3), "uL": ("L", 1e-6),
-    "s": ("s", 1.0), "ms": ("s", 1e-3), "min": ("s", 60.0), "h": ("s", 3600.0), "d": ("s", 86400.0),
+    "kg": ("g", 1000.0),
+    "g": ("g", 1.0),
+    "mg": ("g", 1e-3),
+    "ug": ("g", 1e-6),
+    "ng": ("g", 1e-9),
+    "km": ("m", 1000.0),
+    "m": ("m", 1.0),
+    "cm": ("m", 0.01),
+    "mm": ("m", 1e-3),
+    "um": ("m", 1e-6),
+    "[in_i]": ("m", 0.0254),
+    "[ft_i]": ("m", 0.3048),
+    "L": ("L", 1.0),
+    "l": ("L", 1.0),
+    "dL": ("L", 0.1),
+    "cL": ("L", 0.01),
+    "mL": ("L", 1e-3),
+    "uL": ("L", 1e-6),
+    "s": ("s", 1.0),
+    "ms": ("s", 1e-3),
+    "min": ("s", 60.0),
+    "h": ("s", 3600.0),
+    "d": ("s", 86400.0),
     "wk": ("s", 604800.0),
-    "[lb_av]": ("g", 453.59237), "[oz_av]": ("g", 28.349523125),
-    "g/L": ("g/L", 1.0), "mg/dL": ("g/L", 0.01), "g/dL": ("g/L", 10.0), "mg/L": ("g/L", 1e-3),
-    "kg/m2": ("kg/m2", 1.0), "mm[Hg]": ("mm[Hg]", 1.0), "%": ("%", 1.0),
+    "[lb_av]": ("g", 453.59237),
+    "[oz_av]": ("g", 28.349523125),
+    "g/L": ("g/L", 1.0),
+    "mg/dL": ("g/L", 0.01),
+    "g/dL": ("g/L", 10.0),
+    "mg/L": ("g/L", 1e-3),
+    "kg/m2": ("kg/m2", 1.0),
+    "mm[Hg]": ("mm[Hg]", 1.0),
+    "%": ("%", 1.0),
 }
 
 

@@ -17,7 +17,7 @@ AGENCY_TYPES: dict[str, tuple[str, str]] = {
     "hospital": ("โรงพยาบาล", "Hospital"),
     "childcare-centre": ("ศูนย์พัฒนาเด็กเล็ก", "Childcare centre"),
     "school": ("โรงเรียน", "School"),
-    "social-welfare-office": ("สำนักงานพัฒนาสังคม", "Social welfare office"),
+    "social-welfare": ("หน่วยงานพัฒนาสังคมและความมั่นคงของมนุษย์", "Social welfare office"),
     "district-office": ("สำนักงานเขต", "District office"),
 }
 _ZONES = 6  # hospitals and social welfare offices each serve a group of neighbouring districts
@@ -52,8 +52,15 @@ class AgencyDirectory:
     by_district: dict[str, LocalAgencies]
 
 
-def _organization(rng: random.Random, kind: str, name_th: str, name_en: str, place: Place,
-                  identifiers: list[dict[str, Any]], part_of: Agency | None) -> dict[str, Any]:
+def _organization(
+    rng: random.Random,
+    kind: str,
+    name_th: str,
+    name_en: str,
+    place: Place,
+    identifiers: list[dict[str, Any]],
+    part_of: Agency | None,
+) -> dict[str, Any]:
     type_th, type_en = AGENCY_TYPES[kind]
     resource: dict[str, Any] = {
         "resourceType": "Organization",
@@ -62,15 +69,27 @@ def _organization(rng: random.Random, kind: str, name_th: str, name_en: str, pla
     }
     if identifiers:
         resource["identifier"] = identifiers
-    resource.update({
-        "active": True,
-        "type": [{"coding": [{"system": canonical.code_system(canonical.CS_AGENCY_TYPE), "code": kind,
-                              "display": type_th}], "text": type_en}],
-        "name": name_th,
-        "alias": [name_en],
-        "telecom": [{"system": "phone", "value": f"02{rng.randrange(10_000_000):07d}", "use": "work"}],
-        "address": [address(rng, place, use="work")],
-    })
+    resource.update(
+        {
+            "active": True,
+            "type": [
+                {
+                    "coding": [
+                        {
+                            "system": canonical.code_system(canonical.CS_AGENCY_TYPE),
+                            "code": kind,
+                            "display": type_th,
+                        }
+                    ],
+                    "text": type_en,
+                }
+            ],
+            "name": name_th,
+            "alias": [name_en],
+            "telecom": [{"system": "phone", "value": f"02{rng.randrange(10_000_000):07d}", "use": "work"}],
+            "address": [address(rng, place, use="work")],
+        }
+    )
     if part_of is not None:
         resource["partOf"] = part_of.reference
     return resource
@@ -107,8 +126,12 @@ def build_agencies(seed: int) -> AgencyDirectory:
         hub = places_in(districts[zone * zone_size])[0]
         short_th, short_en = hub.district_th.removeprefix("เขต"), hub.district_en
         hospital = add("hospital", f"โรงพยาบาล{short_th}", f"{short_en} Hospital", hub)
-        welfare = add("social-welfare-office", f"ศูนย์บริการสังคมกลุ่มเขต{short_th}",
-                      f"{short_en} Group Social Welfare Office", hub)
+        welfare = add(
+            "social-welfare",
+            f"ศูนย์บริการสังคมกลุ่มเขต{short_th}",
+            f"{short_en} Group Social Welfare Office",
+            hub,
+        )
         zone_agencies.append((hospital, welfare))
 
     centre_number = 1
@@ -116,21 +139,44 @@ def build_agencies(seed: int) -> AgencyDirectory:
         places = places_in(district)
         first = places[0]
         short_th, short_en = first.district_th.removeprefix("เขต"), first.district_en
-        office = add("district-office", first.district_th.replace("เขต", "สำนักงานเขต", 1),
-                     f"{short_en} District Office", first)
+        office = add(
+            "district-office",
+            first.district_th.replace("เขต", "สำนักงานเขต", 1),
+            f"{short_en} District Office",
+            first,
+        )
         hospital, welfare = zone_agencies[index // zone_size]
         local = LocalAgencies(office, hospital, welfare)
         for _ in range(1 + (rng.random() < 0.4)):
             place = places[rng.randrange(len(places))]
-            local.health_centres.append(add("health-centre", f"ศูนย์บริการสาธารณสุข {centre_number} {short_th}",
-                                            f"Public Health Centre {centre_number} {short_en}", place))
+            local.health_centres.append(
+                add(
+                    "health-centre",
+                    f"ศูนย์บริการสาธารณสุข {centre_number} {short_th}",
+                    f"Public Health Centre {centre_number} {short_en}",
+                    place,
+                )
+            )
             centre_number += 1
         for place in rng.sample(places, min(len(places), rng.randint(1, 3))):
-            local.childcare_centres.append(add(
-                "childcare-centre", f"ศูนย์พัฒนาเด็กเล็กชุมชน{place.subdistrict_th}",
-                f"{place.subdistrict_en} Community Childcare Centre", place, office))
+            local.childcare_centres.append(
+                add(
+                    "childcare-centre",
+                    f"ศูนย์พัฒนาเด็กเล็กชุมชน{place.subdistrict_th}",
+                    f"{place.subdistrict_en} Community Childcare Centre",
+                    place,
+                    office,
+                )
+            )
         for place in rng.sample(places, min(len(places), rng.randint(1, 3))):
-            local.schools.append(add("school", f"โรงเรียนชุมชน{place.subdistrict_th} (สังกัดกรุงเทพมหานคร)",
-                                     f"{place.subdistrict_en} Community School (BMA)", place, office))
+            local.schools.append(
+                add(
+                    "school",
+                    f"โรงเรียนชุมชน{place.subdistrict_th} (สังกัดกรุงเทพมหานคร)",
+                    f"{place.subdistrict_en} Community School (BMA)",
+                    place,
+                    office,
+                )
+            )
         by_district[district] = local
     return AgencyDirectory(resources, by_district)

@@ -7,8 +7,6 @@ from typing import Any
 
 from fhir_server import canonical
 
-_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
-
 
 def new_id(rng: random.Random) -> str:
     """A random-looking but seed-determined UUID (version 4 layout), used as resource id and urn:uuid."""
@@ -38,30 +36,53 @@ def make_gcode(rng: random.Random) -> str:
 
 
 def _type(code: str, display: str) -> dict[str, Any]:
-    return {"coding": [{"system": canonical.code_system(canonical.CS_IDENTIFIER_TYPE), "code": code,
-                        "display": display}]}
+    return {
+        "coding": [
+            {"system": canonical.code_system(canonical.CS_IDENTIFIER_TYPE), "code": code, "display": display}
+        ]
+    }
 
 
 def cid_identifier(value: str) -> dict[str, Any]:
-    return {"use": "official", "type": _type("cid", "Thai citizen ID"), "system": canonical.CID_SYSTEM,
-            "value": value}
+    return {
+        "use": "official",
+        "type": _type("cid", "เลขประจำตัวประชาชน"),
+        "system": canonical.CID_SYSTEM,
+        "value": value,
+    }
 
 
 def gcode_identifier(value: str) -> dict[str, Any]:
-    return {"use": "official", "type": _type("gcode", "MOE G-code"), "system": canonical.GCODE_SYSTEM,
-            "value": value}
+    return {
+        "use": "official",
+        "type": _type("gcode", "รหัส G (นักเรียนที่ไม่มีเลขประจำตัวประชาชน)"),
+        "system": canonical.GCODE_SYSTEM,
+        "value": value,
+    }
 
 
 def hn_identifier(hcode: str, value: str) -> dict[str, Any]:
-    return {"use": "usual", "type": {"coding": [{"system": _V2_0203, "code": "MR", "display": "Medical record number"}]},
-            "system": canonical.local_record_system(hcode, "HN"), "value": value}
+    return {
+        "use": "usual",
+        "type": _type("hn", "เลขประจำตัวผู้ป่วย (HN)"),
+        "system": canonical.local_record_system(hcode, "HN"),
+        "value": value,
+    }
 
 
 def hcode_identifier(value: str) -> dict[str, Any]:
-    return {"use": "official", "type": _type("hcode", "MOPH health facility code"),
-            "system": canonical.HCODE_SYSTEM, "value": value}
+    return {
+        "use": "official",
+        "type": _type("hcode", "รหัสสถานพยาบาล"),
+        "system": canonical.HCODE_SYSTEM,
+        "value": value,
+    }
 
 
 def school_code_identifier(value: str) -> dict[str, Any]:
-    return {"use": "official", "type": _type("school-code", "MOE 10-digit school code"),
-            "system": canonical.SCHOOL_CODE_SYSTEM, "value": value}
+    return {
+        "use": "official",
+        "type": _type("school-code", "รหัสโรงเรียน"),
+        "system": canonical.SCHOOL_CODE_SYSTEM,
+        "value": value,
+    }

@@ -70,4 +70,6 @@ def add_months(day: date, months: float) -> date:
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    return {"system": system, "code": code, "display": display} if display else {"system": system, "code": code}
+    return (
+        {"system": system, "code": code, "display": display} if display else {"system": system, "code": code}
+    )

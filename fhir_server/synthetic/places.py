@@ -33,8 +33,17 @@ def bangkok_places() -> tuple[Place, ...]:
     places = []
     for district in sorted(geothai.districts(BANGKOK), key=lambda d: d.code):
         for sub in sorted(geothai.subdistricts(district.code), key=lambda s: s.code):
-            places.append(Place(district.code, district.name_th, district.name_en, sub.code, sub.name_th,
-                                sub.name_en, sub.postal_codes[0]))
+            places.append(
+                Place(
+                    district.code,
+                    district.name_th,
+                    district.name_en,
+                    sub.code,
+                    sub.name_th,
+                    sub.name_en,
+                    sub.postal_codes[0],
+                )
+            )
     return tuple(places)
 
 
@@ -56,24 +65,34 @@ def _province_th() -> str:
 
 
 def _area(part: str, code: str, display: str) -> dict[str, Any]:
-    return {"url": part, "valueCodeableConcept": {"coding": [
-        {"system": canonical.code_system(canonical.CS_ADMIN_AREA), "code": code, "display": display}]}}
+    return {
+        "url": part,
+        "valueCodeableConcept": {
+            "coding": [
+                {"system": canonical.code_system(canonical.CS_ADMIN_AREA), "code": code, "display": display}
+            ]
+        },
+    }
 
 
 def address(rng: random.Random, place: Place, use: str = "home") -> dict[str, Any]:
     """A street address in the place, with the DOPA province/district/subdistrict codes as an extension."""
-    number = f"{rng.randint(1, 999)}/{rng.randint(1, 99)}" if rng.random() < 0.6 else str(rng.randint(1, 1999))
+    number = (
+        f"{rng.randint(1, 999)}/{rng.randint(1, 99)}" if rng.random() < 0.6 else str(rng.randint(1, 1999))
+    )
     line = f"{number} ซอย {rng.randint(1, 120)}" if rng.random() < 0.7 else number
     province_th = _province_th()
     return {
-        "extension": [{
-            "url": canonical.structure_definition(canonical.EXT_DOPA_ADDRESS_CODE),
-            "extension": [
-                _area("province", BANGKOK, province_th),
-                _area("district", place.district_code, place.district_th),
-                _area("subdistrict", place.subdistrict_code, place.subdistrict_th),
-            ],
-        }],
+        "extension": [
+            {
+                "url": canonical.structure_definition(canonical.EXT_DOPA_ADDRESS_CODE),
+                "extension": [
+                    _area("province", BANGKOK, province_th),
+                    _area("district", place.district_code, place.district_th),
+                    _area("subdistrict", place.subdistrict_code, place.subdistrict_th),
+                ],
+            }
+        ],
         "use": use,
         "type": "physical",
         "text": f"{line} แขวง{place.subdistrict_th} {place.district_th} {province_th} {place.postal_code}",

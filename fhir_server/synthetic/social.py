@@ -18,36 +18,76 @@ _PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 _TASK_CODE = "http://terminology.hl7.org/CodeSystem/task-code"
 _OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
-REFERRAL_CATEGORIES = {"health": "Health", "development": "Development", "education": "Education",
-                       "welfare": "Welfare", "protection": "Protection"}
+REFERRAL_CATEGORIES = {
+    "health": "สุขภาพ",
+    "development": "พัฒนาการ",
+    "education": "การศึกษา",
+    "welfare": "สวัสดิการสังคม",
+    "protection": "การคุ้มครองเด็ก",
+    "legal-status": "สถานะทางทะเบียน",
+}
 REFERRAL_REASONS = {
-    "developmental-delay": "Developmental delay", "malnutrition": "Malnutrition", "neglect": "Neglect",
-    "violence": "Violence", "out-of-school": "Out of school", "disability": "Disability",
-    "no-legal-status": "No legal status", "poverty": "Poverty",
+    "developmental-delay": "พัฒนาการล่าช้า",
+    "malnutrition": "ภาวะทุพโภชนาการ",
+    "neglect": "ถูกทอดทิ้ง/ละเลย",
+    "violence": "ถูกกระทำรุนแรง",
+    "out-of-school": "เด็กนอกระบบการศึกษา",
+    "disability": "ความพิการ",
+    "no-legal-status": "ไม่มีสถานะทางทะเบียน",
+    "poverty": "ความยากจน",
 }
 # (Task status, ServiceRequest status, weight): every Task state a referral moves through.
 TASK_STATES: list[tuple[str, str, float]] = [
-    ("draft", "draft", 2), ("requested", "active", 12), ("received", "active", 10), ("accepted", "active", 12),
-    ("rejected", "revoked", 6), ("ready", "active", 4), ("in-progress", "active", 18), ("on-hold", "on-hold", 4),
-    ("completed", "completed", 24), ("cancelled", "revoked", 5), ("failed", "revoked", 3),
+    ("draft", "draft", 2),
+    ("requested", "active", 12),
+    ("received", "active", 10),
+    ("accepted", "active", 12),
+    ("rejected", "revoked", 6),
+    ("ready", "active", 4),
+    ("in-progress", "active", 18),
+    ("on-hold", "on-hold", 4),
+    ("completed", "completed", 24),
+    ("cancelled", "revoked", 5),
+    ("failed", "revoked", 3),
 ]
 _STATES = [s[0] for s in TASK_STATES]
 _SR_STATUS = {s[0]: s[1] for s in TASK_STATES}
 _WEIGHTS = [s[2] for s in TASK_STATES]
-_BUSINESS = {"received": "Received by the agency", "accepted": "Accepted, first contact planned",
-             "in-progress": "Family contacted, service under way", "on-hold": "Waiting for the family",
-             "completed": "Service delivered", "rejected": "Outside the agency's remit",
-             "cancelled": "Withdrawn by the referring agency", "failed": "Family could not be reached"}
+_BUSINESS = {
+    "received": "Received by the agency",
+    "accepted": "Accepted, first contact planned",
+    "in-progress": "Family contacted, service under way",
+    "on-hold": "Waiting for the family",
+    "completed": "Service delivered",
+    "rejected": "Outside the agency's remit",
+    "cancelled": "Withdrawn by the referring agency",
+    "failed": "Family could not be reached",
+}
 
-WELLBEING_DIMENSIONS = {"health": "สุขภาพ", "education": "การศึกษา", "family": "ครอบครัว", "economy": "เศรษฐกิจ"}
-WELLBEING_LEVELS = ["good", "fair", "at-risk", "crisis"]  # best to worst
-_LEVEL_DISPLAY = {"good": "ดี", "fair": "พอใช้", "at-risk": "เสี่ยง", "crisis": "วิกฤต"}
+# The four petals of the "flower" assessment. Provisional: the owner's tool is not confirmed yet, and
+# the dimension code system (canonical.CS_WELLBEING_DIMENSION) holds more candidates.
+WELLBEING_DIMENSIONS = {
+    "health": "สุขภาพ",
+    "education": "การศึกษา",
+    "family": "ครอบครัวและการเลี้ยงดู",
+    "income": "รายได้",
+}
+WELLBEING_LEVELS = ["good", "watch", "at-risk", "crisis"]  # best to worst
+_LEVEL_DISPLAY = {"good": "ดี", "watch": "เฝ้าระวัง", "at-risk": "เสี่ยง", "crisis": "วิกฤต ต้องช่วยเหลือเร่งด่วน"}
 
 DATA_CLASSES = ["demographics", "growth", "development", "immunization", "wellbeing", "referral"]
 
 
-def referral(child: Child, on: date, category: str, reason: str, requester: Agency, performer: Agency,
-             reason_reference: str | None = None, urgent: bool = False) -> list[dict[str, Any]]:
+def referral(
+    child: Child,
+    on: date,
+    category: str,
+    reason: str,
+    requester: Agency,
+    performer: Agency,
+    reason_reference: str | None = None,
+    urgent: bool = False,
+) -> list[dict[str, Any]]:
     """A TH Referral and its TH Referral Task, in a state drawn from every state a Task can be in."""
     rng = child.rng
     state = rng.choices(_STATES, _WEIGHTS)[0]
@@ -59,8 +99,17 @@ def referral(child: Child, on: date, category: str, reason: str, requester: Agen
         "meta": {"profile": [canonical.structure_definition(canonical.PROFILE_REFERRAL)]},
         "status": _SR_STATUS[state],
         "intent": "order",
-        "category": [{"coding": [coding(canonical.code_system(canonical.CS_REFERRAL_CATEGORY), category,
-                                        REFERRAL_CATEGORIES[category])]}],
+        "category": [
+            {
+                "coding": [
+                    coding(
+                        canonical.code_system(canonical.CS_REFERRAL_CATEGORY),
+                        category,
+                        REFERRAL_CATEGORIES[category],
+                    )
+                ]
+            }
+        ],
         "priority": "urgent" if urgent else "routine",
         "code": {"coding": [coding(_SNOMED, "3457005", "Patient referral")], "text": "Referral"},
         "subject": child.reference,
@@ -68,8 +117,15 @@ def referral(child: Child, on: date, category: str, reason: str, requester: Agen
         "authoredOn": timestamp(rng, on),
         "requester": requester.reference,
         "performer": [performer.reference],
-        "reasonCode": [{"coding": [coding(canonical.code_system(canonical.CS_REFERRAL_REASON), reason,
-                                          REFERRAL_REASONS[reason])]}],
+        "reasonCode": [
+            {
+                "coding": [
+                    coding(
+                        canonical.code_system(canonical.CS_REFERRAL_REASON), reason, REFERRAL_REASONS[reason]
+                    )
+                ]
+            }
+        ],
     }
     if reason_reference:
         request["reasonReference"] = [{"reference": reason_reference}]
@@ -85,20 +141,24 @@ def referral(child: Child, on: date, category: str, reason: str, requester: Agen
         task["statusReason"] = {"text": _BUSINESS[state]}
     if state in _BUSINESS:
         task["businessStatus"] = {"text": _BUSINESS[state]}
-    task.update({
-        "intent": "order",
-        "priority": request["priority"],
-        "code": {"coding": [coding(_TASK_CODE, "fulfill", "Fulfill the focal request")]},
-        "focus": task["basedOn"][0],
-        "for": child.reference,
-        "authoredOn": request["authoredOn"],
-        "lastModified": timestamp(rng, last),
-        "requester": requester.reference,
-        "owner": performer.reference,
-        "restriction": {"period": {"end": due.isoformat()}},
-    })
+    task.update(
+        {
+            "intent": "order",
+            "priority": request["priority"],
+            "code": {"coding": [coding(_TASK_CODE, "fulfill", "Fulfill the focal request")]},
+            "focus": task["basedOn"][0],
+            "for": child.reference,
+            "authoredOn": request["authoredOn"],
+            "lastModified": timestamp(rng, last),
+            "requester": requester.reference,
+            "owner": performer.reference,
+            "restriction": {"period": {"end": due.isoformat()}},
+        }
+    )
     if state in ("in-progress", "on-hold", "completed", "failed"):
-        task["executionPeriod"] = {"start": task["lastModified"] if state != "completed" else request["authoredOn"]}
+        task["executionPeriod"] = {
+            "start": task["lastModified"] if state != "completed" else request["authoredOn"]
+        }
         if state == "completed":
             task["executionPeriod"]["end"] = task["lastModified"]
     return [request, task]
@@ -118,15 +178,18 @@ def wellbeing(child: Child, on: date, performer: Agency, strained: bool) -> dict
         "meta": {"profile": [canonical.structure_definition(canonical.PROFILE_WELLBEING)]},
         "status": "final",
         "category": [{"coding": [coding(_OBS_CATEGORY, "social-history", "Social History")]}],
-        "code": {"coding": [coding(canonical.code_system(canonical.CS_SCREENING_TOOL), "FLOWER4D",
-                                   "ดอกไม้ 4 มิติ")], "text": "Four-dimension wellbeing assessment"},
+        "code": {
+            "text": "การประเมินความเป็นอยู่ ดอกไม้ 4 มิติ (four-dimension wellbeing assessment)",
+        },
         "subject": child.reference,
         "effectiveDateTime": on.isoformat(),
         "performer": [performer.reference],
         "valueCodeableConcept": {"coding": [coding(level_system, worst, _LEVEL_DISPLAY[worst])]},
         "component": [
-            {"code": {"coding": [coding(dimension_system, dim, display)]},
-             "valueCodeableConcept": {"coding": [coding(level_system, level, _LEVEL_DISPLAY[level])]}}
+            {
+                "code": {"coding": [coding(dimension_system, dim, display)]},
+                "valueCodeableConcept": {"coding": [coding(level_system, level, _LEVEL_DISPLAY[level])]},
+            }
             for (dim, display), level in zip(WELLBEING_DIMENSIONS.items(), levels.values(), strict=True)
         ],
     }
@@ -135,8 +198,13 @@ def wellbeing(child: Child, on: date, performer: Agency, strained: bool) -> dict
 def _permit(actors: list[Agency], purpose: str, classes: list[str], kind: str = "permit") -> dict[str, Any]:
     return {
         "type": kind,
-        "actor": [{"role": {"coding": [coding(_PARTICIPATION, "IRCP", "information recipient")]},
-                   "reference": agency.reference} for agency in actors],
+        "actor": [
+            {
+                "role": {"coding": [coding(_PARTICIPATION, "IRCP", "information recipient")]},
+                "reference": agency.reference,
+            }
+            for agency in actors
+        ],
         "purpose": [coding(_ACT_REASON, purpose)],
         "class": [coding(canonical.code_system(canonical.CS_DATA_CLASS), c) for c in classes],
     }
@@ -154,8 +222,11 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
     performers = [guardian.reference] if age_years <= 10 else [guardian.reference, child.reference]
     local = child.agencies
     nested = [
-        _permit([child.health_centre, local.hospital], "TREAT", ["demographics", "growth", "development",
-                                                                  "immunization", "referral"]),
+        _permit(
+            [child.health_centre, local.hospital],
+            "TREAT",
+            ["demographics", "growth", "development", "immunization", "referral"],
+        ),
         _permit([local.social_welfare], "CAREMGT", ["demographics", "development", "wellbeing", "referral"]),
     ]
     educators = [a for a in (child.childcare, child.school) if a is not None]
@@ -169,15 +240,27 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
         "id": new_id(rng),
         "meta": {"profile": [canonical.structure_definition(canonical.PROFILE_CONSENT)]},
         "status": "inactive" if withdrawn else "active",
-        "scope": {"coding": [coding("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy",
-                                    "Privacy Consent")]},
+        "scope": {
+            "coding": [
+                coding(
+                    "http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent"
+                )
+            ]
+        },
         "category": [{"coding": [coding("http://loinc.org", "59284-0", "Patient Consent")]}],
         "patient": child.reference,
         "dateTime": timestamp(rng, signed),
         "performer": performers,
         "organization": [child.health_centre.reference],
-        "policyRule": {"coding": [coding(canonical.code_system(canonical.CS_LAWFUL_BASIS), "consent",
-                                         "Explicit consent (PDPA s.19, s.26)")]},
+        "policyRule": {
+            "coding": [
+                coding(
+                    canonical.code_system(canonical.CS_LAWFUL_BASIS),
+                    "s26-explicit",
+                    "ความยินยอมโดยชัดแจ้ง (มาตรา 26)",
+                )
+            ]
+        },
         "provision": {
             "type": "permit",
             "period": {"start": signed.isoformat(), "end": (signed + timedelta(days=3 * 365)).isoformat()},
@@ -187,7 +270,7 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
 
 
 def social_needs(child: Child, config: PopulationConfig) -> list[dict[str, Any]]:
-    """Referrals for social problems (and for statelessness), with the wellbeing assessments that go with them."""
+    """Referrals for social problems and statelessness, with the wellbeing assessments that go with them."""
     rng, local = child.rng, child.agencies
     out: list[dict[str, Any]] = []
     window = max(1, min(730, child.age_days()))
@@ -199,22 +282,25 @@ def social_needs(child: Child, config: PopulationConfig) -> list[dict[str, Any]]
     referred_for_welfare = False
     if child.stateless and rng.random() < 0.5:
         requester = child.school or child.childcare or child.health_centre
-        out += referral(child, some_day(), "welfare", "no-legal-status", requester, local.social_welfare)
+        out += referral(child, some_day(), "legal-status", "no-legal-status", requester, local.social_welfare)
         referred_for_welfare = True
     if rng.random() < config.social_referral_rate:
         reason = rng.choice(["poverty", "neglect", "violence", "out-of-school", "malnutrition", "disability"])
         on = some_day()
         reporter = child.provider_at(on)
         if reason == "out-of-school":
-            out += referral(child, on, "education", reason, local.social_welfare, child.school or local.schools[0])
+            out += referral(
+                child, on, "education", reason, local.social_welfare, child.school or local.schools[0]
+            )
         elif reason == "malnutrition":
             out += referral(child, on, "health", reason, reporter, child.health_centre)
         elif reason == "disability":
             out += referral(child, on, "health", reason, reporter, local.hospital)
         else:
             category = "welfare" if reason == "poverty" else "protection"
-            out += referral(child, on, category, reason, reporter, local.social_welfare,
-                            urgent=reason == "violence")
+            out += referral(
+                child, on, category, reason, reporter, local.social_welfare, urgent=reason == "violence"
+            )
             referred_for_welfare = True
     if referred_for_welfare or rng.random() < config.wellbeing_rate:
         out.append(wellbeing(child, some_day(), local.social_welfare, strained=referred_for_welfare))

@@ -59,9 +59,9 @@ def build() -> dict[str, Any]:
         "status": "active",
         "experimental": False,
         "publisher": "Termtem project (data: the geothai package)",
-        "description": "Provinces, districts (amphoe/khet) and subdistricts (tambon/khwaeng) of Thailand with "
-        "their DOPA codes, Thai displays and English designations. Generated at start-up from the geothai "
-        f"package, data version {geothai.DATA_VERSION}.",
+        "description": "Provinces, districts (amphoe/khet) and subdistricts (tambon/khwaeng) of Thailand "
+        "with their DOPA codes, Thai displays and English designations. Generated at start-up from the "
+        f"geothai package, data version {geothai.DATA_VERSION}.",
         "language": "th",
         "caseSensitive": True,
         "hierarchyMeaning": "part-of",

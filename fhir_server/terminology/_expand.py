@@ -134,7 +134,9 @@ def _apply_filter(cs: CodeSystemIndex, codes: list[str], f: dict[str, Any], wher
         try:
             pattern = re.compile(value)
         except re.error as exc:
-            raise FhirError(422, f"Invalid regex in {where}: {exc}", code="invalid", expression=[where]) from exc
+            raise FhirError(
+                422, f"Invalid regex in {where}: {exc}", code="invalid", expression=[where]
+            ) from exc
         if prop in ("concept", "code"):
             return [c for c in codes if pattern.fullmatch(c)]
         return [
@@ -145,8 +147,9 @@ def _apply_filter(cs: CodeSystemIndex, codes: list[str], f: dict[str, Any], wher
     if op == "exists":
         want = value.lower() == "true"
         return [c for c in codes if bool(cs.property_values(cs.concepts[c], prop)) == want]
-    raise FhirError(422, f"Filter operator '{op}' in {where} is not supported", code="not-supported",
-                    expression=[where])
+    raise FhirError(
+        422, f"Filter operator '{op}' in {where} is not supported", code="not-supported", expression=[where]
+    )
 
 
 def _expand_rule(
@@ -167,8 +170,8 @@ def _expand_rule(
                 out = [e for e in precomputed if e.system == system]
             else:
                 raise _refuse(
-                    f"ValueSet '{vs_url}' includes codes of '{system}' by rule, and this server does not hold "
-                    "that code system: the expansion would be unbounded. Use a value set that lists its codes."
+                    f"ValueSet '{vs_url}' includes codes of '{system}' by rule, and this server does not "
+                    "hold that code system: the expansion would be unbounded. List the codes instead."
                 )
         else:
             codes = list(cs.concepts)
@@ -177,10 +180,7 @@ def _expand_rule(
             out = [_from_concept(cs, cs.concepts[c]) for c in codes]
     for ref in rule.get("valueSet", []):
         inner = _expansion_for_url(ref, depth + 1)
-        if out is None:
-            out = list(inner.entries)
-        else:
-            out = [e for e in out if (e.system, e.code) in inner.index]
+        out = list(inner.entries) if out is None else [e for e in out if (e.system, e.code) in inner.index]
     return out or []
 
 
@@ -222,11 +222,15 @@ def compute(value_set: dict[str, Any], depth: int = 0) -> Expansion:
     if not compose:
         if precomputed is not None:
             return _index(precomputed)
-        raise _refuse(f"ValueSet '{url or value_set.get('id')}' has no compose to expand", code="not-supported")
+        raise _refuse(
+            f"ValueSet '{url or value_set.get('id')}' has no compose to expand", code="not-supported"
+        )
     language = value_set.get("language") or "en"
     entries: list[Entry] = []
     for i, rule in enumerate(compose.get("include", [])):
-        entries.extend(_expand_rule(rule, f"ValueSet.compose.include[{i}]", url, language, precomputed, depth))
+        entries.extend(
+            _expand_rule(rule, f"ValueSet.compose.include[{i}]", url, language, precomputed, depth)
+        )
         if len(entries) > MAX_COMPUTED:
             raise _refuse(f"ValueSet '{url}' has more than {MAX_COMPUTED} concepts; it cannot be expanded")
     excluded: set[tuple[str, str]] = set()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import unicodedata
 
-_LATIN_MARKS = range(0x0300, 0x0370)  # Combining Diacritical Marks; Thai vowels and tone marks are kept
+# Spacing modifier letters (ʼ) and combining diacritics (á); Thai vowels and tone marks are kept.
+_DROPPED = range(0x02B0, 0x0370)
 
 
 def normalise(text: str) -> str:
-    """Casefold, decompose and drop Latin accents, so "Bahai" finds "Baháʼí" and Thai still matches."""
+    """Casefold, decompose, drop Latin accents and punctuation: "bahai" finds "Baháʼí", "ดช" finds "ด.ช."."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if ord(ch) not in _LATIN_MARKS)
+    return "".join(
+        ch for ch in decomposed if ord(ch) not in _DROPPED and not unicodedata.category(ch).startswith("P")
+    )
 
 
 def matches(terms: list[str], haystack: str) -> bool:

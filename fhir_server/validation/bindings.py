@@ -63,6 +63,16 @@ def system_codes(system: str) -> frozenset[str] | None:
     return frozenset(code for _s, code in out)
 
 
+def _enumerable(vs: dict[str, Any]) -> bool:
+    """False when the value set draws on a code system we do not hold in full (SNOMED, BCP-13, ...)."""
+    for part in ("include", "exclude"):
+        for inc in (vs.get("compose") or {}).get(part, ()):
+            system = inc.get("system")
+            if system and not inc.get("concept") and system_codes(system) is None:
+                return False
+    return True
+
+
 def _from_compose(vs: dict[str, Any]) -> Members | None:
     out: set[tuple[str, str]] = set()
     compose = vs.get("compose") or {}
@@ -121,14 +131,16 @@ def members(value_set_url: str) -> Members | None:
     if url in _members_cache:
         return _members_cache[url]
     result: Members | None = None
+    vs = definitions.value_set(url)
     expansion = definitions.value_set_expansion(url)
-    if expansion is not None and "contains" in expansion:
+    if vs is not None and not _enumerable(vs):
+        result = None
+    elif expansion is not None and expansion.get("contains"):
         flat: set[tuple[str, str]] = set()
         _flatten(expansion["contains"], flat)
         total = expansion.get("total")
         result = frozenset(flat) if total is None or total <= len(flat) else None
     else:
-        vs = definitions.value_set(url)
         result = _from_compose(vs) if vs is not None else _from_terminology(url)
     _members_cache[url] = result
     return result
@@ -176,4 +188,3 @@ def _check_codings(codings: list[Any], allowed: Members, url: str) -> str | None
     if not seen:
         return None
     return f"None of the codes ({', '.join(seen)}) is in the value set {url}"
-

@@ -9,6 +9,7 @@ use FHIRPath that fhirpathpy cannot run or that the specification itself gets wr
 from __future__ import annotations
 
 import contextvars
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,20 +20,16 @@ from fhirpathpy.models import models
 from fhir_server.validation.model import Constraint
 
 # Checked natively by the walker (same meaning, no FHIRPath engine needed).
-NATIVE = frozenset({"ele-1", "ext-1"})
+NATIVE = frozenset({"ele-1", "ext-1", "dom-3"})
+# dom-3 (contained resources must be referenced) is native because its R4 expression applies ``as()`` to a
+# collection (``descendants().as(canonical)``), which FHIRPath forbids: fhirpathpy rightly refuses it.
 
 # key -> why it is not evaluated. Keys are global in R4 core, so the key alone identifies the rule.
 SKIPPED: dict[str, str] = {
-    "dom-3": "needs descendants().as(canonical) over the whole resource; fhirpathpy does not type-filter "
-    "descendants, and contained-reference matching is checked natively by the reference rules",
-    "txt-1": "htmlChecks() (XHTML narrative checks) is not a FHIRPath function fhirpathpy knows",
-    "txt-2": "htmlChecks() (XHTML narrative checks) is not a FHIRPath function fhirpathpy knows",
-    "sdf-0": "uses matches() on a name with a regex the R4 examples themselves break (spec erratum)",
-    "eld-19": "the R4 regex for path names rejects names used in the R4 core definitions (spec erratum)",
-    "eld-20": "the R4 regex for path names rejects names used in the R4 core definitions (spec erratum)",
-    "opd-1": "R4 erratum: compares profile to the wrong element",
-    "que-7": "R4 erratum: answer[x] types compared with a FHIRPath 'is' on a primitive that fhirpathpy "
-    "cannot type without the model path of the enableWhen item",
+    "txt-1": "htmlChecks() (XHTML narrative rules) is not a FHIRPath function fhirpathpy implements",
+    "txt-2": "htmlChecks() (XHTML narrative rules) is not a FHIRPath function fhirpathpy implements",
+    "que-7": "'answer is Boolean' names the System type; fhirpathpy types a FHIR boolean as FHIR.boolean, so "
+    "the rule fails on valid data (e.g. the R4 example Questionnaire/bb)",
 }
 
 _MODEL = models["r4"]
@@ -56,7 +53,7 @@ def _resolve(inputs: list[Any]) -> list[Any]:
         if isinstance(ref, str):
             target = resolver(ref)
             if target is not None:
-                out.append(target)
+                out.append(ResourceNode.create_node(target, target.get("resourceType")))
     return out
 
 
@@ -86,6 +83,73 @@ def _compiled(expression: str) -> Callable[..., list[Any]] | Exception:
     return hit
 
 
+_CHAIN = re.compile(r"^([A-Za-z]+(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
+_GUARD = re.compile(r"^([A-Za-z]+)\.(exists\(\) implies|empty\(\) or) ")
+_fast_cache: dict[str, Callable[[Any], bool | None] | None] = {}
+
+
+def _absent(data: Any, name: str) -> bool | None:
+    """True/False when ``name`` is surely absent/present on a JSON object; None when unsure (choice keys)."""
+    if not isinstance(data, dict):
+        return None
+    if name in data or "_" + name in data:
+        return False
+    n = len(name)
+    if any(k.startswith(name) and len(k) > n and k[n].isupper() for k in data):
+        return None
+    return True
+
+
+def _chain(path: list[str], data: Any) -> bool | None:
+    """Does the simple path exist on ``data``? None when a choice-typed key makes it uncertain."""
+    current = [data]
+    for name in path:
+        nxt: list[Any] = []
+        for c in current:
+            gone = _absent(c, name)
+            if gone is None:
+                return None
+            if not gone:
+                v = c.get(name)
+                if v is None:
+                    return None  # only the primitive's "_" companion: leave it to FHIRPath
+                nxt.extend(v if isinstance(v, list) else [v])
+        if not nxt:
+            return False
+        current = nxt
+    return True
+
+
+def _fast(expression: str) -> Callable[[Any], bool | None] | None:
+    """A native evaluator for the commonest invariant shapes, or None. It may answer None (fall back)."""
+    if expression in _fast_cache:
+        return _fast_cache[expression]
+    fn: Callable[[Any], bool | None] | None = None
+    parts = expression.split(" and ")
+    chains = [_CHAIN.match(p.strip()) for p in parts]
+    if all(chains):
+        specs = [(m.group(1).replace("`", "").split("."), m.group(2)) for m in chains if m]
+
+        def fn(data: Any, specs: list[tuple[list[str], str]] = specs) -> bool | None:
+            for path, op in specs:
+                found = _chain(path, data)
+                if found is None:
+                    return None
+                if found != (op == "exists"):
+                    return False
+            return True
+    else:
+        guard = _GUARD.match(expression)
+        if guard and (guard.group(2).startswith("exists") or " implies " not in expression):
+            name = guard.group(1)
+
+            def fn(data: Any, name: str = name) -> bool | None:
+                return True if _absent(data, name) else None
+
+    _fast_cache[expression] = fn
+    return fn
+
+
 def set_resolver(resolver: Callable[[str], dict[str, Any] | None] | None) -> contextvars.Token[Any]:
     return _resolver.set(resolver)
 
@@ -94,9 +158,15 @@ def reset_resolver(token: contextvars.Token[Any]) -> None:
     _resolver.reset(token)
 
 
-def evaluate(constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any],
-             root: dict[str, Any]) -> bool | str:
+def evaluate(
+    constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
+) -> bool | str:
     """True when the invariant holds, False when violated, or a message when it cannot be evaluated."""
+    fast = _fast(constraint.expression)
+    if fast is not None:
+        quick = fast(data)
+        if quick is not None:
+            return quick
     fn = _compiled(constraint.expression)
     if isinstance(fn, Exception):
         return f"cannot parse: {fn}"

@@ -129,8 +129,13 @@ def _node(el: dict[str, Any], sd_url: str) -> Node:
             bool(s.get("ordered", False)),
         )
     constraints = tuple(
-        Constraint(c["key"], c.get("severity", "error"), c.get("expression", ""), c.get("human", ""),
-                   c.get("source", sd_url))
+        Constraint(
+            c["key"],
+            c.get("severity", "error"),
+            c.get("expression", ""),
+            c.get("human", ""),
+            c.get("source", sd_url),
+        )
         for c in el.get("constraint", ())
         if c.get("expression")
     )
@@ -172,9 +177,14 @@ def _parent_id(id_: str) -> tuple[str, str]:
     return "", id_
 
 
-def compile_elements(url: str, type_: str, kind: str, elements: list[dict[str, Any]],
-                     context: list[dict[str, Any]] | None = None,
-                     derivation: str | None = None) -> CompiledSD:
+def compile_elements(
+    url: str,
+    type_: str,
+    kind: str,
+    elements: list[dict[str, Any]],
+    context: list[dict[str, Any]] | None = None,
+    derivation: str | None = None,
+) -> CompiledSD:
     by_id: dict[str, Node] = {}
     root: Node | None = None
     for el in elements:
@@ -215,8 +225,9 @@ def _compiled_core(url: str) -> CompiledSD | None:
     sd = definitions.structure_definition(url)
     if sd is None:
         return None
-    return compile_elements(sd["url"], sd["type"], sd["kind"], sd["elements"], sd.get("context"),
-                            sd.get("derivation"))
+    return compile_elements(
+        sd["url"], sd["type"], sd["kind"], sd["elements"], sd.get("context"), sd.get("derivation")
+    )
 
 
 _extra: dict[str, CompiledSD] = {}

@@ -52,7 +52,7 @@ def profile(url: str) -> dict[str, Any] | None:
 
 
 def supported_profiles() -> dict[str, list[str]]:
-    """Resource type -> URLs of our profiles on it (for CapabilityStatement.rest.resource.supportedProfile)."""
+    """Resource type -> URLs of our profiles on it (CapabilityStatement ``supportedProfile``)."""
     out: dict[str, list[str]] = {}
     for sd in structure_definitions():
         if sd.get("kind") == "resource" and sd.get("derivation") == "constraint":

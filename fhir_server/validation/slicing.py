@@ -28,7 +28,9 @@ def values_at(item: Any, path: str) -> list[Any]:
             url = seg[len("extension(") : -1].strip("'\"")
             for c in current:
                 if isinstance(c, dict):
-                    nxt.extend(e for e in c.get("extension", ()) if isinstance(e, dict) and e.get("url") == url)
+                    nxt.extend(
+                        e for e in c.get("extension", ()) if isinstance(e, dict) and e.get("url") == url
+                    )
             current = nxt
             continue
         for c in current:
@@ -140,9 +142,7 @@ def _build(slice_node: Node, discriminators: tuple[tuple[str, str], ...]) -> lis
     return checks
 
 
-def assign(
-    element: Node, items: list[tuple[Any, str]], profile_check: ProfileCheck
-) -> list[int | None]:
+def assign(element: Node, items: list[tuple[Any, str]], profile_check: ProfileCheck) -> list[int | None]:
     """For each (item, type code), the index of the first slice of ``element`` it matches, or None."""
     slicing = element.slicing
     if slicing is None or not slicing.discriminators:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import orjson
+
 from fhir_server import canonical, definitions
 from fhir_server.validation import bindings, invariants, slicing
 from fhir_server.validation.model import FHIRPATH_STRING, CompiledSD, Node, compiled, is_primitive
@@ -34,7 +36,7 @@ _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_histor
 @cache
 def _regex(type_code: str) -> re.Pattern[str] | None:
     pattern = definitions.primitive_pattern(type_code)
-    return re.compile(pattern) if pattern else None
+    return re.compile(pattern, re.ASCII) if pattern else None
 
 
 def _issue(severity: str, code: str, path: str, message: str) -> Issue:
@@ -80,8 +82,12 @@ class _Run:
                 continue
             sd = compiled(url)
             if sd is None:
-                self.add("warning", "not-supported", path, f"Profile {url} is not known to this server; "
-                         "not validated against it")
+                self.add(
+                    "warning",
+                    "not-supported",
+                    path,
+                    f"Profile {url} is not known to this server; not validated against it",
+                )
                 continue
             if sd.type != rtype:
                 self.add("error", "invalid", path, f"Profile {url} is for {sd.type}, not {rtype}")
@@ -105,14 +111,39 @@ class _Run:
             self._push_bundle(res)
             pushed = True
         try:
+            contained = self.root is not res and ".contained[" in path
+            if res.get("contained"):
+                self._dom3(res, path)
             for sd in sds:
                 self._object(sd.root, sd, res, path, rtype, (rtype, rtype))
-                self._constraints(sd.root, res, path, rtype)
+                self._constraints(sd.root, res, path, rtype, skip_dom=contained)
         finally:
             if pushed:
                 self.bundle_types.pop()
                 self.bundle_resources.pop()
             self.resource, self.root = saved
+
+    def _dom3(self, res: dict[str, Any], path: str) -> None:
+        """dom-3: every contained resource is referenced from the rest of the resource (or refers to it)."""
+        contained = [c for c in res.get("contained") or () if isinstance(c, dict)]
+        outside = orjson.dumps({k: v for k, v in res.items() if k != "contained"})
+        dumps = [orjson.dumps(c) for c in contained]
+        for i, c in enumerate(contained):
+            cid = c.get("id")
+            if not isinstance(cid, str):
+                continue
+            needle = f'"#{cid}"'.encode()
+            others = (d for j, d in enumerate(dumps) if j != i)
+            if needle in outside or any(needle in d for d in others) or b'"#"' in dumps[i]:
+                continue
+            self.add(
+                "error",
+                "invariant",
+                f"{path}.contained[{i}]",
+                "Constraint failed: dom-3: 'If the "
+                "resource is contained in another resource, it SHALL be referred to from elsewhere in the "
+                "resource or SHALL refer to the containing resource'",
+            )
 
     def _push_bundle(self, bundle: dict[str, Any]) -> None:
         types: dict[str, str] = {}
@@ -152,8 +183,9 @@ class _Run:
         return self.resolver(reference) if self.resolver is not None else None
 
     # -- objects --------------------------------------------------------------------------------
-    def _object(self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str,
-                host: Host) -> None:
+    def _object(
+        self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str, host: Host
+    ) -> None:
         keys = node.keys
         groups: dict[str, list[tuple[str, str, Any]]] = {}
         is_resource_root = node is sd.root and sd.kind == "resource"
@@ -177,22 +209,41 @@ class _Run:
             if group is None:
                 label = f"{name}[x]" if child.choice else name
                 if child.min > 0:
-                    self.add("error", "required", f"{path}.{label}",
-                             f"Minimum required = {child.min}, but only found 0 (from {child.sd_url})")
+                    self.add(
+                        "error",
+                        "required",
+                        f"{path}.{label}",
+                        f"Minimum required = {child.min}, but only found 0 (from {child.sd_url})",
+                    )
                 for s in child.slices:
                     if s.min > 0:
-                        self.add("error", "required", f"{path}.{label}",
-                                 f"Slice '{s.slice_name}': minimum required = {s.min}, but only found 0 "
-                                 f"(from {s.sd_url})")
+                        self.add(
+                            "error",
+                            "required",
+                            f"{path}.{label}",
+                            f"Slice '{s.slice_name}': minimum required = {s.min}, but only found 0 "
+                            f"(from {s.sd_url})",
+                        )
                 continue
             self._element(child, sd, group, obj, path, host)
 
-    def _element(self, child: Node, sd: CompiledSD, group: list[tuple[str, str, Any]], obj: dict[str, Any],
-                 path: str, host: Host) -> None:
+    def _element(
+        self,
+        child: Node,
+        sd: CompiledSD,
+        group: list[tuple[str, str, Any]],
+        obj: dict[str, Any],
+        path: str,
+        host: Host,
+    ) -> None:
         plain = [g for g in group if not g[0].startswith("_")]
         if child.choice and len({g[0] for g in plain}) > 1:
-            self.add("error", "structure", f"{path}.{child.name}[x]",
-                     f"Only one of {', '.join(sorted(g[0] for g in plain))} is allowed")
+            self.add(
+                "error",
+                "structure",
+                f"{path}.{child.name}[x]",
+                f"Only one of {', '.join(sorted(g[0] for g in plain))} is allowed",
+            )
         items: list[tuple[Any, Any, str, str]] = []  # (value, _value, fhirpath, type code)
         for key, code, value in plain:
             ext = obj.get("_" + key)
@@ -208,7 +259,9 @@ class _Run:
                     items.append((None, exts[i], f"{epath}[{i}]", code))
             else:
                 if isinstance(value, list):
-                    self.add("error", "structure", epath, "This element does not repeat: an array is not allowed")
+                    self.add(
+                        "error", "structure", epath, "This element does not repeat: an array is not allowed"
+                    )
                     continue
                 items.append((value, ext, epath, code))
         for key, code, ext in group:
@@ -221,11 +274,19 @@ class _Run:
         count = len(items)
         label = f"{path}.{child.name}"
         if count < child.min:
-            self.add("error", "required", label,
-                     f"Minimum required = {child.min}, but only found {count} (from {child.sd_url})")
+            self.add(
+                "error",
+                "required",
+                label,
+                f"Minimum required = {child.min}, but only found {count} (from {child.sd_url})",
+            )
         if child.max is not None and count > child.max:
-            self.add("error", "structure", label,
-                     f"Maximum allowed = {child.max}, but found {count} (from {child.sd_url})")
+            self.add(
+                "error",
+                "structure",
+                label,
+                f"Maximum allowed = {child.max}, but found {count} (from {child.sd_url})",
+            )
         targets: list[Node] = [child] * count
         if child.slices:
             targets = self._slices(child, items, label)
@@ -239,32 +300,53 @@ class _Run:
         last_slice = -1
         seen_unmatched = False
         out: list[Node] = []
-        for (value, _ext, ipath, _code), idx in zip(items, assigned, strict=True):
+        for (_value, _ext, ipath, _code), idx in zip(items, assigned, strict=True):
             if idx is None:
                 out.append(child)
                 seen_unmatched = True
                 if rules == "closed":
-                    self.add("error", "structure", ipath,
-                             f"This element does not match any known slice defined in {child.sd_url} "
-                             "and slicing is CLOSED")
+                    self.add(
+                        "error",
+                        "structure",
+                        ipath,
+                        f"This element does not match any known slice defined in {child.sd_url} "
+                        "and slicing is CLOSED",
+                    )
                 continue
             s = child.slices[idx]
             counts[idx] += 1
             out.append(s)
             if child.slicing and child.slicing.ordered and idx < last_slice:
-                self.add("error", "structure", ipath, f"Slice '{s.slice_name}' is out of order (slicing is ordered)")
+                self.add(
+                    "error",
+                    "structure",
+                    ipath,
+                    f"Slice '{s.slice_name}' is out of order (slicing is ordered)",
+                )
             if rules == "openAtEnd" and seen_unmatched:
-                self.add("error", "structure", ipath,
-                         f"Slice '{s.slice_name}' follows unsliced content (slicing is openAtEnd)")
+                self.add(
+                    "error",
+                    "structure",
+                    ipath,
+                    f"Slice '{s.slice_name}' follows unsliced content (slicing is openAtEnd)",
+                )
             last_slice = max(last_slice, idx)
         for s, n in zip(child.slices, counts, strict=True):
             if n < s.min:
-                self.add("error", "required", label,
-                         f"Slice '{s.slice_name}': minimum required = {s.min}, but only found {n} "
-                         f"(from {s.sd_url})")
+                self.add(
+                    "error",
+                    "required",
+                    label,
+                    f"Slice '{s.slice_name}': minimum required = {s.min}, but only found {n} "
+                    f"(from {s.sd_url})",
+                )
             if s.max is not None and n > s.max:
-                self.add("error", "structure", label,
-                         f"Slice '{s.slice_name}': maximum allowed = {s.max}, but found {n} (from {s.sd_url})")
+                self.add(
+                    "error",
+                    "structure",
+                    label,
+                    f"Slice '{s.slice_name}': maximum allowed = {s.max}, but found {n} (from {s.sd_url})",
+                )
         return out
 
     def _conforms(self, item: Any, type_code: str, profile_url: str) -> bool:
@@ -281,8 +363,9 @@ class _Run:
         return not any(i["severity"] == "error" for i in sub.issues)
 
     # -- one value ------------------------------------------------------------------------------
-    def _item(self, node: Node, sd: CompiledSD, value: Any, ext: Any, path: str, code: str,
-              host: Host) -> None:
+    def _item(
+        self, node: Node, sd: CompiledSD, value: Any, ext: Any, path: str, code: str, host: Host
+    ) -> None:
         if node.content_reference:
             target = sd.by_id.get(node.content_reference.split("#", 1)[-1])
             if target is not None:
@@ -334,8 +417,12 @@ class _Run:
 
     def _ele1(self, value: dict[str, Any], path: str) -> None:
         if not any(k != "id" for k in value):
-            self.add("error", "invariant", path, "Constraint failed: ele-1: 'All FHIR elements must have a "
-                     "@value or children'")
+            self.add(
+                "error",
+                "invariant",
+                path,
+                "Constraint failed: ele-1: 'All FHIR elements must have a @value or children'",
+            )
 
     def _primitive(self, node: Node, value: Any, ext: Any, path: str, code: str, host: Host) -> None:
         if ext is not None:
@@ -347,8 +434,12 @@ class _Run:
                     self._object(esd.root, esd, ext, path, "Element", host)
         if value is None:
             if not (isinstance(ext, dict) and ext.get("extension")):
-                self.add("error", "invariant", path, "Constraint failed: ele-1: 'All FHIR elements must have "
-                         "a @value or children'")
+                self.add(
+                    "error",
+                    "invariant",
+                    path,
+                    "Constraint failed: ele-1: 'All FHIR elements must have a @value or children'",
+                )
             return
         if code == "boolean":
             ok = isinstance(value, bool)
@@ -366,7 +457,9 @@ class _Run:
                 rx = _regex(code)
                 ok = rx is None or rx.fullmatch(value) is not None
                 if ok and node.max_length is not None and len(value) > node.max_length:
-                    self.add("error", "value", path, f"Value is longer than the maximum length {node.max_length}")
+                    self.add(
+                        "error", "value", path, f"Value is longer than the maximum length {node.max_length}"
+                    )
         if not ok:
             self.add("error", "value", path, f"The value {value!r} is not a valid {code}")
             return
@@ -381,9 +474,13 @@ class _Run:
 
     def _range(self, node: Node, value: Any, path: str) -> None:
         if node.min_value is not None and value < node.min_value[1]:
-            self.add("error", "value", path, f"The value {value!r} is below the minimum {node.min_value[1]!r}")
+            self.add(
+                "error", "value", path, f"The value {value!r} is below the minimum {node.min_value[1]!r}"
+            )
         if node.max_value is not None and value > node.max_value[1]:
-            self.add("error", "value", path, f"The value {value!r} is above the maximum {node.max_value[1]!r}")
+            self.add(
+                "error", "value", path, f"The value {value!r} is above the maximum {node.max_value[1]!r}"
+            )
 
     # -- rules on one value ---------------------------------------------------------------------
     def _fixed(self, node: Node, value: Any, path: str) -> None:
@@ -391,10 +488,16 @@ class _Run:
         mode, want = node.fixed
         if mode == "fixed":
             if value != want:
-                self.add("error", "value", path, f"Value must be exactly {_show(want)} (fixed in {node.sd_url}), "
-                         f"found {_show(value)}")
+                self.add(
+                    "error",
+                    "value",
+                    path,
+                    f"Value must be exactly {_show(want)} (fixed in {node.sd_url}), found {_show(value)}",
+                )
         elif not slicing.matches_pattern(value, want):
-            self.add("error", "value", path, f"Value must match the pattern {_show(want)} (from {node.sd_url})")
+            self.add(
+                "error", "value", path, f"Value must match the pattern {_show(want)} (from {node.sd_url})"
+            )
 
     def _binding(self, node: Node, code: str, value: Any, path: str) -> None:
         assert node.binding is not None
@@ -409,17 +512,23 @@ class _Run:
         else:
             self.add("warning", "code-invalid", path, message + " (extensible binding)")
 
-    def _constraints(self, node: Node, value: Any, path: str, type_path: str) -> None:
+    def _constraints(self, node: Node, value: Any, path: str, type_path: str, skip_dom: bool = False) -> None:
         for c in node.constraints:
             if c.key in invariants.NATIVE or c.key in invariants.SKIPPED:
                 continue
+            if skip_dom and c.key.startswith("dom-"):
+                continue  # DomainResource rules about containing apply to the container, not the contained
             result = invariants.evaluate(c, value, type_path, self.resource, self.root)
             if result is True:
                 continue
             if result is False:
                 severity = "error" if c.severity == "error" else "warning"
-                self.add(severity, "invariant", path, f"Constraint failed: {c.key}: '{c.human}' "
-                         f"(defined in {c.source})")
+                self.add(
+                    severity,
+                    "invariant",
+                    path,
+                    f"Constraint failed: {c.key}: '{c.human}' (defined in {c.source})",
+                )
             else:
                 self.add("information", "informational", path, f"Constraint {c.key} not checked: {result}")
 
@@ -434,14 +543,28 @@ class _Run:
     def _extension(self, node: Node, value: dict[str, Any], path: str, host: Host) -> None:
         has_ext, has_value = "extension" in value, any(k.startswith("value") for k in value)
         if has_ext == has_value:
-            self.add("error", "invariant", path, "Constraint failed: ext-1: 'Must have either extensions or "
-                     "value[x], not both'")
+            self.add(
+                "error",
+                "invariant",
+                path,
+                "Constraint failed: ext-1: 'Must have either extensions or value[x], not both'",
+            )
         url = value.get("url")
         if not isinstance(url, str):
             return
         profiles = [p for t in node.types for p in t.profiles]
-        if profiles or "://" not in url and not url.startswith("urn:"):
-            return  # a profiled slice (checked by its profile) or a sub-extension of a complex extension
+        if profiles:
+            for prof in profiles:
+                psd = compiled(prof)
+                if psd is None:
+                    self.add(
+                        "warning", "extension", path, f"Extension definition {prof} is not known; not checked"
+                    )
+                else:
+                    self._extension_profile(psd, value, path, host)
+            return
+        if "://" not in url and not url.startswith("urn:"):
+            return  # a sub-extension of a complex extension: its slice in the parent's definition checks it
         esd = compiled(url)
         if esd is None or esd.type != "Extension":
             if url.startswith(canonical.BASE):
@@ -454,8 +577,12 @@ class _Run:
     def _extension_profile(self, esd: CompiledSD, value: dict[str, Any], path: str, host: Host) -> None:
         if esd.context and not _context_ok(esd.context, host):
             allowed = ", ".join(c.get("expression", "") for c in esd.context)
-            self.add("error", "extension", path, f"The extension {esd.url} is not allowed on {host[1]} "
-                     f"(allowed contexts: {allowed})")
+            self.add(
+                "error",
+                "extension",
+                path,
+                f"The extension {esd.url} is not allowed on {host[1]} (allowed contexts: {allowed})",
+            )
         self._object(esd.root, esd, value, path, "Extension", (esd.url, "Extension"))
         self._constraints(esd.root, value, path, "Extension")
 
@@ -476,9 +603,13 @@ class _Run:
         if target_type is None:
             return
         if target_type not in allowed:
-            self.add("error", "structure", f"{path}.reference",
-                     f"The reference {ref!r} points to a {target_type}, but only "
-                     f"{', '.join(sorted(allowed))} is allowed here")
+            self.add(
+                "error",
+                "structure",
+                f"{path}.reference",
+                f"The reference {ref!r} points to a {target_type}, but only "
+                f"{', '.join(sorted(allowed))} is allowed here",
+            )
 
     def _reference_type(self, ref: str, path: str) -> str | None:
         if ref.startswith("#"):
@@ -519,13 +650,12 @@ def _context_ok(context: list[dict[str, Any]], host: Host) -> bool:
 
 
 def _show(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
 
 
-def validate(resource: dict[str, Any], profile_urls: list[str] | None = None, *,
-             resolver: Resolver | None = None) -> list[Issue]:
+def validate(
+    resource: dict[str, Any], profile_urls: list[str] | None = None, *, resolver: Resolver | None = None
+) -> list[Issue]:
     """OperationOutcome issues for ``resource`` against its base R4 definition and profiles.
 
     Profiles are those in ``meta.profile`` that this server knows plus ``profile_urls`` (an unknown one

@@ -22,8 +22,12 @@ Location = tuple[Any, Any]
 
 def _bad(index: int, text: str, status: int = 400) -> FhirError:
     code = "invalid" if status == 400 else "processing"
-    return FhirError(status, f"FHIRPath Patch operation {index}: {text}", code=code,
-                     expression=[f"Parameters.parameter[{index}]"])
+    return FhirError(
+        status,
+        f"FHIRPath Patch operation {index}: {text}",
+        code=code,
+        expression=[f"Parameters.parameter[{index}]"],
+    )
 
 
 def _split(path: str) -> list[str]:
@@ -60,8 +64,12 @@ def _member(locations: list[Location], name: str) -> list[Location]:
         node = _value(location)
         if not isinstance(node, dict):
             continue
-        key = name if name in node else next(
-            (k for k in node if k.startswith(name) and k[len(name) : len(name) + 1].isupper()), None
+        key = (
+            name
+            if name in node
+            else next(
+                (k for k in node if k.startswith(name) and k[len(name) : len(name) + 1].isupper()), None
+            )
         )
         if key is None:
             continue
@@ -134,7 +142,9 @@ def _part_value(part: dict[str, Any]) -> Any:
 
 def _one(locations: list[Location], index: int, path: str) -> Location:
     if len(locations) != 1:
-        raise _bad(index, f"the path '{path}' must select exactly one element, it selects {len(locations)}", 422)
+        raise _bad(
+            index, f"the path '{path}' must select exactly one element, it selects {len(locations)}", 422
+        )
     return locations[0]
 
 
@@ -149,7 +159,9 @@ def _list_of(locations: list[Location], resource: dict[str, Any], path: str, ind
 
 def apply(resource: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     if parameters.get("resourceType") != "Parameters":
-        raise FhirError(400, "A FHIRPath Patch body must be a Parameters resource", expression=["resourceType"])
+        raise FhirError(
+            400, "A FHIRPath Patch body must be a Parameters resource", expression=["resourceType"]
+        )
     for i, operation in enumerate(parameters.get("parameter", []) or []):
         if operation.get("name") != "operation":
             raise _bad(i, "every parameter of a FHIRPath Patch must be called 'operation'")
@@ -160,7 +172,9 @@ def apply(resource: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any
         found = _locate(resource, path, i)
         if kind == "delete":
             if len(found) > 1:
-                raise _bad(i, f"the path '{path}' selects {len(found)} elements; delete takes at most one", 422)
+                raise _bad(
+                    i, f"the path '{path}' selects {len(found)} elements; delete takes at most one", 422
+                )
             for container, key in found:
                 del container[key]
                 if isinstance(container, list) and not container:

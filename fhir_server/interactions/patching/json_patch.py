@@ -11,7 +11,9 @@ from fhir_server.interactions.errors import FhirError
 
 
 def _fail(index: int, text: str) -> FhirError:
-    return FhirError(422, f"JSON Patch operation {index}: {text}", code="processing", expression=[f"Patch[{index}]"])
+    return FhirError(
+        422, f"JSON Patch operation {index}: {text}", code="processing", expression=[f"Patch[{index}]"]
+    )
 
 
 def _pointer(path: Any, index: int) -> list[str]:
@@ -97,7 +99,9 @@ def apply(document: dict[str, Any], operations: Any) -> dict[str, Any]:
             source = _pointer(op.get("from"), i)
             if kind == "move" and tokens[: len(source)] == source and tokens != source:
                 raise _fail(i, "cannot move a value into itself")
-            value = _remove(document, source, i) if kind == "move" else copy.deepcopy(_get(document, source, i))
+            value = (
+                _remove(document, source, i) if kind == "move" else copy.deepcopy(_get(document, source, i))
+            )
             _add(document, tokens, value, i)
         elif kind == "test":
             if orjson.dumps(_get(document, tokens, i)) != orjson.dumps(op["value"]):

@@ -199,7 +199,9 @@ class SqliteStore:
 
     # -- key/value -----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
-        row = self._conn.execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)).fetchone()
+        row = self._conn.execute(
+            "SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)
+        ).fetchone()
         return orjson.loads(row[0]) if row else None
 
     async def kv_put(self, namespace: str, key: str, value: dict[str, Any]) -> None:
@@ -215,11 +217,15 @@ class SqliteStore:
 
     async def kv_delete(self, namespace: str, key: str) -> bool:
         async with self.transaction() as tx:
-            cursor = await tx._run(lambda conn: conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key)))
+            cursor = await tx._run(
+                lambda conn: conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+            )
         return bool(cursor.rowcount)
 
     async def kv_list(self, namespace: str) -> list[tuple[str, dict[str, Any]]]:
-        rows = self._conn.execute("SELECT key, value FROM kv WHERE namespace=? ORDER BY key", (namespace,)).fetchall()
+        rows = self._conn.execute(
+            "SELECT key, value FROM kv WHERE namespace=? ORDER BY key", (namespace,)
+        ).fetchall()
         return [(key, orjson.loads(value)) for key, value in rows]
 
 
@@ -286,7 +292,15 @@ def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None
     ).fetchone()
     conn.execute(
         "INSERT INTO history(rid, type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?,?)",
-        (rid, resource.resource_type, resource.id, resource.version, resource.last_updated, method, resource.body),
+        (
+            rid,
+            resource.resource_type,
+            resource.id,
+            resource.version,
+            resource.last_updated,
+            method,
+            resource.body,
+        ),
     )
     if method == "DELETE" or index is None:
         index_tables.delete_index(conn, rid)

@@ -1,0 +1,247 @@
+"""``termtem import``: legacy agency files → checked, mapped, profile-validated FHIR transaction bundles.
+
+Writes go either over HTTP (``--server``) or in-process into a store (``--store``); ``--dry-run`` only
+maps and validates. Every rejected record lands in the error report and makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import csv
+import importlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from fhir_server.mapping import MappedRecord, RowError, SpecError, available_formats, batch_records, map_files
+from fhir_server.mapping.engine import ResourceValidator, full_url
+
+_console = Console(stderr=True)
+
+
+def profile_validator() -> ResourceValidator | None:
+    """A check of each mapped resource against its Thai profile, or None when no validator is installed.
+
+    References inside a record are ``urn:uuid`` placeholders or conditional ``Type?identifier=`` URLs
+    until the server resolves them; the validator sees them as ``Type/<id>`` so reference-type rules and
+    invariants such as PDPA grantor checks can be applied before anything is written.
+    """
+    try:
+        validator = importlib.import_module("fhir_server.validation.validator")
+    except ModuleNotFoundError:
+        return None
+
+    def check(resource: dict[str, Any]) -> list[tuple[str, str]]:
+        issues = validator.validate(resource)
+        return [
+            ((i.get("expression") or [""])[0], i.get("diagnostics", "invalid"))
+            for i in issues
+            if i.get("severity") in ("error", "fatal")
+        ]
+
+    return check
+
+
+def _resolved_refs(entries: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}" for e in entries}
+
+
+def _rewrite(value: Any, refs: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            if key == "reference" and isinstance(sub, str):
+                if sub in refs:
+                    sub = refs[sub]
+                elif "?" in sub:
+                    kind, _, query = sub.partition("?")
+                    sub = f"{kind}/{full_url(kind, 'query', query).rsplit(':', 1)[-1]}"
+            out[key] = _rewrite(sub, refs)
+        return out
+    if isinstance(value, list):
+        return [_rewrite(v, refs) for v in value]
+    return value
+
+
+def validate_record(record: MappedRecord, check: ResourceValidator) -> list[RowError]:
+    """Profile errors of one mapped record, located at its source row."""
+    refs = _resolved_refs(record.entries)
+    resources = {refs[e["fullUrl"]]: _rewrite(e["resource"], refs) for e in record.entries}
+    errors = []
+    for local, resource in resources.items():
+        resource = copy.copy(resource)
+        resource["id"] = local.split("/", 1)[1]
+        for expression, message in check(resource):
+            errors.append(RowError(record.file, record.row, expression, message, record.table))
+    return errors
+
+
+def _records(format_name: str, paths: list[Path], check: ResourceValidator | None,
+             errors: list[RowError], counts: dict[str, int], tick: Callable[[], None]) -> Iterator[MappedRecord]:
+    for item in map_files(format_name, paths):
+        tick()
+        if isinstance(item, RowError):
+            errors.append(item)
+            continue
+        if check is not None:
+            found = validate_record(item, check)
+            if found:
+                errors.extend(found)
+                counts["rejected"] += 1
+                continue
+        counts["records"] += 1
+        counts["resources"] += len(item.entries)
+        yield item
+
+
+def _count_rejected(errors: list[RowError]) -> int:
+    return len({(e.file, e.row, e.table) for e in errors})
+
+
+def write_error_report(path: Path, errors: list[RowError]) -> None:
+    """CSV (``.csv``) or JSON (anything else) with file, row, field and reason of every problem."""
+    rows = [e.as_dict() for e in errors]
+    if path.suffix.lower() == ".csv":
+        with path.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file", "table", "row", "field", "reason"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2))
+
+
+class _Writer:
+    """Sends transaction bundles to a server over HTTP or into a store in-process."""
+
+    def __init__(self, server: str | None, store: str | None) -> None:
+        self.server = server.rstrip("/") if server else None
+        self.store_url = store
+        self._http: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: Any = None
+
+    def __enter__(self) -> _Writer:
+        if self.server:
+            import httpx
+
+            self._http = httpx.Client(timeout=300, headers={"Content-Type": "application/fhir+json"})
+        elif self.store_url:
+            from fhir_server.config import Settings
+            from fhir_server.interactions.context import RequestContext
+            from fhir_server.storage import create_store
+
+            settings = Settings(store_url=self.store_url)
+            store = create_store(settings)
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(store.open())
+            self._ctx = RequestContext(store=store, settings=settings, base_url="urn:termtem-import")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._ctx is not None and self._loop is not None:
+            self._loop.run_until_complete(self._ctx.store.close())
+            self._loop.close()
+
+    def send(self, bundle: dict[str, Any]) -> str | None:
+        """Write one bundle; returns the failure text when the server refused it (nothing was written)."""
+        if self._http is not None:
+            response = self._http.post(self.server, content=orjson.dumps(bundle))
+            if response.status_code >= 400:
+                return _outcome_text(response.text, response.status_code)
+            return None
+        if self._ctx is not None and self._loop is not None:
+            from fhir_server.interactions.bundle import process_bundle
+            from fhir_server.interactions.errors import FhirError
+
+            try:
+                self._loop.run_until_complete(process_bundle(self._ctx, bundle))
+            except FhirError as exc:
+                return f"{exc.status}: {exc.diagnostics}"
+        return None
+
+
+def _outcome_text(body: str, status: int) -> str:
+    try:
+        outcome = orjson.loads(body)
+        texts = [i.get("diagnostics", "") for i in outcome.get("issue", [])]
+        return f"{status}: " + "; ".join(t for t in texts if t)
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"{status}: {body[:300]}"
+
+
+def run_import(format_name: str, paths: list[Path], *, server: str | None = None, store: str | None = None,
+               dry_run: bool = False, out: Path | None = None, errors_path: Path | None = None,
+               batch_size: int = 500, validate: bool = True, show_progress: bool = False) -> dict[str, Any]:
+    """Import ``paths``; returns counts and the errors. Used by the command and by tests."""
+    if format_name not in available_formats():
+        raise SpecError(f"unknown format {format_name!r}; known: {', '.join(available_formats())}")
+    check = profile_validator() if validate else None
+    errors: list[RowError] = []
+    counts = {"records": 0, "resources": 0, "rejected": 0, "bundles": 0}
+    out_handle = out.open("wb") if out else None
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
+                        TimeElapsedColumn(), console=_console, disable=not show_progress)
+    try:
+        with progress, _Writer(None if dry_run else server, None if dry_run else store) as writer:
+            task = progress.add_task(f"import {format_name}", total=None)
+            records: Iterable[MappedRecord] = _records(format_name, paths, check, errors, counts,
+                                                       lambda: progress.advance(task))
+            for bundle, carried in batch_records(records, batch_size):
+                counts["bundles"] += 1
+                if out_handle is not None:
+                    out_handle.write(orjson.dumps(bundle) + b"\n")
+                failure = writer.send(bundle)
+                if failure:
+                    for record in carried:
+                        errors.append(RowError(record.file, record.row, "", f"server refused the batch: {failure}",
+                                               record.table))
+    finally:
+        if out_handle is not None:
+            out_handle.close()
+    if errors_path is not None:
+        write_error_report(errors_path, errors)
+    counts["rejected"] = _count_rejected(errors)
+    return {**counts, "errors": errors}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import")
+    def import_command(
+        paths: list[Path] = typer.Argument(..., help="Files, folders or zips to import."),
+        format_name: str = typer.Option(..., "--format", "-f", help="Mapping spec: " + ", ".join(available_formats())),
+        server: str | None = typer.Option(None, "--server", help="FHIR base URL to POST transaction bundles to."),
+        store: str | None = typer.Option(None, "--store", help="Store URL to write into in-process."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Map and validate only; write nothing."),
+        out: Path | None = typer.Option(None, "--out", help="Write the transaction bundles as NDJSON."),
+        errors: Path | None = typer.Option(None, "--errors", help="Error report (.csv or .json)."),
+        batch_size: int = typer.Option(500, "--batch-size", min=1, help="Entries per transaction bundle."),
+    ) -> None:
+        """Import an agency's legacy files (43-file export, spreadsheets, case JSON) as Thai-profiled FHIR."""
+        if server and store:
+            raise typer.BadParameter("give --server or --store, not both")
+        if not (server or store or dry_run or out):
+            raise typer.BadParameter("give --server, --store, --out or --dry-run")
+        try:
+            result = run_import(format_name, paths, server=server, store=store, dry_run=dry_run, out=out,
+                                errors_path=errors, batch_size=batch_size, show_progress=True)
+        except SpecError as exc:
+            _console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        _console.print(
+            f"{result['records']} records → {result['resources']} resources in {result['bundles']} bundles; "
+            f"{result['rejected']} records rejected"
+        )
+        for error in result["errors"][:20]:
+            _console.print(f"  {error.file}:{error.row} {error.field}: {error.reason}")
+        if len(result["errors"]) > 20:
+            _console.print(f"  … {len(result['errors']) - 20} more (see --errors)")
+        if result["rejected"]:
+            raise typer.Exit(1)

@@ -1,0 +1,149 @@
+"""The search interaction: parse, run one page in the store, and build the searchset Bundle."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from fhir_server.interactions import shaping
+from fhir_server.interactions.context import RequestContext
+from fhir_server.search.query import SearchQuery, parse_search
+from fhir_server.search.result import SearchPage
+from fhir_server.storage.base import StoredResource
+
+# Conditional interactions only need to know whether 0, 1 or several resources match.
+_CONDITIONAL_COUNT = 3
+
+
+def _query(
+    ctx: RequestContext,
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    compartment: tuple[str, str] | None,
+) -> SearchQuery:
+    settings = ctx.settings
+    return parse_search(
+        resource_type,
+        params,
+        base_url=ctx.base_url,
+        strict=ctx.strict,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        compartment=compartment,
+    )
+
+
+def _search_url(ctx: RequestContext, resource_type: str | None, compartment: tuple[str, str] | None) -> str:
+    parts = [ctx.base_url]
+    if compartment:
+        parts.append(f"{compartment[0]}/{compartment[1]}")
+        parts.append(resource_type or "*")
+    elif resource_type:
+        parts.append(resource_type)
+    return "/".join(parts)
+
+
+def _link(url: str, params: list[tuple[str, str]]) -> str:
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def _entry(ctx: RequestContext, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
+    body = shaping.shape(stored.body, stored.resource_type, query.summary, list(query.elements) or None)
+    return {
+        "fullUrl": f"{ctx.base_url}/{stored.resource_type}/{stored.id}",
+        "resource": orjson.loads(body),
+        "search": {"mode": mode},
+    }
+
+
+def build_bundle(
+    ctx: RequestContext,
+    resource_type: str | None,
+    query: SearchQuery,
+    page: SearchPage,
+    compartment: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The searchset Bundle for one page (links carry only what was really applied)."""
+    url = _search_url(ctx, resource_type, compartment)
+    applied = list(query.applied)
+    if not any(name == "_count" for name, _ in applied):
+        applied.append(("_count", str(query.count)))
+    links = [
+        {
+            "relation": "self",
+            "url": _link(url, applied + ([("_cursor", c)] if (c := _self_cursor(query)) else [])),
+        }
+    ]
+    links.append({"relation": "first", "url": _link(url, applied)})
+    if page.next_cursor:
+        links.append({"relation": "next", "url": _link(url, [*applied, ("_cursor", page.next_cursor)])})
+    if page.prev_cursor:
+        links.append({"relation": "previous", "url": _link(url, [*applied, ("_cursor", page.prev_cursor)])})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    entries = [_entry(ctx, s, "match", query) for s in page.matches]
+    entries.extend(_entry(ctx, s, "include", query) for s in page.included)
+    if page.warnings:
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {"severity": "warning", "code": "informational", "diagnostics": w}
+                        for w in page.warnings
+                    ],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _self_cursor(query: SearchQuery) -> str | None:
+    if query.cursor is None:
+        return None
+    from fhir_server.search.query import encode_cursor
+
+    return encode_cursor(query.cursor)
+
+
+async def search(
+    ctx: RequestContext,
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    *,
+    compartment: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """``GET [base]/[type]?...``, ``POST [type]/_search``, system and compartment search."""
+    query = _query(ctx, resource_type, params, compartment)
+    page: SearchPage = await ctx.store.search(query)
+    return build_bundle(ctx, resource_type, query, page, compartment)
+
+
+async def find_matches(
+    ctx: RequestContext, tx: Any, resource_type: str, query_string: str
+) -> list[StoredResource]:
+    """Resources matching a conditional request's criteria (at most a few: callers need 0, 1 or many).
+
+    Runs inside ``tx`` when given (so the check and the write are atomic), else on the store.
+    Criteria are parsed strictly: an unknown parameter must not silently widen a conditional match.
+    """
+    params = parse_qsl(query_string.lstrip("?"), keep_blank_values=True)
+    query = parse_search(
+        resource_type,
+        params,
+        base_url=ctx.base_url,
+        strict=True,
+        default_count=_CONDITIONAL_COUNT,
+        max_count=_CONDITIONAL_COUNT,
+    )
+    query.count = _CONDITIONAL_COUNT
+    query.includes, query.revincludes, query.total, query.summary = (), (), "none", None
+    page: SearchPage = await (tx.search(query) if tx is not None else ctx.store.search(query))
+    return page.matches

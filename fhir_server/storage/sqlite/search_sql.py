@@ -1,0 +1,506 @@
+"""Compile a ``SearchQuery`` into SQL over the index tables and run one page of it.
+
+One SQL statement selects a page (plus one statement per include round and an optional count):
+every condition becomes a predicate on the resource row, values are always bound parameters, and
+paging is by keyset (sort keys + rid) so pages stay consistent while others write and memory stays
+bounded by the page size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions.errors import FhirError
+from fhir_server.search.query import (
+    MAX_INCLUDE_DEPTH,
+    AllOf,
+    AnyOf,
+    Chain,
+    CodeSetValue,
+    Compartment,
+    CompositeTest,
+    Has,
+    IdTest,
+    Include,
+    LastUpdatedTest,
+    Missing,
+    OfTypeValue,
+    ParamTest,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    StringValue,
+    TokenValue,
+    UriValue,
+    encode_cursor,
+)
+from fhir_server.search.result import SearchPage
+from fhir_server.search.values import ms_to_instant, normalize, now_ms
+from fhir_server.storage.base import StoredResource
+
+_TABLES = {
+    "string": "sp_string",
+    "token": "sp_token",
+    "reference": "sp_ref",
+    "date": "sp_date",
+    "number": "sp_number",
+    "quantity": "sp_quantity",
+    "uri": "sp_uri",
+}
+_TOP = "\U0010ffff"
+_COLUMNS = "r.rid, r.type, r.id, r.version, r.last_updated, r.method, r.body"
+
+
+class _Compiler:
+    """Builds SQL text and its bound arguments together, so they can never drift apart."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self._aliases = itertools.count()
+
+    def alias(self, prefix: str) -> str:
+        return f"{prefix}{next(self._aliases)}"
+
+    def bind(self, *values: Any) -> str:
+        self.args.extend(values)
+        return ",".join("?" * len(values))
+
+    # --- conditions --------------------------------------------------------------------------------
+
+    def condition(self, cond: Any, a: str) -> str:
+        if isinstance(cond, ParamTest):
+            return self._param_test(cond, a)
+        if isinstance(cond, Missing):
+            t = self.alias("m")
+            sql = (
+                f"EXISTS (SELECT 1 FROM {_TABLES[cond.table]} {t}"
+                f" WHERE {t}.rid = {a}.rid AND {t}.pkey = {self.bind(cond.key)})"
+            )
+            return f"NOT {sql}" if cond.missing else sql
+        if isinstance(cond, IdTest):
+            if not cond.ids:
+                return "0"
+            return f"{a}.id IN ({self.bind(*cond.ids)})"
+        if isinstance(cond, LastUpdatedTest):
+            return "(" + " OR ".join(self._last_updated(v, a) for v in cond.values) + ")"
+        if isinstance(cond, AnyOf):
+            if not cond.options:
+                return "0"
+            return "(" + " OR ".join(self.condition(c, a) for c in cond.options) + ")"
+        if isinstance(cond, AllOf):
+            if not cond.conditions:
+                return "1"
+            return "(" + " AND ".join(self.condition(c, a) for c in cond.conditions) + ")"
+        if isinstance(cond, Chain):
+            x, t = self.alias("x"), self.alias("t")
+            head = (
+                f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey = {self.bind(cond.key)}"
+                f" AND {x}.ttype = {self.bind(cond.target_type)}"
+                f" AND {x}.tid IN (SELECT {t}.id FROM resource {t}"
+                f" WHERE {t}.type = {self.bind(cond.target_type)} AND {t}.method != 'DELETE'"
+            )
+            inner = "".join(f" AND {self.condition(c, t)}" for c in cond.inner)
+            return f"{head}{inner}))"
+        if isinstance(cond, Has):
+            x, s = self.alias("x"), self.alias("s")
+            head = (
+                f"({a}.type, {a}.id) IN (SELECT {x}.ttype, {x}.tid FROM sp_ref {x}"
+                f" WHERE {x}.pkey = {self.bind(cond.key)} AND {x}.rid IN (SELECT {s}.rid FROM resource {s}"
+                f" WHERE {s}.type = {self.bind(cond.source_type)} AND {s}.method != 'DELETE'"
+            )
+            inner = "".join(f" AND {self.condition(c, s)}" for c in cond.inner)
+            return f"{head}{inner}))"
+        if isinstance(cond, Compartment):
+            if cond.is_self:
+                ctype, cid = self.bind(cond.compartment_type), self.bind(cond.compartment_id)
+                return f"({a}.type = {ctype} AND {a}.id = {cid})"
+            x = self.alias("x")
+            return (
+                f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey IN ({self.bind(*cond.keys)})"
+                f" AND {x}.tid = {self.bind(cond.compartment_id)}"
+                f" AND {x}.ttype = {self.bind(cond.compartment_type)})"
+            )
+        if isinstance(cond, CompositeTest):
+            return self._composite(cond, a)
+        raise TypeError(f"unknown condition {cond!r}")
+
+    def _param_test(self, cond: ParamTest, a: str) -> str:
+        table = _TABLES[cond.table]
+        v = self.alias("v")
+        key = self.bind(cond.key)
+        preds = [self.value(cond.table, val, v) for val in cond.values]
+        sql = (
+            f"{a}.rid IN (SELECT {v}.rid FROM {table} {v} WHERE {v}.pkey = {key} AND ({' OR '.join(preds)}))"
+        )
+        if cond.negate:
+            return f"NOT {sql}"
+        return sql
+
+    def _composite(self, cond: CompositeTest, a: str) -> str:
+        selects = []
+        for option in cond.values:
+            aliases = [self.alias("c") for _ in option]
+            parts = []
+            where = []
+            for i, ((table, key, value), c) in enumerate(zip(option, aliases, strict=True)):
+                if i == 0:
+                    parts.append(f"{_TABLES[table]} {c}")
+                else:
+                    parts.append(
+                        f"JOIN {_TABLES[table]} {c}"
+                        f" ON {c}.rid = {aliases[0]}.rid AND {c}.grp = {aliases[0]}.grp"
+                    )
+                where.append(f"{c}.pkey = {self.bind(key)} AND {self.value(table, value, c)}")
+            selects.append(f"SELECT {aliases[0]}.rid FROM {' '.join(parts)} WHERE {' AND '.join(where)}")
+        return f"{a}.rid IN ({' UNION '.join(selects)})"
+
+    # --- values ------------------------------------------------------------------------------------
+
+    def value(self, table: str, val: Any, v: str) -> str:
+        if isinstance(val, StringValue):
+            if val.mode == "exact":
+                return f"({v}.norm = {self.bind(normalize(val.text))} AND {v}.exact = {self.bind(val.text)})"
+            if val.mode == "contains":
+                return f"instr({v}.norm, {self.bind(val.text)}) > 0"
+            return f"({v}.norm >= {self.bind(val.text)} AND {v}.norm < {self.bind(val.text + _TOP)})"
+        if isinstance(val, TokenValue):
+            if val.code is None:
+                return f"{v}.sys = {self.bind(val.system)}"
+            code = f"{v}.code = {self.bind(val.code)}"
+            if val.system is None:
+                return code
+            if val.system == "":
+                return f"({code} AND {v}.sys IS NULL)"
+            return f"({code} AND {v}.sys = {self.bind(val.system)})"
+        if isinstance(val, OfTypeValue):
+            code = f"{v}.code = {self.bind(f'{val.type_code}|{val.value}')}"
+            return code if val.system is None else f"({code} AND {v}.sys = {self.bind(val.system)})"
+        if isinstance(val, CodeSetValue):
+            if not val.pairs:
+                return "0"
+            codes = orjson.dumps(sorted({c for _, c in val.pairs})).decode()
+            pairs = orjson.dumps([f"{s or ''}|{c}" for s, c in val.pairs]).decode()
+            return (
+                f"({v}.code IN (SELECT value FROM json_each({self.bind(codes)}))"
+                f" AND (coalesce({v}.sys, '') || '|' || {v}.code)"
+                f" IN (SELECT value FROM json_each({self.bind(pairs)})))"
+            )
+        if isinstance(val, ReferenceValue):
+            if val.url is not None:
+                sql = f"{v}.url = {self.bind(val.url)}"
+                if val.version:
+                    sql = f"({sql} AND {v}.ver = {self.bind(val.version)})"
+                return sql
+            sql = f"{v}.tid = {self.bind(val.id)}"
+            if val.type:
+                sql = f"({sql} AND {v}.ttype = {self.bind(val.type)})"
+            return sql
+        if isinstance(val, UriValue):
+            if val.mode == "below":
+                return f"({v}.uri >= {self.bind(val.uri)} AND {v}.uri < {self.bind(val.uri + _TOP)})"
+            if val.mode == "above":
+                return f"substr({self.bind(val.uri)}, 1, length({v}.uri)) = {v}.uri"
+            return f"{v}.uri = {self.bind(val.uri)}"
+        if isinstance(val, RangeValue):
+            if table == "date":
+                return self._date(val, f"{v}.lo", f"{v}.hi")
+            lo, hi = f"{v}.lo", f"{v}.hi"
+            unit = ""
+            if table == "quantity":
+                if val.canonical:
+                    lo, hi = f"{v}.clo", f"{v}.chi"
+                    unit = f"{v}.ccode = {self.bind(val.code)} AND "
+                elif val.code:
+                    unit = f"{v}.code = {self.bind(val.code)} AND "
+                    if val.system:
+                        unit += f"{v}.sys = {self.bind(val.system)} AND "
+            return f"({unit}{self._number(val, lo, hi)})"
+        raise TypeError(f"unknown value {val!r}")
+
+    def _date(self, val: RangeValue, lo: str, hi: str) -> str:
+        qlo, qhi = int(val.low), int(val.high)
+        p = val.prefix
+        if p == "eq":
+            return f"({lo} >= {self.bind(qlo)} AND {hi} <= {self.bind(qhi)})"
+        if p == "ne":
+            return f"NOT ({lo} >= {self.bind(qlo)} AND {hi} <= {self.bind(qhi)})"
+        if p == "gt":
+            return f"{hi} > {self.bind(qhi)}"
+        if p == "lt":
+            return f"{lo} < {self.bind(qlo)}"
+        if p == "ge":
+            return f"({hi} > {self.bind(qhi)} OR ({lo} >= {self.bind(qlo)} AND {hi} <= {self.bind(qhi)}))"
+        if p == "le":
+            return f"({lo} < {self.bind(qlo)} OR ({lo} >= {self.bind(qlo)} AND {hi} <= {self.bind(qhi)}))"
+        if p == "sa":
+            return f"{lo} > {self.bind(qhi)}"
+        if p == "eb":
+            return f"{hi} < {self.bind(qlo)}"
+        # ap: overlap with the search range widened by 10% of its distance from now (at least a day)
+        gap = max(abs(now_ms() - qlo) // 10, 86_400_000)
+        return f"({lo} <= {self.bind(qhi + gap)} AND {hi} >= {self.bind(qlo - gap)})"
+
+    def _number(self, val: RangeValue, lo: str, hi: str) -> str:
+        p, q = val.prefix, val.value
+        if p == "eq":
+            return f"({lo} >= {self.bind(val.low)} AND {hi} < {self.bind(val.high)})"
+        if p == "ne":
+            return f"NOT ({lo} >= {self.bind(val.low)} AND {hi} < {self.bind(val.high)})"
+        if p == "gt":
+            return f"{hi} > {self.bind(q)}"
+        if p == "lt":
+            return f"{lo} < {self.bind(q)}"
+        if p == "ge":
+            return f"{hi} >= {self.bind(q)}"
+        if p == "le":
+            return f"{lo} <= {self.bind(q)}"
+        if p == "sa":
+            return f"{lo} > {self.bind(q)}"
+        if p == "eb":
+            return f"{hi} < {self.bind(q)}"
+        gap = abs(q) * 0.1
+        return f"({lo} <= {self.bind(q + gap)} AND {hi} >= {self.bind(q - gap)})"
+
+    def _last_updated(self, val: RangeValue, a: str) -> str:
+        col = f"{a}.last_updated"
+        lo, hi = ms_to_instant(int(val.low)), ms_to_instant(int(val.high))
+        p = val.prefix
+        if p == "eq":
+            return f"({col} >= {self.bind(lo)} AND {col} <= {self.bind(hi)})"
+        if p == "ne":
+            return f"NOT ({col} >= {self.bind(lo)} AND {col} <= {self.bind(hi)})"
+        if p in ("gt", "sa"):
+            return f"{col} > {self.bind(hi)}"
+        if p in ("lt", "eb"):
+            return f"{col} < {self.bind(lo)}"
+        if p == "ge":
+            return f"{col} >= {self.bind(lo)}"
+        if p == "le":
+            return f"{col} <= {self.bind(hi)}"
+        gap = max(abs(now_ms() - int(val.low)) // 10, 86_400_000)
+        return (
+            f"({col} >= {self.bind(ms_to_instant(int(val.low) - gap))}"
+            f" AND {col} <= {self.bind(ms_to_instant(int(val.high) + gap))})"
+        )
+
+    # --- sorting -----------------------------------------------------------------------------------
+
+    def sort_expr(self, key: SortKey) -> str:
+        if key.table is None:
+            base = "r.id" if key.name == "_id" else "r.last_updated"
+            return base
+        agg = "max" if key.descending else "min"
+        s = self.alias("o")
+        column = {
+            "string": "{s}.norm",
+            "token": "{s}.code",
+            "uri": "{s}.uri",
+            "reference": "{s}.ttype || '/' || {s}.tid",
+            "date": "{s}.hi" if key.descending else "{s}.lo",
+            "number": "{s}.hi" if key.descending else "{s}.lo",
+            "quantity": "coalesce({s}.chi, {s}.hi)" if key.descending else "coalesce({s}.clo, {s}.lo)",
+        }[key.table].format(s=s)
+        raw = (
+            f"(SELECT {agg}({column}) FROM {_TABLES[key.table]} {s}"
+            f" WHERE {s}.rid = r.rid AND {s}.pkey = {self.bind(key.key)})"
+        )
+        # Missing values sort last either way: a blob is above every text/number, -inf below all.
+        return f"coalesce({raw}, x'ff')" if not key.descending else f"coalesce({raw}, -9e999)"
+
+
+def _base_where(c: _Compiler, query: SearchQuery) -> str:
+    if len(query.resource_types) == 1:
+        where = [f"r.type = {c.bind(query.resource_types[0])}"]
+    else:
+        where = [f"r.type IN ({c.bind(*query.resource_types)})"]
+    where.append("r.method != 'DELETE'")
+    where.extend(c.condition(cond, "r") for cond in query.conditions)
+    return " AND ".join(where)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredResource:
+    return StoredResource(row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+
+
+def _cursor_value(v: Any) -> Any:
+    if isinstance(v, bytes) or (isinstance(v, float) and v == float("-inf")):
+        return None
+    return v
+
+
+def _bind_cursor_value(v: Any, descending: bool) -> Any:
+    if v is None:
+        return float("-inf") if descending else b"\xff"
+    return v
+
+
+def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+    """Run one page of ``query`` (matches, includes, optional total) on ``conn``."""
+    page = SearchPage(matches=[], warnings=list(query.warnings))
+    c = _Compiler()
+    sort_exprs = [c.sort_expr(k) for k in query.sort]
+    sort_args = list(c.args)
+    wc = _Compiler()
+    wc._aliases = c._aliases
+    where = _base_where(wc, query)
+    where_args = wc.args
+
+    want_total = query.total in ("accurate", "estimate") or query.summary == "count"
+    if want_total:
+        page.total = conn.execute(f"SELECT count(*) FROM resource r WHERE {where}", where_args).fetchone()[0]
+    if query.count == 0 or query.summary == "count":
+        return page
+
+    descs = [k.descending for k in query.sort]
+    cursor = query.cursor
+    backwards = bool(cursor and cursor.get("d") == "p")
+    if cursor is not None and len(cursor["k"]) != len(query.sort):
+        raise FhirError(
+            400, "Invalid search parameter '_cursor': it belongs to a different _sort", expression=["_cursor"]
+        )
+
+    key_cols = [f"k{i}" for i in range(len(sort_exprs))]
+    select_keys = "".join(f", {e} AS {n}" for e, n in zip(sort_exprs, key_cols, strict=True))
+    order_terms = []
+    for n, d in zip(key_cols, descs, strict=True):
+        order_terms.append(f"{n} {'ASC' if d == backwards else 'DESC'}")
+    order_terms.append(f"rid {'DESC' if backwards else 'ASC'}")
+    keyset = ""
+    keyset_args: list[Any] = []
+    if cursor is not None:
+        ors = []
+        values = [_bind_cursor_value(v, d) for v, d in zip(cursor["k"], descs, strict=True)]
+        cols = [*key_cols, "rid"]
+        dirs = [*descs, False]
+        values.append(cursor["r"])
+        for i in range(len(cols)):
+            terms = [f"{cols[j]} = ?" for j in range(i)]
+            keyset_args.extend(values[:i])
+            forward_gt = not dirs[i]
+            if backwards:
+                forward_gt = not forward_gt
+            terms.append(f"{cols[i]} {'>' if forward_gt else '<'} ?")
+            keyset_args.append(values[i])
+            ors.append("(" + " AND ".join(terms) + ")")
+        keyset = "WHERE " + " OR ".join(ors)
+    sql = (
+        f"SELECT * FROM (SELECT {_COLUMNS}{select_keys} FROM resource r WHERE {where}) {keyset}"
+        f" ORDER BY {', '.join(order_terms)} LIMIT ?"
+    )
+    rows = conn.execute(sql, [*sort_args, *where_args, *keyset_args, query.count + 1]).fetchall()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if backwards:
+        rows.reverse()
+
+    def position(row: tuple[Any, ...], direction: str) -> str:
+        keys = [_cursor_value(v) for v in row[7:]]
+        return encode_cursor({"k": keys, "r": row[0], "d": direction})
+
+    if rows:
+        if backwards:
+            page.next_cursor = position(rows[-1], "n")
+            if more:
+                page.prev_cursor = position(rows[0], "p")
+        else:
+            if more:
+                page.next_cursor = position(rows[-1], "n")
+            if cursor is not None:
+                page.prev_cursor = position(rows[0], "p")
+    elif cursor is not None and not backwards:
+        page.prev_cursor = encode_cursor({"k": cursor["k"], "r": cursor["r"] + 1, "d": "p"})
+    page.matches = [_stored(r) for r in rows]
+    if page.total is None and cursor is None and not more:
+        page.total = len(rows)
+    if query.includes or query.revincludes:
+        page.included = _includes(conn, query, [(r[0], r[1], r[2]) for r in rows], page)
+    return page
+
+
+def _includes(
+    conn: sqlite3.Connection, query: SearchQuery, matches: list[tuple[int, str, str]], page: SearchPage
+) -> list[StoredResource]:
+    seen = {rid for rid, _, _ in matches}
+    included: list[StoredResource] = []
+    frontier = matches
+    budget = query.max_include
+    for depth in range(MAX_INCLUDE_DEPTH + 1):
+        if not frontier or budget <= 0:
+            break
+        found: list[tuple[Any, ...]] = []
+        for inc in query.includes:
+            if depth == 0 or inc.iterate:
+                found.extend(_forward(conn, inc, frontier, budget))
+        for inc in query.revincludes:
+            if depth == 0 or inc.iterate:
+                found.extend(_reverse(conn, inc, frontier, budget))
+        frontier = []
+        for row in found:
+            if row[0] in seen:
+                continue
+            seen.add(row[0])
+            if budget <= 0:
+                page.warnings.append(
+                    f"More than {query.max_include} included resources; the rest were left out"
+                )
+                break
+            budget -= 1
+            included.append(_stored(row))
+            frontier.append((row[0], row[1], row[2]))
+        if not any(i.iterate for i in (*query.includes, *query.revincludes)):
+            break
+    return included
+
+
+def _forward(
+    conn: sqlite3.Connection, inc: Include, frontier: list[tuple[int, str, str]], limit: int
+) -> list[tuple[Any, ...]]:
+    rids = [rid for rid, rtype, _ in frontier if inc.source_type is None or rtype == inc.source_type]
+    if not rids or (inc.source_type is not None and not inc.keys):
+        return []
+    args: list[Any] = [orjson.dumps(rids).decode()]
+    sql = (
+        f"SELECT DISTINCT {_COLUMNS} FROM sp_ref x JOIN resource r ON r.type = x.ttype AND r.id = x.tid"
+        " WHERE x.rid IN (SELECT value FROM json_each(?)) AND r.method != 'DELETE'"
+    )
+    if inc.keys:
+        sql += f" AND x.pkey IN ({','.join('?' * len(inc.keys))})"
+        args.extend(inc.keys)
+    if inc.target_type:
+        sql += " AND x.ttype = ?"
+        args.append(inc.target_type)
+    sql += " LIMIT ?"
+    args.append(limit + 1)
+    return conn.execute(sql, args).fetchall()
+
+
+def _reverse(
+    conn: sqlite3.Connection, inc: Include, frontier: list[tuple[int, str, str]], limit: int
+) -> list[tuple[Any, ...]]:
+    targets = [
+        (rtype, rid_) for _, rtype, rid_ in frontier if inc.target_type is None or rtype == inc.target_type
+    ]
+    if not targets or (inc.source_type is not None and not inc.keys):
+        return []
+    ids = orjson.dumps(sorted({i for _, i in targets})).decode()
+    pairs = orjson.dumps([f"{t}/{i}" for t, i in targets]).decode()
+    args: list[Any] = [ids, pairs]
+    sql = (
+        f"SELECT DISTINCT {_COLUMNS} FROM sp_ref x JOIN resource r ON r.rid = x.rid"
+        " WHERE x.tid IN (SELECT value FROM json_each(?))"
+        " AND (x.ttype || '/' || x.tid) IN (SELECT value FROM json_each(?)) AND r.method != 'DELETE'"
+    )
+    if inc.keys:
+        sql += f" AND x.pkey IN ({','.join('?' * len(inc.keys))})"
+        args.extend(inc.keys)
+    if inc.source_type:
+        sql += " AND r.type = ?"
+        args.append(inc.source_type)
+    sql += " LIMIT ?"
+    args.append(limit + 1)
+    return conn.execute(sql, args).fetchall()

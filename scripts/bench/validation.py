@@ -1,0 +1,118 @@
+"""Benchmark: resources/s validated by our validator vs. fhir.resources.R4B model construction.
+
+Same inputs for both, one run: a Patient and an Observation from the HL7 R4 examples and a whole Synthea
+bundle (all its entries). Prints a table and writes bench-results/validation-<timestamp>.json.
+
+    python scripts/bench/validation.py [--seconds 3] [--bundle PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT / ".." / "shared"
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
+
+from fhir_server.validation.validator import validate  # noqa: E402
+
+
+def _example(name: str) -> dict[str, Any]:
+    with tarfile.open(SHARED / "fhir" / "hl7.fhir.r4.examples-4.0.1.tgz") as tar:
+        member = tar.extractfile(f"package/{name}")
+        assert member is not None
+        return json.load(member)
+
+
+def _rate(fn: Callable[[], int], seconds: float) -> float:
+    fn()  # warm caches (compiled trees, FHIRPath) before timing
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        count += fn()
+    return count / (time.perf_counter() - start)
+
+
+def _ours(resources: list[dict[str, Any]]) -> Callable[[], int]:
+    def run() -> int:
+        for r in resources:
+            validate(r)
+        return len(resources)
+
+    return run
+
+
+def _pydantic(resources: list[dict[str, Any]]) -> Callable[[], int]:
+    classes = [get_fhir_model_class(r["resourceType"]) for r in resources]
+
+    def run() -> int:
+        for cls, r in zip(classes, resources, strict=True):
+            cls.model_validate(r)
+        return len(resources)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--bundle", type=Path, default=None)
+    args = parser.parse_args()
+    bundle_path = args.bundle or sorted((SHARED / "testdata" / "synthea" / "R4").glob("*.json"))[0]
+    bundle = json.loads(bundle_path.read_text())
+    cases = {
+        "Patient (Patient-example)": [_example("Patient-example.json")],
+        "Observation (Observation-example-f001-glucose)": [_example("Observation-f001.json")],
+        f"Synthea bundle entries ({len(bundle['entry'])} resources)": [
+            e["resource"] for e in bundle["entry"]
+        ],
+    }
+    rows = []
+    for name, resources in cases.items():
+        ours = _rate(_ours(resources), args.seconds)
+        theirs = _rate(_pydantic(resources), args.seconds)
+        rows.append(
+            {
+                "input": name,
+                "ours_per_s": round(ours, 1),
+                "r4b_pydantic_per_s": round(theirs, 1),
+                "ratio": round(ours / theirs, 2),
+            }
+        )
+    print(f"{'input':60} {'ours/s':>10} {'R4B/s':>10} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['input']:60} {r['ours_per_s']:>10} {r['r4b_pydantic_per_s']:>10} {r['ratio']:>7}")
+    out_dir = ROOT / "bench-results"
+    out_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = out_dir / f"validation-{stamp}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "validation",
+                "when": stamp,
+                "python": platform.python_version(),
+                "bundle": bundle_path.name,
+                "seconds_per_case": args.seconds,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The Store contract, written once and run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from fhir_server.search.extract import extract_index
+from fhir_server.storage.base import HistoryQuery, Store, StoredResource
+
+
+def version(type_: str, id_: str, n: int, when: str, method: str = "PUT", **fields: object) -> StoredResource:
+    body = b"" if method == "DELETE" else orjson.dumps({"resourceType": type_, "id": id_, **fields})
+    return StoredResource(type_, id_, n, when, method, body)  # type: ignore[arg-type]
+
+
+async def put(store: Store, resource: StoredResource) -> None:
+    async with store.transaction() as tx:
+        if resource.deleted:
+            await tx.delete(resource)
+        else:
+            await tx.put(resource, extract_index(orjson.loads(resource.body)))
+
+
+async def test_put_read_vread(any_store: Store) -> None:
+    await put(any_store, version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST", gender="male"))
+    await put(any_store, version("Patient", "a", 2, "2026-01-02T00:00:00.000Z", gender="female"))
+    current = await any_store.read("Patient", "a")
+    assert current is not None and current.version == 2
+    assert orjson.loads(current.body)["gender"] == "female"
+    first = await any_store.vread("Patient", "a", 1)
+    assert first is not None and first.method == "POST"
+    assert await any_store.read("Patient", "b") is None
+    assert await any_store.vread("Patient", "a", 3) is None
+
+
+async def test_body_bytes_are_kept_exactly(any_store: Store) -> None:
+    body = b'{"resourceType":"Basic","id":"x","extension":[{"url":"u","valueDecimal":1.00}]}'
+    async with any_store.transaction() as tx:
+        await tx.put(StoredResource("Basic", "x", 1, "2026-01-01T00:00:00.000Z", "POST", body), None)
+    stored = await any_store.read("Basic", "x")
+    assert stored is not None and stored.body == body
+
+
+async def test_delete_leaves_a_tombstone(any_store: Store) -> None:
+    await put(any_store, version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    await put(any_store, version("Patient", "a", 2, "2026-01-02T00:00:00.000Z", "DELETE"))
+    current = await any_store.read("Patient", "a")
+    assert current is not None and current.deleted and current.body == b""
+    assert [r async for r in any_store.iterate("Patient")] == []
+
+
+async def test_transaction_rolls_back_on_error(any_store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with any_store.transaction() as tx:
+            await tx.put(version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST"), None)
+            assert await tx.read("Patient", "a") is not None  # visible inside the transaction
+            raise RuntimeError("boom")
+    assert await any_store.read("Patient", "a") is None
+    page = await any_store.history(HistoryQuery())
+    assert page.entries == []
+
+
+async def test_transactions_are_serialised(any_store: Store) -> None:
+    await put(any_store, version("Basic", "n", 1, "2026-01-01T00:00:00.000Z", "POST", count=0))
+
+    async def bump() -> None:
+        async with any_store.transaction() as tx:
+            current = await tx.read("Basic", "n")
+            assert current is not None
+            value = orjson.loads(current.body)["count"]
+            await asyncio.sleep(0)
+            await tx.put(version("Basic", "n", current.version + 1, "2026-01-02T00:00:00.000Z", count=value + 1), None)
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    final = await any_store.read("Basic", "n")
+    assert final is not None and orjson.loads(final.body)["count"] == 20 and final.version == 21
+
+
+async def test_history_levels_filters_and_paging(any_store: Store) -> None:
+    await put(any_store, version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    await put(any_store, version("Observation", "o", 1, "2026-01-02T00:00:00.000Z", "POST"))
+    await put(any_store, version("Patient", "a", 2, "2026-01-03T00:00:00.000Z"))
+    await put(any_store, version("Patient", "b", 1, "2026-01-04T00:00:00.000Z", "POST"))
+    system = await any_store.history(HistoryQuery(count=10))
+    assert [(r.id, r.version) for r in system.entries] == [("b", 1), ("a", 2), ("o", 1), ("a", 1)]
+    typed = await any_store.history(HistoryQuery(resource_type="Patient", count=2))
+    assert [(r.id, r.version) for r in typed.entries] == [("b", 1), ("a", 2)]
+    assert typed.next_before_seq is not None
+    rest = await any_store.history(HistoryQuery(resource_type="Patient", count=2, before_seq=typed.next_before_seq))
+    assert [(r.id, r.version) for r in rest.entries] == [("a", 1)]
+    assert rest.next_before_seq is None
+    instance = await any_store.history(HistoryQuery(resource_type="Patient", id="a"))
+    assert instance.total == 2
+    since = await any_store.history(HistoryQuery(since="2026-01-03T00:00:00.000Z"))
+    assert [(r.id, r.version) for r in since.entries] == [("b", 1), ("a", 2)]
+    at = await any_store.history(HistoryQuery(resource_type="Patient", id="a", at="2026-01-02T12:00:00.000Z"))
+    assert [(r.id, r.version) for r in at.entries] == [("a", 1)]
+
+
+async def test_iterate_streams_current_resources(any_store: Store) -> None:
+    for n in range(1200):
+        async with any_store.transaction() as tx:
+            await tx.put(version("Basic", f"b{n}", 1, "2026-01-01T00:00:00.000Z", "POST"), None)
+    await put(any_store, version("Patient", "p", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    basics = [r.id async for r in any_store.iterate("Basic")]
+    assert len(basics) == 1200 and len(set(basics)) == 1200
+    everything = [r async for r in any_store.iterate()]
+    assert len(everything) == 1201
+    history = [r async for r in any_store.iterate_history()]
+    assert len(history) == 1201
+
+
+async def test_key_value_area(any_store: Store) -> None:
+    assert await any_store.kv_get("clients", "a") is None
+    await any_store.kv_put("clients", "a", {"role": "school"})
+    await any_store.kv_put("clients", "b", {"role": "hospital"})
+    await any_store.kv_put("clients", "a", {"role": "childcare"})
+    assert await any_store.kv_get("clients", "a") == {"role": "childcare"}
+    assert await any_store.kv_list("clients") == [("a", {"role": "childcare"}), ("b", {"role": "hospital"})]
+    assert await any_store.kv_delete("clients", "a") is True
+    assert await any_store.kv_delete("clients", "a") is False
+    assert await any_store.kv_list("other") == []

@@ -1,0 +1,73 @@
+"""The validator over every non-definition HL7 R4 example: no errors except where the spec is wrong."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+from fhir_server.validation.validator import validate
+from tests.validation.conftest import ROOT
+
+PACKAGE = ROOT / ".." / "shared" / "fhir" / "hl7.fhir.r4.examples-4.0.1.tgz"
+
+# Conformance and terminology resources (and bundles of them) are definitions, not example data.
+DEFINITION_TYPES = frozenset(
+    {
+        "StructureDefinition",
+        "ValueSet",
+        "CodeSystem",
+        "SearchParameter",
+        "OperationDefinition",
+        "CapabilityStatement",
+        "ConceptMap",
+        "NamingSystem",
+        "CompartmentDefinition",
+        "ImplementationGuide",
+        "StructureMap",
+        "GraphDefinition",
+        "MessageDefinition",
+        "TerminologyCapabilities",
+        "ExampleScenario",
+    }
+)
+
+# Examples the R4 specification itself gets wrong (file -> why).
+SPEC_ERRORS = {
+    "Questionnaire-qs1.json": "nested items have no linkId, which is required (1..1)",
+    "DeviceMetric-example.json": "parent refers to a DeviceDefinition; only Device is allowed",
+    "DeviceUseStatement-example.json": "reasonReference refers to a Procedure, not allowed in R4",
+    "MedicationRequest-medrx0301.json": "dispenseRequest.performer refers to a Practitioner, not an Organization",
+    "Observation-clinical-gender.json": "performer refers to an Encounter, which Observation.performer forbids",
+}
+
+
+def _examples() -> list[tuple[str, dict]]:
+    out = []
+    with tarfile.open(PACKAGE) as tar:
+        for member in tar.getmembers():
+            name = member.name.rsplit("/", 1)[-1]
+            if not name.endswith(".json") or name.startswith(".") or name == "package.json":
+                continue
+            f = tar.extractfile(member)
+            if f is None:
+                continue
+            r = json.load(f)
+            if not isinstance(r, dict) or r.get("resourceType") in DEFINITION_TYPES:
+                continue
+            if r.get("resourceType") == "Bundle" and any(
+                (e.get("resource") or {}).get("resourceType") in DEFINITION_TYPES for e in r.get("entry", [])
+            ):
+                continue
+            out.append((name, r))
+    return out
+
+
+def test_valid_examples_have_no_errors():
+    examples = _examples()
+    assert len(examples) > 600
+    failing = {}
+    for name, resource in examples:
+        errs = [i["diagnostics"] for i in validate(resource) if i["severity"] == "error"]
+        if errs:
+            failing[name] = errs
+    assert set(failing) == set(SPEC_ERRORS), {k: v[:3] for k, v in failing.items() if k not in SPEC_ERRORS}
