@@ -130,6 +130,7 @@ CONDITION_CLINICAL_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/condit
 CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
 EXT_PATIENT_NATIONALITY = "http://hl7.org/fhir/StructureDefinition/patient-nationality"
 EXT_PATIENT_RELIGION = "http://hl7.org/fhir/StructureDefinition/patient-religion"
+V3_ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PASSPORT_UNKNOWN_COUNTRY_SYSTEM = "https://terms.sil-th.org/id/passport"  # SIL-TH: issuing country unknown
 # --- end of the legacy mappers' block ---
 

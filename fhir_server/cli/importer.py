@@ -49,7 +49,8 @@ def profile_validator() -> ResourceValidator | None:
 
 
 def _resolved_refs(entries: list[dict[str, Any]]) -> dict[str, str]:
-    return {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}" for e in entries}
+    return {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['fullUrl'].rsplit(':', 1)[-1]}"
+            for e in entries}
 
 
 def _rewrite(value: Any, refs: dict[str, str]) -> Any:
@@ -83,7 +84,8 @@ def validate_record(record: MappedRecord, check: ResourceValidator) -> list[RowE
 
 
 def _records(format_name: str, paths: list[Path], check: ResourceValidator | None,
-             errors: list[RowError], counts: dict[str, int], tick: Callable[[], None]) -> Iterator[MappedRecord]:
+             errors: list[RowError], counts: dict[str, int], tick: Callable[[], None]
+             ) -> Iterator[MappedRecord]:
     for item in map_files(format_name, paths):
         tick()
         if isinstance(item, RowError):
@@ -187,8 +189,9 @@ def run_import(format_name: str, paths: list[Path], *, server: str | None = None
     errors: list[RowError] = []
     counts = {"records": 0, "resources": 0, "rejected": 0, "bundles": 0}
     out_handle = out.open("wb") if out else None
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
-                        TimeElapsedColumn(), console=_console, disable=not show_progress)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed} rows"), TimeElapsedColumn(), console=_console,
+                        disable=not show_progress)
     try:
         with progress, _Writer(None if dry_run else server, None if dry_run else store) as writer:
             task = progress.add_task(f"import {format_name}", total=None)
@@ -201,8 +204,8 @@ def run_import(format_name: str, paths: list[Path], *, server: str | None = None
                 failure = writer.send(bundle)
                 if failure:
                     for record in carried:
-                        errors.append(RowError(record.file, record.row, "", f"server refused the batch: {failure}",
-                                               record.table))
+                        reason = f"server refused the batch: {failure}"
+                        errors.append(RowError(record.file, record.row, "", reason, record.table))
     finally:
         if out_handle is not None:
             out_handle.close()
@@ -216,8 +219,9 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_command(
         paths: list[Path] = typer.Argument(..., help="Files, folders or zips to import."),
-        format_name: str = typer.Option(..., "--format", "-f", help="Mapping spec: " + ", ".join(available_formats())),
-        server: str | None = typer.Option(None, "--server", help="FHIR base URL to POST transaction bundles to."),
+        format_name: str = typer.Option(..., "--format", "-f",
+                                        help="Mapping spec: " + ", ".join(available_formats())),
+        server: str | None = typer.Option(None, "--server", help="FHIR base URL to POST bundles to."),
         store: str | None = typer.Option(None, "--store", help="Store URL to write into in-process."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Map and validate only; write nothing."),
         out: Path | None = typer.Option(None, "--out", help="Write the transaction bundles as NDJSON."),

@@ -14,6 +14,9 @@ async def matches(ctx: RequestContext, tx: Any, resource_type: str, query: str) 
     from fhir_server.interactions.search import find_matches
 
     query = query.lstrip("?")
+    # Clients often write the criteria as a whole relative URL ("Patient?identifier=..."): accept it.
+    if query.startswith(f"{resource_type}?"):
+        query = query[len(resource_type) + 1 :]
     if not query:
         raise FhirError(400, "A conditional request needs search criteria", code="required")
     return await find_matches(ctx, tx, resource_type, query)

@@ -21,10 +21,21 @@ class _Batch:
         self.entries: list[dict[str, Any]] = []
         self.positions: dict[str, int] = {}
         self.records: list[MappedRecord] = []
+        # "Type?identifier=system|value" of every resource in the bundle → its fullUrl.
+        self.identified: dict[str, str] = {}
 
     def add(self, record: MappedRecord) -> None:
         self.records.append(record)
         for entry in record.entries:
+            resource = entry["resource"]
+            for identifier in resource.get("identifier", []):
+                if identifier.get("system") and identifier.get("value"):
+                    system, value = identifier["system"], identifier["value"]
+                    key = f"{resource['resourceType']}?identifier={system}|{value}"
+                    self.identified.setdefault(key, entry["fullUrl"])
+        for entry in record.entries:
+            if self.identified:
+                entry = {**entry, "resource": _local_references(entry["resource"], self.identified)}
             url = entry["fullUrl"]
             at = self.positions.get(url)
             if at is None:
@@ -35,6 +46,25 @@ class _Batch:
 
     def new_entry_count(self, record: MappedRecord) -> int:
         return sum(1 for e in record.entries if e["fullUrl"] not in self.positions)
+
+
+def _local_references(value: Any, identified: dict[str, str]) -> Any:
+    """Conditional references to a resource written in the same bundle become its ``urn:uuid``.
+
+    A server resolves conditional references against what is stored before the transaction's creates,
+    so a reference to a Patient created in the same bundle must point at that entry instead.
+    """
+    if isinstance(value, dict):
+        out = {}
+        for key, sub in value.items():
+            if key == "reference" and isinstance(sub, str) and "?" in sub:
+                out[key] = identified.get(sub, sub)
+            else:
+                out[key] = _local_references(sub, identified)
+        return out
+    if isinstance(value, list):
+        return [_local_references(v, identified) for v in value]
+    return value
 
 
 def transaction_bundle(entries: list[dict[str, Any]]) -> dict[str, Any]:

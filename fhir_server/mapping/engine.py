@@ -129,7 +129,8 @@ class Mapper:
         index = self.indexes.get(source.table)
         if index is None:
             assert source.index is not None
-            index = _Index(list(source.index["key"]), bool(source.index.get("many")), source.index.get("columns"))
+            options = source.index
+            index = _Index(list(options["key"]), bool(options.get("many")), options.get("columns"))
             self.indexes[source.table] = index
         index.add(record, self._rename(source, record.data))
 
@@ -203,7 +204,7 @@ class Mapper:
         return entries
 
     def _renderer_fields(self, errors: list[tuple[str, str]], headers: Mapping[str, str]
-                         ) -> Callable[[dict[str, Any], Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]:
+                         ) -> Callable[[dict[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]:
         def evaluate(specs: dict[str, Any], item: Mapping[str, Any], outer: Mapping[str, Any]) -> Any:
             item_data = item if isinstance(item, dict) else {"value": item}
             return self._fields(specs, item_data, outer, errors, headers, "")
@@ -228,7 +229,8 @@ class Mapper:
                 for position, item in enumerate(items if isinstance(items, list) else [items]):
                     item_data = item if isinstance(item, dict) else {"value": item}
                     label = f"{each['in']}[{position}]."
-                    item_scope = self._fields(each.get("fields", {}), item_data, scope, errors, headers, label)
+                    item_fields = each.get("fields", {})
+                    item_scope = self._fields(item_fields, item_data, scope, errors, headers, label)
                     if _when(each.get("when"), item_scope):
                         self._plan(spec_item["resources"], item_scope, ChainMap({}, refs), planned, errors,
                                    headers)

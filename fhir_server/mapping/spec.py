@@ -100,7 +100,8 @@ def _load(folder: Path) -> FormatSpec:
     for item in raw.get("sources", []):
         unknown = set(item) - set(SourceSpec.__dataclass_fields__) - {"comment"}
         if unknown:
-            raise SpecError(f"{folder}/mapping.json source {item.get('table')}: unknown keys {sorted(unknown)}")
+            where = f"{folder}/mapping.json source {item.get('table')}"
+            raise SpecError(f"{where}: unknown keys {sorted(unknown)}")
         sources.append(SourceSpec(**{k: v for k, v in item.items() if k != "comment"}))
     if not any(s.maps_records for s in sources):
         raise SpecError(f"{folder}/mapping.json maps no records")

@@ -484,7 +484,7 @@ def icd10(raw: Any, args: dict[str, Any]) -> str | None:
 
 def age_years(raw: Any, args: dict[str, Any]) -> int | None:
     """Whole years between two ISO dates ``[birth, at]``; no ``at`` means today."""
-    birth, at = (list(raw or []) + [None, None])[:2]
+    birth, at = [*list(raw or []), None, None][:2]
     if not birth:
         return None
     born = date.fromisoformat(str(birth)[:10])

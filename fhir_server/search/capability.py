@@ -58,10 +58,11 @@ def capability_includes(resource_type: str) -> tuple[list[str], list[str]]:
     includes = [
         "*",
         *sorted(
-        f"{resource_type}:{code}"
-        for code, p in registry.parameters_for(resource_type).items()
-        if p.type == "reference" and not registry.is_pending(p)
-    )
+            f"{resource_type}:{code}"
+            for code, p in registry.parameters_for(resource_type).items()
+            if p.type == "reference" and not registry.is_pending(p)
+        ),
+    ]
     from fhir_server import definitions
 
     revincludes = ["*"]

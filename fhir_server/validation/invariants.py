@@ -83,8 +83,9 @@ def _compiled(expression: str) -> Callable[..., list[Any]] | Exception:
     return hit
 
 
-_CHAIN = re.compile(r"^([A-Za-z]+(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
-_GUARD = re.compile(r"^([A-Za-z]+)\.(exists\(\) implies|empty\(\) or) ")
+_SIMPLE = re.compile(r"^([A-Za-z]+(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
+_PURE = re.compile(r"^([A-Za-z]+)[.(].*\.(exists|empty)\(\)$")
+_IMPLIES_GUARD = re.compile(r"^([A-Za-z]+)\.exists\(\) implies ")
 _fast_cache: dict[str, Callable[[Any], bool | None] | None] = {}
 
 
@@ -120,32 +121,76 @@ def _chain(path: list[str], data: Any) -> bool | None:
     return True
 
 
+def _split_top(expr: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside parentheses and string literals."""
+    parts, depth, quoted, start, i = [], 0, False, 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        if ch == "'" and (i == 0 or expr[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and expr.startswith(sep, i):
+            parts.append(expr[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(expr[start:])
+    return [p.strip() for p in parts]
+
+
+def _term(term: str) -> Callable[[Any], bool | None]:
+    """A native test for one conjunct, answering None when only FHIRPath can tell."""
+    simple = _SIMPLE.match(term)
+    if simple:
+        path, want = simple.group(1).replace("`", "").split("."), simple.group(2) == "exists"
+
+        def check(data: Any) -> bool | None:
+            found = _chain(path, data)
+            return None if found is None else found == want
+
+        return check
+    pure = _PURE.match(term)
+    if pure and len(_split_top(term, " ")) == 1:
+        # a path chain starting at one child: on an absent child every step is empty
+        name, empty_value = pure.group(1), pure.group(2) == "empty"
+        return lambda data: empty_value if _absent(data, name) else None
+    return lambda data: None
+
+
 def _fast(expression: str) -> Callable[[Any], bool | None] | None:
     """A native evaluator for the commonest invariant shapes, or None. It may answer None (fall back)."""
     if expression in _fast_cache:
         return _fast_cache[expression]
     fn: Callable[[Any], bool | None] | None = None
-    parts = expression.split(" and ")
-    chains = [_CHAIN.match(p.strip()) for p in parts]
-    if all(chains):
-        specs = [(m.group(1).replace("`", "").split("."), m.group(2)) for m in chains if m]
+    guard = _IMPLIES_GUARD.match(expression)
+    if guard:
+        name = guard.group(1)
 
-        def fn(data: Any, specs: list[tuple[list[str], str]] = specs) -> bool | None:
-            for path, op in specs:
-                found = _chain(path, data)
-                if found is None:
-                    return None
-                if found != (op == "exists"):
-                    return False
-            return True
-    else:
-        guard = _GUARD.match(expression)
-        if guard and (guard.group(2).startswith("exists") or " implies " not in expression):
-            name = guard.group(1)
+        def fn(data: Any, name: str = name) -> bool | None:
+            return True if _absent(data, name) else None
+    elif len(_split_top(expression, " implies ")) == 1 and len(_split_top(expression, " xor ")) == 1:
+        disjuncts = [[_term(c) for c in _split_top(d, " and ")] for d in _split_top(expression, " or ")]
 
-            def fn(data: Any, name: str = name) -> bool | None:
-                return True if _absent(data, name) else None
-
+        def fn(data: Any, disjuncts: list[list[Callable[[Any], bool | None]]] = disjuncts) -> bool | None:
+            unknown = False
+            for conj in disjuncts:
+                value: bool | None = True
+                for term in conj:
+                    r = term(data)
+                    if r is False:
+                        value = False
+                        break
+                    if r is None:
+                        value = None
+                if value is True:
+                    return True
+                if value is None:
+                    unknown = True
+            return None if unknown else False
     _fast_cache[expression] = fn
     return fn
 

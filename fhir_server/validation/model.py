@@ -68,6 +68,8 @@ class Node:
     min_value: tuple[str, Any] | None = None
     max_value: tuple[str, Any] | None = None
     is_modifier: bool = False
+    # children (or slices) that must appear at least once: (child name, child), filled after compiling
+    required: list[tuple[str, Node]] = field(default_factory=list)
 
     def type_codes(self) -> list[str]:
         return [t.code for t in self.types]
@@ -217,6 +219,12 @@ def compile_elements(
             parent.keys[node.name] = (node, code)
     if root is None:
         raise ValueError(f"StructureDefinition {url} has no root element")
+    for node in by_id.values():
+        node.required = [
+            (name, child)
+            for name, child in node.children.items()
+            if child.min > 0 or any(s.min > 0 for s in child.slices)
+        ]
     return CompiledSD(url, type_, kind, root, by_id, context or [], derivation)
 
 
@@ -243,7 +251,7 @@ def register(sd: dict[str, Any]) -> CompiledSD:
 
 def compiled(url_or_type: str) -> CompiledSD | None:
     """The compiled tree of a core or registered StructureDefinition (None when unknown)."""
-    url = url_or_type.split("|", 1)[0]
+    url = url_or_type.split("|", 1)[0] if "|" in url_or_type else url_or_type
     hit = _extra.get(url)
     if hit is not None:
         return hit

@@ -30,6 +30,7 @@ _CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 _BACKBONE = frozenset({"BackboneElement", "Element"})
 _CODED = frozenset({"code", "Coding", "CodeableConcept", "string", "uri", "Quantity"})
+_PRIMITIVE: dict[str, bool] = {}
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
@@ -204,28 +205,29 @@ class _Run:
                     continue
             child, code = entry
             groups.setdefault(child.name, []).append((key, code, value))
-        for name, child in node.children.items():
-            group = groups.get(name)
-            if group is None:
-                label = f"{name}[x]" if child.choice else name
-                if child.min > 0:
+        children = node.children
+        for name, group in groups.items():
+            self._element(children[name], sd, group, obj, path, host)
+        for name, child in node.required:
+            if name in groups:
+                continue
+            label = f"{name}[x]" if child.choice else name
+            if child.min > 0:
+                self.add(
+                    "error",
+                    "required",
+                    f"{path}.{label}",
+                    f"Minimum required = {child.min}, but only found 0 (from {child.sd_url})",
+                )
+            for s in child.slices:
+                if s.min > 0:
                     self.add(
                         "error",
                         "required",
                         f"{path}.{label}",
-                        f"Minimum required = {child.min}, but only found 0 (from {child.sd_url})",
+                        f"Slice '{s.slice_name}': minimum required = {s.min}, but only found 0 "
+                        f"(from {s.sd_url})",
                     )
-                for s in child.slices:
-                    if s.min > 0:
-                        self.add(
-                            "error",
-                            "required",
-                            f"{path}.{label}",
-                            f"Slice '{s.slice_name}': minimum required = {s.min}, but only found 0 "
-                            f"(from {s.sd_url})",
-                        )
-                continue
-            self._element(child, sd, group, obj, path, host)
 
     def _element(
         self,
@@ -236,6 +238,10 @@ class _Run:
         path: str,
         host: Host,
     ) -> None:
+        if len(group) == 1 and not child.slices:
+            key, code, value = group[0]
+            if key[0] != "_" and "_" + key not in obj and self._simple(child, sd, key, code, value, path, host):
+                return
         plain = [g for g in group if not g[0].startswith("_")]
         if child.choice and len({g[0] for g in plain}) > 1:
             self.add(
@@ -292,6 +298,25 @@ class _Run:
             targets = self._slices(child, items, label)
         for (value, ext, ipath, code), target in zip(items, targets, strict=True):
             self._item(target, sd, value, ext, ipath, code, host)
+
+    def _simple(
+        self, child: Node, sd: CompiledSD, key: str, code: str, value: Any, path: str, host: Host
+    ) -> bool:
+        """The common case (one key, no primitive companion, no slices, right JSON shape): True if done."""
+        epath = f"{path}.{key}"
+        if child.is_array:
+            if not isinstance(value, list):
+                return False
+            count = len(value)
+            if count < child.min or (child.max is not None and count > child.max):
+                return False
+            for i, v in enumerate(value):
+                self._item(child, sd, v, None, f"{epath}[{i}]", code, host)
+            return True
+        if isinstance(value, list) or child.max == 0:
+            return False
+        self._item(child, sd, value, None, epath, code, host)
+        return True
 
     def _slices(self, child: Node, items: list[tuple[Any, Any, str, str]], label: str) -> list[Node]:
         assigned = slicing.assign(child, [(v, c) for v, _e, _p, c in items], self._conforms)
@@ -378,7 +403,10 @@ class _Run:
                 return
         if not code and node.types:
             code = node.types[0].code
-        if is_primitive(code):
+        prim = _PRIMITIVE.get(code)
+        if prim is None:
+            prim = _PRIMITIVE[code] = is_primitive(code)
+        if prim:
             self._primitive(node, value, ext, path, code, (code, node.path))
             return
         if value is None:
@@ -513,9 +541,12 @@ class _Run:
             self.add("warning", "code-invalid", path, message + " (extensible binding)")
 
     def _constraints(self, node: Node, value: Any, path: str, type_path: str, skip_dom: bool = False) -> None:
-        for c in node.constraints:
-            if c.key in invariants.NATIVE or c.key in invariants.SKIPPED:
-                continue
+        checks = node.__dict__.get("_checks")
+        if checks is None:
+            checks = node.__dict__["_checks"] = tuple(
+                c for c in node.constraints if c.key not in invariants.NATIVE and c.key not in invariants.SKIPPED
+            )
+        for c in checks:
             if skip_dom and c.key.startswith("dom-"):
                 continue  # DomainResource rules about containing apply to the container, not the contained
             result = invariants.evaluate(c, value, type_path, self.resource, self.root)

@@ -111,7 +111,8 @@ MIX: list[tuple[str, str, str]] = [
 ]
 
 BASELINE: dict[str, str] = {
-    "token": "SELECT r.body FROM sp_token t JOIN resource r ON r.rid=t.rid WHERE t.pkey=? AND t.code='29463-7'"
+    "token": "SELECT r.body FROM sp_token t JOIN resource r ON r.rid=t.rid"
+    " WHERE t.pkey=? AND t.code='29463-7'"
     " AND t.sys='http://loinc.org' ORDER BY r.rid LIMIT 21",
     "string prefix": "SELECT r.body FROM sp_string s JOIN resource r ON r.rid=s.rid WHERE s.pkey=?"
     " AND s.norm >= 'somsa' AND s.norm < 'somsb' LIMIT 21",
@@ -214,7 +215,8 @@ async def main() -> None:
         print(f"  {kind:16s} {_pct(times, 0.5):8.2f} {_pct(times, 0.99):8.2f}")
     n, seconds = await _stream(store)
     print(
-        f"\nstreaming all Observations page by page (_count=1000): {n} in {seconds:.1f}s = {n / seconds:,.0f}/s"
+        f"\nstreaming all Observations page by page (_count=1000): {n} in {seconds:.1f}s"
+        f" = {n / seconds:,.0f}/s"
     )
     await store.close()
 

@@ -25,10 +25,12 @@ SYNTHEA = SHARED / "testdata" / "synthea" / "R4"
 BASE = "http://testserver/fhir"
 
 STORE_DDL = [
-    "CREATE TABLE resource(rid INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,"
-    " last_updated TEXT NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL, UNIQUE(type, id))",
-    "CREATE TABLE history(seq INTEGER PRIMARY KEY, rid INTEGER NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,"
-    " version INTEGER NOT NULL, last_updated TEXT NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL)",
+    "CREATE TABLE resource(rid INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT NULL,"
+    " version INTEGER NOT NULL, last_updated TEXT NOT NULL, method TEXT NOT NULL, body BLOB NOT NULL,"
+    " UNIQUE(type, id))",
+    "CREATE TABLE history(seq INTEGER PRIMARY KEY, rid INTEGER NOT NULL, type TEXT NOT NULL,"
+    " id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL, method TEXT NOT NULL,"
+    " body BLOB NOT NULL)",
 ]
 
 

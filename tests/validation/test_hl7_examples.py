@@ -36,8 +36,8 @@ SPEC_ERRORS = {
     "Questionnaire-qs1.json": "nested items have no linkId, which is required (1..1)",
     "DeviceMetric-example.json": "parent refers to a DeviceDefinition; only Device is allowed",
     "DeviceUseStatement-example.json": "reasonReference refers to a Procedure, not allowed in R4",
-    "MedicationRequest-medrx0301.json": "dispenseRequest.performer refers to a Practitioner, not an Organization",
-    "Observation-clinical-gender.json": "performer refers to an Encounter, which Observation.performer forbids",
+    "MedicationRequest-medrx0301.json": "dispenseRequest.performer is a Practitioner, not an Organization",
+    "Observation-clinical-gender.json": "performer refers to an Encounter, which is not allowed",
 }
 
 
