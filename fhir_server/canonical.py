@@ -105,7 +105,6 @@ LEGACY_RECORD_SYSTEM = f"{BASE}/id/legacy-record"
 CHILDCARE_CENTRE_SYSTEM = f"{BASE}/id/bma-childcare-centre"  # BMA childcare centre code
 MSDHS_CASE_SYSTEM = f"{BASE}/id/msdhs-case"  # social-welfare case number
 MSDHS_AGENCY_SYSTEM = f"{BASE}/id/msdhs-agency"  # MSDHS / partner agency code used on case forms
-MSDHS_WORKER_SYSTEM = f"{BASE}/id/msdhs-worker"  # volunteer (อพม.) or social-worker number
 
 
 def student_number_system(school_code: str) -> str:
@@ -114,14 +113,11 @@ def student_number_system(school_code: str) -> str:
 
 
 LOINC_SYSTEM = "http://loinc.org"
-SNOMED_SYSTEM = "http://snomed.info/sct"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
-CVX_SYSTEM = "http://hl7.org/fhir/sid/cvx"
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 V3_ROLE_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 V3_ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-V2_IDENTIFIER_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONSENT_SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
 CONSENT_CATEGORY_LOINC = "59284-0"  # LOINC "Patient Consent"
 ALLERGY_CLINICAL_STATUS_SYSTEM = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"

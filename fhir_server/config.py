@@ -34,3 +34,13 @@ class Settings:
     required_profiles: dict[str, list[str]] = field(default_factory=dict)
     # sqlite: "normal" survives an application crash; "full" also survives power loss.
     sqlite_synchronous: str = field(default_factory=lambda: os.environ.get("TERMTEM_SQLITE_SYNC", "normal"))
+    # --- security (fhir_server.security) ---
+    # Auth is on unless switched off explicitly (``termtem serve --auth off``: loopback trials only).
+    auth: bool = field(default_factory=lambda: os.environ.get("TERMTEM_AUTH", "on").lower() != "off")
+    # Where the server keeps its own files (the token-signing key, mode 0600).
+    data_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("TERMTEM_DATA_DIR") or DEFAULT_DATA_DIR)
+    )
+    token_lifetime_seconds: int = field(default_factory=lambda: _env_int("TERMTEM_TOKEN_LIFETIME", 300))
+    # Status for a read the caller may not see: 404 hides existence (default), 403 says "forbidden".
+    forbidden_status: int = field(default_factory=lambda: _env_int("TERMTEM_FORBIDDEN_STATUS", 404))

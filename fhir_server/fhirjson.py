@@ -7,17 +7,13 @@ bytes. The same member scanner serves ``_elements``/``_summary`` and pretty prin
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import orjson
 
 from fhir_server.interactions.errors import FhirError
-
-_SKIP_PLAIN = re.compile(rb'[^"\\\[\]{}]+')
-_WS = re.compile(rb"[ \t\r\n]*")
-_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*"', re.DOTALL)
-_SCALAR_END = re.compile(rb"[^,}\] \t\r\n]+")
 
 
 def parse(body: bytes | str) -> Any:
@@ -30,8 +26,6 @@ def parse(body: bytes | str) -> Any:
 
 def parse_exact(body: bytes) -> Any:
     """Parse JSON keeping decimals exactly as written (for edits such as PATCH that re-serialise)."""
-    import json
-
     try:
         return json.loads(body, parse_float=lambda text: orjson.Fragment(text.encode()))
     except ValueError as exc:
@@ -42,40 +36,34 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def _skip_string(data: bytes, pos: int) -> int:
-    """``pos`` is just after an opening quote; return the index after the closing quote."""
-    match = _STRING_BODY.match(data, pos)
-    if match is None:
-        raise FhirError(400, "The body is not valid JSON: unterminated string", code="structure")
-    return match.end()
+_DECODER = json.JSONDecoder()
+_WS_TEXT = re.compile(r"[ \t\r\n]*")
 
 
-def _skip_value(data: bytes, pos: int) -> int:
-    """Return the index just after the JSON value starting at ``pos``."""
-    first = data[pos : pos + 1]
-    if first == b'"':
-        return _skip_string(data, pos + 1)
-    if first not in (b"{", b"["):
-        match = _SCALAR_END.match(data, pos)
-        return match.end() if match else pos
-    depth = 0
+def _value_end(text: str, pos: int) -> int:
+    """Index just after the JSON value starting at ``pos`` (the C scanner does the walking)."""
+    try:
+        return _DECODER.raw_decode(text, pos)[1]
+    except json.JSONDecodeError as exc:
+        raise FhirError(400, f"The body is not valid JSON: {exc}", code="structure") from None
+
+
+def _text_members(text: str) -> list[tuple[str, int, int]]:
+    out: list[tuple[str, int, int]] = []
+    ws = _WS_TEXT.match
+    pos = ws(text, 0).end() + 1  # type: ignore[union-attr]
     while True:
-        plain = _SKIP_PLAIN.match(data, pos)
-        if plain:
-            pos = plain.end()
-        char = data[pos : pos + 1]
-        if char == b'"':
-            pos = _skip_string(data, pos + 1)
-            continue
-        if char in (b"{", b"["):
-            depth += 1
-        elif char in (b"}", b"]"):
-            depth -= 1
-            if depth == 0:
-                return pos + 1
-        elif not char:
-            raise FhirError(400, "The body is not valid JSON: unbalanced brackets", code="structure")
-        pos += 1
+        pos = ws(text, pos).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] in ("}", ""):
+            return out
+        key, key_end = _DECODER.raw_decode(text, pos)
+        pos = ws(text, key_end).end() + 1  # type: ignore[union-attr]  # past ':'
+        pos = ws(text, pos).end()  # type: ignore[union-attr]
+        end = _value_end(text, pos)
+        out.append((key, pos, end))
+        pos = ws(text, end).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] == ",":
+            pos += 1
 
 
 def members(data: bytes) -> list[tuple[str, bytes]]:
@@ -83,21 +71,8 @@ def members(data: bytes) -> list[tuple[str, bytes]]:
 
     ``data`` must already be known to be a valid JSON object (it was parsed first).
     """
-    out: list[tuple[str, bytes]] = []
-    pos = _WS.match(data, 0).end() + 1  # type: ignore[union-attr]
-    while True:
-        pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
-        if data[pos : pos + 1] == b"}":
-            return out
-        key_end = _skip_string(data, pos + 1)
-        key = orjson.loads(data[pos:key_end])
-        pos = _WS.match(data, key_end).end() + 1  # type: ignore[union-attr]  # past ':'
-        pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
-        value_end = _skip_value(data, pos)
-        out.append((key, data[pos:value_end]))
-        pos = _WS.match(data, value_end).end()  # type: ignore[union-attr]
-        if data[pos : pos + 1] == b",":
-            pos += 1
+    text = data.decode("utf-8")
+    return [(key, text[start:end].encode("utf-8")) for key, start, end in _text_members(text)]
 
 
 def build_object(parts: list[tuple[str, bytes]]) -> bytes:
@@ -159,16 +134,18 @@ def pretty(data: bytes, indent: int = 2) -> bytes:
 
 def array_items(data: bytes) -> list[bytes]:
     """The raw bytes of each item of a JSON array (already known to be valid)."""
+    text = data.decode("utf-8")
     items: list[bytes] = []
-    pos = _WS.match(data, 0).end() + 1  # type: ignore[union-attr]
+    ws = _WS_TEXT.match
+    pos = ws(text, 0).end() + 1  # type: ignore[union-attr]
     while True:
-        pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
-        if data[pos : pos + 1] in (b"]", b""):
+        pos = ws(text, pos).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] in ("]", ""):
             return items
-        end = _skip_value(data, pos)
-        items.append(data[pos:end])
-        pos = _WS.match(data, end).end()  # type: ignore[union-attr]
-        if data[pos : pos + 1] == b",":
+        end = _value_end(text, pos)
+        items.append(text[pos:end].encode("utf-8"))
+        pos = ws(text, end).end()  # type: ignore[union-attr]
+        if text[pos : pos + 1] == ",":
             pos += 1
 
 

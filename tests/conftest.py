@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +22,7 @@ BASE = "http://testserver/fhir"
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    settings = Settings(store_url=f"sqlite:///{tmp_path / 'test.sqlite'}")
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 'test.sqlite'}", auth=False)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings
@@ -39,3 +44,36 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
             yield http
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[str]:
+    """`termtem serve` under uvicorn on a free loopback port, on a fresh store; yields the FHIR base."""
+    port = free_port()
+    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
+               "--store", f"sqlite:///{tmp_path / 'server.sqlite'}", "--log-level", "warning"]
+    env = {**os.environ, "TERMTEM_AUTH": "off"}  # a loopback trial server; security tests start their own
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
+            try:
+                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("server did not start within 60 s")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -30,12 +30,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.store = store or create_store(settings)
         if owned:
             await app.state.store.open()
-        from fhir_server.interactions.startup import prepare_store
+        from fhir_server.interactions.startup import prepare_store, release_store
 
         await prepare_store(app.state.store, settings)
         try:
             yield
         finally:
+            await release_store(app.state.store)
             if owned:
                 await app.state.store.close()
 
@@ -46,6 +47,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     if store is not None:
         app.state.store = store
 
+    if settings.auth:
+        from fhir_server.security.http import install
+
+        install(app, settings)  # before the FHIR catch-all, so its routes under the base are reachable
     base = settings.base_path.rstrip("/")
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.add_route(base, routes.handle, methods=methods)

@@ -303,6 +303,8 @@ async def handle(request: Request) -> Response:
     path = request.path_params.get("path", "")
     segments = [s for s in path.split("/") if s]
     fhir = FhirRequest(request, segments)
+    ctx: RequestContext | None = None
+    response: Response | None = None
     try:
         negotiation.check_format(fhir.format, request.headers.get("accept"))
         if len(request.url.query) > request.app.state.settings.max_query_length:
@@ -315,7 +317,13 @@ async def handle(request: Request) -> Response:
             await hook(fhir, ctx)
         response = await _dispatch(fhir, ctx)
     except FhirError as error:
-        return error_response(error, pretty=fhir.pretty)
+        response = error_response(error, pretty=fhir.pretty)
+    finally:
+        # Audit (fhir_server.security) sees every outcome; None means an unexpected failure (500).
+        after = getattr(request.app.state, "after_interaction", None)
+        if after is not None:
+            await after(fhir, ctx, response)
+    assert response is not None
     if request.method == "HEAD":
         response.body = b""
     return response

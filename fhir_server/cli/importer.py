@@ -20,12 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fhir_server.mapping import MappedRecord, RowError, SpecError, available_formats, batch_records, map_files
-from fhir_server.mapping.engine import ResourceValidator, full_url
+from fhir_server.mapping.engine import full_url
+
+# One resource in, (FHIRPath expression, message) for each profile error out.
+ResourceCheck = Callable[[dict[str, Any]], list[tuple[str, str]]]
 
 _console = Console(stderr=True)
 
 
-def profile_validator() -> ResourceValidator | None:
+def profile_validator() -> ResourceCheck | None:
     """A check of each mapped resource against its Thai profile, or None when no validator is installed.
 
     References inside a record are ``urn:uuid`` placeholders or conditional ``Type?identifier=`` URLs
@@ -70,33 +73,33 @@ def _rewrite(value: Any, refs: dict[str, str]) -> Any:
     return value
 
 
-def validate_record(record: MappedRecord, check: ResourceValidator) -> list[RowError]:
-    """Profile errors of one mapped record, located at its source row."""
-    refs = _resolved_refs(record.entries)
-    resources = {refs[e["fullUrl"]]: _rewrite(e["resource"], refs) for e in record.entries}
+def validate_entries(entries: list[dict[str, Any]], check: ResourceCheck) -> list[tuple[str, str]]:
+    """Profile errors of one record's entries as (FHIRPath expression, message)."""
+    refs = _resolved_refs(entries)
     errors = []
-    for local, resource in resources.items():
-        resource = copy.copy(resource)
+    for entry in entries:
+        local = refs[entry["fullUrl"]]
+        resource = copy.copy(_rewrite(entry["resource"], refs))
         resource["id"] = local.split("/", 1)[1]
-        for expression, message in check(resource):
-            errors.append(RowError(record.file, record.row, expression, message, record.table))
+        errors.extend(check(resource))
     return errors
 
 
-def _records(format_name: str, paths: list[Path], check: ResourceValidator | None,
+def validate_record(record: MappedRecord, check: ResourceCheck) -> list[RowError]:
+    """Profile errors of one mapped record, located at its source row."""
+    return [RowError(record.file, record.row, expression, message, record.table)
+            for expression, message in validate_entries(record.entries, check)]
+
+
+def _records(format_name: str, paths: list[Path], check: ResourceCheck | None,
              errors: list[RowError], counts: dict[str, int], tick: Callable[[], None]
              ) -> Iterator[MappedRecord]:
-    for item in map_files(format_name, paths):
+    validate = (lambda entries: validate_entries(entries, check)) if check is not None else None
+    for item in map_files(format_name, paths, validate=validate):
         tick()
         if isinstance(item, RowError):
             errors.append(item)
             continue
-        if check is not None:
-            found = validate_record(item, check)
-            if found:
-                errors.extend(found)
-                counts["rejected"] += 1
-                continue
         counts["records"] += 1
         counts["resources"] += len(item.entries)
         yield item

@@ -430,7 +430,6 @@ async def process_bundle(ctx: RequestContext, body: bytes | dict[str, Any]) -> d
 
 async def _transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
-    written: list[tuple[str, dict[str, Any]]] = []
     async with ctx.store.transaction() as tx:
         ids = _Identities()
         await _resolve(ctx, tx, entries, ids)
@@ -451,11 +450,7 @@ async def _transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[
                 if error.diagnostics.startswith("Bundle.entry["):
                     raise
                 raise _entry_error(entry, error) from None
-            if outcome.stored is not None and not outcome.stored.deleted and outcome.status == 201:
-                written.append((entry.resource_type, orjson.loads(outcome.stored.body)))
             results[entry.index] = _write_response(ctx, entry, outcome)
-    for resource_type, resource in written:
-        writes.after_commit(resource_type, resource)
     return [results[e.index] for e in entries]
 
 
@@ -491,8 +486,6 @@ async def _batch(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, A
                 ids.targets = {**done.targets, **ids.targets}
                 body = await _rewrite(ctx, tx, entry, ids, {})
                 outcome = await _run_write(ctx, tx, entry, body)
-            if outcome.stored is not None and outcome.status == 201:
-                writes.after_commit(entry.resource_type, orjson.loads(outcome.stored.body))
             results[entry.index] = _write_response(ctx, entry, outcome)
             done.add(entry)
         except FhirError as error:

@@ -18,8 +18,6 @@ async def create(
     raw = body if isinstance(body, bytes) else None
     async with ctx.store.transaction() as tx:
         result = await create_in(ctx, tx, resource_type, resource, raw, if_none_exist=if_none_exist)
-    if result.status == 201:
-        writes.after_commit(resource_type, resource)
     return result
 
 

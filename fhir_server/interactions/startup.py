@@ -56,7 +56,17 @@ async def prepare_store(store: Store, settings: Settings) -> None:
     changed = await load_resources(ctx, resources)
     if changed:
         log.info("loaded %d shipped conformance resources", changed)
-    from fhir_server.search import registry
+    from fhir_server.search import registry, reindex
 
     async for stored in store.iterate("SearchParameter"):
         registry.on_search_parameter_written(orjson.loads(stored.body))
+    # Parameters whose reindex finished become usable; unfinished jobs carry on from their checkpoint.
+    started = await reindex.resume(store)
+    await reindex.settle(started, timeout=10)
+
+
+async def release_store(store: Store) -> None:
+    """Shutdown: background jobs stop at a checkpoint before the store closes."""
+    from fhir_server.search import reindex
+
+    await reindex.stop_all()

@@ -56,7 +56,6 @@ async def update(
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
         result = await update_in(ctx, tx, resource_type, id_, resource, raw, expected_version=expected)
-    writes.after_commit(resource_type, resource)
     return result
 
 
@@ -109,7 +108,6 @@ async def conditional_update(
         result = await conditional_update_in(
             ctx, tx, resource_type, query, resource, raw, expected_version=expected
         )
-    writes.after_commit(resource_type, resource)
     return result
 
 

@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from fhir_server import definitions, fhirjson
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
@@ -76,6 +78,11 @@ def check_content(ctx: RequestContext, resource: dict[str, Any]) -> list[dict[st
     if errors:
         first = errors[0].get("diagnostics", "invalid content")
         raise FhirError(422, f"The resource is not valid: {first}", code="processing", issues=issues)
+    if resource.get("resourceType") == "SearchParameter":
+        # Checks the expression (422 if unusable) and registers it, refused in searches until reindexed.
+        from fhir_server.search.registry import on_search_parameter_written
+
+        on_search_parameter_written(resource)
     return issues
 
 
@@ -146,12 +153,10 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         current.resource_type, current.id, current.version + 1, now_instant(), "DELETE", b""
     )
     await tx.delete(tombstone)
+    if current.resource_type == "SearchParameter":
+        from fhir_server.search.registry import on_search_parameter_deleted
+
+        url = orjson.loads(current.body).get("url")
+        if url:
+            on_search_parameter_deleted(url)
     return tombstone
-
-
-def after_commit(resource_type: str, resource: dict[str, Any] | None) -> None:
-    """Side effects that follow a committed write of a definitional resource."""
-    if resource_type == "SearchParameter" and resource is not None:
-        from fhir_server.search.registry import on_search_parameter_written
-
-        on_search_parameter_written(resource)

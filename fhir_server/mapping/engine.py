@@ -25,8 +25,9 @@ from fhir_server.mapping.values import RULES, ValueRuleError
 # Namespace of the deterministic fullUrls: the same business identifier always gives the same urn:uuid.
 _NAMESPACE = uuid.UUID("6f1c3b52-8d0e-5a7e-9b1f-2f0c6d7e8a90")
 
-# A resource-level check: returns (FHIRPath expression, message) for each error found.
-ResourceValidator = Callable[[dict[str, Any]], Iterable[tuple[str, str]]]
+# A check of one record's entries (e.g. against the Thai profiles): (FHIRPath, message) per error found.
+# It runs inside the engine so a rejected PERSON row also rejects the rows that depend on it.
+RecordValidator = Callable[[list[dict[str, Any]]], Iterable[tuple[str, str]]]
 
 
 class _RecordErrors(Exception):
@@ -77,7 +78,7 @@ class _Index:
 class Mapper:
     """Maps the records of one format. Keeps lookup indexes and the keys of accepted records."""
 
-    def __init__(self, spec: FormatSpec, validate: ResourceValidator | None = None) -> None:
+    def __init__(self, spec: FormatSpec, validate: RecordValidator | None = None) -> None:
         self.spec = spec
         self.validate = validate
         self.indexes: dict[str, _Index] = {}
@@ -195,10 +196,9 @@ class Mapper:
                 entry = self._entry(spec_item, item_scope, renderer, system, value)
             except TemplateError as exc:
                 raise SpecError(f"{self.spec.name}: {exc}") from exc
-            if self.validate is not None:
-                for expression, message in self.validate(entry["resource"]):
-                    errors.append((expression, message))
             entries.append(entry)
+        if self.validate is not None:
+            errors.extend(self.validate(entries))
         if errors:
             raise _RecordErrors(errors)
         return entries
@@ -424,7 +424,7 @@ def _schema_error(found: Any) -> tuple[str, str]:
 
 
 def map_files(
-    format_name: str, paths: Iterable[Path | str], validate: ResourceValidator | None = None
+    format_name: str, paths: Iterable[Path | str], validate: RecordValidator | None = None
 ) -> Iterator[MappedRecord | RowError]:
     """Map every record in ``paths`` (files, folders or zips) with the spec of ``format_name``."""
     yield from Mapper(load_format(format_name), validate).map_files(paths)

@@ -214,6 +214,8 @@ class SearchQuery:
     system_level: bool = False
     compartment: tuple[str, str] | None = None
     max_include: int = 1000
+    # Who may see what (fhir_server.search.access.Access), set by consent enforcement; None: no limit.
+    access: Any = None
 
 
 # --- helpers ---------------------------------------------------------------------------------------

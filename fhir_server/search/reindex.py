@@ -154,3 +154,19 @@ async def resume(store: Any) -> list[str]:
             start_job(store, job["id"])
             started.append(job["id"])
     return started
+
+
+async def settle(job_ids: list[str], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for these jobs (start-up lets small ones finish first)."""
+    tasks = [task for job_id in job_ids if (task := _tasks.get(job_id)) is not None]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
+async def stop_all() -> None:
+    """Cancel running jobs (shutdown); each resumes from its checkpoint on the next start."""
+    tasks = [task for task in _tasks.values() if not task.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    _tasks.clear()

@@ -9,7 +9,7 @@ touch the same resources are serialised so no update is lost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -103,6 +103,14 @@ class Store(Protocol):
 
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         """Replace the index rows of the current version of ``resource`` (a ``$reindex`` job)."""
+
+    async def import_versions(self, versions: Sequence[tuple[StoredResource, Any]]) -> None:
+        """Write historical versions exactly as given, atomically, in order (``termtem copy``).
+
+        Each version is appended to the history; it becomes the current version (with its index
+        rows, none for a tombstone) when it is newer than the current one. No version checks: the
+        caller streams another store's ``iterate_history`` into an empty store.
+        """
 
     # A small key/value area for server state that is not FHIR content: the client registry,
     # replay caches, job checkpoints. Values are JSON-compatible dicts.

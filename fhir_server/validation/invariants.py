@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from fhirpathpy import compile as fp_compile
@@ -89,12 +90,27 @@ _IMPLIES_GUARD = re.compile(r"^([A-Za-z]+)\.exists\(\) implies ")
 _fast_cache: dict[str, Callable[[Any], bool | None] | None] = {}
 
 
+@cache
+def _choice_names() -> frozenset[str]:
+    """Base names of every choice element in R4 ("value", "effective", ...): only these need a key scan."""
+    from fhir_server import definitions
+
+    return frozenset(
+        e["path"].rsplit(".", 1)[-1][:-3]
+        for sd in definitions.structure_definitions()
+        for e in sd["elements"]
+        if e["path"].endswith("[x]")
+    )
+
+
 def _absent(data: Any, name: str) -> bool | None:
     """True/False when ``name`` is surely absent/present on a JSON object; None when unsure (choice keys)."""
     if not isinstance(data, dict):
         return None
     if name in data or "_" + name in data:
         return False
+    if name not in _choice_names():
+        return True
     n = len(name)
     if any(k.startswith(name) and len(k) > n and k[n].isupper() for k in data):
         return None
@@ -191,6 +207,7 @@ def _fast(expression: str) -> Callable[[Any], bool | None] | None:
                 if value is None:
                     unknown = True
             return None if unknown else False
+
     _fast_cache[expression] = fn
     return fn
 

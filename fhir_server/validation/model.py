@@ -13,7 +13,6 @@ from typing import Any
 
 from fhir_server import definitions
 
-FHIRPATH_STRING = "http://hl7.org/fhirpath/System.String"
 _SYSTEM_PREFIX = "http://hl7.org/fhirpath/System."
 
 
@@ -70,6 +69,8 @@ class Node:
     is_modifier: bool = False
     # children (or slices) that must appear at least once: (child name, child), filled after compiling
     required: list[tuple[str, Node]] = field(default_factory=list)
+    # constraints evaluated through FHIRPath (natively checked and skipped ones left out)
+    checks: tuple[Constraint, ...] = ()
 
     def type_codes(self) -> list[str]:
         return [t.code for t in self.types]
@@ -219,7 +220,10 @@ def compile_elements(
             parent.keys[node.name] = (node, code)
     if root is None:
         raise ValueError(f"StructureDefinition {url} has no root element")
+    from fhir_server.validation.invariants import NATIVE, SKIPPED
+
     for node in by_id.values():
+        node.checks = tuple(c for c in node.constraints if c.key not in NATIVE and c.key not in SKIPPED)
         node.required = [
             (name, child)
             for name, child in node.children.items()
@@ -263,11 +267,3 @@ def is_primitive(code: str) -> bool:
         return True
     return bool(code) and code[0].islower()
 
-
-def resolve_content_reference(node: Node, sd: CompiledSD) -> Node:
-    """The element a ``contentReference`` ("#Questionnaire.item") points at, or the node itself."""
-    ref = node.content_reference
-    if not ref:
-        return node
-    target = sd.by_id.get(ref.split("#", 1)[-1])
-    return target if target is not None else node

@@ -7,6 +7,7 @@ Discriminators (value, pattern, type, profile, exists) are turned once per slice
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from fhir_server.validation.model import Node, type_key
@@ -17,12 +18,31 @@ ProfileCheck = Callable[[Any, str, str], bool]
 _CACHE_ATTR = "_discriminator_checks"
 
 
+@cache
+def _segments(path: str) -> tuple[str, ...]:
+    """Split a discriminator path on dots outside parentheses and quotes (urls contain dots)."""
+    parts: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for i, ch in enumerate(path):
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        elif ch == "." and not quoted and depth == 0:
+            parts.append(path[start:i])
+            start = i + 1
+    parts.append(path[start:])
+    return tuple(parts)
+
+
 def values_at(item: Any, path: str) -> list[Any]:
     """Values reached from ``item`` by a discriminator path ("coding.code", "url", "$this")."""
     current = [item]
     if path in ("$this", ""):
         return current
-    for seg in path.split("."):
+    for seg in _segments(path):
         nxt: list[Any] = []
         if seg.startswith("extension(") and seg.endswith(")"):
             url = seg[len("extension(") : -1].strip("'\"")
@@ -67,7 +87,7 @@ def _descendant(node: Node, path: str) -> Node | None:
     if path in ("$this", ""):
         return node
     current: Node | None = node
-    for seg in path.split("."):
+    for seg in _segments(path):
         if current is None:
             return None
         if seg.startswith("extension("):
@@ -116,7 +136,10 @@ def _build(slice_node: Node, discriminators: tuple[tuple[str, str], ...]) -> lis
                     lambda item, _t, p=path, w=want: any(matches_pattern(v, w) for v in values_at(item, p))
                 )
         elif kind == "type":
-            codes = {type_key(t.code) for t in slice_node.types}
+            target = _descendant(slice_node, path)
+            if target is None:
+                return None
+            codes = {type_key(t.code) for t in target.types}
             if path in ("$this", ""):
                 checks.append(lambda item, t, c=codes: type_key(t) in c if t else False)
             else:

@@ -69,6 +69,9 @@ def _expand_type(elements: list[dict[str, Any]], parent_idx: int) -> None:
     root = tsd["elements"][0]
     kids = [e for e in tsd["elements"][1:]]
     kids = _rebase(kids, root["id"], parent["id"], root["path"], parent["path"])
+    for el in kids:
+        for c in el.get("constraint", ()):
+            c.setdefault("source", tsd["url"])
     elements[parent_idx + 1 : parent_idx + 1] = kids
 
 
@@ -82,9 +85,8 @@ def _find_or_create(elements: list[dict[str, Any]], el_id: str) -> int:
         sliced_id = f"{parent_id}.{name}" if parent_id else name
         base_idx = _find_or_create(elements, sliced_id)
         base = elements[base_idx]
-        family = [
-            e for e in elements if _descendant_of(e["id"], sliced_id) and ":" not in e["id"][len(sliced_id) :]
-        ]
+        # the sliced element's descendants, nested slices included (not its own slices: those are siblings)
+        family = [e for e in elements if e["id"].startswith(sliced_id + ".")]
         new = copy.deepcopy(base)
         new.pop("slicing", None)
         new["id"] = el_id
@@ -132,6 +134,9 @@ def generate_snapshot(
     """The StructureDefinition with ``snapshot.element`` generated from its base and differential."""
     sd = copy.deepcopy(differential_sd)
     elements = _base_elements(sd["baseDefinition"], bases or {})
+    for el in elements:  # say where inherited rules come from (the compact base omits its own url)
+        for c in el.get("constraint", ()):
+            c.setdefault("source", sd["baseDefinition"])
     for diff in sd.get("differential", {}).get("element", []):
         el_id = diff.get("id") or diff["path"]
         idx = _find_or_create(elements, el_id)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 import orjson
 
 from fhir_server import canonical, definitions
 from fhir_server.validation import bindings, invariants, slicing
-from fhir_server.validation.model import FHIRPATH_STRING, CompiledSD, Node, compiled, is_primitive
+from fhir_server.validation.model import CompiledSD, Node, compiled, is_primitive
 
 Issue = dict[str, Any]
 Resolver = Callable[[str], dict[str, Any] | None]
@@ -28,16 +27,30 @@ Host = tuple[str, str]  # (type, element path) of the object an extension sits o
 
 _CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
-_BACKBONE = frozenset({"BackboneElement", "Element"})
 _CODED = frozenset({"code", "Coding", "CodeableConcept", "string", "uri", "Quantity"})
 _PRIMITIVE: dict[str, bool] = {}
+_CONTAINED_PATH = re.compile(r"\.contained\[\d+\]$")
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
-@cache
-def _regex(type_code: str) -> re.Pattern[str] | None:
-    pattern = definitions.primitive_pattern(type_code)
-    return re.compile(pattern, re.ASCII) if pattern else None
+_NON_STRING = frozenset({"boolean", "integer", "positiveInt", "unsignedInt", "decimal"})
+_string_rx: dict[str, re.Pattern[str] | bool | None] = {}
+
+
+def _string_regex(type_code: str) -> re.Pattern[str] | bool | None:
+    """For a JSON string of ``type_code``: its regex, None (any string) or False (strings not allowed)."""
+    if type_code in _string_rx:
+        return _string_rx[type_code]
+    result: re.Pattern[str] | bool | None
+    if type_code in _NON_STRING:
+        result = False
+    elif type_code.startswith("http://hl7.org/fhirpath/System."):
+        result = None
+    else:
+        pattern = definitions.primitive_pattern(type_code)
+        result = re.compile(pattern, re.ASCII) if pattern else None
+    _string_rx[type_code] = result
+    return result
 
 
 def _issue(severity: str, code: str, path: str, message: str) -> Issue:
@@ -103,21 +116,23 @@ class _Run:
                 self.add("error", "invalid", path, f"No definition for resource type {rtype}")
                 return
             sds = [base]
+        # %rootResource: a contained resource's container; any other resource (Bundle entries too) itself
+        is_contained = bool(self.resource) and _CONTAINED_PATH.search(path) is not None
         saved = self.resource, self.root
         self.resource = res
-        if not self.root:
+        if not is_contained:
             self.root = res
         pushed = False
         if rtype == "Bundle":
             self._push_bundle(res)
             pushed = True
         try:
-            contained = self.root is not res and ".contained[" in path
             if res.get("contained"):
                 self._dom3(res, path)
             for sd in sds:
                 self._object(sd.root, sd, res, path, rtype, (rtype, rtype))
-                self._constraints(sd.root, res, path, rtype, skip_dom=contained)
+                if sd.root.checks:
+                    self._constraints(sd.root, res, path, rtype, skip_dom=is_contained)
         finally:
             if pushed:
                 self.bundle_types.pop()
@@ -189,11 +204,12 @@ class _Run:
     ) -> None:
         keys = node.keys
         groups: dict[str, list[tuple[str, str, Any]]] = {}
+        done: set[str] = set()
+        track = bool(node.required)
         is_resource_root = node is sd.root and sd.kind == "resource"
+        companions = "_" in "".join(obj)  # element names never contain "_": only companions do
         for key, value in obj.items():
-            if key == "resourceType" and is_resource_root:
-                continue
-            if key.startswith("_"):
+            if key[0] == "_":
                 entry = keys.get(key[1:])
                 if entry is None or not is_primitive(entry[1]):
                     self.add("error", "structure", f"{path}.{key[1:]}", f"Unknown element '{key}'")
@@ -201,15 +217,26 @@ class _Run:
             else:
                 entry = keys.get(key)
                 if entry is None:
-                    self.add("error", "structure", f"{path}.{key}", f"Unknown element '{key}'")
+                    if key != "resourceType" or not is_resource_root:
+                        self.add("error", "structure", f"{path}.{key}", f"Unknown element '{key}'")
                     continue
             child, code = entry
+            if (
+                not child.choice
+                and not child.slices
+                and not (companions and "_" + key in obj)
+                and key[0] != "_"
+                and self._simple(child, sd, key, code, value, path, host)
+            ):
+                if track:
+                    done.add(child.name)
+                continue
             groups.setdefault(child.name, []).append((key, code, value))
         children = node.children
         for name, group in groups.items():
             self._element(children[name], sd, group, obj, path, host)
         for name, child in node.required:
-            if name in groups:
+            if name in groups or name in done:
                 continue
             label = f"{name}[x]" if child.choice else name
             if child.min > 0:
@@ -240,7 +267,11 @@ class _Run:
     ) -> None:
         if len(group) == 1 and not child.slices:
             key, code, value = group[0]
-            if key[0] != "_" and "_" + key not in obj and self._simple(child, sd, key, code, value, path, host):
+            if (
+                key[0] != "_"
+                and "_" + key not in obj
+                and self._simple(child, sd, key, code, value, path, host)
+            ):
                 return
         plain = [g for g in group if not g[0].startswith("_")]
         if child.choice and len({g[0] for g in plain}) > 1:
@@ -399,7 +430,8 @@ class _Run:
                     return
                 self._object(target, sd, value, path, "BackboneElement", ("BackboneElement", target.path))
                 self._ele1(value, path)
-                self._constraints(node, value, path, target.path)
+                if node.checks:
+                    self._constraints(node, value, path, target.path)
                 return
         if not code and node.types:
             code = node.types[0].code
@@ -441,10 +473,11 @@ class _Run:
             self._fixed(node, value, path)
         if node.binding is not None and code in _CODED:
             self._binding(node, code, value, path)
-        self._constraints(node, value, path, type_path)
+        if node.checks:
+            self._constraints(node, value, path, type_path)
 
     def _ele1(self, value: dict[str, Any], path: str) -> None:
-        if not any(k != "id" for k in value):
+        if not value or (len(value) == 1 and "id" in value):
             self.add(
                 "error",
                 "invariant",
@@ -469,25 +502,25 @@ class _Run:
                     "Constraint failed: ele-1: 'All FHIR elements must have a @value or children'",
                 )
             return
-        if code == "boolean":
+        if type(value) is str:
+            rx = _string_regex(code)
+            if rx is False:
+                ok = False
+            else:
+                ok = rx is None or rx.fullmatch(value) is not None
+                if ok and node.max_length is not None and len(value) > node.max_length:
+                    self.add(
+                        "error", "value", path, f"Value is longer than the maximum length {node.max_length}"
+                    )
+        elif code == "boolean":
             ok = isinstance(value, bool)
         elif code in _INTEGERS:
             ok = isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
             ok = ok and (code != "positiveInt" or value > 0) and (code != "unsignedInt" or value >= 0)
         elif code == "decimal":
             ok = isinstance(value, int | float) and not isinstance(value, bool)
-        elif code == FHIRPATH_STRING or code.startswith("http://hl7.org/fhirpath/System."):
-            ok = isinstance(value, str | bool | int | float)
         else:
-            if not isinstance(value, str):
-                ok = False
-            else:
-                rx = _regex(code)
-                ok = rx is None or rx.fullmatch(value) is not None
-                if ok and node.max_length is not None and len(value) > node.max_length:
-                    self.add(
-                        "error", "value", path, f"Value is longer than the maximum length {node.max_length}"
-                    )
+            ok = code.startswith("http://hl7.org/fhirpath/System.") and isinstance(value, bool | int | float)
         if not ok:
             self.add("error", "value", path, f"The value {value!r} is not a valid {code}")
             return
@@ -497,7 +530,7 @@ class _Run:
             self._binding(node, code, value, path)
         if node.min_value is not None or node.max_value is not None:
             self._range(node, value, path)
-        if len(node.constraints) > 1 or (node.constraints and node.constraints[0].key != "ele-1"):
+        if node.checks:
             self._constraints(node, value, path, code)
 
     def _range(self, node: Node, value: Any, path: str) -> None:
@@ -541,11 +574,7 @@ class _Run:
             self.add("warning", "code-invalid", path, message + " (extensible binding)")
 
     def _constraints(self, node: Node, value: Any, path: str, type_path: str, skip_dom: bool = False) -> None:
-        checks = node.__dict__.get("_checks")
-        if checks is None:
-            checks = node.__dict__["_checks"] = tuple(
-                c for c in node.constraints if c.key not in invariants.NATIVE and c.key not in invariants.SKIPPED
-            )
+        checks = node.checks
         for c in checks:
             if skip_dom and c.key.startswith("dom-"):
                 continue  # DomainResource rules about containing apply to the container, not the contained
@@ -569,7 +598,8 @@ class _Run:
             self.add("warning", "not-supported", path, f"Profile {url} is not known; not checked")
             return
         self._object(psd.root, psd, value, path, psd.type, (psd.type, psd.type))
-        self._constraints(psd.root, value, path, psd.type)
+        if psd.root.checks:
+            self._constraints(psd.root, value, path, psd.type)
 
     def _extension(self, node: Node, value: dict[str, Any], path: str, host: Host) -> None:
         has_ext, has_value = "extension" in value, any(k.startswith("value") for k in value)
@@ -615,7 +645,8 @@ class _Run:
                 f"The extension {esd.url} is not allowed on {host[1]} (allowed contexts: {allowed})",
             )
         self._object(esd.root, esd, value, path, "Extension", (esd.url, "Extension"))
-        self._constraints(esd.root, value, path, "Extension")
+        if esd.root.checks:
+            self._constraints(esd.root, value, path, "Extension")
 
     def _reference(self, node: Node, value: dict[str, Any], path: str) -> None:
         ref = value.get("reference")

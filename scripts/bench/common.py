@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,20 +53,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_help() -> str:
-    return subprocess.run([sys.executable, "-m", "fhir_server", "serve", "--help"], capture_output=True,
-                          text=True, check=False).stdout
+@dataclass
+class Server:
+    base: str
+    pid: int
+
+    def peak_memory_bytes(self) -> int:
+        """The server process's peak resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
 
 
 @contextlib.contextmanager
-def start_server(folder: Path, *, store_url: str | None = None, extra: list[str] | None = None) -> Iterator[str]:
-    """`termtem serve` on a loopback port (auth off where the option exists); yields the FHIR base URL."""
+def start_server(folder: Path, *, store_url: str | None = None, extra: list[str] | None = None) -> Iterator[Server]:
+    """`termtem serve` on a loopback port (auth off where the option exists)."""
     port = _free_port()
     command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning",
                "--store", store_url or f"sqlite:///{folder / 'bench.sqlite'}", *(extra or [])]
-    if "--auth" in _serve_help() and "--auth" not in command:
-        command += ["--auth", "off"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "TERMTEM_AUTH": os.environ.get("TERMTEM_AUTH", "off")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         deadline = time.monotonic() + 120
@@ -76,7 +84,7 @@ def start_server(folder: Path, *, store_url: str | None = None, extra: list[str]
             time.sleep(0.2)
         else:
             raise RuntimeError("the server did not start")
-        yield base
+        yield Server(base, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)

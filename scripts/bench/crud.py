@@ -89,7 +89,8 @@ async def main() -> None:
     bodies = [sample_patient(n) for n in range(args.requests)]
     raw = baseline(args.requests, bodies)
     rows = []
-    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder)) as base:
+    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder)) as server:
+        base = server.base
         for clients in levels:
 
             async def create(http: httpx.AsyncClient, n: int) -> httpx.Response:

@@ -35,3 +35,19 @@ def test_43file_rows_of_rejected_or_unknown_persons_are_rejected_too() -> None:
     immunizations = [e["resource"] for e in result["bundles"][0]["entry"]
                      if e["resource"]["resourceType"] == "Immunization"]
     assert [i["vaccineCode"]["coding"][0]["code"] for i in immunizations] == ["081"]
+
+
+def test_a_person_rejected_by_validation_also_rejects_its_visit_rows() -> None:
+    from fhir_server.mapping import RowError, map_files
+
+    def refuse_mother(entries: list) -> list:
+        patient = entries[0]["resource"]
+        if patient["resourceType"] == "Patient" and patient["name"][0]["given"] == ["สมศรี"]:
+            return [("Patient.name", "refused for the test")]
+        return []
+
+    out = list(map_files("moph43", [MAPPINGS / "moph43/samples/export-utf8"], validate=refuse_mother))
+    errors = [(e.table, e.reason) for e in out if isinstance(e, RowError)]
+    assert errors == [("PERSON", "refused for the test"),
+                      ("CHRONIC", "no accepted PERSON record for HOSPCODE/PID 99901/1003"),
+                      ("DRUGALLERGY", "no accepted PERSON record for HOSPCODE/PID 99901/1003")]

@@ -261,3 +261,19 @@ def test_shipped_profiles_have_snapshots_and_search_parameters():
         canonical.structure_definition(canonical.PROFILE_CHILD_PATIENT)
         in profiles.supported_profiles()["Patient"]
     )
+
+
+def test_english_name_has_no_dopa_prefix():
+    p = load_example("Patient-th-child-example")
+    p["name"][1]["extension"].append(p["name"][0]["extension"][0])
+    issue = only_error(p)
+    assert issue["expression"] == ["Patient.name[1].extension"]
+    assert "Slice 'prefix': maximum allowed = 0, but found 1" in issue["diagnostics"]
+
+
+def test_only_one_thai_name():
+    p = load_example("Patient-th-child-example")
+    p["name"][1]["extension"] = [
+        {"url": "http://hl7.org/fhir/StructureDefinition/language", "valueCode": "th"}
+    ]
+    assert "Slice 'thai': maximum allowed = 1, but found 2" in only_error(p)["diagnostics"]

@@ -124,3 +124,37 @@ def test_skipped_invariants_are_documented():
 def test_valid_resource_has_no_errors():
     ok = {"resourceType": "Patient", "gender": "female", "birthDate": "2020-01-01", "name": [{"family": "x"}]}
     assert not has_errors(validate(ok))
+
+
+def test_contained_resources_reference_each_other_through_the_container():
+    claim_like = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "contained": [
+            {"resourceType": "Patient", "id": "p"},
+            {
+                "resourceType": "Group",
+                "id": "g",
+                "type": "person",
+                "actual": True,
+                "member": [{"entity": {"reference": "#p"}}],
+            },
+        ],
+        "subject": {"reference": "#g"},
+    }
+    assert errs(claim_like) == []
+    claim_like["contained"][1]["member"][0]["entity"]["reference"] = "#nobody"
+    assert errs(claim_like) == [
+        ("invariant", ("Observation.contained[0]",)),  # dom-3: Patient p is no longer referenced
+        ("structure", ("Observation.contained[1].member[0].entity.reference",)),
+    ]
+
+
+def test_synthea_bundle_has_no_errors():
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "synthea" / "R4"
+    bundle = json.loads(sorted(folder.glob("*.json"))[0].read_text())
+    assert not has_errors(validate(bundle))

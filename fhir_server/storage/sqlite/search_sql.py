@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 
+from fhir_server import definitions
 from fhir_server.interactions.errors import FhirError
+from fhir_server.search.access import Access, Grant
 from fhir_server.search.query import (
     MAX_INCLUDE_DEPTH,
     AllOf,
@@ -59,9 +61,10 @@ _COLUMNS = "r.rid, r.type, r.id, r.version, r.last_updated, r.method, r.body"
 class _Compiler:
     """Builds SQL text and its bound arguments together, so they can never drift apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, access: Access | None = None) -> None:
         self.args: list[Any] = []
         self._aliases = itertools.count()
+        self.access = access
 
     def alias(self, prefix: str) -> str:
         return f"{prefix}{next(self._aliases)}"
@@ -105,6 +108,8 @@ class _Compiler:
                 f" WHERE {t}.type = {self.bind(cond.target_type)} AND {t}.method != 'DELETE'"
             )
             inner = "".join(f" AND {self.condition(c, t)}" for c in cond.inner)
+            if self.access is not None:
+                inner += f" AND {self.visible(self.access, t, (cond.target_type,))}"
             return f"{head}{inner}))"
         if isinstance(cond, Has):
             x, s = self.alias("x"), self.alias("s")
@@ -114,6 +119,8 @@ class _Compiler:
                 f" WHERE {s}.type = {self.bind(cond.source_type)} AND {s}.method != 'DELETE'"
             )
             inner = "".join(f" AND {self.condition(c, s)}" for c in cond.inner)
+            if self.access is not None:
+                inner += f" AND {self.visible(self.access, s, (cond.source_type,))}"
             return f"{head}{inner}))"
         if isinstance(cond, Compartment):
             if cond.is_self:
@@ -158,6 +165,55 @@ class _Compiler:
                 where.append(f"{c}.pkey = {self.bind(key)} AND {self.value(table, value, c)}")
             selects.append(f"SELECT {aliases[0]}.rid FROM {' '.join(parts)} WHERE {' AND '.join(where)}")
         return f"{a}.rid IN ({' UNION '.join(selects)})"
+
+    # --- access (consent enforcement) --------------------------------------------------------------
+
+    def visible(self, access: Access, a: str, candidates: tuple[str, ...] | None) -> str:
+        """The rows at alias ``a`` (of one of ``candidates``, None: any type) the caller may see."""
+        types = list(candidates) if candidates is not None else sorted(definitions.resource_types())
+        if access.types is not None:
+            types = [t for t in types if t in access.types]
+        if not types:
+            return "0"
+        options = []
+        opened = [t for t in types if t in access.open_types]
+        if opened:
+            options.append(f"{a}.type IN ({self.bind(*opened)})")
+        closed = [t for t in types if t not in access.open_types]
+        keys = [access.owner_keys[t] for t in closed if t in access.owner_keys]
+        if keys and access.owner_code:
+            o = self.alias("o")
+            options.append(
+                f"{a}.rid IN (SELECT {o}.rid FROM sp_token {o} WHERE {o}.pkey IN ({self.bind(*keys)})"
+                f" AND {o}.code = {self.bind(access.owner_code)}"
+                f" AND {o}.sys = {self.bind(access.owner_system)})"
+            )
+        options.extend(self._grant(g, a) for g in access.grants if g.resource_type in closed
+                       and (g.patients is None or g.patients))
+        if not options:
+            return "0"
+        return f"({a}.type IN ({self.bind(*types)}) AND ({' OR '.join(options)}))"
+
+    def _grant(self, grant: Grant, a: str) -> str:
+        parts = [f"{a}.type = {self.bind(grant.resource_type)}"]
+        if grant.patients is not None:
+            ids = orjson.dumps(sorted(grant.patients)).decode()
+            if not grant.keys:
+                parts.append(f"{a}.id IN (SELECT value FROM json_each({self.bind(ids)}))")
+            else:
+                x = self.alias("x")
+                parts.append(
+                    f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey IN ({self.bind(*grant.keys)})"
+                    f" AND {x}.ttype = 'Patient'"
+                    f" AND {x}.tid IN (SELECT value FROM json_each({self.bind(ids)})))"
+                )
+        for profiles, negate in ((grant.profiles, False), (grant.other_profiles, True)):
+            if profiles:
+                u = self.alias("u")
+                test = (f"EXISTS (SELECT 1 FROM sp_uri {u} WHERE {u}.rid = {a}.rid AND {u}.pkey ="
+                        f" {self.bind(grant.profile_key)} AND {u}.uri IN ({self.bind(*profiles)}))")
+                parts.append(f"NOT {test}" if negate else test)
+        return "(" + " AND ".join(parts) + ")"
 
     # --- values ------------------------------------------------------------------------------------
 
@@ -320,6 +376,8 @@ def _base_where(c: _Compiler, query: SearchQuery) -> str:
         where = [f"r.type IN ({c.bind(*query.resource_types)})"]
     where.append("r.method != 'DELETE'")
     where.extend(c.condition(cond, "r") for cond in query.conditions)
+    if c.access is not None:
+        where.append(c.visible(c.access, "r", query.resource_types))
     return " AND ".join(where)
 
 
@@ -345,7 +403,7 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     c = _Compiler()
     sort_exprs = [c.sort_expr(k) for k in query.sort]
     sort_args = list(c.args)
-    wc = _Compiler()
+    wc = _Compiler(getattr(query, "access", None))
     wc._aliases = c._aliases
     where = _base_where(wc, query)
     where_args = wc.args
@@ -435,10 +493,10 @@ def _includes(
         found: list[tuple[Any, ...]] = []
         for inc in query.includes:
             if depth == 0 or inc.iterate:
-                found.extend(_forward(conn, inc, frontier, budget))
+                found.extend(_forward(conn, inc, frontier, budget, query.access))
         for inc in query.revincludes:
             if depth == 0 or inc.iterate:
-                found.extend(_reverse(conn, inc, frontier, budget))
+                found.extend(_reverse(conn, inc, frontier, budget, query.access))
         frontier = []
         for row in found:
             if row[0] in seen:
@@ -457,8 +515,22 @@ def _includes(
     return included
 
 
+def _visible_clause(access: Access | None, candidate: str | None, args: list[Any]) -> str:
+    """`` AND <visible>`` for included rows at alias ``r`` (its arguments appended to ``args``)."""
+    if access is None:
+        return ""
+    c = _Compiler(access)
+    clause = c.visible(access, "r", (candidate,) if candidate else None)
+    args.extend(c.args)
+    return f" AND {clause}"
+
+
 def _forward(
-    conn: sqlite3.Connection, inc: Include, frontier: list[tuple[int, str, str]], limit: int
+    conn: sqlite3.Connection,
+    inc: Include,
+    frontier: list[tuple[int, str, str]],
+    limit: int,
+    access: Access | None = None,
 ) -> list[tuple[Any, ...]]:
     rids = [rid for rid, rtype, _ in frontier if inc.source_type is None or rtype == inc.source_type]
     if not rids or (inc.source_type is not None and not inc.keys):
@@ -474,13 +546,18 @@ def _forward(
     if inc.target_type:
         sql += " AND x.ttype = ?"
         args.append(inc.target_type)
+    sql += _visible_clause(access, inc.target_type, args)
     sql += " LIMIT ?"
     args.append(limit + 1)
     return conn.execute(sql, args).fetchall()
 
 
 def _reverse(
-    conn: sqlite3.Connection, inc: Include, frontier: list[tuple[int, str, str]], limit: int
+    conn: sqlite3.Connection,
+    inc: Include,
+    frontier: list[tuple[int, str, str]],
+    limit: int,
+    access: Access | None = None,
 ) -> list[tuple[Any, ...]]:
     targets = [
         (rtype, rid_) for _, rtype, rid_ in frontier if inc.target_type is None or rtype == inc.target_type
@@ -501,6 +578,7 @@ def _reverse(
     if inc.source_type:
         sql += " AND r.type = ?"
         args.append(inc.source_type)
+    sql += _visible_clause(access, inc.source_type, args)
     sql += " LIMIT ?"
     args.append(limit + 1)
     return conn.execute(sql, args).fetchall()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -154,6 +154,11 @@ class SqliteStore:
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         async with self.transaction() as tx:
             tx._pending.append(lambda conn: _reindex(conn, resource, index))
+
+    async def import_versions(self, versions: Sequence[tuple[StoredResource, Any]]) -> None:
+        async with self.transaction() as tx:
+            for resource, index in versions:
+                tx._pending.append(lambda conn, r=resource, i=index: _import(conn, r, i))
 
     # -- reads ---------------------------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
@@ -306,6 +311,20 @@ def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None
         index_tables.delete_index(conn, rid)
     else:
         index_tables.write_index(conn, rid, resource.resource_type, index)
+
+
+def _import(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
+    row = conn.execute(
+        "SELECT rid, version FROM resource WHERE type=? AND id=?", (resource.resource_type, resource.id)
+    ).fetchone()
+    if row is None or row[1] < resource.version:
+        _put(conn, resource, index)  # becomes the current version
+        return
+    conn.execute(
+        "INSERT INTO history(rid, type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?,?)",
+        (row[0], resource.resource_type, resource.id, resource.version, resource.last_updated,
+         resource.method, resource.body),
+    )
 
 
 def _reindex(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:

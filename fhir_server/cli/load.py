@@ -1,0 +1,74 @@
+"""``termtem load``: load bundles and NDJSON into a running server or straight into a store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from fhir_server.config import default_store_url
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def load(
+        paths: list[Path] = typer.Argument(..., help="Bundle (.json) or NDJSON (.ndjson) files, or folders of them."),
+        server: str = typer.Option(None, help="FHIR base URL of a running server, e.g. http://127.0.0.1:8080/fhir."),
+        store: str = typer.Option(None, help="Store URL to load into directly (default: $TERMTEM_STORE or "
+                                             "./termtem-data) when --server is not given."),
+        workers: int = typer.Option(1, help="Bundles in flight at once."),
+        dedupe: bool = typer.Option(
+            True, "--dedupe/--no-dedupe",
+            help="Turn POSTs of Organization, Practitioner, Location and PractitionerRole into conditional "
+                 "creates on their identifier, so Synthea's repeated entries land once."),
+        token: str = typer.Option(None, envvar="TERMTEM_TOKEN", help="Bearer token for --server."),
+    ) -> None:
+        """Load transaction/batch bundles and NDJSON files, with progress and a summary."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Table
+
+        from fhir_server.loading import DEDUPLICATED_TYPES, load_paths
+        from fhir_server.loading.runner import ServerTarget, StoreTarget
+        from fhir_server.loading.sources import files_in
+
+        if server and store:
+            raise typer.BadParameter("give --server or --store, not both")
+        try:
+            files = files_in(paths)
+        except FileNotFoundError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        target = ServerTarget(server, token) if server else StoreTarget(store or default_store_url())
+        console = Console(stderr=True)
+
+        async def run() -> object:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[entries]} entries"), TimeElapsedColumn(),
+                          console=console) as progress:
+                task = progress.add_task("loading", total=None, entries=0)
+                done_entries = 0
+
+                def tick(item: object) -> None:
+                    nonlocal done_entries
+                    done_entries += item.entries  # type: ignore[attr-defined]
+                    progress.update(task, advance=1, entries=done_entries)
+
+                try:
+                    return await load_paths(files, target, workers=workers,
+                                            dedupe=DEDUPLICATED_TYPES if dedupe else (), on_progress=tick)
+                finally:
+                    await target.close()
+
+        summary = asyncio.run(run())
+        table = Table(title="termtem load")
+        for column in ("files", "bundles", "created", "updated", "failed bundles"):
+            table.add_column(column, justify="right")
+        table.add_row(str(len(files)), str(summary.bundles), str(summary.created),  # type: ignore[attr-defined]
+                      str(summary.updated), str(len(summary.failures)))  # type: ignore[attr-defined]
+        console.print(table)
+        for failure in summary.failures:  # type: ignore[attr-defined]
+            where = f" entry {failure.entry}" if failure.entry is not None else ""
+            console.print(f"[red]failed[/red] {failure.source}{where}: {failure.reason}", soft_wrap=True)
+        if summary.failures:  # type: ignore[attr-defined]
+            raise typer.Exit(1)

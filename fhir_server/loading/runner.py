@@ -1,0 +1,145 @@
+"""Submitting bundles to a running server (HTTP) or straight into a store, N at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from fhir_server.loading.sources import Submission, submissions
+
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+@dataclass
+class LoadFailure:
+    source: str
+    entry: int | None
+    reason: str
+
+
+@dataclass
+class LoadSummary:
+    bundles: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failures: list[LoadFailure] = field(default_factory=list)
+
+    def count(self, response: dict[str, Any]) -> None:
+        self.bundles += 1
+        for entry in response.get("entry") or []:
+            status = str(entry.get("response", {}).get("status", ""))
+            if status.startswith("201"):
+                self.created += 1
+            elif status.startswith("200"):
+                self.updated += 1
+            else:
+                self.unchanged += 1
+
+
+class Target(Protocol):
+    async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+class ServerTarget:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"content-type": "application/fhir+json", "prefer": "return=minimal"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=600)
+
+    async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]:
+        response = await self._http.post("", content=bundle)
+        return response.status_code, response.json()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class StoreTarget:
+    """In-process: the same bundle processing the server runs, on a store opened here."""
+
+    def __init__(self, store_url: str) -> None:
+        from fhir_server.config import Settings
+        from fhir_server.storage import create_store
+
+        self._settings = Settings(store_url=store_url)
+        self._store = create_store(self._settings)
+        self._opened = False
+
+    async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]:
+        from fhir_server.interactions.bundle import process_bundle
+        from fhir_server.interactions.context import RequestContext
+        from fhir_server.interactions.errors import FhirError
+
+        if not self._opened:
+            from fhir_server.interactions.startup import prepare_store
+
+            await self._store.open()
+            await prepare_store(self._store, self._settings)
+            self._opened = True
+        ctx = RequestContext(store=self._store, settings=self._settings, base_url="", prefer_return="minimal")
+        try:
+            return 200, await process_bundle(ctx, bundle)
+        except FhirError as error:
+            return error.status, error.outcome()
+
+    async def close(self) -> None:
+        if self._opened:
+            from fhir_server.interactions.startup import release_store
+
+            await release_store(self._store)
+            await self._store.close()
+
+
+async def load_paths(
+    paths: list[Path],
+    target: Target,
+    *,
+    workers: int = 1,
+    dedupe: tuple[str, ...] = (),
+    on_progress: Callable[[Submission], None] | None = None,
+) -> LoadSummary:
+    """Submit every bundle from ``paths``; failures are collected, not raised."""
+    summary = LoadSummary()
+    queue: asyncio.Queue[Submission | None] = asyncio.Queue(maxsize=workers * 2)
+
+    async def worker() -> None:
+        while (item := await queue.get()) is not None:
+            try:
+                status, body = await target.submit(item.bundle)
+            except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                summary.failures.append(LoadFailure(item.source, None, f"{type(exc).__name__}: {exc}"))
+            else:
+                if status == 200 and body.get("resourceType") == "Bundle":
+                    summary.count(body)
+                else:
+                    summary.failures.append(_failure(item.source, status, body))
+            if on_progress:
+                on_progress(item)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, workers))]
+    try:
+        for item in submissions(paths, dedupe):
+            await queue.put(item)
+    finally:
+        for _ in tasks:
+            await queue.put(None)
+        await asyncio.gather(*tasks)
+    return summary
+
+
+def _failure(source: str, status: int, body: dict[str, Any]) -> LoadFailure:
+    issues = body.get("issue") or [{}]
+    text = str(issues[0].get("diagnostics", f"HTTP {status}"))
+    match = _ENTRY.search(text)
+    return LoadFailure(source, int(match.group(1)) if match else None, f"{status}: {text}")

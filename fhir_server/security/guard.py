@@ -1,0 +1,248 @@
+"""A store wrapper that enforces scopes, consent and data ownership on everything a request touches.
+
+Interactions, bundles and operations all reach data through ``ctx.store``; the security hook replaces
+it for the request with a ``SecuredStore``, so one place decides for every path: reads and vreads of
+resources the caller may not see answer like unknown ones (404, or 403 when configured), searches carry
+the caller's ``Access`` into the query, and writes must be the caller's own agency's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from fhir_server import fhirjson
+from fhir_server.interactions.errors import FhirError
+from fhir_server.search.access import Access
+from fhir_server.security import access as acc
+from fhir_server.security.tokens import Principal
+from fhir_server.storage.base import HistoryPage, HistoryQuery, StoredResource, StoreTransaction
+
+
+class Guard:
+    """The decisions for one request, and what it touched (for the AuditEvent)."""
+
+    def __init__(self, principal: Principal, access: Access | None, forbidden_status: int) -> None:
+        self.principal = principal
+        self.access = access
+        self.forbidden_status = forbidden_status
+        self.touched: list[tuple[str, str, bytes]] = []  # type, id, body (for the audit's patients)
+        self.denied = False
+
+    def require(self, resource_type: str, letter: str, what: str) -> None:
+        if not self.principal.may(resource_type, letter):
+            self.denied = True
+            raise FhirError(
+                403,
+                f"This client may not {what} {resource_type} (its token lacks"
+                f" system/{resource_type}.{letter}, or role '{self.principal.role.name}' forbids it)",
+                code="forbidden",
+            )
+
+    def hidden(self, resource_type: str, id_: str) -> FhirError:
+        self.denied = True
+        if self.forbidden_status == 403:
+            return FhirError(403, f"Access to {resource_type}/{id_} is not permitted", code="forbidden")
+        return FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")
+
+    def forbid(self, message: str) -> FhirError:
+        self.denied = True
+        return FhirError(403, message, code="forbidden")
+
+    def unrestricted(self) -> bool:
+        return self.access is None
+
+    def record(self, stored: StoredResource) -> None:
+        if len(self.touched) < 1000:
+            self.touched.append((stored.resource_type, stored.id, stored.body))
+
+
+def _search_types(guard: Guard, query: Any) -> None:
+    """Narrow a system search to the searchable types; a type search needs ``s`` on its type."""
+    if getattr(query, "system_level", False):
+        allowed = tuple(t for t in query.resource_types if guard.principal.may(t, "s"))
+        if not allowed:
+            raise guard.forbid("This client may not search any of the requested resource types")
+        query.resource_types = allowed
+    else:
+        for rtype in query.resource_types:
+            guard.require(rtype, "s", "search")
+    query.access = guard.access
+
+
+class SecuredStore:
+    """``Store`` for one authenticated request (see module docstring)."""
+
+    def __init__(self, inner: Any, guard: Guard) -> None:
+        self._inner = inner
+        self.guard = guard
+        self.url = inner.url
+
+    def __getattr__(self, name: str) -> Any:  # kv area and anything else non-FHIR
+        return getattr(self._inner, name)
+
+    async def _visible(self, stored: StoredResource) -> bool:
+        body = stored.body
+        if stored.deleted:
+            previous = await self._inner.vread(stored.resource_type, stored.id, stored.version - 1)
+            body = previous.body if previous is not None else b""
+            if not body:
+                return self.guard.unrestricted()
+        return acc.visible(self.guard.access, stored.resource_type, body)
+
+    async def _checked(self, stored: StoredResource | None) -> StoredResource | None:
+        if stored is None:
+            return None
+        if not await self._visible(stored):
+            error = self.guard.hidden(stored.resource_type, stored.id)
+            if error.status == 404:
+                return None
+            raise error
+        self.guard.record(stored)
+        return stored
+
+    async def read(self, resource_type: str, id_: str) -> StoredResource | None:
+        self.guard.require(resource_type, "r", "read")
+        return await self._checked(await self._inner.read(resource_type, id_))
+
+    async def vread(self, resource_type: str, id_: str, version: int) -> StoredResource | None:
+        self.guard.require(resource_type, "r", "read")
+        current = await self._inner.read(resource_type, id_)
+        if current is None or await self._checked(current) is None:
+            return None
+        return await self._checked(await self._inner.vread(resource_type, id_, version))
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        if query.id is None:
+            if not self.guard.unrestricted():
+                raise self.guard.forbid(
+                    "Type and system history are only open to clients that may see every resource;"
+                    " search with _lastUpdated instead (it honours consent)"
+                )
+            if query.resource_type is not None:
+                self.guard.require(query.resource_type, "s", "read the history of")
+            return await self._inner.history(query)
+        assert query.resource_type is not None
+        self.guard.require(query.resource_type, "r", "read the history of")
+        page = await self._inner.history(query)
+        access = self.guard.access
+        kept = [e for e in page.entries if e.deleted or acc.visible(access, e.resource_type, e.body)]
+        for entry in kept:
+            self.guard.record(entry)
+        total = page.total if len(kept) == len(page.entries) else None
+        return dataclasses.replace(page, entries=kept, total=total)
+
+    async def search(self, query: Any) -> Any:
+        _search_types(self.guard, query)
+        page = await self._inner.search(query)
+        for stored in (*page.matches, *page.included):
+            self.guard.record(stored)
+        return page
+
+    def _whole_store(self, what: str) -> None:
+        if not self.guard.unrestricted():
+            raise self.guard.forbid(f"{what} needs a client that may see every resource (role admin)")
+
+    def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
+        self._whole_store("Reading the whole store")
+        return self._inner.iterate(resource_type)
+
+    def iterate_history(self) -> AsyncIterator[StoredResource]:
+        self._whole_store("Reading the whole history")
+        return self._inner.iterate_history()
+
+    async def reindex(self, resource: StoredResource, index: Any) -> None:
+        self._whole_store("Reindexing")
+        await self._inner.reindex(resource, index)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SecuredTransaction]:
+        async with self._inner.transaction() as tx:
+            yield _SecuredTransaction(tx, self)
+
+
+class _SecuredTransaction:
+    def __init__(self, tx: StoreTransaction, store: SecuredStore) -> None:
+        self._tx = tx
+        self._store = store
+        self._guard = store.guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    async def read(self, resource_type: str, id_: str) -> StoredResource | None:
+        stored = await self._tx.read(resource_type, id_)
+        if (
+            stored is not None
+            and not stored.deleted
+            and not acc.visible(self._guard.access, resource_type, stored.body)
+        ):
+            raise self._guard.hidden(resource_type, id_)
+        return stored
+
+    async def search(self, query: Any) -> Any:
+        _search_types(self._guard, query)
+        return await self._tx.search(query)
+
+    def _check_owner(self, current: StoredResource | None, resource: dict[str, Any] | None) -> str | None:
+        """The owner tag the new version must carry; raises when the caller may not change ``current``."""
+        principal = self._guard.principal
+        if current is None or current.deleted:
+            return principal.organization
+        existing = orjson.loads(current.body)
+        owner = acc.owner_of(existing)
+        if owner == principal.organization or (owner is None and self._guard.unrestricted()):
+            return owner or principal.organization
+        org = principal.organization
+        if resource is not None and _task_owner(current.resource_type, existing, resource, org):
+            return owner
+        raise self._guard.forbid(
+            f"{current.resource_type}/{current.id} was written by another agency;"
+            " only that agency may change it"
+        )
+
+    async def put(self, resource: StoredResource, index: Any) -> None:
+        guard, rtype = self._guard, resource.resource_type
+        if rtype == "AuditEvent":
+            raise guard.forbid("AuditEvents are written by the server only; clients cannot write them")
+        current = await self._tx.read(rtype, resource.id)
+        exists = current is not None and not current.deleted
+        guard.require(rtype, "u" if exists else "c", "update" if exists else "create")
+        body = orjson.loads(resource.body)
+        owner = self._check_owner(current, body)
+        claimed = acc.owner_of(body)
+        if claimed is not None and claimed != owner:
+            raise guard.forbid(
+                f"The resource claims to be written by {claimed}, but this client writes for"
+                f" {guard.principal.organization}: writing on behalf of another agency is refused"
+            )
+        if claimed is None:
+            meta = dict(body.get("meta") or {})
+            meta["tag"] = [*meta.get("tag", []), {"system": acc.OWNER_TAG_SYSTEM, "code": owner}]
+            stamped = fhirjson.replace_member(resource.body, "meta", meta)
+            resource = dataclasses.replace(resource, body=stamped)
+            index.token.append((acc.owner_keys()[rtype], acc.OWNER_TAG_SYSTEM, owner, 0))
+        guard.record(resource)
+        await self._tx.put(resource, index)
+
+    async def delete(self, tombstone: StoredResource) -> None:
+        guard, rtype = self._guard, tombstone.resource_type
+        if rtype == "AuditEvent":
+            raise guard.forbid("AuditEvents cannot be deleted")
+        guard.require(rtype, "d", "delete")
+        self._check_owner(await self._tx.read(rtype, tombstone.id), None)
+        await self._tx.delete(tombstone)
+
+
+def _task_owner(resource_type: str, existing: dict[str, Any], new: dict[str, Any], organization: str) -> bool:
+    """A referral Task may also be updated by the agency it is assigned to (accept, refuse, complete)."""
+    if resource_type != "Task":
+        return False
+    return all(
+        isinstance(r.get("owner"), dict) and r["owner"].get("reference") == organization
+        for r in (existing, new)
+    )

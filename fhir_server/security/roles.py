@@ -1,0 +1,78 @@
+"""Client roles and what each may do at most, whatever scopes it was registered with.
+
+A role fixes the default purpose of use (v3 ActReason), the purposes a request may state instead, and
+caps on the scopes: a researcher never reads directly identifying resources and never writes; an
+auditor reads AuditEvents and nothing else; only admin sees every agency's data without consent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Resources whose content directly identifies a person (names, citizen ids, addresses).
+IDENTIFIED_TYPES = frozenset({"Patient", "RelatedPerson", "Person"})
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    purpose: str  # default purpose of use
+    purposes: frozenset[str]  # purposes a request may state (X-Purpose-Of-Use)
+    default_scopes: str
+    read_only: bool = False
+    only_types: frozenset[str] | None = None  # the role sees these types and nothing else
+    denied_types: frozenset[str] = frozenset()
+    unrestricted: bool = False  # sees every agency's data without consent (admin)
+    emergency: bool = False  # may state ETREAT (break-glass) with a reason
+
+
+_CLINICAL = frozenset({"TREAT", "ETREAT", "COC", "CAREMGT", "PUBHLTH", "POPHLTH"})
+
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        Role("hospital", "TREAT", _CLINICAL, "system/*.cruds", emergency=True),
+        Role("health-centre", "TREAT", _CLINICAL, "system/*.cruds", emergency=True),
+        Role("childcare", "COC", frozenset({"COC", "CAREMGT"}), "system/*.cruds"),
+        Role("school", "COC", frozenset({"COC"}), "system/*.cruds"),
+        Role("social-worker", "CAREMGT", frozenset({"CAREMGT", "COC", "HLEGAL"}), "system/*.cruds"),
+        Role(
+            "researcher",
+            "HRESCH",
+            frozenset({"HRESCH"}),
+            "system/*.rs",
+            read_only=True,
+            denied_types=IDENTIFIED_TYPES | {"AuditEvent"},
+        ),
+        Role(
+            "auditor",
+            "HOPERAT",
+            frozenset({"HOPERAT"}),
+            "system/AuditEvent.rs",
+            read_only=True,
+            only_types=frozenset({"AuditEvent"}),
+        ),
+        Role("admin", "HOPERAT", frozenset({"HOPERAT"}), "system/*.cruds", unrestricted=True),
+    )
+}
+
+
+def get_role(name: str) -> Role:
+    try:
+        return ROLES[name]
+    except KeyError:
+        raise ValueError(f"unknown role '{name}' (one of {', '.join(ROLES)})") from None
+
+
+def type_allowed(role: Role, resource_type: str, letter: str) -> bool:
+    """The role's cap, applied on top of the token's scopes."""
+    if role.read_only and letter in "cud":
+        return False
+    if role.only_types is not None and resource_type not in role.only_types:
+        return False
+    if resource_type in role.denied_types:
+        return False
+    # AuditEvents are the server's record: no client writes them, and only auditors and admins read them.
+    if resource_type == "AuditEvent":
+        return letter in "rs" and (role.unrestricted or role.only_types is not None)
+    return True

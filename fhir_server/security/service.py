@@ -1,0 +1,298 @@
+"""Per-request security: authenticate, decide the caller's access, and audit what happened.
+
+``before`` runs ahead of every FHIR interaction (through ``app.state.before_interaction``) and
+``after`` once it has an answer (``app.state.after_interaction``). The rules themselves live in
+``tokens``, ``scopes``, ``roles``, ``consent``, ``access`` and ``guard``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.responses import Response
+
+from fhir_server.config import Settings
+from fhir_server.interactions.context import RequestContext
+from fhir_server.interactions.errors import FhirError
+from fhir_server.security import audit
+from fhir_server.security.access import build_access
+from fhir_server.security.consent import AccessRequest, ConsentBook
+from fhir_server.security.guard import Guard, SecuredStore
+from fhir_server.security.keys import ServerKey
+from fhir_server.security.tokens import Principal, TokenError, TokenService
+from fhir_server.storage.base import Store
+
+if TYPE_CHECKING:
+    from fhir_server.api.routes import FhirRequest
+
+log = logging.getLogger("termtem.security")
+
+PURPOSE_HEADER = "x-purpose-of-use"
+EMERGENCY_REASON_HEADER = "x-emergency-reason"
+EMERGENCY = "ETREAT"
+_LETTER = {
+    "read": "r",
+    "vread": "r",
+    "history-instance": "r",
+    "history-type": "s",
+    "search-type": "s",
+    "create": "c",
+    "patch": "u",
+    "delete": "d",
+}
+
+
+def describe(method: str, segments: list[str]) -> tuple[str, str | None, str | None]:
+    """(restful-interaction code, resource type, id) of a request, from its URL shape."""
+    seg = segments
+    if not seg:
+        return ("transaction" if method == "POST" else "search-system"), None, None
+    head = seg[0]
+    if len(seg) == 1:
+        special = {"metadata": "capabilities", "_history": "history-system", "_search": "search-system"}
+        if head in special:
+            return special[head], None, None
+        if head.startswith("$"):
+            return "operation", None, None
+        kind = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}.get(
+            method, "search-type"
+        )
+        return kind, head, None
+    second = seg[1]
+    if len(seg) == 2:
+        if second == "_search":
+            return "search-type", head, None
+        if second == "_history":
+            return "history-type", head, None
+        if second.startswith("$"):
+            return "operation", head, None
+        kind = {"PUT": "update", "DELETE": "delete", "PATCH": "patch"}.get(method, "read")
+        return kind, head, second
+    if seg[2] == "_history":
+        return ("vread" if len(seg) == 4 else "history-instance"), head, second
+    if seg[2].startswith("$"):
+        return "operation", head, second
+    return "search-compartment", (seg[2] if seg[2] != "*" else None), None
+
+
+def origin_of(base_url: str, base_path: str) -> str:
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Security:
+    """The security state of one server process: its key, token service and consent cache."""
+
+    def __init__(self, settings: Settings, key: ServerKey) -> None:
+        self.settings = settings
+        self.key = key
+        self.consents = ConsentBook()
+        self._tokens: TokenService | None = None
+        self._store: Store | None = None
+
+    def tokens(self, store: Store) -> TokenService:
+        if self._tokens is None or self._store is not store:
+            self._tokens = TokenService(store, self.key, self.settings.token_lifetime_seconds)
+            self._store = store
+        return self._tokens
+
+    def urls(self, base_url: str) -> dict[str, str]:
+        origin = origin_of(base_url, self.settings.base_path)
+        return {"token": f"{origin}/auth/token", "jwks": f"{origin}/auth/jwks", "base": base_url}
+
+    def capability(self, base_url: str) -> dict[str, Any]:
+        return {
+            "cors": False,
+            "service": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                            "code": "SMART-on-FHIR",
+                        }
+                    ],
+                }
+            ],
+            "extension": [
+                {
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": self.urls(base_url)["token"]}],
+                }
+            ],
+            "description": (
+                "SMART Backend Services: client_credentials with a private_key_jwt assertion (RS384 or"
+                " ES384); SMART v2 (system/Type.cruds) and v1 (system/Type.read|write) scopes; PDPA"
+                " data-sharing consent enforced in every query; every access recorded as an AuditEvent."
+                f" State a purpose of use in {PURPOSE_HEADER}"
+                f" (emergency ETREAT needs {EMERGENCY_REASON_HEADER})."
+            ),
+        }
+
+    def smart_configuration(self, base_url: str) -> dict[str, Any]:
+        urls = self.urls(base_url)
+        return {
+            "issuer": base_url,
+            "jwks_uri": urls["jwks"],
+            "token_endpoint": urls["token"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+            "grant_types_supported": ["client_credentials"],
+            "scopes_supported": ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write"],
+            "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        }
+
+    # --- the hooks --------------------------------------------------------------------------------
+
+    async def before(self, fhir: FhirRequest, ctx: RequestContext) -> None:
+        ctx.extras["capability_security"] = self.capability(ctx.base_url)
+        interaction, rtype, rid = describe(fhir.method, fhir.segments)
+        ctx.extras["audit"] = audit.AuditRecord(
+            interaction=interaction,
+            outcome_status=0,
+            resource_type=rtype,
+            resource_id=rid,
+            address=fhir.http.client.host if fhir.http.client else None,
+            query=fhir.query_string if interaction.startswith("search") else None,
+        )
+        if interaction == "capabilities":
+            return
+        principal = await self._authenticate(fhir, ctx)
+        record: audit.AuditRecord = ctx.extras["audit"]
+        record.client_id, record.client_name = principal.client_id, principal.name
+        record.organization = principal.organization
+        purpose, reason = self._purpose(fhir, principal)
+        record.purpose, record.emergency_reason = purpose, reason
+        guard = Guard(principal, None, self.settings.forbidden_status)
+        ctx.extras["guard"] = guard
+        await self._early_scopes(fhir, ctx, guard, interaction, rtype)
+        role = principal.role
+        patients: dict[str, frozenset[str]] = {}
+        if not role.unrestricted and role.only_types is None and reason is None:
+            request = AccessRequest(
+                principal.organization, principal.agency_type, purpose, int(time.time() * 1000)
+            )
+            patients = await self.consents.patients_by_class(ctx.store, request)
+        guard.access = build_access(principal, patients, emergency=reason is not None)
+        ctx.store = SecuredStore(ctx.store, guard)
+
+    async def _authenticate(self, fhir: FhirRequest, ctx: RequestContext) -> Principal:
+        header = fhir.header("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        challenge = 'Bearer realm="termtem"'
+        if scheme.lower() != "bearer" or not token.strip():
+            raise FhirError(
+                401,
+                "A bearer access token is required (SMART Backend Services; see"
+                " .well-known/smart-configuration)",
+                code="login",
+                headers={"WWW-Authenticate": challenge},
+            )
+        try:
+            service = self.tokens(ctx.store)
+            claims = service.verify(token.strip(), ctx.base_url)
+            principal = await service.principal(claims)
+        except TokenError as exc:
+            raise FhirError(
+                401,
+                exc.description,
+                code="login",
+                headers={"WWW-Authenticate": f'{challenge}, error="{exc.error}"'},
+            ) from None
+        ctx.principal = principal
+        return principal
+
+    def _purpose(self, fhir: FhirRequest, principal: Principal) -> tuple[str, str | None]:
+        role = principal.role
+        stated = (fhir.header(PURPOSE_HEADER) or "").strip()
+        purpose = stated.rsplit("|", 1)[-1] if stated else role.purpose
+        if purpose not in role.purposes:
+            raise FhirError(
+                403,
+                f"Purpose of use '{purpose}' is not allowed for role '{role.name}'"
+                f" (allowed: {', '.join(sorted(role.purposes))})",
+                code="forbidden",
+            )
+        if purpose != EMERGENCY:
+            return purpose, None
+        reason = (fhir.header(EMERGENCY_REASON_HEADER) or "").strip()
+        if not role.emergency or not reason:
+            raise FhirError(
+                403,
+                f"Emergency access (ETREAT) needs a role that provides care and a reason in"
+                f" the {EMERGENCY_REASON_HEADER} header",
+                code="forbidden",
+            )
+        return purpose, reason
+
+    async def _early_scopes(
+        self, fhir: FhirRequest, ctx: RequestContext, guard: Guard, interaction: str, rtype: str | None
+    ) -> None:
+        """Refuse what the token can never do before any work (the store guard re-checks each access)."""
+        letter = _LETTER.get(interaction)
+        if letter and rtype:
+            guard.require(
+                rtype,
+                letter,
+                {"r": "read", "s": "search", "c": "create", "u": "update", "d": "delete"}[letter],
+            )
+        elif interaction == "operation":
+            if rtype:
+                guard.require(rtype, "r", "run operations on")
+            elif not guard.principal.role.unrestricted:
+                raise guard.forbid("System-level operations are for admin clients")
+        elif interaction == "transaction":
+            await self._bundle_scopes(fhir, ctx, guard)
+
+    async def _bundle_scopes(self, fhir: FhirRequest, ctx: RequestContext, guard: Guard) -> None:
+        data = await fhir.body(ctx.settings.max_body_bytes)
+        fhir.http._body = data  # starlette replays a cached body, so the bundle processor reads it again
+        try:
+            bundle = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return  # the bundle processor reports malformed bodies
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+                continue
+            method = str(request.get("method", "")).upper()
+            path = request["url"].split("?", 1)[0]
+            interaction, rtype, _ = describe(method, [s for s in path.split("/") if s])
+            letter = _LETTER.get(interaction)
+            if (
+                interaction == "update"
+                and rtype
+                and not (guard.principal.may(rtype, "u") or guard.principal.may(rtype, "c"))
+            ):
+                guard.require(rtype, "u", "update")
+            if letter and rtype:
+                guard.require(rtype, letter, f"{interaction} (bundle entry)")
+
+    async def after(self, fhir: FhirRequest, ctx: RequestContext | None, response: Response | None) -> None:
+        if ctx is None or "audit" not in ctx.extras:
+            return
+        record: audit.AuditRecord = ctx.extras["audit"]
+        if record.interaction == "capabilities":
+            return
+        record.outcome_status = response.status_code if response is not None else 500
+        guard: Guard | None = ctx.extras.get("guard")
+        if guard is not None:
+            record.touched = guard.touched
+        if record.outcome_status >= 400 and response is not None:
+            record.description = _diagnostics(response)
+        if record.emergency_reason is not None and response is not None:
+            response.headers["X-Emergency-Access"] = "recorded"
+        store = ctx.store._inner if isinstance(ctx.store, SecuredStore) else ctx.store
+        await audit.write_audit(store, record)
+
+
+def _diagnostics(response: Response) -> str | None:
+    try:
+        outcome = orjson.loads(response.body)
+        return "; ".join(str(i.get("diagnostics", "")) for i in outcome.get("issue", []))[:1000]
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
