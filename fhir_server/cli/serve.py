@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import typer
 
 from fhir_server.config import Settings, default_store_url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def register(app: typer.Typer) -> None:
@@ -17,13 +28,36 @@ def register(app: typer.Typer) -> None:
         ),
         public_url: str = typer.Option("", help="Public FHIR base URL when behind a proxy."),
         log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+        auth: str = typer.Option(
+            "on", help="on (default): SMART tokens, consent and audit. off: local trials on loopback only."
+        ),
     ) -> None:
         """Serve the FHIR R4 API at http://HOST:PORT/fhir."""
         import uvicorn
 
         from fhir_server.api.app import create_app
 
-        settings = Settings(store_url=store or default_store_url(), public_base_url=public_url)
+        if auth not in ("on", "off"):
+            raise typer.BadParameter("--auth takes on or off")
+        if auth == "off" and not _loopback(host):
+            typer.echo(
+                f"error: --auth off refuses to listen on {host}; it is for loopback (127.0.0.1) only",
+                err=True,
+            )
+            raise typer.Exit(2)
+        settings = Settings(
+            store_url=store or default_store_url(), public_base_url=public_url, auth=auth == "on"
+        )
+        if not settings.auth:
+            banner = "!" * 78
+            typer.secho(
+                f"{banner}\n  AUTH IS OFF: no tokens, no consent checks, no audit. Anyone on this machine"
+                " can read and\n  change every record. Local trials only; never with real children's data."
+                f"\n{banner}",
+                fg=typer.colors.RED,
+                bold=True,
+                err=True,
+            )
         typer.echo(
             f"Termtem FHIR server: http://{host}:{port}{settings.base_path} (store {settings.store_url})"
         )

@@ -9,8 +9,13 @@ from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import StoredResource
 
 
-async def matches(ctx: RequestContext, tx: Any, resource_type: str, query: str) -> list[StoredResource]:
-    """Current resources of ``resource_type`` matching ``query`` (a query string, no leading '?')."""
+async def matches(
+    ctx: RequestContext, tx: Any, resource_type: str, query: str, *, limit: int | None = None
+) -> list[StoredResource]:
+    """Current resources of ``resource_type`` matching ``query`` (a query string, no leading '?').
+
+    Without ``limit`` only a few are returned: enough to tell none, one and several apart.
+    """
     from fhir_server.interactions.search import find_matches
 
     query = query.lstrip("?")
@@ -19,7 +24,7 @@ async def matches(ctx: RequestContext, tx: Any, resource_type: str, query: str) 
         query = query[len(resource_type) + 1 :]
     if not query:
         raise FhirError(400, "A conditional request needs search criteria", code="required")
-    return await find_matches(ctx, tx, resource_type, query)
+    return await find_matches(ctx, tx, resource_type, query, limit=limit)
 
 
 def single(found: list[StoredResource], what: str) -> StoredResource | None:

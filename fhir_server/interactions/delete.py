@@ -53,7 +53,7 @@ async def conditional_delete_in(
     ctx: RequestContext, tx: StoreTransaction, resource_type: str, query: str
 ) -> Outcome:
     """Deletes every match (the spec's 'multiple' mode), up to ``MAX_CONDITIONAL_DELETE``."""
-    found = await conditional.matches(ctx, tx, resource_type, query)
+    found = await conditional.matches(ctx, tx, resource_type, query, limit=MAX_CONDITIONAL_DELETE + 1)
     if len(found) > MAX_CONDITIONAL_DELETE:
         raise FhirError(
             412,

@@ -50,10 +50,11 @@ def _link(url: str, params: list[tuple[str, str]]) -> str:
 
 
 def _entry(ctx: RequestContext, stored: StoredResource, mode: str, query: SearchQuery) -> dict[str, Any]:
+    # The stored (or shaped) bytes go out as they are: parsing and re-serialising would turn 1.50 into 1.5.
     body = shaping.shape(stored.body, stored.resource_type, query.summary, list(query.elements) or None)
     return {
         "fullUrl": f"{ctx.base_url}/{stored.resource_type}/{stored.id}",
-        "resource": orjson.loads(body),
+        "resource": orjson.Fragment(body),
         "search": {"mode": mode},
     }
 
@@ -127,7 +128,7 @@ async def search(
 
 
 async def find_matches(
-    ctx: RequestContext, tx: Any, resource_type: str, query_string: str
+    ctx: RequestContext, tx: Any, resource_type: str, query_string: str, *, limit: int | None = None
 ) -> list[StoredResource]:
     """Resources matching a conditional request's criteria (at most a few: callers need 0, 1 or many).
 
@@ -140,10 +141,10 @@ async def find_matches(
         params,
         base_url=ctx.base_url,
         strict=True,
-        default_count=_CONDITIONAL_COUNT,
-        max_count=_CONDITIONAL_COUNT,
+        default_count=limit or _CONDITIONAL_COUNT,
+        max_count=limit or _CONDITIONAL_COUNT,
     )
-    query.count = _CONDITIONAL_COUNT
+    query.count = limit or _CONDITIONAL_COUNT
     query.includes, query.revincludes, query.total, query.summary = (), (), "none", None
     page: SearchPage = await (tx.search(query) if tx is not None else ctx.store.search(query))
     return page.matches

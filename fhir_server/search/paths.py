@@ -454,3 +454,74 @@ def guess_type(v: Any) -> str | None:
     if "url" in v and "contentType" in v:
         return "Attachment"
     return None
+
+
+# --- implicit code systems -------------------------------------------------------------------------
+
+
+def _bound_system(element: dict[str, Any]) -> str | None:
+    """The one code system of a ``code`` element's bound value set, or None when not unambiguous."""
+    url = (element.get("binding") or {}).get("valueSet")
+    if not isinstance(url, str):
+        return None
+    vs = definitions.value_set(url.split("|", 1)[0])
+    includes = ((vs or {}).get("compose") or {}).get("include") or []
+    systems = {inc.get("system") for inc in includes}
+    if len(systems) != 1 or None in systems:
+        return None
+    return systems.pop()
+
+
+def _final_element(resource_type: str, alt: str) -> dict[str, Any] | None:
+    """The element definition a plain path (fields, ``where``) ends at; None when it cannot be known."""
+    if not alt.startswith(resource_type + "."):
+        return None
+    try:
+        steps = _steps(alt[len(resource_type) :])
+    except _Unsupported:
+        return None
+    ctx: Context = (resource_type, resource_type)
+    element: dict[str, Any] | None = None
+    for step in steps:
+        if step[0] == "where":
+            continue
+        if step[0] != "field":
+            return None
+        element = _elements(ctx[0]).get(f"{ctx[1]}.{step[1]}")
+        if element is None:
+            return None
+        if element.get("contentReference"):
+            ctx = (ctx[0], element["contentReference"].lstrip("#"))
+            continue
+        types = _type_codes(element)
+        if len(types) != 1:
+            return None
+        ctx = (ctx[0], f"{ctx[1]}.{step[1]}") if types[0] in _INHERIT else (types[0], types[0])
+    return element
+
+
+@cache
+def implied_code_systems(resource_type: str, expression: str) -> frozenset[str | None]:
+    """Code systems implied for the ``code``-typed elements ``expression`` reaches on ``resource_type``.
+
+    A ``code`` element carries no system in the instance: FHIR defines its namespace through the
+    element's (required) binding. The set holds that system for each such element whose bound value
+    set draws on exactly one code system, and None for a ``code`` element whose system cannot be
+    known (unbound, several systems, or a path we cannot follow statically). Empty: no ``code``
+    elements, so index rows without a system really have none.
+    """
+    out: set[str | None] = set()
+    for alt in split_union(expression):
+        alt = _normalise_alternative(alt)
+        head = re.match(r"^([A-Za-z]+)", alt)
+        if not head or head.group(1) != resource_type:
+            if head and head.group(1)[0].isupper() and head.group(1) not in ("Resource", "DomainResource"):
+                continue  # an alternative for another base type
+            out.add(None)  # something we cannot follow statically: cannot rule out code elements
+            continue
+        element = _final_element(resource_type, alt)
+        if element is None:
+            out.add(None)
+        elif _type_codes(element) == ["code"]:
+            out.add(_bound_system(element))
+    return frozenset(out)

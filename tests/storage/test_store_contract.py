@@ -123,3 +123,86 @@ async def test_key_value_area(any_store: Store) -> None:
     assert await any_store.kv_delete("clients", "a") is True
     assert await any_store.kv_delete("clients", "a") is False
     assert await any_store.kv_list("other") == []
+
+
+def _query(resource_type: str, text: str):  # type: ignore[no-untyped-def]
+    from urllib.parse import parse_qsl
+
+    from fhir_server.search.query import parse_search
+
+    return parse_search(resource_type, parse_qsl(text, keep_blank_values=True), base_url="http://x/fhir",
+                        strict=True, default_count=50, max_count=100)
+
+
+async def _ids(store: Store, resource_type: str, text: str) -> list[str]:
+    page = await store.search(_query(resource_type, text))
+    return [m.id for m in page.matches]
+
+
+async def test_reindex_replaces_rows_of_the_indexed_version_only(any_store: Store) -> None:
+    await put(any_store, version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST", gender="female"))
+    stale = await any_store.read("Patient", "a")
+    assert stale is not None
+    await any_store.reindex(stale, extract_index({"resourceType": "Patient", "id": "a", "gender": "male"}))
+    assert await _ids(any_store, "Patient", "gender=male") == ["a"]
+    assert await _ids(any_store, "Patient", "gender=female") == []
+    await put(any_store, version("Patient", "a", 2, "2026-01-02T00:00:00.000Z", gender="other"))
+    await any_store.reindex(stale, extract_index({"resourceType": "Patient", "id": "a", "gender": "male"}))
+    assert await _ids(any_store, "Patient", "gender=other") == ["a"]  # a newer write indexed itself
+
+
+async def test_search_in_a_transaction_sees_its_own_writes(any_store: Store) -> None:
+    async with any_store.transaction() as tx:
+        resource = version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST", gender="female")
+        await tx.put(resource, extract_index(orjson.loads(resource.body)))
+        page = await tx.search(_query("Patient", "gender=female"))
+        assert [m.id for m in page.matches] == ["a"]
+    assert await _ids(any_store, "Patient", "gender=female") == ["a"]
+
+
+async def test_import_versions_writes_history_verbatim(any_store: Store) -> None:
+    versions = [
+        version("Patient", "a", 1, "2025-01-01T00:00:00.000Z", "POST", gender="female"),
+        version("Patient", "b", 1, "2025-01-02T00:00:00.000Z", "POST", gender="male"),
+        version("Patient", "a", 2, "2025-01-03T00:00:00.000Z", gender="other"),
+        version("Patient", "b", 2, "2025-01-04T00:00:00.000Z", "DELETE"),
+    ]
+    await any_store.import_versions([(v, None if v.deleted else extract_index(orjson.loads(v.body)))
+                                     for v in versions])
+    assert [r async for r in any_store.iterate_history()] == versions
+    current = await any_store.read("Patient", "a")
+    assert current == versions[2]
+    gone = await any_store.read("Patient", "b")
+    assert gone is not None and gone.deleted and gone.version == 2
+    assert await any_store.vread("Patient", "a", 1) == versions[0]
+    assert await _ids(any_store, "Patient", "gender=other") == ["a"]
+    assert await _ids(any_store, "Patient", "gender=female") == []
+    assert await _ids(any_store, "Patient", "gender=male") == []
+    page = await any_store.history(HistoryQuery(resource_type="Patient", count=10))
+    assert [(r.id, r.version) for r in page.entries] == [("b", 2), ("a", 2), ("b", 1), ("a", 1)]
+    # a version older than the current one joins the history without replacing the current one
+    await any_store.import_versions([(version("Basic", "x", 2, "2025-02-02T00:00:00.000Z"), None),
+                                     (version("Basic", "x", 1, "2025-02-01T00:00:00.000Z", "POST"), None)])
+    latest = await any_store.read("Basic", "x")
+    assert latest is not None and latest.version == 2
+    assert (await any_store.vread("Basic", "x", 1)) is not None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['{"$where": "1 == 1"}', "$ne", "$gt", '{"$ne": null}', "$where", ".*", "^", "a.b", "$", "x' OR 1=1 --"],
+)
+async def test_query_values_are_data_never_operators(any_store: Store, hostile: str) -> None:
+    from urllib.parse import urlencode
+
+    await put(any_store, version("Patient", "a", 1, "2026-01-01T00:00:00.000Z", "POST", gender="female",
+                                 name=[{"family": "Smith"}], identifier=[{"system": "s", "value": "v"}]))
+    await put(any_store, version("Patient", "b", 1, "2026-01-01T00:00:00.000Z", "POST",
+                                 name=[{"family": hostile}], identifier=[{"system": "s", "value": hostile}]))
+    for name in ("gender", "name:exact", "identifier", "_id", "organization"):
+        expected = ["b"] if name in ("name:exact", "identifier") else []
+        assert await _ids(any_store, "Patient", urlencode({name: hostile})) == expected, name
+    assert await _ids(any_store, "Patient", urlencode({"name:contains": hostile})) == ["b"]
+    assert await _ids(any_store, "Patient", urlencode({"identifier": f"s|{hostile}"})) == ["b"]
+    await any_store.kv_put("ns", hostile, {"$set": {"a.b": hostile}})
+    assert await any_store.kv_get("ns", hostile) == {"$set": {"a.b": hostile}}
