@@ -110,8 +110,10 @@ class _Picker:
             for part in (ext.get("extension") or [] for ext in address.get("extension") or []):
                 for area in part:
                     if area.get("url") == "subdistrict":
-                        coding = area.get("valueCoding") or ((area.get("valueCodeableConcept") or {})
-                                                             .get("coding") or [{}])[0]
+                        coding = (
+                            area.get("valueCoding")
+                            or ((area.get("valueCodeableConcept") or {}).get("coding") or [{}])[0]
+                        )
                         if coding.get("display"):
                             self.subdistricts[full_url] = coding["display"]
 
@@ -135,16 +137,25 @@ def _calls(picker: _Picker, ids: dict[str, str]) -> list[ExampleCall]:
     subdistricts = canonical.value_set(canonical.VS_ADMIN_AREA_SUBDISTRICT)
     agency = picker.owner_names.get(owner) or owner
     return [
-        ExampleCall("A child looked up by citizen ID",
-                    f"Patient?identifier={_q(canonical.CID_SYSTEM)}|{picker.cids[child]}"),
-        ExampleCall("That child's body weight over time, oldest first",
-                    f"Observation?subject={ids[child]}&code={_q(_WEIGHT[0])}|{_WEIGHT[1]}&_sort=date"),
-        ExampleCall("DSPM screenings with a suspected delay",
-                    f"Observation?code={_q(tool)}|DSPM&value-concept={_q(result)}|suspected-delay"),
-        ExampleCall(f"Open referral Tasks for {agency}",
-                    f"Task?owner={owner}&status={','.join(OPEN_TASK_STATES)}"),
-        ExampleCall(f"Bangkok subdistricts matching '{picker.subdistricts[child]}' ($expand with a Thai filter)",
-                    f"ValueSet/$expand?url={_q(subdistricts)}&filter={_q(picker.subdistricts[child])}"),
+        ExampleCall(
+            "A child looked up by citizen ID",
+            f"Patient?identifier={_q(canonical.CID_SYSTEM)}|{picker.cids[child]}",
+        ),
+        ExampleCall(
+            "That child's body weight over time, oldest first",
+            f"Observation?subject={ids[child]}&code={_q(_WEIGHT[0])}|{_WEIGHT[1]}&_sort=date",
+        ),
+        ExampleCall(
+            "DSPM screenings with a suspected delay",
+            f"Observation?code={_q(tool)}|DSPM&value-concept={_q(result)}|suspected-delay",
+        ),
+        ExampleCall(
+            f"Open referral Tasks for {agency}", f"Task?owner={owner}&status={','.join(OPEN_TASK_STATES)}"
+        ),
+        ExampleCall(
+            f"Bangkok subdistricts matching '{picker.subdistricts[child]}' ($expand with a Thai filter)",
+            f"ValueSet/$expand?url={_q(subdistricts)}&filter={_q(picker.subdistricts[child])}",
+        ),
     ]
 
 
@@ -186,19 +197,30 @@ async def prepare_demo(
     saved = data_dir / _EXAMPLES_FILE
     if not fresh and saved.is_file() and (data_dir / STORE_FILE).is_file():
         info = orjson.loads(saved.read_bytes())
-        return DemoData(store_url, data_dir, info["children"], info["resources"],
-                        [ExampleCall(**c) for c in info["calls"]], reused=True)
+        return DemoData(
+            store_url,
+            data_dir,
+            info["children"],
+            info["resources"],
+            [ExampleCall(**c) for c in info["calls"]],
+            reused=True,
+        )
     _clear(data_dir)
     written = write_transaction_bundles(data_dir / _GENERATED, seed, children)
     summary, ids, picker = await _load(sorted(written.files), store_url)
     if summary.failures:
         first = summary.failures[0]
-        raise DemoLoadError(f"{len(summary.failures)} generated bundle(s) were refused; first: "
-                            f"{first.source}: {first.reason}")
+        raise DemoLoadError(
+            f"{len(summary.failures)} generated bundle(s) were refused; first: {first.source}: {first.reason}"
+        )
     calls = _calls(picker, ids)
     demo = DemoData(store_url, data_dir, picker.children, summary.created + summary.updated, calls)
-    saved.write_bytes(orjson.dumps({"children": demo.children, "resources": demo.resources,
-                                    "calls": [asdict(c) for c in calls]}, option=orjson.OPT_INDENT_2))
+    saved.write_bytes(
+        orjson.dumps(
+            {"children": demo.children, "resources": demo.resources, "calls": [asdict(c) for c in calls]},
+            option=orjson.OPT_INDENT_2,
+        )
+    )
     return demo
 
 

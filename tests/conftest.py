@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,8 +22,21 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 BASE = "http://testserver/fhir"
 
 
+def _test_store_url(tmp_path: Path) -> str:
+    """The store the HTTP suites run on: TERMTEM_TEST_STORE=sqlite (default), mongomock or mongodb."""
+    backend = os.environ.get("TERMTEM_TEST_STORE", "sqlite")
+    if backend == "mongomock":
+        return f"mongomock://test-{uuid.uuid4().hex}/termtem"
+    if backend == "mongodb":  # a fresh database per test on the server named by TERMTEM_TEST_MONGODB_URL
+        from urllib.parse import urlsplit, urlunsplit
+
+        url = urlsplit(os.environ["TERMTEM_TEST_MONGODB_URL"])
+        return urlunsplit(url._replace(path=f"/termtem_test_{uuid.uuid4().hex[:12]}"))
+    return f"sqlite:///{tmp_path / 'test.sqlite'}"
+
+
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    settings = Settings(store_url=f"sqlite:///{tmp_path / 'test.sqlite'}", auth=False)
+    settings = Settings(store_url=_test_store_url(tmp_path), auth=False)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings
@@ -57,9 +71,8 @@ def live_server(tmp_path: Path) -> Iterator[str]:
     """`termtem serve` under uvicorn on a free loopback port, on a fresh store; yields the FHIR base."""
     port = free_port()
     command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-               "--store", f"sqlite:///{tmp_path / 'server.sqlite'}", "--log-level", "warning"]
-    env = {**os.environ, "TERMTEM_AUTH": "off"}  # a loopback trial server; security tests start their own
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+               "--store", f"sqlite:///{tmp_path / 'server.sqlite'}", "--log-level", "warning", "--auth", "off"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         deadline = time.monotonic() + 60

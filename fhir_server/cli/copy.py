@@ -33,8 +33,10 @@ def register(app: typer.Typer) -> None:
         except CopyError as exc:
             typer.secho(f"copy failed: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from exc
-        typer.echo(f"copied {result['versions']} versions of {result['resources']} resources"
-                   f" and {result['kv']} key/value entries; counts match")
+        typer.echo(
+            f"copied {result['versions']} versions of {result['resources']} resources"
+            f" and {result['kv']} key/value entries; counts match"
+        )
 
 
 class CopyError(RuntimeError):
@@ -76,8 +78,14 @@ def _with_index(chunk: list[StoredResource]) -> list[tuple[StoredResource, Any]]
     return out
 
 
-async def copy_store(source_url: str, target_url: str, *, kv_namespaces: list[str] | None = None,
-                     batch: int = _BATCH, progress: bool = True) -> dict[str, int]:
+async def copy_store(
+    source_url: str,
+    target_url: str,
+    *,
+    kv_namespaces: list[str] | None = None,
+    batch: int = _BATCH,
+    progress: bool = True,
+) -> dict[str, int]:
     """Copy ``source_url`` into the empty ``target_url``; returns the counts that were checked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -89,7 +97,9 @@ async def copy_store(source_url: str, target_url: str, *, kv_namespaces: list[st
         await target.open()
         try:
             async for _ in target.iterate_history():
-                raise CopyError(f"the target store {target_url} already holds resources; copy needs an empty one")
+                raise CopyError(
+                    f"the target store {target_url} already holds resources; copy needs an empty one"
+                )
             await _load_custom_parameters(source)
             total = await _version_count(source)
             columns = (TextColumn("copying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

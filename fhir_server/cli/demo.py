@@ -18,9 +18,13 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8080, min=1, max=65535, help="TCP port on 127.0.0.1."),
         children: int = typer.Option(DEFAULT_CHILDREN, min=1, help="Synthetic children to generate."),
         seed: int = typer.Option(1, help="Generator seed: the same seed gives the same population."),
-        data_dir: Path = typer.Option(DEFAULT_DATA_DIR, help="Folder for the demo store and generated files."),
+        data_dir: Path = typer.Option(
+            DEFAULT_DATA_DIR, help="Folder for the demo store and generated files."
+        ),
         keep: bool = typer.Option(
-            False, "--keep/--fresh", help="Reuse the store of an earlier demo in DATA_DIR instead of rebuilding."
+            False,
+            "--keep/--fresh",
+            help="Reuse the store of an earlier demo in DATA_DIR instead of rebuilding.",
         ),
         log_level: str = typer.Option("warning", help="Log level: debug, info, warning, error."),
     ) -> None:
@@ -31,7 +35,10 @@ def register(app: typer.Typer) -> None:
         from fhir_server.config import Settings
         from fhir_server.demo import DemoLoadError, banner, prepare_demo
 
-        typer.echo(f"Preparing the demo in {data_dir} ({children} children, seed {seed})...", err=True)
+        if not keep:
+            typer.echo(
+                f"Generating and loading {children} children (seed {seed}) into {data_dir}...", err=True
+            )
         try:
             data = asyncio.run(prepare_demo(data_dir, children=children, seed=seed, fresh=not keep))
         except DemoLoadError as error:

@@ -88,22 +88,33 @@ def build_bundle(
     bundle["link"] = links
     entries = [_entry(ctx, s, "match", query) for s in page.matches]
     entries.extend(_entry(ctx, s, "include", query) for s in page.included)
-    if page.warnings:
+    issues = [{"severity": "warning", "code": "informational", "diagnostics": w} for w in page.warnings]
+    note = _total_note(query, page)
+    if note:
+        issues.append({"severity": "information", "code": "informational", "diagnostics": note})
+    if issues:
         entries.append(
             {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {"severity": "warning", "code": "informational", "diagnostics": w}
-                        for w in page.warnings
-                    ],
-                },
+                "resource": {"resourceType": "OperationOutcome", "issue": issues},
                 "search": {"mode": "outcome"},
             }
         )
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def _total_note(query: SearchQuery, page: SearchPage) -> str | None:
+    """With ``_total=estimate``, say whether Bundle.total is exact or an estimate.
+
+    FHIR has no element for this; the searchset's outcome entry (search.mode = outcome) is where a
+    server tells the client about how it ran the search.
+    """
+    if query.total != "estimate" or page.total is None:
+        return None
+    if page.total_estimated:
+        return f"Bundle.total ({page.total}) is an estimate; use _total=accurate for an exact count"
+    return f"Bundle.total ({page.total}) is exact"
 
 
 def _self_cursor(query: SearchQuery) -> str | None:

@@ -482,14 +482,25 @@ def _final_element(resource_type: str, alt: str) -> dict[str, Any] | None:
         return None
     ctx: Context = (resource_type, resource_type)
     element: dict[str, Any] | None = None
+    choice = False
     for step in steps:
         if step[0] == "where":
             continue
-        if step[0] != "field":
+        if step[0] == "oftype" and choice and element is not None:
+            # a choice narrowed to one type: keep the choice element's binding, take the type
+            element = {**element, "type": [{"code": step[1]}]}
+            ctx, choice = (step[1], step[1]), False
+            continue
+        if step[0] != "field" or choice:
             return None
-        element = _elements(ctx[0]).get(f"{ctx[1]}.{step[1]}")
+        elems = _elements(ctx[0])
+        element = elems.get(f"{ctx[1]}.{step[1]}")
         if element is None:
-            return None
+            element = elems.get(f"{ctx[1]}.{step[1]}[x]")
+            if element is None:
+                return None
+            choice = True
+            continue
         if element.get("contentReference"):
             ctx = (ctx[0], element["contentReference"].lstrip("#"))
             continue
@@ -497,7 +508,7 @@ def _final_element(resource_type: str, alt: str) -> dict[str, Any] | None:
         if len(types) != 1:
             return None
         ctx = (ctx[0], f"{ctx[1]}.{step[1]}") if types[0] in _INHERIT else (types[0], types[0])
-    return element
+    return None if choice else element
 
 
 @cache
@@ -514,8 +525,10 @@ def implied_code_systems(resource_type: str, expression: str) -> frozenset[str |
     for alt in split_union(expression):
         alt = _normalise_alternative(alt)
         head = re.match(r"^([A-Za-z]+)", alt)
-        if not head or head.group(1) != resource_type:
-            if head and head.group(1)[0].isupper() and head.group(1) not in ("Resource", "DomainResource"):
+        if head and head.group(1) in ("Resource", "DomainResource"):
+            alt = resource_type + alt[head.end() :]
+        elif not head or head.group(1) != resource_type:
+            if head and head.group(1)[0].isupper():
                 continue  # an alternative for another base type
             out.add(None)  # something we cannot follow statically: cannot rule out code elements
             continue

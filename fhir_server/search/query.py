@@ -19,6 +19,7 @@ from fhir_server import definitions
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search import registry
 from fhir_server.search.model import SearchParam
+from fhir_server.search.paths import implied_code_systems
 from fhir_server.search.values import (
     canonical_unit,
     date_range,
@@ -68,6 +69,7 @@ class StringValue:
 class TokenValue:
     system: str | None  # None: any system; "": no system
     code: str | None  # None: any code (``system|``)
+    implicit: bool = False  # ``system`` is the implied system of ``code`` elements: rows without one match
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class OfTypeValue:
 @dataclass(frozen=True)
 class CodeSetValue:
     pairs: tuple[tuple[str | None, str], ...]  # (system, code) from a value set expansion
+    bare: tuple[str, ...] = ()  # codes that index rows without a system match (``code`` elements)
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,20 @@ def _quantity_value(name: str, raw: str) -> RangeValue:
     return RangeValue(prefix, float(value), float(low), float(high), system, code)
 
 
+def _with_bare_codes(value: CodeSetValue, implied: frozenset[str | None]) -> CodeSetValue:
+    """Let index rows without a system match by code, for ``code`` elements (system implied by binding).
+
+    A ``code`` element's system is the one of its bound value set, so its code is in the value set
+    when (that system, code) is. When the element's system cannot be known (None in ``implied``),
+    the value set's codes are the only namespace there is and the code alone decides.
+    """
+    if not implied:
+        return value
+    any_system = None in implied
+    bare = sorted({c for s, c in value.pairs if any_system or s in implied})
+    return CodeSetValue(value.pairs, tuple(bare))
+
+
 def _token_value(raw: str) -> TokenValue:
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
@@ -425,17 +442,22 @@ class _Parser:
                         OfTypeValue(_unescape(parts[0]) or None, _unescape(parts[1]), _unescape(parts[2]))
                     )
                 return ParamTest(param, "token", param.sub_key(":of-type"), tuple(out))
+            implied = implied_code_systems(param.resource_type, param.expression)
             if modifier in ("in", "not-in"):
                 return ParamTest(
                     param,
                     "token",
                     param.key,
-                    tuple(self._code_set(name, v) for v in values),
+                    tuple(_with_bare_codes(self._code_set(name, v), implied) for v in values),
                     negate=modifier == "not-in",
                 )
-            return ParamTest(
-                param, "token", param.key, tuple(_token_value(v) for v in values), negate=modifier == "not"
-            )
+            tokens = []
+            for v in values:
+                token = _token_value(v)
+                if token.system and token.system in implied:
+                    token = TokenValue(token.system, token.code, implicit=True)
+                tokens.append(token)
+            return ParamTest(param, "token", param.key, tuple(tokens), negate=modifier == "not")
         if kind == "reference":
             if modifier == "identifier":
                 return ParamTest(

@@ -15,3 +15,5 @@ class SearchPage:
     next_cursor: str | None = None
     prev_cursor: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # With _total=estimate: True when ``total`` is an estimate, False when it is exact (None: not asked).
+    total_estimated: bool | None = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server import canonical, definitions
+from fhir_server import canonical, definitions, fhirjson
 from fhir_server.search import registry
 from fhir_server.search.access import Access, Grant
 from fhir_server.search.model import param_key
@@ -161,6 +161,16 @@ def owner_of(resource: dict[str, Any]) -> str | None:
         if isinstance(tag, dict) and tag.get("system") == OWNER_TAG_SYSTEM:
             return str(tag.get("code"))
     return None
+
+
+def stamp_owner(body: bytes, resource: dict[str, Any], owner: str) -> bytes:
+    """``body`` with exactly one writing-agency tag, ``owner`` (other members keep their bytes)."""
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    tags = meta.get("tag") if isinstance(meta.get("tag"), list) else []
+    kept = [t for t in tags if not (isinstance(t, dict) and t.get("system") == OWNER_TAG_SYSTEM)]
+    meta["tag"] = [*kept, {"system": OWNER_TAG_SYSTEM, "code": owner}]
+    return fhirjson.replace_member(body, "meta", meta)
 
 
 def linked_patients(resource_type: str, resource: dict[str, Any]) -> set[str]:

@@ -135,8 +135,9 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
     for rtype, rid, body in record.touched:
         for child in sorted(_children(rtype, rid, body)):
             add(f"Patient/{child}", "1", "1")
-    for rtype, rid, _ in record.touched:
-        add(f"{rtype}/{rid}", "1" if rtype == "Patient" else "2")
+    if not record.interaction.startswith("search"):  # a search is recorded by its query and its children
+        for rtype, rid, _ in record.touched:
+            add(f"{rtype}/{rid}", "1" if rtype == "Patient" else "2")
     if record.query is not None:
         entities.append(
             {

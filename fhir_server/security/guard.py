@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from fhir_server import fhirjson
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
 from fhir_server.security import access as acc
@@ -31,11 +30,11 @@ class Guard:
         self.access = access
         self.forbidden_status = forbidden_status
         self.touched: list[tuple[str, str, bytes]] = []  # type, id, body (for the audit's patients)
-        self.denied = False
+        # The request body was stamped with the caller's agency before the write path saw it.
+        self.prestamped = False
 
     def require(self, resource_type: str, letter: str, what: str) -> None:
         if not self.principal.may(resource_type, letter):
-            self.denied = True
             raise FhirError(
                 403,
                 f"This client may not {what} {resource_type} (its token lacks"
@@ -44,13 +43,11 @@ class Guard:
             )
 
     def hidden(self, resource_type: str, id_: str) -> FhirError:
-        self.denied = True
         if self.forbidden_status == 403:
             return FhirError(403, f"Access to {resource_type}/{id_} is not permitted", code="forbidden")
         return FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")
 
     def forbid(self, message: str) -> FhirError:
-        self.denied = True
         return FhirError(403, message, code="forbidden")
 
     def unrestricted(self) -> bool:
@@ -59,6 +56,20 @@ class Guard:
     def record(self, stored: StoredResource) -> None:
         if len(self.touched) < 1000:
             self.touched.append((stored.resource_type, stored.id, stored.body))
+
+
+# Backends whose search compiles ``SearchQuery.access`` into the query itself. Any other backend would
+# silently ignore the restriction, so a restricted search there is refused rather than run unfiltered.
+_ACCESS_BACKENDS = ("fhir_server.storage.sqlite",)
+
+
+def _enforceable(guard: Guard, backend: Any) -> None:
+    if guard.access is not None and not type(backend).__module__.startswith(_ACCESS_BACKENDS):
+        raise FhirError(
+            501,
+            f"Consent-restricted search is not available on the {type(backend).__name__} backend yet",
+            code="not-supported",
+        )
 
 
 def _search_types(guard: Guard, query: Any) -> None:
@@ -138,6 +149,7 @@ class SecuredStore:
 
     async def search(self, query: Any) -> Any:
         _search_types(self.guard, query)
+        _enforceable(self.guard, self._inner)
         page = await self._inner.search(query)
         for stored in (*page.matches, *page.included):
             self.guard.record(stored)
@@ -186,6 +198,7 @@ class _SecuredTransaction:
 
     async def search(self, query: Any) -> Any:
         _search_types(self._guard, query)
+        _enforceable(self._guard, self._tx)
         return await self._tx.search(query)
 
     def _check_owner(self, current: StoredResource | None, resource: dict[str, Any] | None) -> str | None:
@@ -215,16 +228,22 @@ class _SecuredTransaction:
         body = orjson.loads(resource.body)
         owner = self._check_owner(current, body)
         claimed = acc.owner_of(body)
+        if (
+            claimed is not None
+            and claimed != owner
+            and guard.prestamped
+            and claimed == guard.principal.organization
+        ):
+            claimed = None  # our own stamp on an update the caller may make to another agency's Task
         if claimed is not None and claimed != owner:
             raise guard.forbid(
                 f"The resource claims to be written by {claimed}, but this client writes for"
                 f" {guard.principal.organization}: writing on behalf of another agency is refused"
             )
         if claimed is None:
-            meta = dict(body.get("meta") or {})
-            meta["tag"] = [*meta.get("tag", []), {"system": acc.OWNER_TAG_SYSTEM, "code": owner}]
-            stamped = fhirjson.replace_member(resource.body, "meta", meta)
-            resource = dataclasses.replace(resource, body=stamped)
+            assert owner is not None
+            resource = dataclasses.replace(resource, body=acc.stamp_owner(resource.body, body, owner))
+            index.token[:] = [row for row in index.token if row[1] != acc.OWNER_TAG_SYSTEM]
             index.token.append((acc.owner_keys()[rtype], acc.OWNER_TAG_SYSTEM, owner, 0))
         guard.record(resource)
         await self._tx.put(resource, index)

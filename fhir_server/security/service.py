@@ -18,8 +18,9 @@ from starlette.responses import Response
 from fhir_server.config import Settings
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
+from fhir_server.search.access import Access
 from fhir_server.security import audit
-from fhir_server.security.access import build_access
+from fhir_server.security.access import build_access, owner_of, stamp_owner
 from fhir_server.security.consent import AccessRequest, ConsentBook
 from fhir_server.security.guard import Guard, SecuredStore
 from fhir_server.security.keys import ServerKey
@@ -34,6 +35,7 @@ log = logging.getLogger("termtem.security")
 PURPOSE_HEADER = "x-purpose-of-use"
 EMERGENCY_REASON_HEADER = "x-emergency-reason"
 EMERGENCY = "ETREAT"
+_NO_PATIENTS: dict[str, frozenset[str]] = {}  # roles that never go through consent
 _LETTER = {
     "read": "r",
     "vread": "r",
@@ -79,7 +81,7 @@ def describe(method: str, segments: list[str]) -> tuple[str, str | None, str | N
     return "search-compartment", (seg[2] if seg[2] != "*" else None), None
 
 
-def origin_of(base_url: str, base_path: str) -> str:
+def origin_of(base_url: str) -> str:
     parts = urlsplit(base_url)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -93,6 +95,7 @@ class Security:
         self.consents = ConsentBook()
         self._tokens: TokenService | None = None
         self._store: Store | None = None
+        self._access_cache: dict[tuple[Any, ...], tuple[dict[str, frozenset[str]], Access | None]] = {}
 
     def tokens(self, store: Store) -> TokenService:
         if self._tokens is None or self._store is not store:
@@ -101,7 +104,7 @@ class Security:
         return self._tokens
 
     def urls(self, base_url: str) -> dict[str, str]:
-        origin = origin_of(base_url, self.settings.base_path)
+        origin = origin_of(base_url)
         return {"token": f"{origin}/auth/token", "jwks": f"{origin}/auth/jwks", "base": base_url}
 
     def capability(self, base_url: str) -> dict[str, Any]:
@@ -161,6 +164,11 @@ class Security:
         if interaction == "capabilities":
             return
         principal = await self._authenticate(fhir, ctx)
+        if interaction.startswith("search") and fhir.method == "POST":
+            form = await fhir.body(ctx.settings.max_query_length)
+            fhir.http._body = form  # replayed to the search interaction
+            joined = "&".join(p for p in (fhir.query_string, form.decode("utf-8", errors="replace")) if p)
+            ctx.extras["audit"].query = joined
         record: audit.AuditRecord = ctx.extras["audit"]
         record.client_id, record.client_name = principal.client_id, principal.name
         record.organization = principal.organization
@@ -169,15 +177,31 @@ class Security:
         guard = Guard(principal, None, self.settings.forbidden_status)
         ctx.extras["guard"] = guard
         await self._early_scopes(fhir, ctx, guard, interaction, rtype)
+        if interaction in ("create", "update") and fhir.method in ("POST", "PUT") and rtype:
+            await self._prestamp(fhir, ctx, guard, rtype, rid)
         role = principal.role
-        patients: dict[str, frozenset[str]] = {}
+        patients: dict[str, frozenset[str]] = _NO_PATIENTS
         if not role.unrestricted and role.only_types is None and reason is None:
             request = AccessRequest(
                 principal.organization, principal.agency_type, purpose, int(time.time() * 1000)
             )
             patients = await self.consents.patients_by_class(ctx.store, request)
-        guard.access = build_access(principal, patients, emergency=reason is not None)
+        guard.access = self._access(principal, patients, reason is not None)
         ctx.store = SecuredStore(ctx.store, guard)
+
+    def _access(
+        self, principal: Principal, patients: dict[str, frozenset[str]], emergency: bool
+    ) -> Access | None:
+        """``build_access``, reused while the same consent view serves the same kind of caller."""
+        key = (str(principal.scopes), principal.role.name, principal.organization, emergency, id(patients))
+        cached = self._access_cache.get(key)
+        if cached is not None and cached[0] is patients:
+            return cached[1]
+        access = build_access(principal, patients, emergency=emergency)
+        if len(self._access_cache) > 1024:
+            self._access_cache.clear()
+        self._access_cache[key] = (patients, access)
+        return access
 
     async def _authenticate(self, fhir: FhirRequest, ctx: RequestContext) -> Principal:
         header = fhir.header("authorization") or ""
@@ -246,6 +270,29 @@ class Security:
                 raise guard.forbid("System-level operations are for admin clients")
         elif interaction == "transaction":
             await self._bundle_scopes(fhir, ctx, guard)
+
+    async def _prestamp(
+        self, fhir: FhirRequest, ctx: RequestContext, guard: Guard, rtype: str, rid: str | None
+    ) -> None:
+        """Put the writing agency's tag into a single-resource body, so the response shows it too."""
+        data = await fhir.body(ctx.settings.max_body_bytes)
+        try:
+            resource = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            resource = None
+        if (
+            isinstance(resource, dict)
+            and isinstance(resource.get("meta", {}), dict)
+            and owner_of(resource) is None
+        ):
+            owner = guard.principal.organization
+            if rid is not None:  # an update keeps the record's agency (the guard decides who may update)
+                current = await ctx.store.read(rtype, rid)
+                if current is not None and not current.deleted:
+                    owner = owner_of(orjson.loads(current.body)) or owner
+            data = stamp_owner(data, resource, owner)
+            guard.prestamped = True
+        fhir.http._body = data  # starlette replays a cached body to the interaction
 
     async def _bundle_scopes(self, fhir: FhirRequest, ctx: RequestContext, guard: Guard) -> None:
         data = await fhir.body(ctx.settings.max_body_bytes)

@@ -29,6 +29,7 @@ MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the futu
 LEEWAY = 30
 JTI_NAMESPACE = "security.jti"
 _CACHE_LIMIT = 10_000
+_PRUNE_EVERY = 100  # token requests between sweeps of expired assertion ids
 
 
 class TokenError(Exception):
@@ -124,6 +125,7 @@ class TokenService:
         self._lifetime = lifetime
         self._registry = ClientRegistry(store)
         self._verified: dict[str, dict[str, Any]] = {}
+        self._issued = 0
 
     async def issue(
         self, form: dict[str, str], *, token_url: str, fhir_base: str
@@ -156,6 +158,9 @@ class TokenService:
             raise _client_error("the assertion is not signed by a key registered for the client")
         self._check_assertion(claims, client.id, token_url)
         await self._spend_jti(client.id, claims)
+        self._issued += 1
+        if self._issued % _PRUNE_EVERY == 0:
+            await self.prune_jtis()
         requested = form.get("scope", "").strip()
         if not requested:
             raise TokenError(400, "invalid_scope", "scope is required")

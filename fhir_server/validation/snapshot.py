@@ -143,5 +143,17 @@ def generate_snapshot(
         _merge(elements[idx], diff, sd["url"])
         if "sliceName" in diff:
             elements[idx]["sliceName"] = diff["sliceName"]
+    for el in elements:
+        _complete(el)
     sd["snapshot"] = {"element": elements}
     return sd
+
+
+def _complete(el: dict[str, Any]) -> None:
+    """Fill what a snapshot element must carry (sdf-3, sdf-10) but the compact base definitions omit."""
+    base_path = (el.get("base") or {}).get("path", el["path"])
+    if "definition" not in el:
+        el["definition"] = el.get("short") or f"As {base_path} in the FHIR R4 base definition."
+    binding = el.get("binding")
+    if binding is not None and "valueSet" not in binding and "description" not in binding:
+        binding["description"] = f"As the binding of {base_path} in the FHIR R4 base definition."

@@ -72,8 +72,9 @@ def start_server(folder: Path, *, store_url: str | None = None, extra: list[str]
     port = _free_port()
     command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning",
                "--store", store_url or f"sqlite:///{folder / 'bench.sqlite'}", *(extra or [])]
-    env = {**os.environ, "TERMTEM_AUTH": os.environ.get("TERMTEM_AUTH", "off")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    if "--auth" not in command:
+        command += ["--auth", "off"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         deadline = time.monotonic() + 120

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -80,43 +81,48 @@ def baseline(total: int, bodies: list[bytes]) -> dict[str, float]:
     return {"insert_per_s": insert, "read_per_s": read}
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="creates (and reads) per concurrency level")
-    parser.add_argument("--clients", default="1,8,32")
-    args = parser.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
-    bodies = [sample_patient(n) for n in range(args.requests)]
-    raw = baseline(args.requests, bodies)
+async def run(requests: int = 2000, clients: list[int] | None = None) -> dict[str, Any]:
+    """Measure create and read at each client count, beside the raw SQLite limit; returns the rows."""
+    levels = clients or [1, 8, 32]
+    bodies = [sample_patient(n) for n in range(requests)]
+    raw = baseline(requests, bodies)
     rows = []
     with tempfile.TemporaryDirectory() as folder, start_server(Path(folder)) as server:
         base = server.base
-        for clients in levels:
+        for level in levels:
 
             async def create(http: httpx.AsyncClient, n: int) -> httpx.Response:
                 return await http.post("/Patient", content=bodies[n],
                                        headers={"content-type": "application/fhir+json", "prefer": "return=minimal"})
 
-            elapsed, latencies, ids = await _run(base, clients, args.requests, create)
-            rows.append({"operation": "create", "clients": clients, "per_s": args.requests / elapsed,
+            elapsed, latencies, ids = await _run(base, level, requests, create)
+            rows.append({"operation": "create", "clients": level, "per_s": requests / elapsed,
                          "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
                          "baseline_per_s": raw["insert_per_s"]})
 
             async def read(http: httpx.AsyncClient, n: int, ids: list[str] = ids) -> httpx.Response:
                 return await http.get(f"/Patient/{ids[n]}")
 
-            elapsed, latencies, _ = await _run(base, clients, args.requests, read)
-            rows.append({"operation": "read", "clients": clients, "per_s": args.requests / elapsed,
+            elapsed, latencies, _ = await _run(base, level, requests, read)
+            rows.append({"operation": "read", "clients": level, "per_s": requests / elapsed,
                          "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
                          "baseline_per_s": raw["read_per_s"]})
     for row in rows:
         row["ratio_to_baseline"] = row["per_s"] / row["baseline_per_s"]
+    return {"machine": machine(), "requests": requests, "rows": rows, "durability": "WAL, synchronous=NORMAL"}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="creates (and reads) per concurrency level")
+    parser.add_argument("--clients", default="1,8,32")
+    args = parser.parse_args()
+    result = await run(args.requests, [int(c) for c in args.clients.split(",")])
     print(f"{'operation':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'raw SQLite/s':>14}{'ratio':>8}")
-    for row in rows:
+    for row in result["rows"]:
         print(f"{row['operation']:<10}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
               f"{row['p99_ms']:>9.2f}{row['baseline_per_s']:>14.0f}{row['ratio_to_baseline']:>8.3f}")
-    path = write_results("crud", {"machine": machine(), "requests": args.requests, "rows": rows,
-                                  "durability": "WAL, synchronous=NORMAL"})
+    path = write_results("crud", result)
     print(f"written {path}")
 
 

@@ -82,6 +82,29 @@ def run(rounds: int, seed: int) -> dict[str, Any]:
         s = rng.choice(subs)
         expand(_VALUE_SET, filter=s.name_en.split()[0][:5], count=20)
 
+    # Baselines in the same run: the raw work without the service around it (a dict lookup for a code,
+    # a substring scan over the same names for a filter, first 20 kept).
+    names = {s.code: s.name_th for s in subs}
+    rows = [(s.code, s.name_th, s.name_en.lower()) for s in subs]
+
+    def raw_lookup() -> None:
+        s = rng.choice(subs)
+        names.get(s.code)
+
+    def raw_scan(fragment: str, column: int) -> None:
+        found = []
+        for row in rows:
+            if fragment in row[column]:
+                found.append(row)
+                if len(found) == 20:
+                    break
+
+    def raw_thai() -> None:
+        raw_scan(rng.choice(subs).name_th[:3], 1)
+
+    def raw_english() -> None:
+        raw_scan(rng.choice(subs).name_en.split()[0][:5].lower(), 2)
+
     results = {
         "validate_code": _summary(_timed(validate, rounds)),
         "validate_code_unknown": _summary(_timed(validate_unknown, rounds)),
@@ -97,6 +120,11 @@ def run(rounds: int, seed: int) -> dict[str, Any]:
         "rounds": rounds,
         "cold_expansion_ms": round(cold_ms, 1),
         "results": results,
+        "baselines": {
+            "dict_lookup": _summary(_timed(raw_lookup, rounds)),
+            "substring_scan_thai": _summary(_timed(raw_thai, rounds)),
+            "substring_scan_english": _summary(_timed(raw_english, rounds)),
+        },
     }
 
 
@@ -109,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"subdistricts: {report['subdistricts']}; first expansion {report['cold_expansion_ms']} ms")
     for name, r in report["results"].items():
         print(f"{name:24} p50 {r['p50_ms']:8.3f} ms   p99 {r['p99_ms']:8.3f} ms   (n={r['n']})")
+    for name, r in report["baselines"].items():
+        print(f"baseline {name:15} p50 {r['p50_ms']:8.3f} ms   p99 {r['p99_ms']:8.3f} ms   (n={r['n']})")
     out_dir = _REPO / "bench-results"
     out_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

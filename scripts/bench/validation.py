@@ -65,24 +65,21 @@ def _pydantic(resources: list[dict[str, Any]]) -> Callable[[], int]:
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--bundle", type=Path, default=None)
-    args = parser.parse_args()
-    bundle_path = args.bundle or sorted((SHARED / "testdata" / "synthea" / "R4").glob("*.json"))[0]
+def run(seconds: float = 3.0, bundle_path: Path | None = None) -> dict[str, Any]:
+    """Rates for three inputs, ours beside fhir.resources.R4B on the same resources."""
+    bundle_path = bundle_path or sorted((SHARED / "testdata" / "synthea" / "R4").glob("*.json"))[0]
     bundle = json.loads(bundle_path.read_text())
     cases = {
         "Patient (Patient-example)": [_example("Patient-example.json")],
         "Observation (Observation-example-f001-glucose)": [_example("Observation-f001.json")],
-        f"Synthea bundle entries ({len(bundle['entry'])} resources)": [
+        f"Bundle entries ({bundle_path.name}, {len(bundle['entry'])} resources)": [
             e["resource"] for e in bundle["entry"]
         ],
     }
     rows = []
     for name, resources in cases.items():
-        ours = _rate(_ours(resources), args.seconds)
-        theirs = _rate(_pydantic(resources), args.seconds)
+        ours = _rate(_ours(resources), seconds)
+        theirs = _rate(_pydantic(resources), seconds)
         rows.append(
             {
                 "input": name,
@@ -91,6 +88,22 @@ def main() -> None:
                 "ratio": round(ours / theirs, 2),
             }
         )
+    return {
+        "benchmark": "validation",
+        "python": platform.python_version(),
+        "bundle": bundle_path.name,
+        "seconds_per_case": seconds,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--bundle", type=Path, default=None)
+    args = parser.parse_args()
+    result = run(args.seconds, args.bundle)
+    rows = result["rows"]
     print(f"{'input':60} {'ours/s':>10} {'R4B/s':>10} {'ratio':>7}")
     for r in rows:
         print(f"{r['input']:60} {r['ours_per_s']:>10} {r['r4b_pydantic_per_s']:>10} {r['ratio']:>7}")
@@ -98,19 +111,7 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir / f"validation-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "validation",
-                "when": stamp,
-                "python": platform.python_version(),
-                "bundle": bundle_path.name,
-                "seconds_per_case": args.seconds,
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
+    out.write_text(json.dumps({"when": stamp, **result}, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from fhir_server import canonical
 from tests.security.conftest import Caller, World, agency
@@ -30,14 +33,23 @@ def consent(
     provision: dict[str, Any] = {"type": kind}
     if agency_types:
         provision["extension"] = [
-            {"url": AGENCY_TYPE_EXT, "valueCodeableConcept": {"coding": [{"system": AGENCY_SYSTEM, "code": t}]}}
+            {
+                "url": AGENCY_TYPE_EXT,
+                "valueCodeableConcept": {"coding": [{"system": AGENCY_SYSTEM, "code": t}]},
+            }
             for t in agency_types
         ]
     if actors:
         provision["actor"] = [
             {
-                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                     "code": "IRCP"}]},
+                "role": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                        }
+                    ]
+                },
                 "reference": {"reference": a},
             }
             for a in actors
@@ -54,23 +66,34 @@ def consent(
         "resourceType": "Consent",
         "status": status,
         "scope": {"coding": [{"system": canonical.CONSENT_SCOPE_SYSTEM, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": canonical.LOINC_SYSTEM, "code": canonical.CONSENT_CATEGORY_LOINC}]}],
+        "category": [
+            {"coding": [{"system": canonical.LOINC_SYSTEM, "code": canonical.CONSENT_CATEGORY_LOINC}]}
+        ],
         "patient": {"reference": f"Patient/{child}"},
         "dateTime": "2024-03-20T10:00:00+07:00",
+        "policy": [{"uri": f"{canonical.BASE}/policy/pdpa-data-sharing"}],
         "provision": provision,
     }
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "profiles" / "examples"
+_EXAMPLE = {GROWTH: "Observation-th-growth-example.json", DEVELOPMENT: "Observation-th-dspm-example.json"}
+
+
 def observation(child: str, profile: str | None, text: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    """An Observation about ``child``: a valid Thai-profile example when ``profile`` is given."""
+    if profile:
+        body: dict[str, Any] = orjson.loads((EXAMPLES / _EXAMPLE[profile]).read_bytes())
+        body.pop("id", None)
+        body["performer"] = [{"reference": "Organization/hosp"}]
+        body["subject"] = {"reference": f"Patient/{child}"}
+        return body
+    return {
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": text},
         "subject": {"reference": f"Patient/{child}"},
     }
-    if profile:
-        body["meta"] = {"profile": [profile]}
-    return body
 
 
 @dataclass
@@ -84,8 +107,13 @@ class Scene:
 
 
 AGENCIES = {
-    "hosp": "hospital", "school1": "school", "school2": "school", "cc": "childcare-centre",
-    "sw": "social-welfare", "research": "research", "ops": "district-office",
+    "hosp": "hospital",
+    "school1": "school",
+    "school2": "school",
+    "cc": "childcare-centre",
+    "sw": "social-welfare",
+    "research": "research",
+    "ops": "district-office",
 }
 
 
@@ -99,8 +127,10 @@ async def build(world: World) -> Scene:
     other_school = await world.caller("school-b", "Organization/school2", "school")
     ids: dict[str, str] = {}
     for child in ("child1", "child2"):
-        reply = await hospital.put(f"Patient/{child}", {"resourceType": "Patient", "id": child, "gender": "female",
-                                                         "birthDate": "2020-01-01"})
+        reply = await hospital.put(
+            f"Patient/{child}",
+            {"resourceType": "Patient", "id": child, "gender": "female", "birthDate": "2020-01-01"},
+        )
         assert reply.status_code == 201, reply.text
         ids[f"{child}-growth"] = (await hospital.create(observation(child, GROWTH, "weight")))["id"]
         ids[f"{child}-dev"] = (await hospital.create(observation(child, DEVELOPMENT, "DSPM")))["id"]

@@ -28,7 +28,8 @@ def _mongo_double(tmp_path: Path) -> Store:
 
 
 def _mongo_server(tmp_path: Path) -> Store:
-    return MongoStore(os.environ["TERMTEM_TEST_MONGODB_URL"], database=f"termtem_test_{uuid.uuid4().hex[:12]}")
+    database = f"termtem_test_{uuid.uuid4().hex[:12]}"
+    return MongoStore(os.environ["TERMTEM_TEST_MONGODB_URL"], database=database)
 
 
 STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite, "mongo-double": _mongo_double}

@@ -50,10 +50,23 @@ class MongoSearchDb:
             async with self.store.transaction() as tx:
                 current = await tx.read(resource["resourceType"], resource["id"])
                 version = current.version + 1 if current else 1
-                body = orjson.dumps({**resource, "meta": {**resource.get("meta", {}), "versionId": str(version),
-                                                           "lastUpdated": stamp}})
-                await tx.put(StoredResource(resource["resourceType"], resource["id"], version, stamp,
-                                            "PUT" if current else "POST", body), extract_index(resource))
+                body = orjson.dumps(
+                    {
+                        **resource,
+                        "meta": {**resource.get("meta", {}), "versionId": str(version), "lastUpdated": stamp},
+                    }
+                )
+                await tx.put(
+                    StoredResource(
+                        resource["resourceType"],
+                        resource["id"],
+                        version,
+                        stamp,
+                        "PUT" if current else "POST",
+                        body,
+                    ),
+                    extract_index(resource),
+                )
             return version
 
         return int(self._run(write()))
@@ -67,16 +80,33 @@ class MongoSearchDb:
             async with self.store.transaction() as tx:
                 current = await tx.read(resource_type, id_)
                 assert current is not None
-                await tx.delete(StoredResource(resource_type, id_, current.version + 1, current.last_updated,
-                                               "DELETE", b""))
+                await tx.delete(
+                    StoredResource(
+                        resource_type, id_, current.version + 1, current.last_updated, "DELETE", b""
+                    )
+                )
 
         self._run(write())
 
-    def page(self, resource_type: str | None, query: str, *, strict: bool = True, count: int = 100,
-             compartment: tuple[str, str] | None = None) -> SearchPage:
+    def page(
+        self,
+        resource_type: str | None,
+        query: str,
+        *,
+        strict: bool = True,
+        count: int = 100,
+        compartment: tuple[str, str] | None = None,
+    ) -> SearchPage:
         params = parse_qsl(query, keep_blank_values=True)
-        q = parse_search(resource_type, params, base_url=BASE, strict=strict, default_count=count,
-                         max_count=500, compartment=compartment)
+        q = parse_search(
+            resource_type,
+            params,
+            base_url=BASE,
+            strict=strict,
+            default_count=count,
+            max_count=500,
+            compartment=compartment,
+        )
         page: SearchPage = self._run(self.store.search(q))
         return page
 

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fhir_server.cli import app
+from fhir_server.config import Settings
 from fhir_server.search.extract import extract_index
 from fhir_server.search.query import parse_search
 from fhir_server.storage import create_store
-from fhir_server.config import Settings
 from fhir_server.storage.base import HistoryQuery, StoredResource
 from fhir_server.storage.mongo.double import forget
 
@@ -30,8 +30,14 @@ async def _fill(url: str) -> None:
     await store.open()
     for i in range(30):
         async with store.transaction() as tx:
-            v = _version("Patient", f"p{i}", 1, "POST", gender="female" if i % 2 else "male",
-                         name=[{"family": f"Fam{i}"}])
+            v = _version(
+                "Patient",
+                f"p{i}",
+                1,
+                "POST",
+                gender="female" if i % 2 else "male",
+                name=[{"family": f"Fam{i}"}],
+            )
             await tx.put(v, extract_index(orjson.loads(v.body)))
     for i in range(0, 30, 3):
         async with store.transaction() as tx:
@@ -48,8 +54,14 @@ async def _fill(url: str) -> None:
 async def _snapshot(url: str) -> dict[str, Any]:
     store = create_store(Settings(store_url=url))
     await store.open()
-    query = parse_search("Patient", [("gender", "other"), ("_sort", "_id")], base_url="", strict=True,
-                         default_count=100, max_count=100)
+    query = parse_search(
+        "Patient",
+        [("gender", "other"), ("_sort", "_id")],
+        base_url="",
+        strict=True,
+        default_count=100,
+        max_count=100,
+    )
     try:
         return {
             "history": [v async for v in store.iterate_history()],
@@ -77,8 +89,9 @@ def test_copy_round_trips_sqlite_mongo_sqlite(tmp_path: Path) -> None:
         back = runner.invoke(app, ["copy", "--from", middle, "--to", last, "--kv", "clients"])
         assert back.exit_code == 0, back.output
         original = asyncio.run(_snapshot(first))
-        assert len(original["history"]) == 42 and original["search"] == [f"p{i}" for i in sorted(
-            range(0, 30, 3), key=str)]
+        assert len(original["history"]) == 42 and original["search"] == [
+            f"p{i}" for i in sorted(range(0, 30, 3), key=str)
+        ]
         assert asyncio.run(_snapshot(middle)) == original
         assert asyncio.run(_snapshot(last)) == original
         # the target must be empty: a second copy into it is refused and changes nothing
@@ -101,9 +114,13 @@ def test_small_batches_give_the_same_copy(tmp_path: Path, batch: str) -> None:
     name = f"copy-{uuid.uuid4().hex}"
     asyncio.run(_fill(first))
     try:
-        result = CliRunner().invoke(app, ["copy", "--from", first, "--to", f"mongomock://{name}/db",
-                                          "--batch", batch])
+        result = CliRunner().invoke(
+            app, ["copy", "--from", first, "--to", f"mongomock://{name}/db", "--batch", batch]
+        )
         assert result.exit_code == 0, result.output
-        assert asyncio.run(_snapshot(f"mongomock://{name}/db"))["search"] == asyncio.run(_snapshot(first))["search"]
+        assert (
+            asyncio.run(_snapshot(f"mongomock://{name}/db"))["search"]
+            == asyncio.run(_snapshot(first))["search"]
+        )
     finally:
         forget(name)

@@ -20,7 +20,7 @@ TOP = "\U0010ffff"
 LIVE = {"$ne": "DELETE"}
 
 
-def K(name: str) -> int:  # noqa: N802  (reads like the docs: K("Patient.gender"))
+def K(name: str) -> int:
     resource_type, code = name.split(".", 1)
     return param_key(resource_type, code)
 
@@ -43,10 +43,21 @@ class _Recorder:
         return Resolver(chain, has)
 
 
-async def compiled(resource_type: str | None, text: str, recorder: _Recorder | None = None,
-                   compartment: tuple[str, str] | None = None) -> dict[str, Any]:
-    query = parse_search(resource_type, parse_qsl(text, keep_blank_values=True), base_url="http://x/fhir",
-                         strict=True, default_count=10, max_count=100, compartment=compartment)
+async def compiled(
+    resource_type: str | None,
+    text: str,
+    recorder: _Recorder | None = None,
+    compartment: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    query = parse_search(
+        resource_type,
+        parse_qsl(text, keep_blank_values=True),
+        base_url="http://x/fhir",
+        strict=True,
+        default_count=10,
+        max_count=100,
+        compartment=compartment,
+    )
     return await compile_query(query, (recorder or _Recorder()).resolver())
 
 
@@ -66,61 +77,167 @@ CASES: list[tuple[str, str, Any]] = [
     ("Patient", "name=mül", elem("xs", "Patient.name", n={"$gte": "mul", "$lt": "mul" + TOP})),
     ("Patient", "family:exact=Müller", elem("xs", "Patient.family", n="muller", e="Müller")),
     ("Patient", "name:contains=a.b", elem("xs", "Patient.name", n={"$regex": "a\\.b"})),
-    ("Patient", "name=ann,bob", {"xs": {"$elemMatch": {"k": K("Patient.name"), "$or": [
-        {"n": {"$gte": "ann", "$lt": "ann" + TOP}}, {"n": {"$gte": "bob", "$lt": "bob" + TOP}}]}}}),
+    (
+        "Patient",
+        "name=ann,bob",
+        {
+            "xs": {
+                "$elemMatch": {
+                    "k": K("Patient.name"),
+                    "$or": [
+                        {"n": {"$gte": "ann", "$lt": "ann" + TOP}},
+                        {"n": {"$gte": "bob", "$lt": "bob" + TOP}},
+                    ],
+                }
+            }
+        },
+    ),
     # token
     ("Patient", "gender=female", elem("xt", "Patient.gender", c="female")),
     ("Patient", "identifier=http://h/hn|42", elem("xt", "Patient.identifier", c="42", s="http://h/hn")),
     ("Patient", "identifier=http://h/hn|", elem("xt", "Patient.identifier", s="http://h/hn")),
     ("Patient", "identifier=|42", elem("xt", "Patient.identifier", c="42", s=None)),
     ("Patient", "gender:not=female", {"$nor": [elem("xt", "Patient.gender", c="female")]}),
-    ("Patient", "identifier:text=national",
-     elem("xs", "Patient.identifier:text", n={"$gte": "national", "$lt": "national" + TOP})),
-    ("Patient", "identifier:of-type=http://t|NI|123", elem("xt", "Patient.identifier:of-type", c="NI|123", s="http://t")),
-    ("Patient", "gender:missing=true", {"$nor": [{"xt.k": K("Patient.gender")}, {"xc.xt.k": K("Patient.gender")}]}),
-    ("Patient", "gender:missing=false", {"$or": [{"xt.k": K("Patient.gender")}, {"xc.xt.k": K("Patient.gender")}]}),
+    (
+        "Patient",
+        "identifier:text=national",
+        elem("xs", "Patient.identifier:text", n={"$gte": "national", "$lt": "national" + TOP}),
+    ),
+    (
+        "Patient",
+        "identifier:of-type=http://t|NI|123",
+        elem("xt", "Patient.identifier:of-type", c="NI|123", s="http://t"),
+    ),
+    (
+        "Patient",
+        "gender:missing=true",
+        {"$nor": [{"xt.k": K("Patient.gender")}, {"xc.xt.k": K("Patient.gender")}]},
+    ),
+    (
+        "Patient",
+        "gender:missing=false",
+        {"$or": [{"xt.k": K("Patient.gender")}, {"xc.xt.k": K("Patient.gender")}]},
+    ),
     # reference
     ("Observation", "subject=Patient/p1", elem("xr", "Observation.subject", i="p1", t="Patient")),
     ("Observation", "patient=p1", elem("xr", "Observation.patient", i="p1")),
     ("Observation", "subject=urn:uuid:1|2", elem("xr", "Observation.subject", u="urn:uuid:1", v="2")),
     ("Observation", "subject:identifier=s|v", elem("xt", "Observation.subject:identifier", c="v", s="s")),
-    # date: [l, h] is the entry's range in epoch ms, the query's range is 2019 = [1546300800000, 1577836799999]
-    ("Patient", "birthdate=2019", elem("xd", "Patient.birthdate", l={"$gte": 1546300800000}, h={"$lte": 1577836799999})),
-    ("Patient", "birthdate=ne2019", elem("xd", "Patient.birthdate", **{"$or": [
-        {"l": {"$lt": 1546300800000}}, {"h": {"$gt": 1577836799999}}]})),
+    # date: [l, h] is the entry range in epoch ms; the query 2019 is [1546300800000, 1577836799999]
+    (
+        "Patient",
+        "birthdate=2019",
+        elem("xd", "Patient.birthdate", l={"$gte": 1546300800000}, h={"$lte": 1577836799999}),
+    ),
+    (
+        "Patient",
+        "birthdate=ne2019",
+        elem(
+            "xd",
+            "Patient.birthdate",
+            **{"$or": [{"l": {"$lt": 1546300800000}}, {"h": {"$gt": 1577836799999}}]},
+        ),
+    ),
     ("Patient", "birthdate=gt2019", elem("xd", "Patient.birthdate", h={"$gt": 1577836799999})),
     ("Patient", "birthdate=lt2019", elem("xd", "Patient.birthdate", l={"$lt": 1546300800000})),
-    ("Patient", "birthdate=ge2019", elem("xd", "Patient.birthdate", **{"$or": [
-        {"h": {"$gt": 1577836799999}}, {"l": {"$gte": 1546300800000}, "h": {"$lte": 1577836799999}}]})),
+    (
+        "Patient",
+        "birthdate=ge2019",
+        elem(
+            "xd",
+            "Patient.birthdate",
+            **{
+                "$or": [
+                    {"h": {"$gt": 1577836799999}},
+                    {"l": {"$gte": 1546300800000}, "h": {"$lte": 1577836799999}},
+                ]
+            },
+        ),
+    ),
     ("Patient", "birthdate=sa2019", elem("xd", "Patient.birthdate", l={"$gt": 1577836799999})),
     ("Patient", "birthdate=eb2019", elem("xd", "Patient.birthdate", h={"$lt": 1546300800000})),
     # number (implicit precision: 5 means [4.5, 5.5))
-    ("RiskAssessment", "probability=5", elem("xn", "RiskAssessment.probability", l={"$gte": 4.5}, h={"$lt": 5.5})),
+    (
+        "RiskAssessment",
+        "probability=5",
+        elem("xn", "RiskAssessment.probability", l={"$gte": 4.5}, h={"$lt": 5.5}),
+    ),
     ("RiskAssessment", "probability=gt5", elem("xn", "RiskAssessment.probability", h={"$gt": 5.0})),
-    ("RiskAssessment", "probability=ap5", elem("xn", "RiskAssessment.probability", l={"$lte": 5.5}, h={"$gte": 4.5})),
+    (
+        "RiskAssessment",
+        "probability=ap5",
+        elem("xn", "RiskAssessment.probability", l={"$lte": 5.5}, h={"$gte": 4.5}),
+    ),
     # quantity: no unit, a non-canonical unit, a UCUM unit compared in canonical form (12 kg = 12000 g)
     ("Observation", "value-quantity=le12", elem("xq", "Observation.value-quantity", l={"$lte": 12.0})),
-    ("Observation", "value-quantity=12||kg", elem("xq", "Observation.value-quantity", c="kg",
-                                                   l={"$gte": 11.5}, h={"$lt": 12.5})),
-    ("Observation", "value-quantity=12|http://unitsofmeasure.org|kg",
-     elem("xq", "Observation.value-quantity", cc="g", cl={"$gte": 11500.0}, ch={"$lt": 12500.0})),
+    (
+        "Observation",
+        "value-quantity=12||kg",
+        elem("xq", "Observation.value-quantity", c="kg", l={"$gte": 11.5}, h={"$lt": 12.5}),
+    ),
+    (
+        "Observation",
+        "value-quantity=12|http://unitsofmeasure.org|kg",
+        elem("xq", "Observation.value-quantity", cc="g", cl={"$gte": 11500.0}, ch={"$lt": 12500.0}),
+    ),
     # uri
     ("ValueSet", "url=http://a/b", elem("xu", "ValueSet.url", u="http://a/b")),
-    ("ValueSet", "url:below=http://a", elem("xu", "ValueSet.url", u={"$gte": "http://a", "$lt": "http://a" + TOP})),
-    ("ValueSet", "url:above=http:", elem("xu", "ValueSet.url", u={"$in": ["h", "ht", "htt", "http", "http:"]})),
+    (
+        "ValueSet",
+        "url:below=http://a",
+        elem("xu", "ValueSet.url", u={"$gte": "http://a", "$lt": "http://a" + TOP}),
+    ),
+    (
+        "ValueSet",
+        "url:above=http:",
+        elem("xu", "ValueSet.url", u={"$in": ["h", "ht", "htt", "http", "http:"]}),
+    ),
     # composite: both components inside one group
-    ("Observation", "code-value-quantity=http://loinc.org|29463-7$gt10", {"xc": {"$elemMatch": {"$and": [
-        {"xt": {"$elemMatch": {"k": K("Observation.code-value-quantity#0"), "c": "29463-7", "s": "http://loinc.org"}}},
-        {"xq": {"$elemMatch": {"k": K("Observation.code-value-quantity#1"), "h": {"$gt": 10.0}}}},
-    ]}}}),
+    (
+        "Observation",
+        "code-value-quantity=http://loinc.org|29463-7$gt10",
+        {
+            "xc": {
+                "$elemMatch": {
+                    "$and": [
+                        {
+                            "xt": {
+                                "$elemMatch": {
+                                    "k": K("Observation.code-value-quantity#0"),
+                                    "c": "29463-7",
+                                    "s": "http://loinc.org",
+                                }
+                            }
+                        },
+                        {
+                            "xq": {
+                                "$elemMatch": {
+                                    "k": K("Observation.code-value-quantity#1"),
+                                    "h": {"$gt": 10.0},
+                                }
+                            }
+                        },
+                    ]
+                }
+            }
+        },
+    ),
     # resource columns
     ("Patient", "_id=a,b", {"i": {"$in": ["a", "b"]}}),
-    ("Patient", "_lastUpdated=2000", {"lu": {"$gte": "2000-01-01T00:00:00.000Z", "$lte": "2000-12-31T23:59:59.999Z"}}),
+    (
+        "Patient",
+        "_lastUpdated=2000",
+        {"lu": {"$gte": "2000-01-01T00:00:00.000Z", "$lte": "2000-12-31T23:59:59.999Z"}},
+    ),
     ("Patient", "_lastUpdated=gt2000", {"lu": {"$gt": "2000-12-31T23:59:59.999Z"}}),
     ("Patient", "_id:missing=true", {"_id": {"$in": []}}),
     # hostile values stay operands
     ("Patient", "gender=$where", elem("xt", "Patient.gender", c="$where")),
-    ("Patient", 'family:exact={"$ne": null}', elem("xs", "Patient.family", n='{"$ne": null}', e='{"$ne": null}')),
+    (
+        "Patient",
+        'family:exact={"$ne": null}',
+        elem("xs", "Patient.family", n='{"$ne": null}', e='{"$ne": null}'),
+    ),
     ("Patient", "name:contains=$ne.*", elem("xs", "Patient.name", n={"$regex": "\\$ne\\.\\*"})),
 ]
 
@@ -132,34 +249,58 @@ async def test_condition_filters(rtype: str, text: str, expected: Any) -> None:
 
 async def test_conditions_are_anded_under_the_type_and_liveness() -> None:
     assert await compiled("Patient", "gender=male&birthdate=gt2019") == {
-        "t": "Patient", "m": LIVE,
-        "$and": [elem("xt", "Patient.gender", c="male"), elem("xd", "Patient.birthdate", h={"$gt": 1577836799999})],
+        "t": "Patient",
+        "m": LIVE,
+        "$and": [
+            elem("xt", "Patient.gender", c="male"),
+            elem("xd", "Patient.birthdate", h={"$gt": 1577836799999}),
+        ],
     }
     assert await compiled("Patient", "") == {"t": "Patient", "m": LIVE}
     assert await compiled(None, "_type=Patient,Group&_id=x") == {
-        "t": {"$in": ["Patient", "Group"]}, "m": LIVE, "$and": [{"i": {"$in": ["x"]}}]}
+        "t": {"$in": ["Patient", "Group"]},
+        "m": LIVE,
+        "$and": [{"i": {"$in": ["x"]}}],
+    }
 
 
 def test_code_set_values() -> None:
     assert value_predicate("token", CodeSetValue((("http://s", "a"), (None, "b")))) == {
-        "$or": [{"c": "a", "s": "http://s"}, {"c": "b", "s": None}]}
+        "$or": [{"c": "a", "s": "http://s"}, {"c": "b", "s": None}]
+    }
     assert value_predicate("token", CodeSetValue(())) == {"c": {"$in": []}}
 
 
 async def test_chain_runs_the_inner_query_first() -> None:
     recorder = _Recorder()
     flt = await compiled("Observation", "subject:Patient.name=anna", recorder)
-    assert recorder.calls == [("chain", {"t": "Patient", "m": LIVE, "$and": [
-        elem("xs", "Patient.name", n={"$gte": "anna", "$lt": "anna" + TOP})]})]
-    assert flt["$and"] == [{"xr": {"$elemMatch": {"k": K("Observation.subject"), "t": "Patient",
-                                                   "i": {"$in": ["t1", "t2"]}}}}]
+    assert recorder.calls == [
+        (
+            "chain",
+            {
+                "t": "Patient",
+                "m": LIVE,
+                "$and": [elem("xs", "Patient.name", n={"$gte": "anna", "$lt": "anna" + TOP})],
+            },
+        )
+    ]
+    assert flt["$and"] == [
+        {"xr": {"$elemMatch": {"k": K("Observation.subject"), "t": "Patient", "i": {"$in": ["t1", "t2"]}}}}
+    ]
 
 
 async def test_has_collects_reference_targets() -> None:
     recorder = _Recorder()
     flt = await compiled("Patient", "_has:Observation:patient:code=8302-2", recorder)
-    assert recorder.calls == [("has", ({"t": "Observation", "m": LIVE, "$and": [
-        elem("xt", "Observation.code", c="8302-2")]}, K("Observation.patient")))]
+    assert recorder.calls == [
+        (
+            "has",
+            (
+                {"t": "Observation", "m": LIVE, "$and": [elem("xt", "Observation.code", c="8302-2")]},
+                K("Observation.patient"),
+            ),
+        )
+    ]
     assert flt["$and"] == [{"_id": {"$in": ["Patient/p1"]}}]
 
 
@@ -176,10 +317,23 @@ async def test_compartment() -> None:
 def test_sort_by_parameter_computes_lowest_value_and_missing_flag() -> None:
     key = SortKey("birthdate", "date", K("Patient.birthdate"), descending=True)
     assert sort_stages((key,)) == [
-        {"$addFields": {"_a0": {"$map": {
-            "input": {"$filter": {"input": {"$ifNull": ["$xd", []]}, "as": "e",
-                                  "cond": {"$eq": ["$$e.k", K("Patient.birthdate")]}}},
-            "as": "e", "in": "$$e.h"}}}},
+        {
+            "$addFields": {
+                "_a0": {
+                    "$map": {
+                        "input": {
+                            "$filter": {
+                                "input": {"$ifNull": ["$xd", []]},
+                                "as": "e",
+                                "cond": {"$eq": ["$$e.k", K("Patient.birthdate")]},
+                            }
+                        },
+                        "as": "e",
+                        "in": "$$e.h",
+                    }
+                }
+            }
+        },
         {"$addFields": {"_k0": {"$max": "$_a0"}}},
         {"$addFields": {"_m0": {"$cond": [{"$eq": [{"$ifNull": ["$_k0", None]}, None]}, 1, 0]}}},
     ]
@@ -188,30 +342,47 @@ def test_sort_by_parameter_computes_lowest_value_and_missing_flag() -> None:
 
 def test_keyset_after_a_cursor() -> None:
     sort = (SortKey("family", "string", 1, False), SortKey("_lastUpdated", None, 0, True))
-    assert keyset_filter(sort, {"k": ["smith", "2026-01-01T00:00:00.000Z"], "r": 7}, backwards=False) == {"$or": [
-        {"_m0": {"$gt": 0}},
-        {"_m0": 0, "_k0": {"$gt": "smith"}},
-        {"_m0": 0, "_k0": "smith", "lu": {"$lt": "2026-01-01T00:00:00.000Z"}},
-        {"_m0": 0, "_k0": "smith", "lu": "2026-01-01T00:00:00.000Z", "rid": {"$gt": 7}},
-    ]}
+    assert keyset_filter(sort, {"k": ["smith", "2026-01-01T00:00:00.000Z"], "r": 7}, backwards=False) == {
+        "$or": [
+            {"_m0": {"$gt": 0}},
+            {"_m0": 0, "_k0": {"$gt": "smith"}},
+            {"_m0": 0, "_k0": "smith", "lu": {"$lt": "2026-01-01T00:00:00.000Z"}},
+            {"_m0": 0, "_k0": "smith", "lu": "2026-01-01T00:00:00.000Z", "rid": {"$gt": 7}},
+        ]
+    }
     # a missing value: only the rows after it among the missing ones
-    assert keyset_filter(sort[:1], {"k": [None], "r": 7}, backwards=False) == {"$or": [
-        {"_m0": {"$gt": 1}}, {"_m0": 1, "_k0": None, "rid": {"$gt": 7}}]}
+    assert keyset_filter(sort[:1], {"k": [None], "r": 7}, backwards=False) == {
+        "$or": [{"_m0": {"$gt": 1}}, {"_m0": 1, "_k0": None, "rid": {"$gt": 7}}]
+    }
     assert keyset_filter((), {"k": [], "r": 7}, backwards=True) == {"rid": {"$lt": 7}}
 
 
 def test_include_filters() -> None:
-    frontier = [{"_id": "Observation/o1", "t": "Observation", "i": "o1", "xr": [
-        {"k": K("Observation.patient"), "t": "Patient", "i": "p1"},
-        {"k": K("Observation.performer"), "t": "Practitioner", "i": "d1"},
-        {"k": K("Observation.subject"), "u": "urn:uuid:9"}]}]
+    frontier = [
+        {
+            "_id": "Observation/o1",
+            "t": "Observation",
+            "i": "o1",
+            "xr": [
+                {"k": K("Observation.patient"), "t": "Patient", "i": "p1"},
+                {"k": K("Observation.performer"), "t": "Practitioner", "i": "d1"},
+                {"k": K("Observation.subject"), "u": "urn:uuid:9"},
+            ],
+        }
+    ]
     forward = Include("Observation", (K("Observation.patient"),), None, False, "Observation:patient")
     assert include_filter(forward, frontier, reverse=False) == {"_id": {"$in": ["Patient/p1"]}, "m": LIVE}
     everything = Include(None, (), None, False, "*")
     assert include_filter(everything, frontier, reverse=False) == {
-        "_id": {"$in": ["Patient/p1", "Practitioner/d1"]}, "m": LIVE}
+        "_id": {"$in": ["Patient/p1", "Practitioner/d1"]},
+        "m": LIVE,
+    }
     reverse = Include("Provenance", (K("Provenance.target"),), None, False, "Provenance:target")
     assert include_filter(reverse, frontier, reverse=True) == {
-        "xr": {"$elemMatch": {"k": {"$in": [K("Provenance.target")]}, "t": "Observation", "i": {"$in": ["o1"]}}},
-        "m": LIVE, "t": "Provenance"}
+        "xr": {
+            "$elemMatch": {"k": {"$in": [K("Provenance.target")]}, "t": "Observation", "i": {"$in": ["o1"]}}
+        },
+        "m": LIVE,
+        "t": "Provenance",
+    }
     assert include_filter(Include("Patient", (), None, False, "Patient:*"), frontier, reverse=False) is None

@@ -72,7 +72,8 @@ async def test_transactions_are_serialised(any_store: Store) -> None:
             assert current is not None
             value = orjson.loads(current.body)["count"]
             await asyncio.sleep(0)
-            await tx.put(version("Basic", "n", current.version + 1, "2026-01-02T00:00:00.000Z", count=value + 1), None)
+            bumped = version("Basic", "n", current.version + 1, "2026-01-02T00:00:00.000Z", count=value + 1)
+            await tx.put(bumped, None)
 
     await asyncio.gather(*(bump() for _ in range(20)))
     final = await any_store.read("Basic", "n")
@@ -89,7 +90,8 @@ async def test_history_levels_filters_and_paging(any_store: Store) -> None:
     typed = await any_store.history(HistoryQuery(resource_type="Patient", count=2))
     assert [(r.id, r.version) for r in typed.entries] == [("b", 1), ("a", 2)]
     assert typed.next_before_seq is not None
-    rest = await any_store.history(HistoryQuery(resource_type="Patient", count=2, before_seq=typed.next_before_seq))
+    older = HistoryQuery(resource_type="Patient", count=2, before_seq=typed.next_before_seq)
+    rest = await any_store.history(older)
     assert [(r.id, r.version) for r in rest.entries] == [("a", 1)]
     assert rest.next_before_seq is None
     instance = await any_store.history(HistoryQuery(resource_type="Patient", id="a"))

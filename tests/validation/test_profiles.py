@@ -129,14 +129,24 @@ def test_dspm_duplicate_domain_breaks_slice_cardinality():
 
 def test_dspm_result_required_binding():
     o = load_example("Observation-th-dspm-example")
-    o["valueCodeableConcept"]["coding"][0]["code"] = "excellent"
+    # a real code, but from the domain code system: only the binding is broken
+    o["valueCodeableConcept"]["coding"] = [
+        {"system": canonical.code_system(canonical.CS_DSPM_DOMAIN), "code": "GM"}
+    ]
     issue = only_error(o)
     assert issue["code"] == "code-invalid" and issue["expression"] == ["Observation.valueCodeableConcept"]
 
 
-def test_referral_reason_extensible_binding_is_a_warning():
+def test_unknown_code_in_our_code_system():
     s = load_example("ServiceRequest-th-referral-example")
     s["reasonCode"][0]["coding"][0]["code"] = "not-a-reason"
+    issue = only_error(s)
+    assert issue["expression"] == ["ServiceRequest.reasonCode[0].coding[0].code"]
+
+
+def test_referral_reason_extensible_binding_is_a_warning():
+    s = load_example("ServiceRequest-th-referral-example")
+    s["reasonCode"][0]["coding"] = [{"system": "http://snomed.info/sct", "code": "386053000"}]
     issues = validate(s)
     assert errors(s) == []
     assert any(
@@ -277,3 +287,8 @@ def test_only_one_thai_name():
         {"url": "http://hl7.org/fhir/StructureDefinition/language", "valueCode": "th"}
     ]
     assert "Slice 'thai': maximum allowed = 1, but found 2" in only_error(p)["diagnostics"]
+
+
+@pytest.mark.parametrize("resource", profiles.shipped_profiles(), ids=lambda r: r["id"])
+def test_shipped_conformance_resources_are_valid(resource):
+    assert errors(resource) == []

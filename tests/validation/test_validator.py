@@ -158,3 +158,37 @@ def test_synthea_bundle_has_no_errors():
     folder = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "synthea" / "R4"
     bundle = json.loads(sorted(folder.glob("*.json"))[0].read_text())
     assert not has_errors(validate(bundle))
+
+
+def test_unknown_code_in_our_code_system_is_an_error():
+    from fhir_server import canonical
+
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": canonical.code_system(canonical.CS_DSPM_DOMAIN), "code": "ZZ"}]},
+    }
+    assert errs(obs) == [("code-invalid", ("Observation.code.coding[0].code",))]
+
+
+def test_unknown_code_in_an_hl7_code_system_is_a_warning():
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "interpretation": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": "HIGHER",
+                    }
+                ]
+            }
+        ],
+    }
+    assert errs(obs) == []
+    assert any(
+        i["severity"] == "warning" and i["expression"] == ["Observation.interpretation[0].coding[0].code"]
+        for i in validate(obs)
+    )

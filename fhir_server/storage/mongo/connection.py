@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-
-from pymongo import uri_parser
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 # Durable by default: a write is acknowledged once a majority of the replica set has it in its
 # journal, and reads see only majority-committed data. Options given in the URL win.
@@ -30,12 +29,13 @@ def connect(url: str) -> tuple[Any, str]:
         return client_for(url)
     from pymongo import AsyncMongoClient
 
-    parsed = uri_parser.parse_uri(url, validate=True, warn=False)
-    given = {name.lower() for name in parsed["options"]}
+    # Parsed by hand: pymongo's parser resolves mongodb+srv names in DNS, which can wait for the network.
+    parts = urlsplit(url)
+    given = {name.lower() for name, _ in parse_qsl(parts.query)}
     options = {k: v for k, v in _DEFAULTS.items() if k.lower() not in given}
     if "journal" in options and "j" in given:
         options.pop("journal")
-    return AsyncMongoClient(url, **options), parsed["database"] or "termtem"
+    return AsyncMongoClient(url, **options), unquote(parts.path.strip("/")) or "termtem"
 
 
 def check_replica_set(hello: dict[str, Any], url: str) -> None:

@@ -47,8 +47,11 @@ _TOP = "\U0010ffff"
 class Resolver:
     """Runs the inner queries of chains and ``_has`` (the store supplies one bound to a session)."""
 
-    def __init__(self, chain: Callable[[Filter], Awaitable[list[str]]],
-                 has: Callable[[Filter, int], Awaitable[list[str]]]) -> None:
+    def __init__(
+        self,
+        chain: Callable[[Filter], Awaitable[list[str]]],
+        has: Callable[[Filter, int], Awaitable[list[str]]],
+    ) -> None:
         self.chain = chain  # ids of resources matching a filter
         self.has = has  # "Type/id" targets of the ``key`` references of resources matching a filter
 
@@ -98,24 +101,39 @@ async def compile_condition(cond: Any, resolver: Resolver) -> Filter:
     if isinstance(cond, AnyOf):
         return _any([await compile_condition(c, resolver) for c in cond.options])
     if isinstance(cond, AllOf):
-        return {"$and": [await compile_condition(c, resolver) for c in cond.conditions]} if cond.conditions else {}
+        return (
+            {"$and": [await compile_condition(c, resolver) for c in cond.conditions]}
+            if cond.conditions
+            else {}
+        )
     if isinstance(cond, Chain):
         inner = await _with_conditions(base_filter((cond.target_type,)), cond.inner, resolver)
         ids = await resolver.chain(inner)
-        return {ARRAYS["reference"]: {"$elemMatch": {"k": cond.key, "t": cond.target_type, "i": {"$in": ids}}}}
+        return {
+            ARRAYS["reference"]: {"$elemMatch": {"k": cond.key, "t": cond.target_type, "i": {"$in": ids}}}
+        }
     if isinstance(cond, Has):
         inner = await _with_conditions(base_filter((cond.source_type,)), cond.inner, resolver)
         return {"_id": {"$in": await resolver.has(inner, cond.key)}}
     if isinstance(cond, Compartment):
         if cond.is_self:
             return {"t": cond.compartment_type, "i": cond.compartment_id}
-        return {ARRAYS["reference"]: {"$elemMatch": {
-            "k": {"$in": list(cond.keys)}, "i": cond.compartment_id, "t": cond.compartment_type}}}
+        return {
+            ARRAYS["reference"]: {
+                "$elemMatch": {
+                    "k": {"$in": list(cond.keys)},
+                    "i": cond.compartment_id,
+                    "t": cond.compartment_type,
+                }
+            }
+        }
     if isinstance(cond, CompositeTest):
         options = []
         for option in cond.values:
-            parts = [{ARRAYS[table]: {"$elemMatch": {"k": key, **value_predicate(table, value)}}}
-                     for table, key, value in option]
+            parts = [
+                {ARRAYS[table]: {"$elemMatch": {"k": key, **value_predicate(table, value)}}}
+                for table, key, value in option
+            ]
             options.append({COMPOSITE: {"$elemMatch": {"$and": parts}}})
         return _any(options)
     raise TypeError(f"unknown condition {cond!r}")

@@ -22,7 +22,9 @@ from fhir_server.storage.mongo.filters import NOT_DELETED, Filter, Resolver, com
 MAX_SEMI_JOIN = 100_000
 
 _SORT_VALUE = {
-    "string": "$$e.n", "token": "$$e.c", "uri": "$$e.u",
+    "string": "$$e.n",
+    "token": "$$e.c",
+    "uri": "$$e.u",
     "reference": {"$concat": ["$$e.t", "/", "$$e.i"]},
 }
 
@@ -45,10 +47,19 @@ def sort_stages(sort: tuple[SortKey, ...]) -> list[dict[str, Any]]:
         if key.table is None:
             continue
         array = ARRAYS[key.table]
-        values[f"_a{n}"] = {"$map": {
-            "input": {"$filter": {"input": {"$ifNull": [f"${array}", []]}, "as": "e",
-                                  "cond": {"$eq": ["$$e.k", key.key]}}},
-            "as": "e", "in": _sort_value(key)}}
+        values[f"_a{n}"] = {
+            "$map": {
+                "input": {
+                    "$filter": {
+                        "input": {"$ifNull": [f"${array}", []]},
+                        "as": "e",
+                        "cond": {"$eq": ["$$e.k", key.key]},
+                    }
+                },
+                "as": "e",
+                "in": _sort_value(key),
+            }
+        }
         keys[f"_k{n}"] = {"$max" if key.descending else "$min": f"$_a{n}"}
         missing[f"_m{n}"] = {"$cond": [{"$eq": [{"$ifNull": [f"$_k{n}", None]}, None]}, 1, 0]}
     if not values:
@@ -99,14 +110,22 @@ def _resolver(collection: Any, session: Any) -> Resolver:
 
     async def has(flt: Filter, key: int) -> list[str]:
         reference = ARRAYS["reference"]
-        cursor = await collection.aggregate([
-            {"$match": flt},
-            {"$unwind": f"${reference}"},
-            {"$match": {f"{reference}.k": key, f"{reference}.t": {"$exists": True},
-                        f"{reference}.i": {"$exists": True}}},
-            {"$group": {"_id": {"$concat": [f"${reference}.t", "/", f"${reference}.i"]}}},
-            {"$limit": MAX_SEMI_JOIN + 1},
-        ], session=session)
+        cursor = await collection.aggregate(
+            [
+                {"$match": flt},
+                {"$unwind": f"${reference}"},
+                {
+                    "$match": {
+                        f"{reference}.k": key,
+                        f"{reference}.t": {"$exists": True},
+                        f"{reference}.i": {"$exists": True},
+                    }
+                },
+                {"$group": {"_id": {"$concat": [f"${reference}.t", "/", f"${reference}.i"]}}},
+                {"$limit": MAX_SEMI_JOIN + 1},
+            ],
+            session=session,
+        )
         targets = await cursor.to_list()
         _check_size(len(targets))
         return sorted(d["_id"] for d in targets)
@@ -116,8 +135,12 @@ def _resolver(collection: Any, session: Any) -> Resolver:
 
 def _check_size(n: int) -> None:
     if n > MAX_SEMI_JOIN:
-        raise FhirError(400, f"A chained or _has criterion matches more than {MAX_SEMI_JOIN} resources; "
-                             "add criteria that narrow it", code="too-costly")
+        raise FhirError(
+            400,
+            f"A chained or _has criterion matches more than {MAX_SEMI_JOIN} resources; "
+            "add criteria that narrow it",
+            code="too-costly",
+        )
 
 
 async def run_search(collection: Any, query: SearchQuery, session: Any) -> SearchPage:
@@ -131,24 +154,35 @@ async def run_search(collection: Any, query: SearchQuery, session: Any) -> Searc
     cursor = query.cursor
     backwards = bool(cursor and cursor.get("d") == "p")
     if cursor is not None and len(cursor["k"]) != len(query.sort):
-        raise FhirError(400, "Invalid search parameter '_cursor': it belongs to a different _sort",
-                        expression=["_cursor"])
+        raise FhirError(
+            400, "Invalid search parameter '_cursor': it belongs to a different _sort", expression=["_cursor"]
+        )
     columns = _columns(query.sort)
     order = [(field, -1 if descending != backwards else 1) for field, descending, _ in columns]
-    projection = {**RESOURCE_FIELDS, **({ARRAYS["reference"]: 1} if query.includes or query.revincludes else {})}
+    projection = {
+        **RESOURCE_FIELDS,
+        **({ARRAYS["reference"]: 1} if query.includes or query.revincludes else {}),
+    }
     stages = sort_stages(query.sort)
     keyset = keyset_filter(query.sort, cursor, backwards) if cursor is not None else None
     if stages:
         pipeline = [{"$match": flt}, *stages]
         if keyset is not None:
             pipeline.append({"$match": keyset})
-        pipeline += [{"$sort": dict(order)}, {"$limit": query.count + 1},
-                     {"$project": {**projection, **{f: 1 for f, _, _ in columns}}}]
+        pipeline += [
+            {"$sort": dict(order)},
+            {"$limit": query.count + 1},
+            {"$project": {**projection, **{f: 1 for f, _, _ in columns}}},
+        ]
         docs = await (await collection.aggregate(pipeline, session=session)).to_list()
     else:
         page_flt = {"$and": [flt, keyset]} if keyset is not None else flt
-        docs = await collection.find(page_flt, projection, session=session).sort(order).limit(
-            query.count + 1).to_list()
+        docs = (
+            await collection.find(page_flt, projection, session=session)
+            .sort(order)
+            .limit(query.count + 1)
+            .to_list()
+        )
     more = len(docs) > query.count
     docs = docs[: query.count]
     if backwards:
@@ -178,8 +212,9 @@ async def run_search(collection: Any, query: SearchQuery, session: Any) -> Searc
     return page
 
 
-async def _includes(collection: Any, session: Any, query: SearchQuery, matches: list[dict[str, Any]],
-                    page: SearchPage) -> list[Any]:
+async def _includes(
+    collection: Any, session: Any, query: SearchQuery, matches: list[dict[str, Any]], page: SearchPage
+) -> list[Any]:
     seen = {d["_id"] for d in matches}
     included = []
     frontier = matches
@@ -193,21 +228,31 @@ async def _includes(collection: Any, session: Any, query: SearchQuery, matches: 
             if depth == 0 or inc.iterate:
                 flt = _forward(inc, frontier)
                 if flt is not None:
-                    found += await collection.find(flt, projection, session=session).sort(
-                        [("rid", 1)]).limit(budget + 1).to_list()
+                    found += (
+                        await collection.find(flt, projection, session=session)
+                        .sort([("rid", 1)])
+                        .limit(budget + 1)
+                        .to_list()
+                    )
         for inc in query.revincludes:
             if depth == 0 or inc.iterate:
                 flt = _reverse(inc, frontier)
                 if flt is not None:
-                    found += await collection.find(flt, projection, session=session).sort(
-                        [("rid", 1)]).limit(budget + 1).to_list()
+                    found += (
+                        await collection.find(flt, projection, session=session)
+                        .sort([("rid", 1)])
+                        .limit(budget + 1)
+                        .to_list()
+                    )
         frontier = []
         for doc in found:
             if doc["_id"] in seen:
                 continue
             seen.add(doc["_id"])
             if budget <= 0:
-                page.warnings.append(f"More than {query.max_include} included resources; the rest were left out")
+                page.warnings.append(
+                    f"More than {query.max_include} included resources; the rest were left out"
+                )
                 break
             budget -= 1
             included.append(stored(doc))

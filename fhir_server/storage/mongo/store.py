@@ -12,6 +12,7 @@ and the transaction fails with 409), and buffered writes are sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
 
 from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import HistoryPage, HistoryQuery, StoredResource
@@ -215,7 +217,9 @@ class _MongoTransaction:
         if self._session is None:
             self._session = self._store.client.start_session()
         if not self._session.in_transaction:
-            await self._session.start_transaction()
+            # Snapshot reads: everything the transaction reads comes from one point in time.
+            # Writes use the client's write concern (w: majority, journaled unless the URL says otherwise).
+            await self._session.start_transaction(read_concern=ReadConcern("snapshot"))
 
     async def _run(self, step: Any) -> Any:
         """Run ``step`` in the transaction, restarting and replaying on transient errors."""
@@ -252,10 +256,8 @@ class _MongoTransaction:
 
     async def _abort(self) -> None:
         if self._session is not None and self._session.in_transaction:
-            try:
+            with contextlib.suppress(PyMongoError):  # the server may have aborted it already
                 await self._session.abort_transaction()
-            except PyMongoError:
-                pass  # the server has already aborted it
 
     async def _rollback(self) -> None:
         self._pending.clear()

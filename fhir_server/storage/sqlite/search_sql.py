@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -112,6 +113,15 @@ class _Compiler:
                 inner += f" AND {self.visible(self.access, t, (cond.target_type,))}"
             return f"{head}{inner}))"
         if isinstance(cond, Has):
+            if self.access is None and _answerable_from_index(cond.inner):
+                # the source's own conditions from the index alone: no probe of its resource rows
+                x = self.alias("x")
+                key = self.bind(cond.key)
+                sources = _match(self, SearchQuery(resource_types=(cond.source_type,), conditions=cond.inner))
+                return (
+                    f"({a}.type, {a}.id) IN (SELECT {x}.ttype, {x}.tid FROM sp_ref {x}"
+                    f" WHERE {x}.pkey = {key} AND {x}.rid IN ({sources.select()}))"
+                )
             x, s = self.alias("x"), self.alias("s")
             head = (
                 f"({a}.type, {a}.id) IN (SELECT {x}.ttype, {x}.tid FROM sp_ref {x}"
@@ -173,26 +183,26 @@ class _Compiler:
         types = list(candidates) if candidates is not None else sorted(definitions.resource_types())
         if access.types is not None:
             types = [t for t in types if t in access.types]
-        if not types:
-            return "0"
-        options = []
         opened = [t for t in types if t in access.open_types]
+        closed = [t for t in types if t not in access.open_types]
+        keys = [access.owner_keys[t] for t in closed if t in access.owner_keys] if access.owner_code else []
+        grants = [g for g in access.grants if g.resource_type in closed and g.patients != frozenset()]
+        if not (opened or keys or grants):
+            return "0"
+        # Text and arguments are produced together, in the order they appear.
+        head = f"{a}.type IN ({self.bind(*types)})"
+        options = []
         if opened:
             options.append(f"{a}.type IN ({self.bind(*opened)})")
-        closed = [t for t in types if t not in access.open_types]
-        keys = [access.owner_keys[t] for t in closed if t in access.owner_keys]
-        if keys and access.owner_code:
+        if keys:
             o = self.alias("o")
             options.append(
                 f"{a}.rid IN (SELECT {o}.rid FROM sp_token {o} WHERE {o}.pkey IN ({self.bind(*keys)})"
                 f" AND {o}.code = {self.bind(access.owner_code)}"
                 f" AND {o}.sys = {self.bind(access.owner_system)})"
             )
-        options.extend(self._grant(g, a) for g in access.grants if g.resource_type in closed
-                       and (g.patients is None or g.patients))
-        if not options:
-            return "0"
-        return f"({a}.type IN ({self.bind(*types)}) AND ({' OR '.join(options)}))"
+        options.extend(self._grant(g, a) for g in grants)
+        return f"({head} AND ({' OR '.join(options)}))"
 
     def _grant(self, grant: Grant, a: str) -> str:
         parts = [f"{a}.type = {self.bind(grant.resource_type)}"]
@@ -226,13 +236,13 @@ class _Compiler:
             return f"({v}.norm >= {self.bind(val.text)} AND {v}.norm < {self.bind(val.text + _TOP)})"
         if isinstance(val, TokenValue):
             if val.code is None:
-                return f"{v}.sys = {self.bind(val.system)}"
+                return self._system(val, v)
             code = f"{v}.code = {self.bind(val.code)}"
             if val.system is None:
                 return code
             if val.system == "":
                 return f"({code} AND {v}.sys IS NULL)"
-            return f"({code} AND {v}.sys = {self.bind(val.system)})"
+            return f"({code} AND {self._system(val, v)})"
         if isinstance(val, OfTypeValue):
             code = f"{v}.code = {self.bind(f'{val.type_code}|{val.value}')}"
             return code if val.system is None else f"({code} AND {v}.sys = {self.bind(val.system)})"
@@ -241,11 +251,19 @@ class _Compiler:
                 return "0"
             codes = orjson.dumps(sorted({c for _, c in val.pairs})).decode()
             pairs = orjson.dumps([f"{s or ''}|{c}" for s, c in val.pairs]).decode()
-            return (
-                f"({v}.code IN (SELECT value FROM json_each({self.bind(codes)}))"
-                f" AND (coalesce({v}.sys, '') || '|' || {v}.code)"
-                f" IN (SELECT value FROM json_each({self.bind(pairs)})))"
+            # bind in the order the placeholders appear in the text
+            sql = f"({v}.code IN (SELECT value FROM json_each({self.bind(codes)}))"
+            member = (
+                f"(coalesce({v}.sys, '') || '|' || {v}.code)"
+                f" IN (SELECT value FROM json_each({self.bind(pairs)}))"
             )
+            if val.bare:
+                bare = orjson.dumps(list(val.bare)).decode()
+                member = (
+                    f"({member} OR ({v}.sys IS NULL"
+                    f" AND {v}.code IN (SELECT value FROM json_each({self.bind(bare)}))))"
+                )
+            return f"{sql} AND {member})"
         if isinstance(val, ReferenceValue):
             if val.url is not None:
                 sql = f"{v}.url = {self.bind(val.url)}"
@@ -277,6 +295,11 @@ class _Compiler:
                         unit += f"{v}.sys = {self.bind(val.system)} AND "
             return f"({unit}{self._number(val, lo, hi)})"
         raise TypeError(f"unknown value {val!r}")
+
+    def _system(self, val: TokenValue, v: str) -> str:
+        system = f"{v}.sys = {self.bind(val.system)}"
+        # a code element's system is implied by its binding: its rows carry none
+        return f"({system} OR {v}.sys IS NULL)" if val.implicit else system
 
     def _date(self, val: RangeValue, lo: str, hi: str) -> str:
         qlo, qhi = int(val.low), int(val.high)
@@ -346,10 +369,15 @@ class _Compiler:
 
     # --- sorting -----------------------------------------------------------------------------------
 
-    def sort_expr(self, key: SortKey) -> str:
+    def sort_join(self, key: SortKey, m: str) -> tuple[str, str]:
+        """(aggregate expression, LEFT JOIN clause) giving ``key`` for each match row at alias ``m``.
+
+        The join reads the covering ``(rid, pkey, value)`` index of the value table, so keys come
+        from the index alone; several values per resource reduce to their min (asc) or max (desc).
+        """
         if key.table is None:
-            base = "r.id" if key.name == "_id" else "r.last_updated"
-            return base
+            col = "s.id" if key.name == "_id" else "s.last_updated"
+            return f"min({col})", ""
         agg = "max" if key.descending else "min"
         s = self.alias("o")
         column = {
@@ -361,12 +389,35 @@ class _Compiler:
             "number": "{s}.hi" if key.descending else "{s}.lo",
             "quantity": "coalesce({s}.chi, {s}.hi)" if key.descending else "coalesce({s}.clo, {s}.lo)",
         }[key.table].format(s=s)
-        raw = (
-            f"(SELECT {agg}({column}) FROM {_TABLES[key.table]} {s}"
-            f" WHERE {s}.rid = r.rid AND {s}.pkey = {self.bind(key.key)})"
+        join = (
+            f" LEFT JOIN {_TABLES[key.table]} {s} ON {s}.rid = {m}.rid AND {s}.pkey = {self.bind(key.key)}"
         )
         # Missing values sort last either way: a blob is above every text/number, -inf below all.
-        return f"coalesce({raw}, x'ff')" if not key.descending else f"coalesce({raw}, -9e999)"
+        missing = "-9e999" if key.descending else "x'ff'"
+        return f"coalesce({agg}({column}), {missing})", join
+
+
+# Conditions whose SQL reads only index rows, never the resource row. Index rows exist only for the
+# current version of live resources (a delete removes them) and every parameter key belongs to one
+# resource type, so a resource matching one of these is already known to be live and of that type.
+_INDEX_ONLY = (ParamTest, CompositeTest, Chain, Missing, Compartment)
+
+
+def _index_only(cond: Any) -> bool:
+    if isinstance(cond, ParamTest):
+        return not cond.negate
+    if isinstance(cond, Missing):
+        return not cond.missing
+    if isinstance(cond, Compartment):
+        return not cond.is_self
+    return isinstance(cond, _INDEX_ONLY)
+
+
+def _answerable_from_index(conds: tuple[Any, ...]) -> bool:
+    """Every condition reads index rows only, and one of them can drive the lookup."""
+    return all(map(_index_only, conds)) and any(
+        isinstance(x, ParamTest) and not x.negate for x in conds
+    )
 
 
 def _base_where(c: _Compiler, query: SearchQuery) -> str:
@@ -379,6 +430,87 @@ def _base_where(c: _Compiler, query: SearchQuery) -> str:
     if c.access is not None:
         where.append(c.visible(c.access, "r", query.resource_types))
     return " AND ".join(where)
+
+
+@dataclass
+class _Match:
+    """The matches of a query as parts of one SELECT, so callers add keyset terms, joins and order."""
+
+    source: str  # FROM clause
+    where: str
+    rid: str  # the rid column
+    distinct: bool  # the source can yield a rid more than once (several index rows per resource)
+
+    def select(self, extra: str = "") -> str:
+        where = f"{self.where} AND {extra}" if extra else self.where
+        distinct = "DISTINCT " if self.distinct else ""
+        return f"SELECT {distinct}{self.rid} AS rid FROM {self.source} WHERE {where}"
+
+
+def _match(c: _Compiler, query: SearchQuery) -> _Match:
+    """Every match of ``query``, compiled into ``c`` (its arguments bound in text order).
+
+    When every condition can be answered from the index tables alone, the first plain parameter test
+    drives the query from its covering index and the resource table is never touched; otherwise the
+    live-resource index of the resource table is the base and the conditions filter it.
+    """
+    conds = query.conditions
+    if len(query.resource_types) == 1 and c.access is None and _answerable_from_index(conds):
+        driver = next(x for x in conds if isinstance(x, ParamTest) and not x.negate)
+        v = c.alias("d")
+        key = c.bind(driver.key)
+        preds = " OR ".join(c.value(driver.table, val, v) for val in driver.values)
+        where = [f"{v}.pkey = {key} AND ({preds})"]
+        where.extend(c.condition(x, v) for x in conds if x is not driver)
+        return _Match(f"{_TABLES[driver.table]} {v}", " AND ".join(where), f"{v}.rid", True)
+    return _Match("resource r", _base_where(c, query), "r.rid", False)
+
+
+# _total=estimate: counts up to this many matches are exact; beyond, the count is extrapolated from the
+# matches among the newest _ESTIMATE_WINDOW resources of the searched types.
+_ESTIMATE_CAP = 1000
+_ESTIMATE_WINDOW = 20_000
+
+
+def _count(conn: sqlite3.Connection, query: SearchQuery) -> int:
+    c = _Compiler(query.access)
+    sql = _match(c, query).select()
+    return int(conn.execute(f"SELECT count(*) FROM ({sql})", c.args).fetchone()[0])
+
+
+def _estimate(conn: sqlite3.Connection, query: SearchQuery) -> tuple[int, bool]:
+    """(total, exact): exact when there are few matches, else extrapolated from a window of rids."""
+    c = _Compiler(query.access)
+    sql = _match(c, query).select()
+    capped = conn.execute(f"SELECT count(*) FROM ({sql} LIMIT ?)", [*c.args, _ESTIMATE_CAP + 1]).fetchone()[0]
+    if capped <= _ESTIMATE_CAP:
+        return int(capped), True
+    types = list(query.resource_types)
+    live = "FROM resource WHERE type = ? AND method != 'DELETE'"
+    low = high = start = None
+    for t in types:  # one type at a time so each is an O(log n) probe of resource_live
+        lo, hi = conn.execute(f"SELECT (SELECT min(rid) {live}), (SELECT max(rid) {live})", [t, t]).fetchone()
+        if lo is not None:
+            low, high = min(low or lo, lo), max(high or hi, hi)
+    if len(types) == 1:
+        start = conn.execute(
+            f"SELECT rid {live} ORDER BY rid DESC LIMIT 1 OFFSET ?", [types[0], _ESTIMATE_WINDOW - 1]
+        ).fetchone()
+    else:
+        marks = ",".join("?" * len(types))
+        start = conn.execute(
+            f"SELECT rid FROM resource WHERE type IN ({marks}) AND method != 'DELETE'"
+            " ORDER BY rid DESC LIMIT 1 OFFSET ?",
+            [*types, _ESTIMATE_WINDOW - 1],
+        ).fetchone()
+    if start is None or low is None or high is None:  # fewer live resources than the window
+        return _count(conn, query), True
+    c = _Compiler(query.access)
+    match = _match(c, query)
+    sql = match.select(f"{match.rid} >= {c.bind(start[0])}")
+    in_window = conn.execute(f"SELECT count(*) FROM ({sql})", c.args).fetchone()[0]
+    scale = (high - low + 1) / (high - start[0] + 1)
+    return max(int(capped), round(in_window * scale)), False
 
 
 def _stored(row: tuple[Any, ...]) -> StoredResource:
@@ -397,60 +529,92 @@ def _bind_cursor_value(v: Any, descending: bool) -> Any:
     return v
 
 
+def _keyset(cols: list[str], descs: list[bool], values: list[Any], backwards: bool) -> tuple[str, list[Any]]:
+    """The rows strictly after (before, going backwards) ``values`` in the order (cols..., rid)."""
+    ors, args = [], []
+    for i in range(len(cols)):
+        terms = [f"{cols[j]} = ?" for j in range(i)]
+        args.extend(values[:i])
+        forward_gt = not descs[i]
+        if backwards:
+            forward_gt = not forward_gt
+        terms.append(f"{cols[i]} {'>' if forward_gt else '<'} ?")
+        args.append(values[i])
+        ors.append("(" + " AND ".join(terms) + ")")
+    return " OR ".join(ors), args
+
+
+def _page_sql(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
+    """One statement for a page: matches, their sort keys from covering indexes, keyset, order, limit.
+
+    Only the page's rows are joined to the resource table (for their bodies), after the limit, so a
+    broad match never loads more than one page of resources.
+    """
+    c = _Compiler(query.access)
+    match = _match(c, query)
+    descs = [k.descending for k in query.sort]
+    names = [f"k{i}" for i in range(len(query.sort))]
+    order = [f"{n} {'ASC' if d == backwards else 'DESC'}" for n, d in zip(names, descs, strict=True)]
+    order.append(f"rid {'DESC' if backwards else 'ASC'}")
+    order_sql = ", ".join(order)
+    cursor = query.cursor
+    if not query.sort:
+        extra = ""
+        if cursor is not None:
+            extra = f"{match.rid} {'<' if backwards else '>'} {c.bind(cursor['r'])}"
+        inner = f"{match.select(extra)} ORDER BY {match.rid} {'DESC' if backwards else 'ASC'} LIMIT ?"
+        args = [*c.args, query.count + 1]
+    else:
+        exprs, joins = [], []
+        m = match.rid.split(".")[0]
+        sc = _Compiler()  # the joins come before the WHERE in the text: their arguments go first
+        sc._aliases = c._aliases
+        for key in query.sort:
+            expr, join = sc.sort_join(key, m)
+            exprs.append(expr)
+            joins.append(join)
+        if any(k.table is None for k in query.sort):
+            joins.insert(0, f" JOIN resource s ON s.rid = {match.rid}")
+        keys = "".join(f", {e} AS {n}" for e, n in zip(exprs, names, strict=True))
+        inner = (
+            f"SELECT {match.rid} AS rid{keys} FROM {match.source}{''.join(joins)}"
+            f" WHERE {match.where} GROUP BY {match.rid}"
+        )
+        args = [*sc.args, *c.args]
+        if cursor is not None:
+            values = [_bind_cursor_value(v, d) for v, d in zip(cursor["k"], descs, strict=True)]
+            keyset, keyset_args = _keyset([*names, "rid"], [*descs, False], [*values, cursor["r"]], backwards)
+            inner = f"SELECT * FROM ({inner}) WHERE {keyset}"
+            args.extend(keyset_args)
+        inner = f"{inner} ORDER BY {order_sql} LIMIT ?"
+        args.append(query.count + 1)
+    selected = "".join(f", p.{n}" for n in names)
+    sql = (
+        f"SELECT {_COLUMNS}{selected} FROM ({inner}) p"
+        f" JOIN resource r ON r.rid = p.rid ORDER BY {order_sql.replace('rid ', 'p.rid ')}"
+    )
+    return sql, args
+
+
 def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     """Run one page of ``query`` (matches, includes, optional total) on ``conn``."""
     page = SearchPage(matches=[], warnings=list(query.warnings))
-    c = _Compiler()
-    sort_exprs = [c.sort_expr(k) for k in query.sort]
-    sort_args = list(c.args)
-    wc = _Compiler(getattr(query, "access", None))
-    wc._aliases = c._aliases
-    where = _base_where(wc, query)
-    where_args = wc.args
-
-    want_total = query.total in ("accurate", "estimate") or query.summary == "count"
-    if want_total:
-        page.total = conn.execute(f"SELECT count(*) FROM resource r WHERE {where}", where_args).fetchone()[0]
+    if query.summary == "count" or query.total == "accurate":
+        page.total = _count(conn, query)
+    elif query.total == "estimate":
+        page.total, exact = _estimate(conn, query)
+        page.total_estimated = not exact
     if query.count == 0 or query.summary == "count":
         return page
 
-    descs = [k.descending for k in query.sort]
     cursor = query.cursor
     backwards = bool(cursor and cursor.get("d") == "p")
     if cursor is not None and len(cursor["k"]) != len(query.sort):
         raise FhirError(
             400, "Invalid search parameter '_cursor': it belongs to a different _sort", expression=["_cursor"]
         )
-
-    key_cols = [f"k{i}" for i in range(len(sort_exprs))]
-    select_keys = "".join(f", {e} AS {n}" for e, n in zip(sort_exprs, key_cols, strict=True))
-    order_terms = []
-    for n, d in zip(key_cols, descs, strict=True):
-        order_terms.append(f"{n} {'ASC' if d == backwards else 'DESC'}")
-    order_terms.append(f"rid {'DESC' if backwards else 'ASC'}")
-    keyset = ""
-    keyset_args: list[Any] = []
-    if cursor is not None:
-        ors = []
-        values = [_bind_cursor_value(v, d) for v, d in zip(cursor["k"], descs, strict=True)]
-        cols = [*key_cols, "rid"]
-        dirs = [*descs, False]
-        values.append(cursor["r"])
-        for i in range(len(cols)):
-            terms = [f"{cols[j]} = ?" for j in range(i)]
-            keyset_args.extend(values[:i])
-            forward_gt = not dirs[i]
-            if backwards:
-                forward_gt = not forward_gt
-            terms.append(f"{cols[i]} {'>' if forward_gt else '<'} ?")
-            keyset_args.append(values[i])
-            ors.append("(" + " AND ".join(terms) + ")")
-        keyset = "WHERE " + " OR ".join(ors)
-    sql = (
-        f"SELECT * FROM (SELECT {_COLUMNS}{select_keys} FROM resource r WHERE {where}) {keyset}"
-        f" ORDER BY {', '.join(order_terms)} LIMIT ?"
-    )
-    rows = conn.execute(sql, [*sort_args, *where_args, *keyset_args, query.count + 1]).fetchall()
+    sql, args = _page_sql(query, backwards)
+    rows = conn.execute(sql, args).fetchall()
     more = len(rows) > query.count
     rows = rows[: query.count]
     if backwards:
@@ -475,6 +639,7 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     page.matches = [_stored(r) for r in rows]
     if page.total is None and cursor is None and not more:
         page.total = len(rows)
+        page.total_estimated = False
     if query.includes or query.revincludes:
         page.included = _includes(conn, query, [(r[0], r[1], r[2]) for r in rows], page)
     return page

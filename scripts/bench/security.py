@@ -1,0 +1,282 @@
+"""Security overhead: token verification, scopes, consent and audit on read and search latency.
+
+Builds one store (agencies, children with growth/DSPM/other Observations written by a hospital,
+consents letting a school see half of the children), then times the same requests in-process (httpx
+over ASGI, so network noise stays out) against the app with auth off and with auth on: as the owning
+hospital (scopes + ownership + audit) and as a consented school (consent view + in-query restriction
++ audit). Prints a table and writes bench-results/security-<timestamp>.json.
+
+    python scripts/bench/security.py [--children 500] [--requests 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, percentile, write_results  # noqa: E402
+
+from fhir_server import canonical  # noqa: E402
+from fhir_server.api.app import create_app  # noqa: E402
+from fhir_server.cli.clients import client_assertion  # noqa: E402
+from fhir_server.config import Settings  # noqa: E402
+from fhir_server.security import keys, roles  # noqa: E402
+from fhir_server.security.clients import ClientRecord, ClientRegistry  # noqa: E402
+from fhir_server.security.tokens import ASSERTION_TYPE  # noqa: E402
+
+ORIGIN = "http://bench"
+BASE = f"{ORIGIN}/fhir"
+EXAMPLES = ROOT / "profiles" / "examples"
+
+
+def _org(oid: str, kind: str) -> dict[str, Any]:
+    system = canonical.code_system(canonical.CS_AGENCY_TYPE)
+    return {
+        "resourceType": "Organization",
+        "id": oid,
+        "name": oid,
+        "type": [{"coding": [{"system": system, "code": kind}]}],
+    }
+
+
+def _consent(child: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": canonical.CONSENT_SCOPE_SYSTEM, "code": "patient-privacy"}]},
+        "category": [
+            {"coding": [{"system": canonical.LOINC_SYSTEM, "code": canonical.CONSENT_CATEGORY_LOINC}]}
+        ],
+        "patient": {"reference": f"Patient/{child}"},
+        "dateTime": "2024-03-20T10:00:00+07:00",
+        "policy": [{"uri": f"{canonical.BASE}/policy/pdpa-data-sharing"}],
+        "provision": {
+            "type": "permit",
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "IRCP",
+                            }
+                        ]
+                    },
+                    "reference": {"reference": "Organization/school"},
+                }
+            ],
+            "purpose": [{"system": canonical.V3_ACT_REASON_SYSTEM, "code": "COC"}],
+            "code": [
+                {"coding": [{"system": canonical.code_system(canonical.CS_DATA_CLASS), "code": c}]}
+                for c in ("demographics", "growth", "development")
+            ],
+        },
+    }
+
+
+class _Caller:
+    def __init__(self, http: httpx.AsyncClient, token: str | None) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def get(self, url: str) -> httpx.Response:
+        return await self.http.get(url, headers=self.headers)
+
+    async def put(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {**self.headers, "Content-Type": "application/fhir+json"}
+        return await self.http.put(url, content=orjson.dumps(body), headers=headers)
+
+    async def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {**self.headers, "Content-Type": "application/fhir+json"}
+        return await self.http.post(url, content=orjson.dumps(body), headers=headers)
+
+
+async def _client(app: Any, http: httpx.AsyncClient, folder: Path, name: str, org: str, role: str) -> _Caller:
+    private = keys.generate_private_jwk("EC", "ES384")
+    key_file = folder / f"{name}.jwk.json"
+    keys.save_private_jwk(key_file, private)
+    scopes = roles.get_role(role).default_scopes
+    await ClientRegistry(app.state.store).add(
+        ClientRecord(
+            id=name,
+            name=name,
+            organization=org,
+            role=role,
+            scopes=scopes,
+            jwks={"keys": [keys.public_jwk(private)]},
+        )
+    )
+    reply = await http.post(
+        f"{ORIGIN}/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": client_assertion(name, key_file, f"{ORIGIN}/auth/token"),
+            "scope": scopes,
+        },
+    )
+    reply.raise_for_status()
+    return _Caller(http, reply.json()["access_token"])
+
+
+async def _seed(folder: Path, store_url: str, children: int) -> dict[str, list[str]]:
+    settings = Settings(store_url=store_url, auth=True, data_dir=folder / "data")
+    app = create_app(settings)
+    growth = orjson.loads((EXAMPLES / "Observation-th-growth-example.json").read_bytes())
+    growth.pop("id", None)
+    ids: dict[str, list[str]] = {"obs": [], "consented": [], "hidden": []}
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+    ):
+        admin = await _client(app, http, folder, "admin", "Organization/ops", "admin")
+        for oid, kind in (("hosp", "hospital"), ("school", "school"), ("ops", "district-office")):
+            (await admin.put(f"Organization/{oid}", _org(oid, kind))).raise_for_status()
+        hospital = await _client(app, http, folder, "hospital", "Organization/hosp", "hospital")
+        await _client(app, http, folder, "school", "Organization/school", "school")
+        for n in range(children):
+            child = f"c{n}"
+            (
+                await hospital.put(
+                    f"Patient/{child}",
+                    {
+                        "resourceType": "Patient",
+                        "id": child,
+                        "gender": "female",
+                        "birthDate": "2021-01-01",
+                    },
+                )
+            ).raise_for_status()
+            for _ in range(3):
+                body = {**growth, "subject": {"reference": f"Patient/{child}"}}
+                reply = await hospital.post("Observation", body)
+                reply.raise_for_status()
+                ids["obs"].append(reply.json()["id"])
+                (ids["consented"] if n % 2 == 0 else ids["hidden"]).append(reply.json()["id"])
+            if n % 2 == 0:
+                reply = await hospital.post("Consent", _consent(child))
+                if reply.status_code != 201:
+                    raise RuntimeError(reply.text[:500])
+    return ids
+
+
+async def _time(call: Callable[[int], Awaitable[httpx.Response]], requests: int) -> list[float]:
+    for n in range(20):  # warm-up (caches, consent view)
+        (await call(n)).raise_for_status()
+    latencies = []
+    for n in range(requests):
+        started = time.perf_counter()
+        reply = await call(n)
+        latencies.append(time.perf_counter() - started)
+        if reply.status_code != 200:
+            raise RuntimeError(f"{reply.status_code}: {reply.text[:300]}")
+    return latencies
+
+
+async def _measure(
+    folder: Path, store_url: str, ids: dict[str, list[str]], requests: int, auth: bool, who: str
+) -> dict[str, list[float]]:
+    settings = Settings(store_url=store_url, auth=auth, data_dir=folder / "data")
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+    ):
+        if not auth:
+            caller = _Caller(http, None)
+        else:
+            key_file = folder / f"{who}.jwk.json"
+            reply = await http.post(
+                f"{ORIGIN}/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": client_assertion(who, key_file, f"{ORIGIN}/auth/token"),
+                    "scope": "system/*.rs",
+                },
+            )
+            reply.raise_for_status()
+            caller = _Caller(http, reply.json()["access_token"])
+        obs = ids["consented"]
+        return {
+            "read": await _time(lambda n: caller.get(f"Observation/{obs[n % len(obs)]}"), requests),
+            "search by subject": await _time(
+                lambda n: caller.get(f"Observation?subject=Patient/c{2 * (n % 50)}"), requests
+            ),
+            "search page of 20": await _time(lambda n: caller.get("Observation?_count=20"), requests),
+            "count": await _time(lambda n: caller.get("Observation?_summary=count"), requests // 4),
+        }
+
+
+def _ms(values: list[float]) -> dict[str, float]:
+    return {
+        "mean_ms": statistics.fmean(values) * 1000,
+        "p50_ms": percentile(values, 50) * 1000,
+        "p95_ms": percentile(values, 95) * 1000,
+    }
+
+
+def run(children: int, requests: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store_url = f"sqlite:///{folder / 'security.sqlite'}"
+        ids = asyncio.run(_seed(folder, store_url, children))
+        runs = {
+            "auth off": asyncio.run(_measure(folder, store_url, ids, requests, False, "")),
+            "auth on, owner (hospital)": asyncio.run(
+                _measure(folder, store_url, ids, requests, True, "hospital")
+            ),
+            "auth on, consented (school)": asyncio.run(
+                _measure(folder, store_url, ids, requests, True, "school")
+            ),
+        }
+    results = {
+        variant: {name: _ms(values) for name, values in timings.items()} for variant, timings in runs.items()
+    }
+    return {
+        "machine": machine(),
+        "children": children,
+        "resources": children * 4 + children // 2,
+        "requests": requests,
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+    report = run(args.children, args.requests)
+    base = report["results"]["auth off"]
+    print(
+        f"{report['children']} children, {report['resources']} resources, {report['requests']} requests each"
+    )
+    print(f"{'request':<20} {'variant':<30} {'mean ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'overhead':>9}")
+    for variant, rows in report["results"].items():
+        for name, row in rows.items():
+            extra = row["mean_ms"] - base[name]["mean_ms"]
+            print(
+                f"{name:<20} {variant:<30} {row['mean_ms']:8.2f} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f}"
+                f" {extra:+8.2f}"
+            )
+    print(f"written to {write_results('security', report)}")
+
+
+if __name__ == "__main__":
+    main()

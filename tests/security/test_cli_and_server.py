@@ -1,0 +1,212 @@
+"""The operator CLI, the signing key file, and one end-to-end run against a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from fhir_server.api.app import create_app
+from fhir_server.cli import app as cli
+from fhir_server.config import Settings
+from fhir_server.security import keys
+
+runner = CliRunner()
+
+
+def _store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.sqlite'}"
+
+
+def test_client_add_list_remove(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    added = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "school-app",
+            "--org",
+            "Organization/s1",
+            "--role",
+            "school",
+            "--scopes",
+            "system/Patient.rs system/Observation.read",
+            "--generate-key",
+            str(tmp_path),
+            "--store",
+            store,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    key_file = tmp_path / "school-app.jwk.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "d" in orjson.loads(key_file.read_bytes())
+    public = {"keys": [keys.public_jwk(keys.generate_private_jwk("RSA", "RS384"))]}
+    jwks_file = tmp_path / "hosp.jwks.json"
+    jwks_file.write_bytes(orjson.dumps(public))
+    added = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "hosp-app",
+            "--org",
+            "Organization/h1",
+            "--role",
+            "hospital",
+            "--jwks",
+            str(jwks_file),
+            "--store",
+            store,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, ["client", "list", "--store", store])
+    assert "school-app\tOrganization/s1\tschool\tsystem/Patient.rs system/Observation.read" in listed.output
+    assert "hosp-app\tOrganization/h1\thospital\tsystem/*.cruds" in listed.output
+    again = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "hosp-app",
+            "--org",
+            "Organization/h1",
+            "--role",
+            "hospital",
+            "--jwks",
+            str(jwks_file),
+            "--store",
+            store,
+        ],
+    )
+    assert again.exit_code == 1 and "already registered" in again.output
+    bad_role = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "x",
+            "--org",
+            "Organization/h1",
+            "--role",
+            "janitor",
+            "--jwks",
+            str(jwks_file),
+            "--store",
+            store,
+        ],
+    )
+    assert bad_role.exit_code != 0
+    private_jwks = tmp_path / "private.json"
+    private_jwks.write_bytes(orjson.dumps({"keys": [keys.generate_private_jwk()]}))
+    leaked = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "y",
+            "--org",
+            "Organization/h1",
+            "--role",
+            "hospital",
+            "--jwks",
+            str(private_jwks),
+            "--store",
+            store,
+        ],
+    )
+    assert leaked.exit_code == 1 and "public keys only" in leaked.output
+    assert runner.invoke(cli, ["client", "remove", "hosp-app", "--store", store]).exit_code == 0
+    assert runner.invoke(cli, ["client", "remove", "hosp-app", "--store", store]).exit_code == 1
+    assert "hosp-app" not in runner.invoke(cli, ["client", "list", "--store", store]).output
+
+
+def test_signing_key_is_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "key.json"
+    first = keys.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.load_or_create(path).kid == first.kid
+    os.chmod(path, 0o644)
+    with pytest.raises(PermissionError):
+        keys.load_or_create(path)
+
+
+def test_auth_off_refuses_non_loopback() -> None:
+    result = runner.invoke(cli, ["serve", "--auth", "off", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "loopback" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    settings = Settings(store_url=_store(tmp_path), auth=True, data_dir=tmp_path / "data")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not instance.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert instance.started
+    yield f"http://127.0.0.1:{port}/fhir"
+    instance.should_exit = True
+    thread.join(timeout=20)
+
+
+def test_token_command_against_a_real_server(tmp_path: Path, server: str) -> None:
+    store = _store(tmp_path)
+    added = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "ops",
+            "--org",
+            "Organization/ops",
+            "--role",
+            "admin",
+            "--generate-key",
+            str(tmp_path),
+            "--key-type",
+            "RSA",
+            "--store",
+            store,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    result = runner.invoke(
+        cli, ["token", "ops", "--key", str(tmp_path / "ops.jwk.json"), "--server", server, "--store", store]
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert "\n" not in token and token.count(".") == 2
+    with httpx.Client(base_url=server) as http:
+        assert http.get("Patient").status_code == 401
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+        created = http.post(
+            "Patient", content=b'{"resourceType":"Patient","gender":"female"}', headers=headers
+        )
+        assert created.status_code == 201
+        assert created.headers["x-content-type-options"] == "nosniff"
+        search = http.get("Patient", headers=headers).json()
+        assert search["entry"][0]["resource"]["meta"]["tag"][0]["code"] == "Organization/ops"
+        audit = http.get("AuditEvent?subtype=create", headers=headers).json()
+        assert audit["entry"][0]["resource"]["agent"][0]["who"]["identifier"]["value"] == "ops"
