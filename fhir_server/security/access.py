@@ -167,8 +167,12 @@ def stamp_owner(body: bytes, resource: dict[str, Any], owner: str) -> bytes:
     """``body`` with exactly one writing-agency tag, ``owner`` (other members keep their bytes)."""
     meta = resource.get("meta")
     meta = dict(meta) if isinstance(meta, dict) else {}
-    tags = meta.get("tag") if isinstance(meta.get("tag"), list) else []
-    kept = [t for t in tags if not (isinstance(t, dict) and t.get("system") == OWNER_TAG_SYSTEM)]
+    tags = meta.get("tag")
+    kept = [
+        t
+        for t in (tags if isinstance(tags, list) else [])
+        if not (isinstance(t, dict) and t.get("system") == OWNER_TAG_SYSTEM)
+    ]
     meta["tag"] = [*kept, {"system": OWNER_TAG_SYSTEM, "code": owner}]
     return fhirjson.replace_member(body, "meta", meta)
 
@@ -200,8 +204,9 @@ def visible(access: Access | None, resource_type: str, body: bytes) -> bool:
     grants = access.grants_for(resource_type)
     if not grants:
         return False
-    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
-    profiles = set(meta.get("profile", []) if isinstance(meta.get("profile"), list) else [])
+    meta = resource.get("meta")
+    claimed = meta.get("profile") if isinstance(meta, dict) else None
+    profiles = set(claimed) if isinstance(claimed, list) else set()
     children = linked_patients(resource_type, resource)
     for grant in grants:
         if grant.profiles and not profiles & set(grant.profiles):

@@ -170,15 +170,115 @@ def _boundaries(node: dict[str, Any]) -> list[float]:
     return out
 
 
+def _patient_classes(consents: list[dict[str, Any]], req: AccessRequest) -> set[str]:
+    """The data classes one child's active Consents let ``req`` see (deny across Consents wins)."""
+    permitted: set[str] = set()
+    denied: set[str] = set()
+    for consent in consents:
+        for data_class in DATA_CLASSES:
+            decision = decide(consent, req, data_class)
+            if decision == "permit":
+                permitted.add(data_class)
+            elif decision == "deny":
+                denied.add(data_class)
+    return permitted - denied
+
+
+@dataclass
+class _View:
+    """One caller kind's answer: children per data class, valid until the next period boundary."""
+
+    request: AccessRequest
+    valid_until: float
+    classes: dict[str, set[str]]
+    frozen: dict[str, frozenset[str]] | None = None
+
+    def answer(self) -> dict[str, frozenset[str]]:
+        if self.frozen is None:
+            self.frozen = {c: frozenset(ids) for c, ids in self.classes.items()}
+        return self.frozen
+
+    def update(self, patient: str, consents: list[dict[str, Any]]) -> None:
+        allowed = _patient_classes(consents, self.request)
+        for data_class, ids in self.classes.items():
+            if data_class in allowed:
+                ids.add(patient)
+            else:
+                ids.discard(patient)
+        self.frozen = None
+
+
 class ConsentBook:
-    """Active Consents, re-read whenever any Consent changes, and per-caller views cached until the
-    next period boundary. One instance per server process."""
+    """Active Consents by child, kept in step with the store, and per-caller views cached until the
+    next period boundary. One instance per server process.
+
+    Each request asks the store for its newest Consent history entry (one indexed lookup); when it
+    changed, only the Consents written since are read and only their children's decisions redone, so
+    a withdrawal counts from the next request without re-reading every Consent.
+    """
+
+    _CHANGES_PAGE = 500  # more changes than this at once: reload everything
 
     def __init__(self) -> None:
         self._generation: tuple[str, int, str] | bool | None = False
-        self._consents: list[tuple[str, dict[str, Any]]] = []
-        self._boundaries: list[float] = []
-        self._views: dict[tuple[str, str | None, str], tuple[float, dict[str, frozenset[str]]]] = {}
+        self._since: str | None = None
+        self._by_id: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._by_patient: dict[str, list[dict[str, Any]]] = {}
+        self._boundaries: dict[str, list[float]] = {}
+        self._views: dict[tuple[str, str | None, str], _View] = {}
+
+    def _forget(self, consent_id: str) -> str | None:
+        old = self._by_id.pop(consent_id, None)
+        self._boundaries.pop(consent_id, None)
+        if old is None:
+            return None
+        patient, consent = old
+        remaining = [c for c in self._by_patient.get(patient, []) if c is not consent]
+        if remaining:
+            self._by_patient[patient] = remaining
+        else:
+            self._by_patient.pop(patient, None)
+        return patient
+
+    def _learn(self, consent_id: str, consent: dict[str, Any]) -> str | None:
+        patient = consent_patient(consent)
+        if not patient or consent.get("status") != "active":
+            return None
+        self._by_id[consent_id] = (patient, consent)
+        self._by_patient.setdefault(patient, []).append(consent)
+        provision = consent.get("provision")
+        self._boundaries[consent_id] = _boundaries(provision) if isinstance(provision, dict) else []
+        return patient
+
+    async def _reload(self, store: Store) -> None:
+        self._by_id, self._by_patient, self._boundaries, self._views = {}, {}, {}, {}
+        async for stored in store.iterate("Consent"):
+            self._learn(stored.id, orjson.loads(stored.body))
+
+    async def _apply_changes(self, store: Store) -> bool:
+        """Apply the Consent versions written since the last look; False when a reload is needed."""
+        if self._since is None:
+            return False
+        page = await store.history(
+            HistoryQuery(
+                resource_type="Consent", since=self._since, count=self._CHANGES_PAGE, before_seq=2**62
+            )
+        )
+        if page.next_before_seq is not None:
+            return False
+        touched: set[str] = set()
+        for stored in reversed(page.entries):  # oldest first, so the last version of each Consent wins
+            if (patient := self._forget(stored.id)) is not None:
+                touched.add(patient)
+            if not stored.deleted and (patient := self._learn(stored.id, orjson.loads(stored.body))):
+                touched.add(patient)
+        new_bounds = [b for e in page.entries for b in self._boundaries.get(e.id, [])]
+        for view in self._views.values():
+            later = [b for b in new_bounds if b > view.request.when_ms]
+            view.valid_until = min([view.valid_until, *later])
+            for patient in touched:
+                view.update(patient, self._by_patient.get(patient, []))
+        return True
 
     async def _refresh(self, store: Store) -> None:
         page = await store.history(HistoryQuery(resource_type="Consent", count=1, before_seq=2**62))
@@ -186,43 +286,25 @@ class ConsentBook:
         generation = (newest.id, newest.version, newest.last_updated) if newest else None
         if generation == self._generation:
             return
-        consents = []
-        async for stored in store.iterate("Consent"):
-            consent = orjson.loads(stored.body)
-            patient = consent_patient(consent)
-            if patient and consent.get("status") == "active":
-                consents.append((patient, consent))
-        self._consents = consents
-        self._boundaries = sorted(
-            {
-                b
-                for _, c in consents
-                for b in _boundaries(c["provision"])
-                if isinstance(c.get("provision"), dict)
-            }
-        )
-        self._views = {}
+        if self._generation is False or not await self._apply_changes(store):
+            await self._reload(store)
         self._generation = generation
+        self._since = newest.last_updated if newest else None
 
     async def patients_by_class(self, store: Store, req: AccessRequest) -> dict[str, frozenset[str]]:
         """For each data class, the children whose Consents let the caller see that class now."""
         await self._refresh(store)
         key = (req.organization, req.agency_type, req.purpose)
-        cached = self._views.get(key)
-        if cached is not None and req.when_ms < cached[0]:
-            return cached[1]
-        permits: dict[str, set[str]] = {c: set() for c in DATA_CLASSES}
-        denies: dict[str, set[str]] = {c: set() for c in DATA_CLASSES}
-        for patient, consent in self._consents:
-            for data_class in DATA_CLASSES:
-                decision = decide(consent, req, data_class)
-                if decision == "permit":
-                    permits[data_class].add(patient)
-                elif decision == "deny":
-                    denies[data_class].add(patient)
-        view = {c: frozenset(permits[c] - denies[c]) for c in DATA_CLASSES}
-        valid_until = next((b for b in self._boundaries if b > req.when_ms), math.inf)
+        view = self._views.get(key)
+        if view is not None and view.request.when_ms <= req.when_ms < view.valid_until:
+            return view.answer()
+        classes: dict[str, set[str]] = {c: set() for c in DATA_CLASSES}
+        for patient, consents in self._by_patient.items():
+            for data_class in _patient_classes(consents, req):
+                classes[data_class].add(patient)
+        bounds = (b for bs in self._boundaries.values() for b in bs if b > req.when_ms)
+        view = _View(req, min(bounds, default=math.inf), classes)
         if len(self._views) > 1024:
             self._views.clear()
-        self._views[key] = (valid_until, view)
-        return view
+        self._views[key] = view
+        return view.answer()

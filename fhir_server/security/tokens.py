@@ -103,7 +103,7 @@ async def agency_type(store: Store, organization: str) -> str | None:
 
 def role_cap(scopes: ScopeSet, role: roles.Role) -> ScopeSet:
     """Drop the permissions the role can never use (a researcher's writes, an auditor's non-audit reads)."""
-    kept = []
+    kept: list[Scope] = []
     for s in scopes.scopes:
         letters = s.letters
         if role.read_only:

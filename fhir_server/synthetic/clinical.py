@@ -160,10 +160,13 @@ def _observation(
     code: dict[str, Any],
     on: date,
     performer: dict[str, str],
+    extension: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {"resourceType": "Observation", "id": new_id(child.rng)}
     if profile:
         resource["meta"] = {"profile": [canonical.structure_definition(profile)]}
+    if extension:
+        resource["extension"] = extension
     resource.update(
         {
             "status": "final",
@@ -260,18 +263,24 @@ def _screening(
         "text": f"{tool} developmental screening",
     }
     performer = (child.childcare or child.health_centre).reference
-    resource = _observation(child, canonical.PROFILE_DEVELOPMENTAL_SCREENING, _SURVEY, code, on, performer)
+    resource = _observation(
+        child,
+        canonical.PROFILE_DEVELOPMENTAL_SCREENING,
+        _SURVEY,
+        code,
+        on,
+        performer,
+        extension=[
+            {
+                "url": canonical.structure_definition(canonical.EXT_DSPM_AGE_BAND),
+                "valueCoding": coding(
+                    canonical.code_system(canonical.CS_DSPM_AGE_BAND), str(band), f"อายุ {band} เดือน"
+                ),
+            }
+        ],
+    )
     resource["valueCodeableConcept"] = _result_concept(result, moph_code)
-    components = [
-        {
-            "code": {"coding": [coding(LOINC, "30525-0", "Age")]},
-            "valueCodeableConcept": {
-                "coding": [
-                    coding(canonical.code_system(canonical.CS_DSPM_AGE_BAND), str(band), f"อายุ {band} เดือน")
-                ]
-            },
-        }
-    ]
+    components = []
     for domain, (block, display) in DSPM_DOMAINS.items():
         domain_result = weak.get(domain, "pass")
         components.append(

@@ -14,8 +14,9 @@ from fhir_server.synthetic.model import Child, coding, timestamp
 
 _SNOMED = "http://snomed.info/sct"
 _ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 _PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-_TASK_CODE = "http://terminology.hl7.org/CodeSystem/task-code"
+_TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"  # R4's canonical (not terminology.hl7.org)
 _OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 REFERRAL_CATEGORIES = {
@@ -149,7 +150,7 @@ def referral(
             "focus": task["basedOn"][0],
             "for": child.reference,
             "authoredOn": request["authoredOn"],
-            "lastModified": timestamp(rng, last),
+            "lastModified": max(timestamp(rng, last), request["authoredOn"]),  # Task inv-1
             "requester": requester.reference,
             "owner": performer.reference,
             "restriction": {"period": {"end": due.isoformat()}},
@@ -184,7 +185,9 @@ def wellbeing(child: Child, on: date, performer: Agency, strained: bool) -> dict
         "subject": child.reference,
         "effectiveDateTime": on.isoformat(),
         "performer": [performer.reference],
-        "valueCodeableConcept": {"coding": [coding(level_system, worst, _LEVEL_DISPLAY[worst])]},
+        # The profile allows no Observation.value: the dimensions are the result; the overall level is
+        # what the social worker writes down.
+        "note": [{"text": f"ภาพรวม: {_LEVEL_DISPLAY[worst]}"}],
         "component": [
             {
                 "code": {"coding": [coding(dimension_system, dim, display)]},
@@ -206,7 +209,8 @@ def _permit(actors: list[Agency], purpose: str, classes: list[str], kind: str = 
             for agency in actors
         ],
         "purpose": [coding(_ACT_REASON, purpose)],
-        "class": [coding(canonical.code_system(canonical.CS_DATA_CLASS), c) for c in classes],
+        # provision.code is where the profile (and the server's consent engine) reads the data class.
+        "code": [{"coding": [coding(canonical.code_system(canonical.CS_DATA_CLASS), c)]} for c in classes],
     }
 
 
@@ -239,6 +243,20 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
         "resourceType": "Consent",
         "id": new_id(rng),
         "meta": {"profile": [canonical.structure_definition(canonical.PROFILE_CONSENT)]},
+        "extension": [
+            {
+                "url": canonical.structure_definition(canonical.EXT_LAWFUL_BASIS),
+                "valueCodeableConcept": {
+                    "coding": [
+                        coding(
+                            canonical.code_system(canonical.CS_LAWFUL_BASIS),
+                            "s26-explicit",
+                            "ความยินยอมโดยชัดแจ้ง (มาตรา 26)",
+                        )
+                    ]
+                },
+            }
+        ],
         "status": "inactive" if withdrawn else "active",
         "scope": {
             "coding": [
@@ -252,15 +270,7 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
         "dateTime": timestamp(rng, signed),
         "performer": performers,
         "organization": [child.health_centre.reference],
-        "policyRule": {
-            "coding": [
-                coding(
-                    canonical.code_system(canonical.CS_LAWFUL_BASIS),
-                    "s26-explicit",
-                    "ความยินยอมโดยชัดแจ้ง (มาตรา 26)",
-                )
-            ]
-        },
+        "policyRule": {"coding": [coding(_ACT_CODE, "OPTIN", "opt-in")]},
         "provision": {
             "type": "permit",
             "period": {"start": signed.isoformat(), "end": (signed + timedelta(days=3 * 365)).isoformat()},

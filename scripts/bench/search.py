@@ -64,8 +64,14 @@ def _generated(resources: int, seed: int) -> Iterator[dict[str, Any]]:
         yield from household
 
 
-async def _load_direct(store: SqliteStore, resources: Iterator[dict[str, Any]], batch: int = 1000) -> int:
-    """Write through the store's transaction API (index extraction included, no validation)."""
+async def _load_direct(
+    store: SqliteStore, resources: Iterator[dict[str, Any]], *, dedupe: bool, batch: int = 1000
+) -> int:
+    """Write through the store's transaction API (index extraction included, no validation).
+
+    ``dedupe`` skips repeated (type, id) pairs (Synthea repeats its Organizations and Practitioners);
+    the generated population never repeats one, so it streams without remembering every id.
+    """
     seen: set[tuple[str, str]] = set()
     n, chunk = 0, []
     started = time.perf_counter()
@@ -77,10 +83,11 @@ async def _load_direct(store: SqliteStore, resources: Iterator[dict[str, Any]], 
         chunk.clear()
 
     for r in resources:
-        key = (r["resourceType"], r["id"])
-        if key in seen:
-            continue
-        seen.add(key)
+        if dedupe:
+            key = (r["resourceType"], r["id"])
+            if key in seen:
+                continue
+            seen.add(key)
         body = orjson.dumps({**r, "meta": {**r.get("meta", {}), "versionId": "1", "lastUpdated": STAMP}})
         chunk.append((StoredResource(r["resourceType"], r["id"], 1, STAMP, "PUT", body), extract_index(r)))
         n += 1
@@ -128,8 +135,8 @@ async def build_store(path: Path, resources: int, seed: int, loader: str, rebuil
         else:
             store = SqliteStore(f"sqlite:///{path}")
             await store.open()
-            await _load_direct(store, _synthea())
-            await _load_direct(store, _generated(resources, seed))
+            await _load_direct(store, _synthea(), dedupe=True)
+            await _load_direct(store, _generated(resources, seed), dedupe=False)
             await store.close()
         conn = sqlite3.connect(path)
         count = conn.execute("SELECT count(*) FROM resource WHERE method != 'DELETE'").fetchone()[0]

@@ -223,6 +223,21 @@ async def _measure(
         }
 
 
+def _without_audit(measure: Callable[[], dict[str, list[float]]]) -> dict[str, list[float]]:
+    """The same run with AuditEvent writing switched off: only to show what the audit costs."""
+    from fhir_server.security import audit
+
+    async def skip(store: Any, record: Any) -> None:
+        return None
+
+    original = audit.write_audit
+    audit.write_audit = skip  # type: ignore[assignment]
+    try:
+        return measure()
+    finally:
+        audit.write_audit = original  # type: ignore[assignment]
+
+
 def _ms(values: list[float]) -> dict[str, float]:
     return {
         "mean_ms": statistics.fmean(values) * 1000,
@@ -243,6 +258,9 @@ def run(children: int, requests: int) -> dict[str, Any]:
             ),
             "auth on, consented (school)": asyncio.run(
                 _measure(folder, store_url, ids, requests, True, "school")
+            ),
+            "breakdown: school without the audit write": _without_audit(
+                lambda: asyncio.run(_measure(folder, store_url, ids, requests, True, "school"))
             ),
         }
     results = {

@@ -51,7 +51,6 @@ def plandb() -> SearchDb:
             "effectiveDateTime": f"2020-{1 + i % 12:02d}-01",
             "valueQuantity": {"value": i, "system": "http://unitsofmeasure.org", "code": "kg"},
         })
-    db.conn.execute("ANALYZE")
     return db
 
 
@@ -103,3 +102,34 @@ def test_total_with_conditions_that_need_the_resource_row(plandb: SearchDb) -> N
     finally:
         plandb.put({"resourceType": "Patient", "id": "p59", "gender": "male", "birthDate": "2019-01-04",
                     "name": [{"family": "Fam3"}]})
+
+
+def test_descending_last_updated_is_read_in_index_order(plandb: SearchDb) -> None:
+    [(_, plan)] = _plans(plandb, "Patient", "_sort=-_lastUpdated")
+    assert any("resource_type_updated" in step for step in plan), plan
+    assert not any("RIGHT PART OF ORDER BY" in step for step in plan), plan
+
+
+def test_ties_page_forward_and_back_and_past_an_emptied_page() -> None:
+    db = SearchDb()
+    stamp = "2024-01-01T00:00:00.000Z"
+    for i in range(10):
+        db.put({"resourceType": "Patient", "id": f"t{i}"}, last_updated=stamp)
+    query = "_sort=-_lastUpdated&_count=4"
+    pages = [db.page("Patient", query)]
+    while pages[-1].next_cursor:
+        pages.append(db.page("Patient", f"{query}&_cursor={pages[-1].next_cursor}"))
+    forward = [m.id for p in pages for m in p.matches]
+    assert forward == [f"t{i}" for i in range(9, -1, -1)]
+    back = [pages[-1]]
+    while back[-1].prev_cursor:
+        back.append(db.page("Patient", f"{query}&_cursor={back[-1].prev_cursor}"))
+    assert [[m.id for m in p.matches] for p in reversed(back)] == [[m.id for m in p.matches] for p in pages]
+    # everything after the first page goes away: the next page is empty, and its previous link
+    # leads back to exactly the first page
+    for i in range(6):
+        db.delete("Patient", f"t{i}")
+    empty = db.page("Patient", f"{query}&_cursor={pages[0].next_cursor}")
+    assert empty.matches == [] and empty.prev_cursor
+    again = db.page("Patient", f"{query}&_cursor={empty.prev_cursor}")
+    assert [m.id for m in again.matches] == ["t9", "t8", "t7", "t6"]

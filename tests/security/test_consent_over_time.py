@@ -63,3 +63,26 @@ async def test_view_cache_honours_period_boundaries(world: World) -> None:
     later = date_range(_day(2))[0]  # type: ignore[index]
     after_end = AccessRequest("Organization/cc", "childcare-centre", "COC", later)
     assert "child2" not in (await book.patients_by_class(world.store, after_end))["growth"]
+
+
+async def test_many_changes_at_once_reload_the_book(world: World, monkeypatch: object) -> None:
+    from fhir_server.security.consent import ConsentBook
+
+    s = await scene.build(world)
+    childcare = await world.caller("cc-app", "Organization/cc", "childcare")
+    growth = f"Observation/{s.ids['child2-growth']}"
+    assert (await childcare.get(growth)).status_code == 404
+    monkeypatch.setattr(ConsentBook, "_CHANGES_PAGE", 1)  # type: ignore[attr-defined]
+    reloads = []
+    original = ConsentBook._reload
+
+    async def counting(self: ConsentBook, store: object) -> None:
+        reloads.append(1)
+        await original(self, store)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ConsentBook, "_reload", counting)  # type: ignore[attr-defined]
+    await s.hospital.create(scene.consent("child1", agency_types=("childcare-centre",)))
+    await s.hospital.create(scene.consent("child2", agency_types=("childcare-centre",)))
+    assert (await childcare.get(growth)).status_code == 200
+    assert (await childcare.get("Observation?_summary=count")).json()["total"] == 4
+    assert reloads  # the page of changes overflowed, so the book was read again in full

@@ -44,7 +44,10 @@ async def test_token_issue_with_es384_and_rs384(world: World) -> None:
         body = reply.json()
         assert body["token_type"] == "bearer" and body["expires_in"] == 300
         assert body["scope"] == "system/Patient.rs"  # never more than registered
-        assert reply.headers["cache-control"] == "no-store"
+        assert (
+            reply.headers["cache-control"] == "no-store"
+            and reply.headers["x-content-type-options"] == "nosniff"
+        )
         search = await world.http.get("Patient", headers={"Authorization": f"Bearer {body['access_token']}"})
         assert search.status_code == 200
     logins = await _logins(world)
@@ -149,6 +152,7 @@ async def test_bad_access_tokens_get_401_and_are_audited(world: World) -> None:
         assert reply.status_code == 401, label
         assert reply.headers["www-authenticate"].startswith("Bearer"), label
         assert reply.json()["issue"][0]["code"] == "login"
+        assert reply.headers["x-frame-options"] == "DENY" and reply.headers["cache-control"] == "no-store"
     events = [e for e in await world.audit_events() if e["type"]["code"] == "rest"]
     assert [e["outcome"] for e in events] == ["0"] + ["4"] * len(tokens)
     assert events[-1]["agent"][0]["who"]["display"] == "unauthenticated caller"

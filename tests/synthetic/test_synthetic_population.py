@@ -182,8 +182,7 @@ def test_name_prefixes_follow_sex_and_age(resources: list[dict[str, Any]]) -> No
 def test_addresses_use_real_bangkok_codes(resources: list[dict[str, Any]]) -> None:
     for patient in (r for r in resources if r["resourceType"] in ("Patient", "Organization")):
         parts = {
-            e["url"]: e["valueCodeableConcept"]["coding"][0]["code"]
-            for e in patient["address"][0]["extension"][0]["extension"]
+            e["url"]: e["valueCoding"]["code"] for e in patient["address"][0]["extension"][0]["extension"]
         }
         sub = geothai.subdistrict(parts["subdistrict"])
         assert sub is not None and sub.district_code == parts["district"] and parts["province"] == "10"
@@ -257,7 +256,7 @@ def _rates(config: PopulationConfig, children: int) -> tuple[float, float]:
                 )
                 stateless += not thai
             elif r.get("meta", {}).get("profile") == [dspm]:
-                band = r["component"][0]["valueCodeableConcept"]["coding"][0]["code"]
+                band = r["extension"][0]["valueCoding"]["code"]
                 key = (r["subject"]["reference"], band)
                 result = r["valueCodeableConcept"]["coding"][0]["code"]
                 if key not in first or r["effectiveDateTime"] < first[key][0]:

@@ -13,6 +13,7 @@ both ends of ``termtem copy``) see the same data, as two clients of one server w
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
@@ -36,6 +37,11 @@ def forget(name: str) -> None:
     """Drop the in-memory server called ``name`` (tests clean up after themselves)."""
     with _SERVERS_LOCK:
         _SERVERS.pop(name, None)
+
+
+async def _io() -> None:
+    """Let other tasks run, as a real client does while it waits for the server."""
+    await asyncio.sleep(0)
 
 
 class DoubleSession:
@@ -98,6 +104,7 @@ class DoubleCursor:
         return iter(cursor)
 
     async def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
+        await _io()
         docs = list(self._docs())
         return docs if length is None else docs[:length]
 
@@ -127,6 +134,7 @@ class DoubleCollection:
 
     async def find_one(self, flt: dict[str, Any], projection: Any = None, *, session: Any = None,
                        **_: Any) -> dict[str, Any] | None:
+        await _io()
         return self.raw.find_one(flt, projection)  # type: ignore[no-any-return]
 
     def find(self, flt: dict[str, Any], projection: Any = None, *, session: Any = None,
@@ -135,12 +143,15 @@ class DoubleCollection:
 
     async def aggregate(self, pipeline: list[dict[str, Any]], *, session: Any = None,
                         **_: Any) -> DoubleCursor:
+        await _io()
         return DoubleCursor(lambda: self.raw.aggregate(pipeline))
 
     async def count_documents(self, flt: dict[str, Any], *, session: Any = None, **_: Any) -> int:
+        await _io()
         return self.raw.count_documents(flt)  # type: ignore[no-any-return]
 
     async def insert_one(self, doc: dict[str, Any], *, session: Any = None) -> Any:
+        await _io()
         self._maybe_fail(session)
         result = self.raw.insert_one(doc)
         if session is not None:
@@ -149,6 +160,7 @@ class DoubleCollection:
 
     async def insert_many(self, docs: list[dict[str, Any]], *, ordered: bool = True,
                           session: Any = None) -> Any:
+        await _io()
         self._maybe_fail(session)
         for doc in docs:
             self.raw.insert_one(doc)
@@ -158,6 +170,7 @@ class DoubleCollection:
 
     async def update_one(self, flt: dict[str, Any], update: dict[str, Any], *, upsert: bool = False,
                          session: Any = None) -> Any:
+        await _io()
         self._maybe_fail(session)
         self._before(session, flt)
         result = self.raw.update_one(flt, update, upsert=upsert)
@@ -167,6 +180,7 @@ class DoubleCollection:
 
     async def replace_one(self, flt: dict[str, Any], doc: dict[str, Any], *, upsert: bool = False,
                           session: Any = None) -> Any:
+        await _io()
         self._maybe_fail(session)
         self._before(session, flt)
         result = self.raw.replace_one(flt, doc, upsert=upsert)
@@ -177,6 +191,7 @@ class DoubleCollection:
     async def find_one_and_update(self, flt: dict[str, Any], update: dict[str, Any], *,
                                   upsert: bool = False, return_document: Any = None,
                                   session: Any = None) -> dict[str, Any] | None:
+        await _io()
         self._maybe_fail(session)
         before = self._before(session, flt)
         after = self.raw.find_one_and_update(flt, update, upsert=upsert, return_document=return_document)
@@ -185,6 +200,7 @@ class DoubleCollection:
         return after  # type: ignore[no-any-return]
 
     async def delete_one(self, flt: dict[str, Any], *, session: Any = None) -> Any:
+        await _io()
         self._maybe_fail(session)
         self._before(session, flt)
         return self.raw.delete_one(flt)

@@ -369,15 +369,16 @@ class _Compiler:
 
     # --- sorting -----------------------------------------------------------------------------------
 
-    def sort_join(self, key: SortKey, m: str) -> tuple[str, str]:
-        """(aggregate expression, LEFT JOIN clause) giving ``key`` for each match row at alias ``m``.
+    def sort_join(self, key: SortKey, m: str, res: str) -> tuple[str, str]:
+        """(expression, LEFT JOIN clause) giving ``key`` for each match row at alias ``m``.
 
         The join reads the covering ``(rid, pkey, value)`` index of the value table, so keys come
-        from the index alone; several values per resource reduce to their min (asc) or max (desc).
+        from the index alone; several values per resource reduce to their min (asc) or max (desc),
+        so the caller groups by rid. ``_id``/``_lastUpdated`` are columns of the resource row at
+        alias ``res`` (no join, no aggregate).
         """
         if key.table is None:
-            col = "s.id" if key.name == "_id" else "s.last_updated"
-            return f"min({col})", ""
+            return (f"{res}.id" if key.name == "_id" else f"{res}.last_updated"), ""
         agg = "max" if key.descending else "min"
         s = self.alias("o")
         column = {
@@ -544,6 +545,12 @@ def _keyset(cols: list[str], descs: list[bool], values: list[Any], backwards: bo
     return " OR ".join(ors), args
 
 
+def _rid_descending(query: SearchQuery) -> bool:
+    """The tie-breaking rid runs the way the last sort key does, so an index on (key, rid) read in one
+    direction gives the whole order (no partial sort of ties)."""
+    return bool(query.sort) and query.sort[-1].descending
+
+
 def _page_sql(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
     """One statement for a page: matches, their sort keys from covering indexes, keyset, order, limit.
 
@@ -555,7 +562,8 @@ def _page_sql(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
     descs = [k.descending for k in query.sort]
     names = [f"k{i}" for i in range(len(query.sort))]
     order = [f"{n} {'ASC' if d == backwards else 'DESC'}" for n, d in zip(names, descs, strict=True)]
-    order.append(f"rid {'DESC' if backwards else 'ASC'}")
+    rid_desc = _rid_descending(query)
+    order.append(f"rid {'ASC' if rid_desc == backwards else 'DESC'}")
     order_sql = ", ".join(order)
     cursor = query.cursor
     if not query.sort:
@@ -567,23 +575,31 @@ def _page_sql(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
     else:
         exprs, joins = [], []
         m = match.rid.split(".")[0]
+        # Index-driven matches may repeat a rid, and parameter keys aggregate several values: group.
+        # Matches from the resource table sorted by its own columns need neither (and can then be
+        # read in order from resource_type_updated / the (type, id) index and stop at the limit).
+        group = match.distinct or any(k.table is not None for k in query.sort)
+        res = m
+        if match.distinct and any(k.table is None for k in query.sort):
+            res = "s"
+            joins.append(f" JOIN resource s ON s.rid = {match.rid}")
         sc = _Compiler()  # the joins come before the WHERE in the text: their arguments go first
         sc._aliases = c._aliases
         for key in query.sort:
-            expr, join = sc.sort_join(key, m)
-            exprs.append(expr)
+            expr, join = sc.sort_join(key, m, res)
+            exprs.append(f"min({expr})" if group and key.table is None else expr)
             joins.append(join)
-        if any(k.table is None for k in query.sort):
-            joins.insert(0, f" JOIN resource s ON s.rid = {match.rid}")
         keys = "".join(f", {e} AS {n}" for e, n in zip(exprs, names, strict=True))
         inner = (
-            f"SELECT {match.rid} AS rid{keys} FROM {match.source}{''.join(joins)}"
-            f" WHERE {match.where} GROUP BY {match.rid}"
+            f"SELECT {match.rid} AS rid{keys} FROM {match.source}{''.join(joins)} WHERE {match.where}"
+            + (f" GROUP BY {match.rid}" if group else "")
         )
         args = [*sc.args, *c.args]
         if cursor is not None:
             values = [_bind_cursor_value(v, d) for v, d in zip(cursor["k"], descs, strict=True)]
-            keyset, keyset_args = _keyset([*names, "rid"], [*descs, False], [*values, cursor["r"]], backwards)
+            keyset, keyset_args = _keyset(
+                [*names, "rid"], [*descs, rid_desc], [*values, cursor["r"]], backwards
+            )
             inner = f"SELECT * FROM ({inner}) WHERE {keyset}"
             args.extend(keyset_args)
         inner = f"{inner} ORDER BY {order_sql} LIMIT ?"
@@ -635,7 +651,9 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
             if cursor is not None:
                 page.prev_cursor = position(rows[0], "p")
     elif cursor is not None and not backwards:
-        page.prev_cursor = encode_cursor({"k": cursor["k"], "r": cursor["r"] + 1, "d": "p"})
+        # the page before an empty one includes the cursor's own row: step one rid past it
+        step = -1 if _rid_descending(query) else 1
+        page.prev_cursor = encode_cursor({"k": cursor["k"], "r": cursor["r"] + step, "d": "p"})
     page.matches = [_stored(r) for r in rows]
     if page.total is None and cursor is None and not more:
         page.total = len(rows)
