@@ -247,23 +247,20 @@ class _Compiler:
             code = f"{v}.code = {self.bind(f'{val.type_code}|{val.value}')}"
             return code if val.system is None else f"({code} AND {v}.sys = {self.bind(val.system)})"
         if isinstance(val, CodeSetValue):
-            if not val.pairs:
-                return "0"
-            codes = orjson.dumps(sorted({c for _, c in val.pairs})).decode()
-            pairs = orjson.dumps([f"{s or ''}|{c}" for s, c in val.pairs]).decode()
-            # bind in the order the placeholders appear in the text
-            sql = f"({v}.code IN (SELECT value FROM json_each({self.bind(codes)}))"
-            member = (
-                f"(coalesce({v}.sys, '') || '|' || {v}.code)"
-                f" IN (SELECT value FROM json_each({self.bind(pairs)}))"
-            )
+            # one (system = ? AND code IN list) per code system of the expansion, so each term is an
+            # index range on (pkey, code, sys) and no row needs string building
+            by_system: dict[str | None, set[str]] = {}
+            for system, code in val.pairs:
+                by_system.setdefault(system or None, set()).add(code)
             if val.bare:
-                bare = orjson.dumps(list(val.bare)).decode()
-                member = (
-                    f"({member} OR ({v}.sys IS NULL"
-                    f" AND {v}.code IN (SELECT value FROM json_each({self.bind(bare)}))))"
-                )
-            return f"{sql} AND {member})"
+                by_system.setdefault(None, set()).update(val.bare)
+            terms = []
+            for system, codes in sorted(by_system.items(), key=lambda item: item[0] or ""):
+                listed = orjson.dumps(sorted(codes)).decode()
+                listed = f"{v}.code IN (SELECT value FROM json_each({self.bind(listed)}))"
+                sys_test = f"{v}.sys IS NULL" if system is None else f"{v}.sys = {self.bind(system)}"
+                terms.append(f"({listed} AND {sys_test})")
+            return f"({' OR '.join(terms)})" if terms else "0"
         if isinstance(val, ReferenceValue):
             if val.url is not None:
                 sql = f"{v}.url = {self.bind(val.url)}"
