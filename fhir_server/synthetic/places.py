@@ -67,7 +67,11 @@ def _province_th() -> str:
 def _area(part: str, code: str, display: str) -> dict[str, Any]:
     return {
         "url": part,
-        "valueCoding": {"system": canonical.code_system(canonical.CS_ADMIN_AREA), "code": code, "display": display},
+        "valueCoding": {
+            "system": canonical.code_system(canonical.CS_ADMIN_AREA),
+            "code": code,
+            "display": display,
+        },
     }
 
 

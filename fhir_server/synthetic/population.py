@@ -27,7 +27,7 @@ from fhir_server.synthetic.names import human_names, pick_family, pick_given, pr
 from fhir_server.synthetic.places import Place, address, bangkok_places
 
 _ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
-_NATIONALITY_EXT = "http://hl7.org/fhir/StructureDefinition/patient-nationality"
+_NATIONALITY_EXT = canonical.EXT_PATIENT_NATIONALITY
 _MAX_AGE_DAYS = 19 * 365 - 1  # children 0-18
 _SERIAL_SPACE = 10_000_000  # the 7 "group and sequence" digits of a CID
 # Relationship code -> (system is ours?, display, sex, generation above the child).

@@ -215,22 +215,26 @@ async def test_batch_entries_succeed_and_fail_independently(client: httpx.AsyncC
     assert len(await all_of(client, "Patient")) == 1
 
 
-def dump(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
+async def snapshot(store: Any) -> tuple[list[tuple], list[str]]:
+    """Every stored version, byte for byte, and (on SQLite) the whole database dump."""
+    versions = [(r.resource_type, r.id, r.version, r.method, r.last_updated, r.body)
+                async for r in store.iterate_history()]
+    database: list[str] = []
+    if store.url.startswith("sqlite:///"):
+        conn = sqlite3.connect(store.url.removeprefix("sqlite:///"))
+        try:
+            database = list(conn.iterdump())
+        finally:
+            conn.close()
+    return versions, database
 
 
 async def test_failed_transaction_leaves_the_store_byte_for_byte_unchanged(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    app = create_app(settings)
-    db = Path(settings.store_url.removeprefix("sqlite:///"))
+    app = create_app(make_settings(tmp_path))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
             await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-            before = dump(db)
+            before = await snapshot(app.state.store)
             bundle = transaction(
                 post({"resourceType": "Patient"}),
                 {"resource": {"resourceType": "Patient", "id": "p1", "active": True},
@@ -241,7 +245,7 @@ async def test_failed_transaction_leaves_the_store_byte_for_byte_unchanged(tmp_p
             response = await client.post("", json=bundle)
             assert response.status_code == 422
             assert "Bundle.entry[3]" in response.json()["issue"][0]["diagnostics"]
-            assert dump(db) == before
+            assert await snapshot(app.state.store) == before
 
 
 @pytest.mark.parametrize(

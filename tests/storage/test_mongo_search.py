@@ -33,6 +33,11 @@ from tests.search.test_search_params import (  # noqa: F401  (collected again he
     test_unknown_parameter_ignored_when_lenient,
     test_update_replaces_index_rows,
 )
+from tests.search.test_value_set_modifiers import (  # noqa: F401  (collected again here)
+    test_observation_status_and_thai_value_set,
+    test_patient_gender,
+    vsdb,
+)
 from tests.storage.mongo_search_db import MongoSearchDb
 
 
@@ -63,3 +68,9 @@ def data() -> Iterator[MongoSearchDb]:
     params_suite._observations(db)  # type: ignore[arg-type]
     yield db
     db.close()
+
+
+@pytest.fixture
+def db() -> MongoSearchDb:
+    """The empty database the value-set tests fill (``vsdb`` builds on it)."""
+    return _ClosingDb()

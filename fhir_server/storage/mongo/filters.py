@@ -152,6 +152,8 @@ def value_predicate(table: str, val: Any) -> Filter:
             return {"s": val.system}
         if val.system is None:
             return {"c": val.code}
+        if val.implicit:  # a ``code`` element's bound system: rows stored without a system match too
+            return {"c": val.code, "s": {"$in": [val.system, None]}}
         return {"c": val.code, "s": None if val.system == "" else val.system}
     if isinstance(val, OfTypeValue):
         pred: Filter = {"c": f"{val.type_code}|{val.value}"}
@@ -159,9 +161,12 @@ def value_predicate(table: str, val: Any) -> Filter:
             pred["s"] = val.system
         return pred
     if isinstance(val, CodeSetValue):
-        if not val.pairs:
+        if not val.pairs and not val.bare:
             return {"c": {"$in": []}}
-        return {"$or": [{"c": code, "s": system} for system, code in val.pairs]}
+        alternatives: list[Filter] = [{"c": code, "s": system} for system, code in val.pairs]
+        if val.bare:  # codes that match index entries stored without a system (``code`` elements)
+            alternatives.append({"c": {"$in": list(val.bare)}, "s": None})
+        return {"$or": alternatives}
     if isinstance(val, ReferenceValue):
         if val.url is not None:
             pred = {"u": val.url}
