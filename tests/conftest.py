@@ -9,10 +9,12 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from fhir_server.api.app import create_app
 from fhir_server.config import Settings
@@ -53,11 +55,20 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client speaking to the app in-process (lifespan included) on a fresh store."""
-    app = create_app(make_settings(tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-            yield http
+    async with running_app(make_settings(tmp_path)) as (_, http):
+        yield http
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app started with ``settings`` and a client for it; stopped (store closed) on exit."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+    ):
+        yield app, http
 
 
 def free_port() -> int:
@@ -70,8 +81,20 @@ def free_port() -> int:
 def live_server(tmp_path: Path) -> Iterator[str]:
     """`termtem serve` under uvicorn on a free loopback port, on a fresh store; yields the FHIR base."""
     port = free_port()
-    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port),
-               "--store", f"sqlite:///{tmp_path / 'server.sqlite'}", "--log-level", "warning", "--auth", "off"]
+    command = [
+        sys.executable,
+        "-m",
+        "fhir_server",
+        "serve",
+        "--port",
+        str(port),
+        "--store",
+        f"sqlite:///{tmp_path / 'server.sqlite'}",
+        "--log-level",
+        "warning",
+        "--auth",
+        "off",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/fhir"
     try:

@@ -13,15 +13,24 @@ from fhir_server.config import default_store_url
 def register(app: typer.Typer) -> None:
     @app.command()
     def load(
-        paths: list[Path] = typer.Argument(..., help="Bundle (.json) or NDJSON (.ndjson) files, or folders of them."),
-        server: str = typer.Option(None, help="FHIR base URL of a running server, e.g. http://127.0.0.1:8080/fhir."),
-        store: str = typer.Option(None, help="Store URL to load into directly (default: $TERMTEM_STORE or "
-                                             "./termtem-data) when --server is not given."),
+        paths: list[Path] = typer.Argument(
+            ..., help="Bundle (.json) or NDJSON (.ndjson) files, or folders of them."
+        ),
+        server: str = typer.Option(
+            None, help="FHIR base URL of a running server, e.g. http://127.0.0.1:8080/fhir."
+        ),
+        store: str = typer.Option(
+            None,
+            help="Store URL to load into directly (default: $TERMTEM_STORE or "
+            "./termtem-data) when --server is not given.",
+        ),
         workers: int = typer.Option(1, help="Bundles in flight at once."),
         dedupe: bool = typer.Option(
-            True, "--dedupe/--no-dedupe",
+            True,
+            "--dedupe/--no-dedupe",
             help="Turn POSTs of Organization, Practitioner, Location and PractitionerRole into conditional "
-                 "creates on their identifier, so Synthea's repeated entries land once."),
+            "creates on their identifier, so Synthea's repeated entries land once.",
+        ),
         token: str = typer.Option(None, envvar="TERMTEM_TOKEN", help="Bearer token for --server."),
     ) -> None:
         """Load transaction/batch bundles and NDJSON files, with progress and a summary."""
@@ -43,9 +52,14 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
 
         async def run() -> object:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[entries]} entries"), TimeElapsedColumn(),
-                          console=console) as progress:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[entries]} entries"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
                 task = progress.add_task("loading", total=None, entries=0)
                 done_entries = 0
 
@@ -55,8 +69,13 @@ def register(app: typer.Typer) -> None:
                     progress.update(task, advance=1, entries=done_entries)
 
                 try:
-                    return await load_paths(files, target, workers=workers,
-                                            dedupe=DEDUPLICATED_TYPES if dedupe else (), on_progress=tick)
+                    return await load_paths(
+                        files,
+                        target,
+                        workers=workers,
+                        dedupe=DEDUPLICATED_TYPES if dedupe else (),
+                        on_progress=tick,
+                    )
                 finally:
                     await target.close()
 
@@ -64,8 +83,13 @@ def register(app: typer.Typer) -> None:
         table = Table(title="termtem load")
         for column in ("files", "bundles", "created", "updated", "failed bundles"):
             table.add_column(column, justify="right")
-        table.add_row(str(len(files)), str(summary.bundles), str(summary.created),  # type: ignore[attr-defined]
-                      str(summary.updated), str(len(summary.failures)))  # type: ignore[attr-defined]
+        table.add_row(
+            str(len(files)),
+            str(summary.bundles),
+            str(summary.created),  # type: ignore[attr-defined]
+            str(summary.updated),
+            str(len(summary.failures)),
+        )  # type: ignore[attr-defined]
         console.print(table)
         for failure in summary.failures:  # type: ignore[attr-defined]
             where = f" entry {failure.entry}" if failure.entry is not None else ""

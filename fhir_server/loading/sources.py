@@ -42,14 +42,19 @@ def _conditional_creates(bundle: dict[str, Any], types: tuple[str, ...]) -> bool
     for entry in bundle.get("entry") or []:
         request = entry.get("request") or {}
         resource = entry.get("resource") or {}
-        if request.get("method") != "POST" or request.get("ifNoneExist") or resource.get("resourceType") not in types:
+        if (
+            request.get("method") != "POST"
+            or request.get("ifNoneExist")
+            or resource.get("resourceType") not in types
+        ):
             continue
         identifier = next((i for i in resource.get("identifier") or [] if i.get("value")), None)
         if identifier is None:
             continue
         system = identifier.get("system")
-        request["ifNoneExist"] = f"identifier={system}|{identifier['value']}" if system else (
-            f"identifier={identifier['value']}")
+        request["ifNoneExist"] = (
+            f"identifier={system}|{identifier['value']}" if system else (f"identifier={identifier['value']}")
+        )
         changed = True
     return changed
 
@@ -72,8 +77,11 @@ def _ndjson_submissions(path: Path, dedupe: tuple[str, ...]) -> Iterator[Submiss
                 continue
             resource = orjson.loads(line)
             resource_type, id_ = resource.get("resourceType"), resource.get("id")
-            request = {"method": "PUT", "url": f"{resource_type}/{id_}"} if id_ else {
-                "method": "POST", "url": resource_type}
+            request = (
+                {"method": "PUT", "url": f"{resource_type}/{id_}"}
+                if id_
+                else {"method": "POST", "url": resource_type}
+            )
             entries.append({"resource": resource, "request": request})
             if len(entries) == NDJSON_BATCH:
                 yield _batch(path, first_line, number, entries, dedupe)
@@ -82,7 +90,9 @@ def _ndjson_submissions(path: Path, dedupe: tuple[str, ...]) -> Iterator[Submiss
         yield _batch(path, first_line, number, entries, dedupe)
 
 
-def _batch(path: Path, first: int, last: int, entries: list[dict[str, Any]], dedupe: tuple[str, ...]) -> Submission:
+def _batch(
+    path: Path, first: int, last: int, entries: list[dict[str, Any]], dedupe: tuple[str, ...]
+) -> Submission:
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     if dedupe:
         _conditional_creates(bundle, dedupe)

@@ -28,8 +28,12 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = int(line.split()[1]) * 1024
-    return {"cores": os.cpu_count(), "memory_bytes": memory, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -67,11 +71,24 @@ class Server:
 
 
 @contextlib.contextmanager
-def start_server(folder: Path, *, store_url: str | None = None, extra: list[str] | None = None) -> Iterator[Server]:
+def start_server(
+    folder: Path, *, store_url: str | None = None, extra: list[str] | None = None
+) -> Iterator[Server]:
     """`termtem serve` on a loopback port (auth off where the option exists)."""
     port = _free_port()
-    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning",
-               "--store", store_url or f"sqlite:///{folder / 'bench.sqlite'}", *(extra or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "fhir_server",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--store",
+        store_url or f"sqlite:///{folder / 'bench.sqlite'}",
+        *(extra or []),
+    ]
     if "--auth" not in command:
         command += ["--auth", "off"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

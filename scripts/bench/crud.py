@@ -23,18 +23,20 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, percentile, start_server, write_results  # noqa: E402
+from common import machine, percentile, start_server, write_results
 
 
 def sample_patient(n: int) -> bytes:
-    return orjson.dumps({
-        "resourceType": "Patient",
-        "identifier": [{"system": "https://terms.sil-th.org/id/th-cid", "value": f"{1100000000000 + n}"}],
-        "name": [{"family": "ใจดี", "given": [f"สมชาย{n}"], "prefix": ["ด.ช."]}],
-        "gender": "male" if n % 2 else "female",
-        "birthDate": f"20{10 + n % 15:02d}-0{1 + n % 9}-1{n % 9}",
-        "address": [{"city": "แขวงลุมพินี", "district": "เขตปทุมวัน", "state": "กรุงเทพมหานคร"}],
-    })
+    return orjson.dumps(
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "https://terms.sil-th.org/id/th-cid", "value": f"{1100000000000 + n}"}],
+            "name": [{"family": "ใจดี", "given": [f"สมชาย{n}"], "prefix": ["ด.ช."]}],
+            "gender": "male" if n % 2 else "female",
+            "birthDate": f"20{10 + n % 15:02d}-0{1 + n % 9}-1{n % 9}",
+            "address": [{"city": "แขวงลุมพินี", "district": "เขตปทุมวัน", "state": "กรุงเทพมหานคร"}],
+        }
+    )
 
 
 async def _run(base: str, clients: int, total: int, make: object) -> tuple[float, list[float], list[str]]:
@@ -66,7 +68,9 @@ def baseline(total: int, bodies: list[bytes]) -> dict[str, float]:
         conn = sqlite3.connect(Path(folder) / "raw.sqlite", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE r(rid INTEGER PRIMARY KEY, type TEXT, id TEXT, body BLOB, UNIQUE(type, id))")
+        conn.execute(
+            "CREATE TABLE r(rid INTEGER PRIMARY KEY, type TEXT, id TEXT, body BLOB, UNIQUE(type, id))"
+        )
         started = time.perf_counter()
         for n in range(total):
             conn.execute("BEGIN IMMEDIATE")
@@ -92,36 +96,61 @@ async def run(requests: int = 2000, clients: list[int] | None = None) -> dict[st
         for level in levels:
 
             async def create(http: httpx.AsyncClient, n: int) -> httpx.Response:
-                return await http.post("/Patient", content=bodies[n],
-                                       headers={"content-type": "application/fhir+json", "prefer": "return=minimal"})
+                return await http.post(
+                    "/Patient",
+                    content=bodies[n],
+                    headers={"content-type": "application/fhir+json", "prefer": "return=minimal"},
+                )
 
             elapsed, latencies, ids = await _run(base, level, requests, create)
-            rows.append({"operation": "create", "clients": level, "per_s": requests / elapsed,
-                         "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-                         "baseline_per_s": raw["insert_per_s"]})
+            rows.append(
+                {
+                    "operation": "create",
+                    "clients": level,
+                    "per_s": requests / elapsed,
+                    "p50_ms": percentile(latencies, 50) * 1000,
+                    "p99_ms": percentile(latencies, 99) * 1000,
+                    "baseline_per_s": raw["insert_per_s"],
+                }
+            )
 
             async def read(http: httpx.AsyncClient, n: int, ids: list[str] = ids) -> httpx.Response:
                 return await http.get(f"/Patient/{ids[n]}")
 
             elapsed, latencies, _ = await _run(base, level, requests, read)
-            rows.append({"operation": "read", "clients": level, "per_s": requests / elapsed,
-                         "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-                         "baseline_per_s": raw["read_per_s"]})
+            rows.append(
+                {
+                    "operation": "read",
+                    "clients": level,
+                    "per_s": requests / elapsed,
+                    "p50_ms": percentile(latencies, 50) * 1000,
+                    "p99_ms": percentile(latencies, 99) * 1000,
+                    "baseline_per_s": raw["read_per_s"],
+                }
+            )
     for row in rows:
         row["ratio_to_baseline"] = row["per_s"] / row["baseline_per_s"]
     return {"machine": machine(), "requests": requests, "rows": rows, "durability": "WAL, synchronous=NORMAL"}
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="creates (and reads) per concurrency level")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="creates (and reads) per concurrency level"
+    )
     parser.add_argument("--clients", default="1,8,32")
     args = parser.parse_args()
     result = await run(args.requests, [int(c) for c in args.clients.split(",")])
-    print(f"{'operation':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'raw SQLite/s':>14}{'ratio':>8}")
+    print(
+        f"{'operation':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'raw SQLite/s':>14}{'ratio':>8}"
+    )
     for row in result["rows"]:
-        print(f"{row['operation']:<10}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
-              f"{row['p99_ms']:>9.2f}{row['baseline_per_s']:>14.0f}{row['ratio_to_baseline']:>8.3f}")
+        print(
+            f"{row['operation']:<10}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
+            f"{row['p99_ms']:>9.2f}{row['baseline_per_s']:>14.0f}{row['ratio_to_baseline']:>8.3f}"
+        )
     path = write_results("crud", result)
     print(f"written {path}")
 

@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, start_server, write_results  # noqa: E402
+from common import ROOT, machine, start_server, write_results
 
-from fhir_server.loading import DEDUPLICATED_TYPES, load_paths  # noqa: E402
-from fhir_server.loading.runner import ServerTarget  # noqa: E402
+from fhir_server.loading import DEDUPLICATED_TYPES, load_paths
+from fhir_server.loading.runner import ServerTarget
 
 
 def raw_baseline(files: list[Path]) -> tuple[int, float]:
@@ -32,7 +32,9 @@ def raw_baseline(files: list[Path]) -> tuple[int, float]:
         conn = sqlite3.connect(Path(folder) / "raw.sqlite", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE r(rid INTEGER PRIMARY KEY, type TEXT, id TEXT, body BLOB, UNIQUE(type, id))")
+        conn.execute(
+            "CREATE TABLE r(rid INTEGER PRIMARY KEY, type TEXT, id TEXT, body BLOB, UNIQUE(type, id))"
+        )
         count = 0
         started = time.perf_counter()
         for path in files:
@@ -40,8 +42,10 @@ def raw_baseline(files: list[Path]) -> tuple[int, float]:
             conn.execute("BEGIN IMMEDIATE")
             for n, entry in enumerate(bundle["entry"]):
                 resource = entry["resource"]
-                conn.execute("INSERT INTO r(type, id, body) VALUES(?,?,?)",
-                             (resource["resourceType"], f"{path.stem}-{n}", orjson.dumps(resource)))
+                conn.execute(
+                    "INSERT INTO r(type, id, body) VALUES(?,?,?)",
+                    (resource["resourceType"], f"{path.stem}-{n}", orjson.dumps(resource)),
+                )
                 count += 1
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
@@ -59,8 +63,13 @@ async def _run_level(files: list[Path], workers: int) -> dict[str, float]:
         if summary.failures:
             raise RuntimeError(f"load failed: {summary.failures[:3]}")
         committed = summary.created + summary.updated
-        return {"workers": workers, "resources": committed, "seconds": elapsed, "per_s": committed / elapsed,
-                "peak_server_memory_mb": server.peak_memory_bytes() / 2**20}
+        return {
+            "workers": workers,
+            "resources": committed,
+            "seconds": elapsed,
+            "per_s": committed / elapsed,
+            "peak_server_memory_mb": server.peak_memory_bytes() / 2**20,
+        }
 
 
 def run(files: list[Path], workers: list[int] | None = None) -> dict[str, Any]:
@@ -70,12 +79,19 @@ def run(files: list[Path], workers: list[int] | None = None) -> dict[str, Any]:
     for row in rows:
         row["baseline_per_s"] = raw_per_s
         row["ratio_to_baseline"] = row["per_s"] / raw_per_s
-    return {"machine": machine(), "bundles": len(files), "resources": count,
-            "durability": "WAL, synchronous=NORMAL", "rows": rows}
+    return {
+        "machine": machine(),
+        "bundles": len(files),
+        "resources": count,
+        "durability": "WAL, synchronous=NORMAL",
+        "rows": rows,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "testdata" / "synthea" / "R4")
     args = parser.parse_args()
@@ -85,8 +101,10 @@ def main() -> None:
     print(f"{len(files)} bundles, {result['resources']} resources; durability WAL synchronous=NORMAL")
     print(f"{'workers':>8}{'resources/s':>13}{'seconds':>9}{'peak MB':>9}{'raw SQLite/s':>14}{'ratio':>8}")
     for row in result["rows"]:
-        print(f"{row['workers']:>8}{row['per_s']:>13.0f}{row['seconds']:>9.1f}{row['peak_server_memory_mb']:>9.0f}"
-              f"{raw_per_s:>14.0f}{row['ratio_to_baseline']:>8.3f}")
+        print(
+            f"{row['workers']:>8}{row['per_s']:>13.0f}{row['seconds']:>9.1f}{row['peak_server_memory_mb']:>9.0f}"
+            f"{raw_per_s:>14.0f}{row['ratio_to_baseline']:>8.3f}"
+        )
     path = write_results("ingest", result)
     print(f"written {path}")
 

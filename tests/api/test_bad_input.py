@@ -7,8 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server.api.app import create_app
-from tests.conftest import BASE, make_settings
+from tests.conftest import make_settings, running_app
 
 
 async def history_total(client: httpx.AsyncClient) -> int:
@@ -65,10 +64,8 @@ async def test_unsupported_media_type_is_415(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def small_body_client(tmp_path: Path):
-    app = create_app(make_settings(tmp_path, max_body_bytes=200))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
-            yield http
+    async with running_app(make_settings(tmp_path, max_body_bytes=200)) as (_, http):
+        yield http
 
 
 async def test_body_over_limit_is_413(small_body_client: httpx.AsyncClient) -> None:
@@ -78,4 +75,6 @@ async def test_body_over_limit_is_413(small_body_client: httpx.AsyncClient) -> N
 
 
 async def test_empty_body_is_400(client: httpx.AsyncClient) -> None:
-    assert_outcome(await client.post("/Patient", content=b"", headers={"content-type": "application/fhir+json"}), 400)
+    assert_outcome(
+        await client.post("/Patient", content=b"", headers={"content-type": "application/fhir+json"}), 400
+    )

@@ -14,8 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from fhir_server.api.app import create_app
-from tests.conftest import BASE, SHARED, make_settings
+from tests.conftest import SHARED, make_settings, running_app
 
 SYNTHEA = sorted((SHARED / "testdata" / "synthea" / "R4").glob("*.json"))
 
@@ -30,8 +29,10 @@ def transaction(*entries: dict[str, Any], kind: str = "transaction") -> dict[str
 
 
 def post(resource: dict[str, Any], full_url: str | None = None, **request: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"],
-                                                                 **request}}
+    entry: dict[str, Any] = {
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"], **request},
+    }
     if full_url:
         entry["fullUrl"] = full_url
     return entry
@@ -67,7 +68,9 @@ async def test_all_synthea_bundles_load_and_every_reference_resolves(client: htt
             if entry["request"].get("ifNoneExist"):
                 urls_in_bundles.add(entry["request"]["ifNoneExist"])
             expected[resource["resourceType"]] += 1
-        response = await client.post("", content=path.read_bytes(), headers={"content-type": "application/fhir+json"})
+        response = await client.post(
+            "", content=path.read_bytes(), headers={"content-type": "application/fhir+json"}
+        )
         assert response.status_code == 200, (path.name, response.text[:500])
         assert response.json()["type"] == "transaction-response"
         assert all(e["response"]["status"].startswith(("200", "201")) for e in response.json()["entry"])
@@ -119,8 +122,9 @@ async def test_other_hl7_transactions_load(client: httpx.AsyncClient, name: str)
     assert len(response.json()["entry"]) == len(bundle["entry"])
 
 
-@pytest.mark.parametrize("name", ["Bundle-bundle-request-medsallergies.json",
-                                  "Bundle-bundle-request-simplesummary.json"])
+@pytest.mark.parametrize(
+    "name", ["Bundle-bundle-request-medsallergies.json", "Bundle-bundle-request-simplesummary.json"]
+)
 async def test_hl7_batch_of_reads(client: httpx.AsyncClient, name: str) -> None:
     response = await client.post("", json=hl7_example(name))
     assert response.status_code == 200
@@ -131,16 +135,29 @@ async def test_hl7_batch_of_reads(client: httpx.AsyncClient, name: str) -> None:
 async def test_references_rewritten_everywhere(client: httpx.AsyncClient) -> None:
     patient_url = "urn:uuid:11111111-1111-1111-1111-111111111111"
     observation = {
-        "resourceType": "Observation", "status": "final", "code": {"text": "w"},
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "w"},
         "subject": {"reference": patient_url},
-        "extension": [{"url": "http://example.org/about", "valueReference": {"reference": patient_url}},
-                      {"url": "http://example.org/provenance", "valueReference": {"reference": "#p"}}],
-        "contained": [{"resourceType": "Provenance", "id": "p", "recorded": "2024-01-01T00:00:00Z",
-                       "target": [{"reference": patient_url}], "agent": [{"who": {"reference": patient_url}}]}],
+        "extension": [
+            {"url": "http://example.org/about", "valueReference": {"reference": patient_url}},
+            {"url": "http://example.org/provenance", "valueReference": {"reference": "#p"}},
+        ],
+        "contained": [
+            {
+                "resourceType": "Provenance",
+                "id": "p",
+                "recorded": "2024-01-01T00:00:00Z",
+                "target": [{"reference": patient_url}],
+                "agent": [{"who": {"reference": patient_url}}],
+            }
+        ],
         "valueQuantity": {"value": 3.50, "unit": "kg"},
     }
-    bundle = transaction(post(observation, "urn:uuid:22222222-2222-2222-2222-222222222222"),
-                         post({"resourceType": "Patient"}, patient_url))
+    bundle = transaction(
+        post(observation, "urn:uuid:22222222-2222-2222-2222-222222222222"),
+        post({"resourceType": "Patient"}, patient_url),
+    )
     raw = orjson.dumps(bundle).replace(b'"value":3.5', b'"value":3.50')
     response = await client.post("", content=raw, headers={"content-type": "application/fhir+json"})
     assert response.status_code == 200, response.text
@@ -155,20 +172,32 @@ async def test_references_rewritten_everywhere(client: httpx.AsyncClient) -> Non
 
 async def test_conditional_references_and_idempotent_conditional_creates(client: httpx.AsyncClient) -> None:
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:cid", "value": "1"}]}
-    organization = {"resourceType": "Organization", "identifier": [{"system": "urn:hcode", "value": "41234"}],
-                    "name": "Health centre"}
+    organization = {
+        "resourceType": "Organization",
+        "identifier": [{"system": "urn:hcode", "value": "41234"}],
+        "name": "Health centre",
+    }
     for _ in range(2):
         bundle = transaction(
-            post(patient, "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001", ifNoneExist="identifier=urn:cid|1"),
-            post(organization, "urn:uuid:aaaaaaaa-0000-0000-0000-000000000002",
-                 ifNoneExist="identifier=urn:hcode|41234"),
+            post(
+                patient, "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001", ifNoneExist="identifier=urn:cid|1"
+            ),
+            post(
+                organization,
+                "urn:uuid:aaaaaaaa-0000-0000-0000-000000000002",
+                ifNoneExist="identifier=urn:hcode|41234",
+            ),
         )
         assert (await client.post("", json=bundle)).status_code == 200
     assert len(await all_of(client, "Patient")) == 1
     assert len(await all_of(client, "Organization")) == 1
-    encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
-                 "subject": {"reference": "Patient?identifier=urn:cid|1"},
-                 "serviceProvider": {"reference": "Organization?identifier=urn:hcode|41234"}}
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "subject": {"reference": "Patient?identifier=urn:cid|1"},
+        "serviceProvider": {"reference": "Organization?identifier=urn:hcode|41234"},
+    }
     response = await client.post("", json=transaction(post(encounter)))
     assert response.status_code == 200, response.text
     stored = await all_of(client, "Encounter")
@@ -181,14 +210,35 @@ async def test_conditional_references_and_idempotent_conditional_creates(client:
 
 async def test_patch_and_get_entries_run_inside_the_transaction(client: httpx.AsyncClient) -> None:
     await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1", "gender": "male"})
-    json_patch = base64.b64encode(orjson.dumps([{"op": "replace", "path": "/gender", "value": "female"}])).decode()
+    json_patch = base64.b64encode(
+        orjson.dumps([{"op": "replace", "path": "/gender", "value": "female"}])
+    ).decode()
     bundle = transaction(
-        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": json_patch},
-         "request": {"method": "PATCH", "url": "Patient/p1"}},
-        {"resource": {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
-            {"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
-            {"name": "name", "valueString": "birthDate"}, {"name": "value", "valueDate": "2020-01-01"}]}]},
-         "request": {"method": "PATCH", "url": "Patient/p1"}},
+        {
+            "resource": {
+                "resourceType": "Binary",
+                "contentType": "application/json-patch+json",
+                "data": json_patch,
+            },
+            "request": {"method": "PATCH", "url": "Patient/p1"},
+        },
+        {
+            "resource": {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {
+                        "name": "operation",
+                        "part": [
+                            {"name": "type", "valueCode": "add"},
+                            {"name": "path", "valueString": "Patient"},
+                            {"name": "name", "valueString": "birthDate"},
+                            {"name": "value", "valueDate": "2020-01-01"},
+                        ],
+                    }
+                ],
+            },
+            "request": {"method": "PATCH", "url": "Patient/p1"},
+        },
         {"request": {"method": "GET", "url": "Patient/p1"}},
     )
     response = await client.post("", json=bundle, headers={"Prefer": "return=representation"})
@@ -217,8 +267,10 @@ async def test_batch_entries_succeed_and_fail_independently(client: httpx.AsyncC
 
 async def snapshot(store: Any) -> tuple[list[tuple], list[str]]:
     """Every stored version, byte for byte, and (on SQLite) the whole database dump."""
-    versions = [(r.resource_type, r.id, r.version, r.method, r.last_updated, r.body)
-                async for r in store.iterate_history()]
+    versions = [
+        (r.resource_type, r.id, r.version, r.method, r.last_updated, r.body)
+        async for r in store.iterate_history()
+    ]
     database: list[str] = []
     if store.url.startswith("sqlite:///"):
         conn = sqlite3.connect(store.url.removeprefix("sqlite:///"))
@@ -230,22 +282,22 @@ async def snapshot(store: Any) -> tuple[list[tuple], list[str]]:
 
 
 async def test_failed_transaction_leaves_the_store_byte_for_byte_unchanged(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
-            await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-            before = await snapshot(app.state.store)
-            bundle = transaction(
-                post({"resourceType": "Patient"}),
-                {"resource": {"resourceType": "Patient", "id": "p1", "active": True},
-                 "request": {"method": "PUT", "url": "Patient/p1"}},
-                {"request": {"method": "DELETE", "url": "Patient/p1"}},
-                post({"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}}),
-            )
-            response = await client.post("", json=bundle)
-            assert response.status_code == 422
-            assert "Bundle.entry[3]" in response.json()["issue"][0]["diagnostics"]
-            assert await snapshot(app.state.store) == before
+    async with running_app(make_settings(tmp_path)) as (app, client):
+        await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
+        before = await snapshot(app.state.store)
+        bundle = transaction(
+            post({"resourceType": "Patient"}),
+            {
+                "resource": {"resourceType": "Patient", "id": "p1", "active": True},
+                "request": {"method": "PUT", "url": "Patient/p1"},
+            },
+            {"request": {"method": "DELETE", "url": "Patient/p1"}},
+            post({"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}}),
+        )
+        response = await client.post("", json=bundle)
+        assert response.status_code == 422
+        assert "Bundle.entry[3]" in response.json()["issue"][0]["diagnostics"]
+        assert await snapshot(app.state.store) == before
 
 
 @pytest.mark.parametrize(
@@ -253,21 +305,54 @@ async def test_failed_transaction_leaves_the_store_byte_for_byte_unchanged(tmp_p
     [
         ({"resourceType": "Patient"}, "resourceType"),
         (transaction({"resource": {"resourceType": "Patient"}}), "Bundle.entry[0]"),
-        (transaction(post({"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"},
-                           "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-000000000009"}})),
-         "Bundle.entry[0]"),
-        (transaction(post({"resourceType": "Patient"}, "urn:uuid:00000000-0000-0000-0000-000000000001"),
-                     post({"resourceType": "Patient"}, "urn:uuid:00000000-0000-0000-0000-000000000001")),
-         "Bundle.entry[1]"),
-        (transaction({"resource": {"resourceType": "Patient"},
-                      "request": {"method": "POST", "url": "https://elsewhere.example/fhir/Patient"}}),
-         "Bundle.entry[0]"),
-        (transaction(post({"resourceType": "Bundle", "type": "transaction", "entry": []})), "Bundle.entry[0]"),
+        (
+            transaction(
+                post(
+                    {
+                        "resourceType": "Encounter",
+                        "status": "planned",
+                        "class": {"code": "AMB"},
+                        "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-000000000009"},
+                    }
+                )
+            ),
+            "Bundle.entry[0]",
+        ),
+        (
+            transaction(
+                post({"resourceType": "Patient"}, "urn:uuid:00000000-0000-0000-0000-000000000001"),
+                post({"resourceType": "Patient"}, "urn:uuid:00000000-0000-0000-0000-000000000001"),
+            ),
+            "Bundle.entry[1]",
+        ),
+        (
+            transaction(
+                {
+                    "resource": {"resourceType": "Patient"},
+                    "request": {"method": "POST", "url": "https://elsewhere.example/fhir/Patient"},
+                }
+            ),
+            "Bundle.entry[0]",
+        ),
+        (
+            transaction(post({"resourceType": "Bundle", "type": "transaction", "entry": []})),
+            "Bundle.entry[0]",
+        ),
         ({"resourceType": "Bundle", "type": "collection", "entry": []}, "Bundle.type"),
     ],
-    ids=["not-a-bundle", "no-request", "dangling-urn", "duplicate-fullUrl", "other-server", "nested", "collection"],
+    ids=[
+        "not-a-bundle",
+        "no-request",
+        "dangling-urn",
+        "duplicate-fullUrl",
+        "other-server",
+        "nested",
+        "collection",
+    ],
 )
-async def test_bad_bundles_are_400_and_write_nothing(client: httpx.AsyncClient, body: dict, where: str) -> None:
+async def test_bad_bundles_are_400_and_write_nothing(
+    client: httpx.AsyncClient, body: dict, where: str
+) -> None:
     response = await client.post("", json=body)
     assert response.status_code == 400, response.text
     assert where in response.text
@@ -275,20 +360,25 @@ async def test_bad_bundles_are_400_and_write_nothing(client: httpx.AsyncClient, 
 
 
 async def test_other_bundle_types_are_stored_at_bundle_endpoint(client: httpx.AsyncClient) -> None:
-    document = {"resourceType": "Bundle", "type": "collection",
-                "entry": [{"fullUrl": "urn:uuid:00000000-0000-0000-0000-000000000001",
-                           "resource": {"resourceType": "Patient"}}]}
+    document = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:00000000-0000-0000-0000-000000000001",
+                "resource": {"resourceType": "Patient"},
+            }
+        ],
+    }
     response = await client.post("/Bundle", json=document)
     assert response.status_code == 201
     assert response.json()["type"] == "collection"
 
 
 async def test_entry_limit_is_413(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, max_bundle_entries=2))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
-            bundle = transaction(*(post({"resourceType": "Patient"}) for _ in range(3)))
-            assert (await client.post("", json=bundle)).status_code == 413
+    async with running_app(make_settings(tmp_path, max_bundle_entries=2)) as (_, client):
+        bundle = transaction(*(post({"resourceType": "Patient"}) for _ in range(3)))
+        assert (await client.post("", json=bundle)).status_code == 413
 
 
 async def test_concurrent_transactions_never_lose_an_update(client: httpx.AsyncClient) -> None:
@@ -298,10 +388,13 @@ async def test_concurrent_transactions_never_lose_an_update(client: httpx.AsyncC
         while True:
             current = await client.get("/Basic/shared")
             value = int(current.json()["code"]["text"]) + 1
-            bundle = transaction({
-                "resource": {"resourceType": "Basic", "id": "shared", "code": {"text": str(value)}},
-                "request": {"method": "PUT", "url": "Basic/shared", "ifMatch": current.headers["etag"]}},
-                post({"resourceType": "Basic", "code": {"text": f"log {value}"}}))
+            bundle = transaction(
+                {
+                    "resource": {"resourceType": "Basic", "id": "shared", "code": {"text": str(value)}},
+                    "request": {"method": "PUT", "url": "Basic/shared", "ifMatch": current.headers["etag"]},
+                },
+                post({"resourceType": "Basic", "code": {"text": f"log {value}"}}),
+            )
             response = await client.post("", json=bundle)
             if response.status_code == 412:
                 continue

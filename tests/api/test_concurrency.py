@@ -18,7 +18,9 @@ async def test_concurrent_if_match_updates_lose_nothing(client: httpx.AsyncClien
             current = await client.get(f"/Basic/{pid}")
             value = int(current.json()["code"]["text"])
             body = {"resourceType": "Basic", "id": pid, "code": {"text": str(value + 1)}}
-            response = await client.put(f"/Basic/{pid}", json=body, headers={"If-Match": current.headers["etag"]})
+            response = await client.put(
+                f"/Basic/{pid}", json=body, headers={"If-Match": current.headers["etag"]}
+            )
             if response.status_code == 412:
                 conflicts += 1
                 continue

@@ -18,7 +18,9 @@ async def test_if_none_exist(client: httpx.AsyncClient) -> None:
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     await client.post("/Patient", json=child("1"))
-    ambiguous = await client.post("/Patient", json=child("1"), headers={"If-None-Exist": f"identifier={CID}|1"})
+    ambiguous = await client.post(
+        "/Patient", json=child("1"), headers={"If-None-Exist": f"identifier={CID}|1"}
+    )
     assert ambiguous.status_code == 412
 
 
@@ -35,7 +37,9 @@ async def test_conditional_update_creates_then_updates(client: httpx.AsyncClient
     assert (await client.put(f"/Patient?identifier={CID}|2", json=child("2"))).status_code == 412
 
 
-async def test_conditional_update_with_an_id_that_exists_elsewhere_conflicts(client: httpx.AsyncClient) -> None:
+async def test_conditional_update_with_an_id_that_exists_elsewhere_conflicts(
+    client: httpx.AsyncClient,
+) -> None:
     await client.put("/Patient/taken", json={"resourceType": "Patient", "id": "taken"})
     response = await client.put(f"/Patient?identifier={CID}|9", json={**child("9"), "id": "taken"})
     assert response.status_code == 409

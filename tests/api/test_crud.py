@@ -61,15 +61,18 @@ async def test_update_as_create_with_client_id(client: httpx.AsyncClient) -> Non
     response = await client.put("/Patient/child-1", json={"resourceType": "Patient", "id": "child-1"})
     assert response.status_code == 201
     assert response.json()["id"] == "child-1"
-    again = await client.put("/Patient/child-1", json={"resourceType": "Patient", "id": "child-1", "active": True})
+    again = await client.put(
+        "/Patient/child-1", json={"resourceType": "Patient", "id": "child-1", "active": True}
+    )
     assert again.status_code == 200
     assert again.json()["meta"]["versionId"] == "2"
 
 
 async def test_identical_update_makes_no_new_version(client: httpx.AsyncClient) -> None:
     patient = await create_patient(client, gender="male")
-    same = await client.put(f"/Patient/{patient['id']}", json={"resourceType": "Patient", "id": patient["id"],
-                                                                 "gender": "male"})
+    same = await client.put(
+        f"/Patient/{patient['id']}", json={"resourceType": "Patient", "id": patient["id"], "gender": "male"}
+    )
     assert same.status_code == 200
     assert same.json()["meta"]["versionId"] == "1"
 
@@ -77,12 +80,18 @@ async def test_identical_update_makes_no_new_version(client: httpx.AsyncClient) 
 async def test_if_match_version_checks(client: httpx.AsyncClient) -> None:
     patient = await create_patient(client)
     pid = patient["id"]
-    stale = await client.put(f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "active": False},
-                             headers={"If-Match": 'W/"7"'})
+    stale = await client.put(
+        f"/Patient/{pid}",
+        json={"resourceType": "Patient", "id": pid, "active": False},
+        headers={"If-Match": 'W/"7"'},
+    )
     assert stale.status_code == 412
     assert stale.json()["resourceType"] == "OperationOutcome"
-    ok = await client.put(f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "active": False},
-                          headers={"If-Match": 'W/"1"'})
+    ok = await client.put(
+        f"/Patient/{pid}",
+        json={"resourceType": "Patient", "id": pid, "active": False},
+        headers={"If-Match": 'W/"1"'},
+    )
     assert ok.status_code == 200
     assert ok.headers["etag"] == 'W/"2"'
 
@@ -98,27 +107,36 @@ async def test_delete_then_read_is_gone(client: httpx.AsyncClient) -> None:
     assert (await client.delete(f"/Patient/{patient['id']}")).status_code == 204
     assert (await client.delete("/Patient/never-was")).status_code == 204
     # a deleted resource can be brought back by update, continuing its versions
-    back = await client.put(f"/Patient/{patient['id']}", json={"resourceType": "Patient", "id": patient["id"]})
+    back = await client.put(
+        f"/Patient/{patient['id']}", json={"resourceType": "Patient", "id": patient["id"]}
+    )
     assert back.status_code == 201
     assert back.json()["meta"]["versionId"] == "3"
 
 
 async def test_prefer_return(client: httpx.AsyncClient) -> None:
-    minimal = await client.post("/Patient", json={"resourceType": "Patient"}, headers={"Prefer": "return=minimal"})
+    minimal = await client.post(
+        "/Patient", json={"resourceType": "Patient"}, headers={"Prefer": "return=minimal"}
+    )
     assert minimal.status_code == 201
     assert minimal.content == b""
     assert minimal.headers["location"]
-    outcome = await client.post("/Patient", json={"resourceType": "Patient"},
-                                headers={"Prefer": "return=OperationOutcome"})
+    outcome = await client.post(
+        "/Patient", json={"resourceType": "Patient"}, headers={"Prefer": "return=OperationOutcome"}
+    )
     assert outcome.json()["resourceType"] == "OperationOutcome"
-    full = await client.post("/Patient", json={"resourceType": "Patient"},
-                             headers={"Prefer": "return=representation"})
+    full = await client.post(
+        "/Patient", json={"resourceType": "Patient"}, headers={"Prefer": "return=representation"}
+    )
     assert full.json()["resourceType"] == "Patient"
 
 
 async def test_summary_elements_and_pretty(client: httpx.AsyncClient) -> None:
     patient = await create_patient(
-        client, gender="female", birthDate="2019-05-01", text={"status": "generated", "div": "<div>x</div>"},
+        client,
+        gender="female",
+        birthDate="2019-05-01",
+        text={"status": "generated", "div": "<div>x</div>"},
         contact=[{"name": {"text": "Mother"}}],
     )
     pid = patient["id"]
@@ -148,6 +166,10 @@ async def test_content_negotiation(client: httpx.AsyncClient) -> None:
     for fmt in ("json", "application/fhir+json", "application/json"):
         assert (await client.get(f"/Patient/{patient['id']}?_format={fmt}")).status_code == 200
     assert (await client.get(f"/Patient/{patient['id']}?_format=xml")).status_code == 406
-    assert (await client.get(f"/Patient/{patient['id']}", headers={"Accept": "application/fhir+xml"})).status_code == 406
-    xml = await client.post("/Patient", content=b"<Patient/>", headers={"content-type": "application/fhir+xml"})
+    assert (
+        await client.get(f"/Patient/{patient['id']}", headers={"Accept": "application/fhir+xml"})
+    ).status_code == 406
+    xml = await client.post(
+        "/Patient", content=b"<Patient/>", headers={"content-type": "application/fhir+xml"}
+    )
     assert xml.status_code == 415

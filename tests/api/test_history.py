@@ -25,8 +25,14 @@ async def test_instance_history_across_create_update_delete(client: httpx.AsyncC
 async def test_type_and_system_history_with_paging(client: httpx.AsyncClient) -> None:
     ids = []
     for n in range(5):
-        ids.append((await client.post("/Observation", json={
-            "resourceType": "Observation", "status": "final", "code": {"text": f"o{n}"}})).json()["id"])
+        ids.append(
+            (
+                await client.post(
+                    "/Observation",
+                    json={"resourceType": "Observation", "status": "final", "code": {"text": f"o{n}"}},
+                )
+            ).json()["id"]
+        )
     await client.post("/Patient", json={"resourceType": "Patient"})
     page = (await client.get("/Observation/_history?_count=2")).json()
     assert page["total"] == 5
@@ -42,7 +48,9 @@ async def test_type_and_system_history_with_paging(client: httpx.AsyncClient) ->
 async def test_since_and_at(client: httpx.AsyncClient) -> None:
     pid = (await client.post("/Patient", json={"resourceType": "Patient", "gender": "male"})).json()["id"]
     await asyncio.sleep(0.01)
-    second = await client.put(f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "gender": "female"})
+    second = await client.put(
+        f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "gender": "female"}
+    )
     moment = second.json()["meta"]["lastUpdated"]
     await asyncio.sleep(0.01)
     await client.put(f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "gender": "other"})

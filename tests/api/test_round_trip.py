@@ -15,9 +15,21 @@ import pytest
 from tests.conftest import SHARED
 
 DEFINITIONAL = {
-    "StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "OperationDefinition",
-    "CapabilityStatement", "CompartmentDefinition", "ImplementationGuide", "NamingSystem", "StructureMap",
-    "GraphDefinition", "MessageDefinition", "TerminologyCapabilities", "ExampleScenario",
+    "StructureDefinition",
+    "CodeSystem",
+    "ValueSet",
+    "ConceptMap",
+    "SearchParameter",
+    "OperationDefinition",
+    "CapabilityStatement",
+    "CompartmentDefinition",
+    "ImplementationGuide",
+    "NamingSystem",
+    "StructureMap",
+    "GraphDefinition",
+    "MessageDefinition",
+    "TerminologyCapabilities",
+    "ExampleScenario",
 }
 
 
@@ -63,7 +75,9 @@ SPEC_ERRORS = {
 
 async def round_trip(client: httpx.AsyncClient, data: bytes) -> tuple[int, Any, Any]:
     resource_type = orjson.loads(data)["resourceType"]
-    response = await client.post(f"/{resource_type}", content=data, headers={"content-type": "application/fhir+json"})
+    response = await client.post(
+        f"/{resource_type}", content=data, headers={"content-type": "application/fhir+json"}
+    )
     if response.status_code != 201:
         return response.status_code, response.json(), None
     read = await client.get(f"/{resource_type}/{response.json()['id']}")

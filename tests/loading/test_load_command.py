@@ -41,8 +41,10 @@ def test_load_deduplicates_synthea_organizations_and_is_idempotent(tmp_path: Pat
     assert "created" in result.output
     organizations = {
         i["value"]
-        for f in files for e in orjson.loads(Path(f).read_bytes())["entry"]
-        if e["resource"]["resourceType"] == "Organization" for i in e["resource"]["identifier"]
+        for f in files
+        for e in orjson.loads(Path(f).read_bytes())["entry"]
+        if e["resource"]["resourceType"] == "Organization"
+        for i in e["resource"]["identifier"]
     }
     assert count(store, "Organization") == len(organizations)
     practitioners = count(store, "Practitioner")
@@ -58,10 +60,24 @@ def test_load_ndjson_and_report_failures(tmp_path: Path) -> None:
     good.parent.mkdir()
     good.write_bytes(b"\n".join(orjson.dumps({"resourceType": "Patient", "id": f"p{n}"}) for n in range(700)))
     bad = tmp_path / "data" / "zz-bad.json"
-    bad.write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Patient", "gender": "robot"}, "request": {"method": "POST", "url": "Patient"}},
-    ]}))
+    bad.write_bytes(
+        orjson.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": {"resourceType": "Patient"},
+                        "request": {"method": "POST", "url": "Patient"},
+                    },
+                    {
+                        "resource": {"resourceType": "Patient", "gender": "robot"},
+                        "request": {"method": "POST", "url": "Patient"},
+                    },
+                ],
+            }
+        )
+    )
     result = runner.invoke(app, ["load", str(tmp_path / "data"), "--store", store])
     assert result.exit_code == 1
     assert "zz-bad.json entry 1" in result.output

@@ -22,8 +22,9 @@ SAMPLES = [
 def totals(base: str) -> dict[str, int]:
     out = {}
     for resource_type in ("Patient", "RelatedPerson", "Observation", "Task", "Consent"):
-        out[resource_type] = httpx.get(f"{base}/{resource_type}", params={"_total": "accurate", "_count": "0"}).json()[
-            "total"]
+        out[resource_type] = httpx.get(
+            f"{base}/{resource_type}", params={"_total": "accurate", "_count": "0"}
+        ).json()["total"]
     return out
 
 
@@ -31,8 +32,19 @@ def test_every_format_imports_into_a_running_server(live_server: str, tmp_path: 
     for attempt in range(2):
         for format_name, sample in SAMPLES:
             errors = tmp_path / f"errors-{attempt}-{format_name}.json"
-            result = runner.invoke(app, ["import", "--format", format_name, str(MAPPINGS / sample),
-                                         "--server", live_server, "--errors", str(errors)])
+            result = runner.invoke(
+                app,
+                [
+                    "import",
+                    "--format",
+                    format_name,
+                    str(MAPPINGS / sample),
+                    "--server",
+                    live_server,
+                    "--errors",
+                    str(errors),
+                ],
+            )
             assert result.exit_code == 0, result.output
         if attempt == 0:
             first = totals(live_server)

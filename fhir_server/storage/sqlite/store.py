@@ -322,8 +322,15 @@ def _import(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> N
         return
     conn.execute(
         "INSERT INTO history(rid, type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?,?)",
-        (row[0], resource.resource_type, resource.id, resource.version, resource.last_updated,
-         resource.method, resource.body),
+        (
+            row[0],
+            resource.resource_type,
+            resource.id,
+            resource.version,
+            resource.last_updated,
+            resource.method,
+            resource.body,
+        ),
     )
 
 
