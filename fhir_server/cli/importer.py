@@ -122,20 +122,31 @@ def write_error_report(path: Path, errors: list[RowError]) -> None:
 
 
 class _Writer:
-    """Sends transaction bundles to a server over HTTP or into a store in-process."""
+    """Sends transaction bundles to a server over HTTP or into a store in-process.
 
-    def __init__(self, server: str | None, store: str | None) -> None:
+    Over HTTP a bearer ``token`` names the client (and so the writing agency); in-process, ``agency``
+    (``Organization/ID``) has the security layer's guard tag every written resource with that agency.
+    """
+
+    def __init__(self, server: str | None, store: str | None, *, token: str | None = None,
+                 agency: str | None = None) -> None:
         self.server = server.rstrip("/") if server else None
         self.store_url = store
+        self.token = token
+        self.agency = agency
         self._http: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx: Any = None
+        self._raw_store: Any = None
 
     def __enter__(self) -> _Writer:
         if self.server:
             import httpx
 
-            self._http = httpx.Client(timeout=300, headers={"Content-Type": "application/fhir+json"})
+            headers = {"Content-Type": "application/fhir+json"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            self._http = httpx.Client(timeout=300, headers=headers)
         elif self.store_url:
             from fhir_server.config import Settings
             from fhir_server.interactions.context import RequestContext
@@ -143,16 +154,22 @@ class _Writer:
 
             settings = Settings(store_url=self.store_url)
             store = create_store(settings)
+            writer: Any = store
+            if self.agency is not None:  # checked (ValueError) before anything is opened
+                from fhir_server.security.guard import agency_writer
+
+                writer = agency_writer(store, self.agency)
             self._loop = asyncio.new_event_loop()
             self._loop.run_until_complete(store.open())
-            self._ctx = RequestContext(store=store, settings=settings, base_url="urn:termtem-import")
+            self._ctx = RequestContext(store=writer, settings=settings, base_url="urn:termtem-import")
+            self._raw_store = store
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._http is not None:
             self._http.close()
         if self._ctx is not None and self._loop is not None:
-            self._loop.run_until_complete(self._ctx.store.close())
+            self._loop.run_until_complete(self._raw_store.close())
             self._loop.close()
 
     def send(self, bundle: dict[str, Any]) -> str | None:
@@ -184,8 +201,12 @@ def _outcome_text(body: str, status: int) -> str:
 
 def run_import(format_name: str, paths: list[Path], *, server: str | None = None, store: str | None = None,
                dry_run: bool = False, out: Path | None = None, errors_path: Path | None = None,
-               batch_size: int = 500, validate: bool = True, show_progress: bool = False) -> dict[str, Any]:
-    """Import ``paths``; returns counts and the errors. Used by the command and by tests."""
+               batch_size: int = 500, validate: bool = True, show_progress: bool = False,
+               token: str | None = None, agency: str | None = None) -> dict[str, Any]:
+    """Import ``paths``; returns counts and the errors. Used by the command and by tests.
+
+    ``token`` authenticates ``server`` writes; ``agency`` tags in-process ``store`` writes (see _Writer).
+    """
     if format_name not in available_formats():
         raise SpecError(f"unknown format {format_name!r}; known: {', '.join(available_formats())}")
     check = profile_validator() if validate else None
@@ -196,7 +217,8 @@ def run_import(format_name: str, paths: list[Path], *, server: str | None = None
                         TextColumn("{task.completed} rows"), TimeElapsedColumn(), console=_console,
                         disable=not show_progress)
     try:
-        with progress, _Writer(None if dry_run else server, None if dry_run else store) as writer:
+        with progress, _Writer(None if dry_run else server, None if dry_run else store, token=token,
+                               agency=agency) as writer:
             task = progress.add_task(f"import {format_name}", total=None)
             records: Iterable[MappedRecord] = _records(format_name, paths, check, errors, counts,
                                                        lambda: progress.advance(task))
@@ -230,15 +252,31 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Write the transaction bundles as NDJSON."),
         errors: Path | None = typer.Option(None, "--errors", help="Error report (.csv or .json)."),
         batch_size: int = typer.Option(500, "--batch-size", min=1, help="Entries per transaction bundle."),
+        token: str | None = typer.Option(None, "--token", envvar="TERMTEM_TOKEN",
+                                         help="Bearer token for --server (see `termtem token`)."),
+        agency: str | None = typer.Option(
+            None, "--agency",
+            help="With --store: the writing agency (Organization/ID) to tag every resource with, so that "
+            "agency's clients see the data (untagged data is visible to admin clients only)."),
     ) -> None:
         """Import an agency's legacy files (43-file export, spreadsheets, case JSON) as Thai-profiled FHIR."""
         if server and store:
             raise typer.BadParameter("give --server or --store, not both")
         if not (server or store or dry_run or out):
             raise typer.BadParameter("give --server, --store, --out or --dry-run")
+        if agency is not None and not store:
+            raise typer.BadParameter("--agency needs --store (over --server the token names the agency)")
+        if agency is not None:
+            from fhir_server.security.clients import check_organization
+
+            try:
+                check_organization(agency)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--agency") from None
         try:
             result = run_import(format_name, paths, server=server, store=store, dry_run=dry_run, out=out,
-                                errors_path=errors, batch_size=batch_size, show_progress=True)
+                                errors_path=errors, batch_size=batch_size, show_progress=True,
+                                token=token, agency=agency)
         except SpecError as exc:
             _console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc

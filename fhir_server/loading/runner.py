@@ -66,14 +66,24 @@ class ServerTarget:
 
 
 class StoreTarget:
-    """In-process: the same bundle processing the server runs, on a store opened here."""
+    """In-process: the same bundle processing the server runs, on a store opened here.
 
-    def __init__(self, store_url: str) -> None:
+    With ``agency`` (``Organization/ID``) every resource written carries that agency's writing tag,
+    stamped by the security layer's own guard, so the agency's clients see the data over HTTP as if
+    they had written it; without it only admin clients see it. ``ValueError`` for a bad ``agency``.
+    """
+
+    def __init__(self, store_url: str, agency: str | None = None) -> None:
         from fhir_server.config import Settings
         from fhir_server.storage import create_store
 
         self._settings = Settings(store_url=store_url)
         self._store = create_store(self._settings)
+        self._writer: Any = self._store
+        if agency is not None:
+            from fhir_server.security.guard import agency_writer
+
+            self._writer = agency_writer(self._store, agency)
         self._opened = False
 
     async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]:
@@ -87,7 +97,9 @@ class StoreTarget:
             await self._store.open()
             await prepare_store(self._store, self._settings)
             self._opened = True
-        ctx = RequestContext(store=self._store, settings=self._settings, base_url="", prefer_return="minimal")
+        ctx = RequestContext(
+            store=self._writer, settings=self._settings, base_url="", prefer_return="minimal"
+        )
         try:
             return 200, await process_bundle(ctx, bundle)
         except FhirError as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fhir_server import definitions
-from fhir_server.operations import reindex, terminology
+from fhir_server.operations import everything, reindex, terminology
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
 
@@ -57,6 +57,13 @@ OPERATIONS: list[Operation] = [
         type_level=True,
         instance_level=True,
         definition=_OD + "ValueSet-validate-code",
+    ),
+    Operation(
+        "everything",
+        everything.everything,
+        ("Patient",),
+        instance_level=True,
+        definition=_OD + "Patient-everything",
     ),
     Operation(
         "reindex",

@@ -287,7 +287,7 @@ def _fhirpath_resolve(inputs: list[Any]) -> list[Any]:
 
 
 @cache
-def _fhirpath(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
+def _fhirpath(expression: str) -> Callable[..., list[Any]]:
     import fhirpathpy
     from fhirpathpy.models import models
 

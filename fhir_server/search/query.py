@@ -412,7 +412,7 @@ class _Parser:
             raise _bad(name, "empty value")
         values = [v for v in split_escaped(raw, ",")]
         if kind == "string":
-            out = []
+            out: list[Any] = []
             for v in values:
                 text = _unescape(v)
                 if _STRING_PREFIX.match(text) and modifier != "exact":
@@ -491,7 +491,7 @@ class _Parser:
             parts = split_escaped(v, "$")
             if len(parts) != len(comps):
                 raise _bad(name, f"expects {len(comps)} '$'-separated components")
-            tests = []
+            tests: list[tuple[str, int, Any]] = []
             for i, (comp, part) in enumerate(zip(comps, parts, strict=True)):
                 assert comp is not None
                 key = param.sub_key(f"#{i}")

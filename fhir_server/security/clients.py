@@ -32,12 +32,18 @@ class ClientRecord:
         return ScopeSet.parse(self.scopes)
 
 
+def check_organization(reference: str) -> str:
+    """``reference`` when it names an agency as ``Organization/ID``; ``ValueError`` otherwise."""
+    if not _ORG.match(reference):
+        raise ValueError(f"'{reference}' is not an Organization/ID reference")
+    return reference
+
+
 def validate(record: ClientRecord) -> None:
     """Refuse a record the server could not use safely (``ValueError`` says why)."""
     if not _NAME.match(record.id):
         raise ValueError(f"'{record.id}' is not a valid client name (letters, digits, . _ -; up to 64)")
-    if not _ORG.match(record.organization):
-        raise ValueError(f"'{record.organization}' is not an Organization/ID reference")
+    check_organization(record.organization)
     roles.get_role(record.role)
     if not ScopeSet.parse(record.scopes):
         raise ValueError("at least one scope is required")

@@ -152,15 +152,15 @@ def _household(
         _, _, gender, generation = _RELATIONSHIPS[relationship]
         age_gap = rng.randint(18, 38) + (rng.randint(18, 30) if generation == 2 else 0)
         birth = oldest - timedelta(days=age_gap * 365 + rng.randrange(365))
-        identifiers: list[dict[str, Any]] = []
+        adult_identifiers: list[dict[str, Any]] = []
         if not stateless:
-            identifiers.append(
+            adult_identifiers.append(
                 cid_identifier(
                     _cid("1" if birth.year >= 1984 else "3", office, _serial(seed, index * 8 + 4 + slot))
                 )
             )
         elif rng.random() < 0.6:
-            identifiers.append(
+            adult_identifiers.append(
                 cid_identifier(_cid(rng.choice("06"), office, _serial(seed, index * 8 + 4 + slot)))
             )
         married = (relationship in ("MTH", "GRMTH") and len(pattern) == 2) or rng.random() < 0.4
@@ -168,7 +168,7 @@ def _household(
         adults.append(
             (
                 relationship,
-                _Person(gender, birth, pick_given(rng, gender, stateless), identifiers, phone, married),
+                _Person(gender, birth, pick_given(rng, gender, stateless), adult_identifiers, phone, married),
             )
         )
 

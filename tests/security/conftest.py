@@ -12,10 +12,10 @@ import pytest
 from fhir_server import canonical
 from fhir_server.api.app import create_app
 from fhir_server.cli.clients import client_assertion
-from fhir_server.config import Settings
 from fhir_server.security import keys
 from fhir_server.security.clients import ClientRecord, ClientRegistry
 from fhir_server.security.tokens import ASSERTION_TYPE
+from tests.conftest import make_settings
 
 ORIGIN = "http://testserver"
 BASE = f"{ORIGIN}/fhir"
@@ -125,9 +125,7 @@ def agency(id_: str, agency_type: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    settings = Settings(
-        store_url=f"sqlite:///{tmp_path / 'sec.sqlite'}", auth=True, data_dir=tmp_path / "data"
-    )
+    settings = make_settings(tmp_path, auth=True, data_dir=tmp_path / "data")  # TERMTEM_TEST_STORE
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -11,9 +11,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from fhir_server import definitions
+from fhir_server.search.access import Access, Grant
 from fhir_server.search.model import param_key
 from fhir_server.search.query import CodeSetValue, Include, SortKey, parse_search
-from fhir_server.storage.mongo.filters import Resolver, compile_query, value_predicate
+from fhir_server.storage.mongo.filters import Resolver, compile_query, value_predicate, visible_filter
 from fhir_server.storage.mongo.search import include_filter, keyset_filter, sort_stages
 
 TOP = "\U0010ffff"
@@ -48,6 +50,7 @@ async def compiled(
     text: str,
     recorder: _Recorder | None = None,
     compartment: tuple[str, str] | None = None,
+    access: Access | None = None,
 ) -> dict[str, Any]:
     query = parse_search(
         resource_type,
@@ -58,6 +61,7 @@ async def compiled(
         max_count=100,
         compartment=compartment,
     )
+    query.access = access
     return await compile_query(query, (recorder or _Recorder()).resolver())
 
 
@@ -386,3 +390,197 @@ def test_include_filters() -> None:
         "t": "Provenance",
     }
     assert include_filter(Include("Patient", (), None, False, "Patient:*"), frontier, reverse=False) is None
+
+
+# --- consent enforcement: the access restriction, as SQLite's visible() builds it ------------------
+
+OWNER_SYSTEM = "https://termtem.example/tag/writing-agency"
+GROWTH, WELLBEING = "http://p/growth", "http://p/wellbeing"
+ACCESS = Access(
+    types=frozenset({"Patient", "Observation", "Organization", "Encounter", "Group"}),
+    open_types=frozenset({"Organization", "Practitioner"}),
+    owner_system=OWNER_SYSTEM,
+    owner_code="Organization/school1",
+    owner_keys={t: K(f"{t}._tag") for t in ("Patient", "Observation", "Encounter", "Group", "Organization")},
+    grants=(
+        Grant("Patient", (), frozenset({"c2", "c1"})),
+        Grant(
+            "Observation",
+            (K("Observation.subject"), K("Observation.patient")),
+            frozenset({"c1"}),
+            K("Observation._profile"),
+            (GROWTH,),
+        ),
+        Grant(
+            "Observation",
+            (K("Observation.subject"), K("Observation.patient")),
+            frozenset({"c2"}),
+            K("Observation._profile"),
+            (),
+            (GROWTH, WELLBEING),
+        ),
+        Grant("Encounter", (K("Encounter.patient"),), frozenset()),  # no child consented: dropped
+    ),
+)
+
+
+def owned(*types: str) -> dict[str, Any]:
+    keys = [K(f"{t}._tag") for t in types]
+    return {"xt": {"$elemMatch": {"k": {"$in": keys}, "c": "Organization/school1", "s": OWNER_SYSTEM}}}
+
+
+PATIENT_VISIBLE = {
+    "t": {"$in": ["Patient"]},
+    "$or": [owned("Patient"), {"t": "Patient", "i": {"$in": ["c1", "c2"]}}],
+}
+OBSERVATION_VISIBLE = {
+    "t": {"$in": ["Observation"]},
+    "$or": [
+        owned("Observation"),
+        {
+            "t": "Observation",
+            "xr": {
+                "$elemMatch": {
+                    "k": {"$in": [K("Observation.subject"), K("Observation.patient")]},
+                    "t": "Patient",
+                    "i": {"$in": ["c1"]},
+                }
+            },
+            "xu": {"$elemMatch": {"k": K("Observation._profile"), "u": {"$in": [GROWTH]}}},
+        },
+        {
+            "t": "Observation",
+            "xr": {
+                "$elemMatch": {
+                    "k": {"$in": [K("Observation.subject"), K("Observation.patient")]},
+                    "t": "Patient",
+                    "i": {"$in": ["c2"]},
+                }
+            },
+            "$nor": [
+                {"xu": {"$elemMatch": {"k": K("Observation._profile"), "u": {"$in": [GROWTH, WELLBEING]}}}}
+            ],
+        },
+    ],
+}
+
+
+def test_visible_filter_by_type() -> None:
+    # a child's own record: its id; other patient data: the Patient reference and the data class profile
+    assert visible_filter(ACCESS, ("Patient",)) == PATIENT_VISIBLE
+    assert visible_filter(ACCESS, ("Observation",)) == OBSERVATION_VISIBLE
+    # open types need neither ownership nor consent; types not readable at all drop out of the list
+    assert visible_filter(ACCESS, ("Organization", "Practitioner")) == {
+        "t": {"$in": ["Organization"]},
+        "$or": [{"t": {"$in": ["Organization"]}}],
+    }
+    # a grant with no consented child adds nothing: only the caller's own Encounters remain
+    assert visible_filter(ACCESS, ("Encounter",)) == {
+        "t": {"$in": ["Encounter"]},
+        "$or": [owned("Encounter")],
+    }
+    # nothing readable at all, or nothing that could be visible: no document
+    assert visible_filter(ACCESS, ("Practitioner",)) == {"_id": {"$in": []}}
+    no_owner = Access(types=None, owner_keys=ACCESS.owner_keys, grants=ACCESS.grants)
+    assert visible_filter(no_owner, ("Group",)) == {"_id": {"$in": []}}
+    # every patient (emergency grant): the type alone
+    everyone = Access(types=None, grants=(Grant("Encounter", (K("Encounter.patient"),), None),))
+    assert visible_filter(everyone, ("Encounter",)) == {
+        "t": {"$in": ["Encounter"]},
+        "$or": [{"t": "Encounter"}],
+    }
+
+
+def test_visible_filter_for_any_type() -> None:
+    # _include:* with no target type: every type the caller may read, in sorted order
+    flt = visible_filter(ACCESS, None)
+    readable = [t for t in sorted(definitions.resource_types()) if t in ACCESS.types]
+    assert flt["t"] == {"$in": readable}
+    assert flt["$or"][0] == {"t": {"$in": ["Organization"]}}
+    assert flt["$or"][1] == owned(*(t for t in readable if t != "Organization"))
+    assert flt["$or"][2:] == PATIENT_VISIBLE["$or"][1:] + OBSERVATION_VISIBLE["$or"][1:]
+
+
+async def test_restricted_query_adds_visibility_last() -> None:
+    assert await compiled("Patient", "gender=female", access=ACCESS) == {
+        "t": "Patient",
+        "m": LIVE,
+        "$and": [elem("xt", "Patient.gender", c="female"), PATIENT_VISIBLE],
+    }
+    assert await compiled("Patient", "", access=ACCESS) == {
+        "t": "Patient",
+        "m": LIVE,
+        "$and": [PATIENT_VISIBLE],
+    }
+    flt = await compiled(None, "_type=Patient,Practitioner", access=ACCESS)
+    assert flt["$and"] == [visible_filter(ACCESS, ("Patient", "Practitioner"))] == [PATIENT_VISIBLE]
+
+
+async def test_restricted_chain_and_has_see_only_visible_inner_resources() -> None:
+    recorder = _Recorder()
+    await compiled("Observation", "subject:Patient.name=anna", recorder, access=ACCESS)
+    assert recorder.calls == [
+        (
+            "chain",
+            {
+                "t": "Patient",
+                "m": LIVE,
+                "$and": [
+                    elem("xs", "Patient.name", n={"$gte": "anna", "$lt": "anna" + TOP}),
+                    PATIENT_VISIBLE,
+                ],
+            },
+        )
+    ]
+    recorder = _Recorder()
+    await compiled("Patient", "_has:Observation:patient:code=8302-2", recorder, access=ACCESS)
+    assert recorder.calls == [
+        (
+            "has",
+            (
+                {
+                    "t": "Observation",
+                    "m": LIVE,
+                    "$and": [elem("xt", "Observation.code", c="8302-2"), OBSERVATION_VISIBLE],
+                },
+                K("Observation.patient"),
+            ),
+        )
+    ]
+    # nested in an OR of alternatives (several chains on one parameter) the restriction still applies
+    recorder = _Recorder()
+    await compiled("Observation", "subject:Patient.name=anna,bob", recorder, access=ACCESS)
+    assert recorder.calls and all(flt["$and"][-1] == PATIENT_VISIBLE for _, flt in recorder.calls)
+
+
+def test_restricted_include_filters() -> None:
+    frontier = [
+        {
+            "_id": "Observation/o1",
+            "t": "Observation",
+            "i": "o1",
+            "xr": [{"k": K("Observation.patient"), "t": "Patient", "i": "p1"}],
+        }
+    ]
+    forward = Include(
+        "Observation", (K("Observation.patient"),), "Patient", False, "Observation:patient:Patient"
+    )
+    assert include_filter(forward, frontier, reverse=False, access=ACCESS) == {
+        "_id": {"$in": ["Patient/p1"]},
+        "m": LIVE,
+        "$and": [PATIENT_VISIBLE],
+    }
+    untyped = Include("Observation", (K("Observation.patient"),), None, False, "Observation:patient")
+    assert include_filter(untyped, frontier, reverse=False, access=ACCESS)["$and"] == [
+        visible_filter(ACCESS, None)
+    ]
+    reverse = Include("Observation", (K("Observation.subject"),), None, False, "Observation:subject")
+    patients = [{"_id": "Patient/p1", "t": "Patient", "i": "p1"}]
+    assert include_filter(reverse, patients, reverse=True, access=ACCESS) == {
+        "xr": {
+            "$elemMatch": {"k": {"$in": [K("Observation.subject")]}, "t": "Patient", "i": {"$in": ["p1"]}}
+        },
+        "m": LIVE,
+        "t": "Observation",
+        "$and": [OBSERVATION_VISIBLE],
+    }

@@ -7,6 +7,10 @@ names or operators, so ``$where`` or ``$ne`` in a query string is data.
 
 Chains and ``_has`` are semi-joins: the inner conditions run first as their own query (through
 ``Resolver``), and the outer clause tests the ids found. The semantics follow the SQLite compiler.
+
+A query's ``access`` (consent enforcement) becomes one more clause of the main filter and of every
+inner query, exactly as SQLite's ``visible()`` builds it, so totals, chains and ``_has`` only ever
+see what the caller may see.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fhir_server import definitions
+from fhir_server.search.access import Access, Grant
 from fhir_server.search.query import (
     AllOf,
     AnyOf,
@@ -62,13 +68,61 @@ def base_filter(resource_types: tuple[str, ...]) -> Filter:
 
 
 async def compile_query(query: SearchQuery, resolver: Resolver) -> Filter:
-    """The filter selecting every match of ``query`` (before paging)."""
-    return await _with_conditions(base_filter(query.resource_types), query.conditions, resolver)
+    """The filter selecting every match of ``query`` (before paging), within ``query.access``."""
+    return await _with_conditions(query.resource_types, query.conditions, resolver, query.access)
 
 
-async def _with_conditions(base: Filter, conditions: tuple[Any, ...], resolver: Resolver) -> Filter:
-    clauses = [await compile_condition(c, resolver) for c in conditions]
+async def _with_conditions(
+    resource_types: tuple[str, ...], conditions: tuple[Any, ...], resolver: Resolver, access: Access | None
+) -> Filter:
+    clauses = [await compile_condition(c, resolver, access) for c in conditions]
+    if access is not None:
+        clauses.append(visible_filter(access, resource_types))
+    base = base_filter(resource_types)
     return {**base, "$and": clauses} if clauses else base
+
+
+def visible_filter(access: Access, candidates: tuple[str, ...] | None) -> Filter:
+    """The documents (of one of ``candidates``; None: any type) the caller may see.
+
+    The twin of SQLite's ``visible()``: a type the caller may read at all, and then an open type, a
+    document carrying the caller's writing-agency tag, or one covered by a consent grant.
+    """
+    types = list(candidates) if candidates is not None else sorted(definitions.resource_types())
+    if access.types is not None:
+        types = [t for t in types if t in access.types]
+    opened = [t for t in types if t in access.open_types]
+    closed = [t for t in types if t not in access.open_types]
+    keys = [access.owner_keys[t] for t in closed if t in access.owner_keys] if access.owner_code else []
+    grants = [g for g in access.grants if g.resource_type in closed and g.patients != frozenset()]
+    if not (opened or keys or grants):
+        return NEVER
+    options: list[Filter] = []
+    if opened:
+        options.append({"t": {"$in": opened}})
+    if keys:
+        owner = {"k": {"$in": keys}, "c": access.owner_code, "s": access.owner_system}
+        options.append({ARRAYS["token"]: {"$elemMatch": owner}})
+    options.extend(_grant(g) for g in grants)
+    return {"t": {"$in": types}, "$or": options}
+
+
+def _grant(grant: Grant) -> Filter:
+    clause: Filter = {"t": grant.resource_type}
+    if grant.patients is not None:
+        ids = sorted(grant.patients)
+        if not grant.keys:
+            clause["i"] = {"$in": ids}
+        else:
+            link = {"k": {"$in": list(grant.keys)}, "t": "Patient", "i": {"$in": ids}}
+            clause[ARRAYS["reference"]] = {"$elemMatch": link}
+    claims = {"k": grant.profile_key}
+    if grant.profiles:
+        clause[ARRAYS["uri"]] = {"$elemMatch": {**claims, "u": {"$in": list(grant.profiles)}}}
+    if grant.other_profiles:
+        other = {ARRAYS["uri"]: {"$elemMatch": {**claims, "u": {"$in": list(grant.other_profiles)}}}}
+        clause["$nor"] = [other]
+    return clause
 
 
 def _any(clauses: list[Filter]) -> Filter:
@@ -86,7 +140,8 @@ def _elem(array: str, key: int, preds: list[Filter]) -> Filter:
     return {array: {"$elemMatch": match}}
 
 
-async def compile_condition(cond: Any, resolver: Resolver) -> Filter:
+async def compile_condition(cond: Any, resolver: Resolver, access: Access | None = None) -> Filter:
+    """One condition; ``access`` restricts the inner resources of chains and ``_has``."""
     if isinstance(cond, ParamTest):
         clause = _elem(ARRAYS[cond.table], cond.key, [value_predicate(cond.table, v) for v in cond.values])
         return {"$nor": [clause]} if cond.negate else clause
@@ -99,21 +154,21 @@ async def compile_condition(cond: Any, resolver: Resolver) -> Filter:
     if isinstance(cond, LastUpdatedTest):
         return _any([_last_updated(v) for v in cond.values])
     if isinstance(cond, AnyOf):
-        return _any([await compile_condition(c, resolver) for c in cond.options])
+        return _any([await compile_condition(c, resolver, access) for c in cond.options])
     if isinstance(cond, AllOf):
         return (
-            {"$and": [await compile_condition(c, resolver) for c in cond.conditions]}
+            {"$and": [await compile_condition(c, resolver, access) for c in cond.conditions]}
             if cond.conditions
             else {}
         )
     if isinstance(cond, Chain):
-        inner = await _with_conditions(base_filter((cond.target_type,)), cond.inner, resolver)
+        inner = await _with_conditions((cond.target_type,), cond.inner, resolver, access)
         ids = await resolver.chain(inner)
         return {
             ARRAYS["reference"]: {"$elemMatch": {"k": cond.key, "t": cond.target_type, "i": {"$in": ids}}}
         }
     if isinstance(cond, Has):
-        inner = await _with_conditions(base_filter((cond.source_type,)), cond.inner, resolver)
+        inner = await _with_conditions((cond.source_type,), cond.inner, resolver, access)
         return {"_id": {"$in": await resolver.has(inner, cond.key)}}
     if isinstance(cond, Compartment):
         if cond.is_self:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.interactions.errors import FhirError
+from fhir_server.search.access import Access
 from fhir_server.search.query import MAX_INCLUDE_DEPTH, Include, SearchQuery, SortKey, encode_cursor
 from fhir_server.search.result import SearchPage
 from fhir_server.storage.mongo.documents import ARRAYS, RESOURCE_FIELDS, stored
-from fhir_server.storage.mongo.filters import NOT_DELETED, Filter, Resolver, compile_query
+from fhir_server.storage.mongo.filters import NOT_DELETED, Filter, Resolver, compile_query, visible_filter
 
 # Semi-joins bind their inner results into the outer filter; past this many the filter would near
 # MongoDB's 16 MB document limit, so the client is asked for narrower criteria instead.
@@ -226,7 +227,7 @@ async def _includes(
         found: list[dict[str, Any]] = []
         for inc in query.includes:
             if depth == 0 or inc.iterate:
-                flt = _forward(inc, frontier)
+                flt = _forward(inc, frontier, query.access)
                 if flt is not None:
                     found += (
                         await collection.find(flt, projection, session=session)
@@ -236,7 +237,7 @@ async def _includes(
                     )
         for inc in query.revincludes:
             if depth == 0 or inc.iterate:
-                flt = _reverse(inc, frontier)
+                flt = _reverse(inc, frontier, query.access)
                 if flt is not None:
                     found += (
                         await collection.find(flt, projection, session=session)
@@ -262,12 +263,21 @@ async def _includes(
     return included
 
 
-def include_filter(inc: Include, frontier: list[dict[str, Any]], reverse: bool) -> Filter | None:
-    """The filter for one ``_include`` (or ``_revinclude``) round from ``frontier``, None if empty."""
-    return _reverse(inc, frontier) if reverse else _forward(inc, frontier)
+def include_filter(
+    inc: Include, frontier: list[dict[str, Any]], reverse: bool, access: Access | None = None
+) -> Filter | None:
+    """The filter for one ``_include`` (or ``_revinclude``) round from ``frontier``, None if empty;
+    with ``access``, only the resources the caller may see are included."""
+    return _reverse(inc, frontier, access) if reverse else _forward(inc, frontier, access)
 
 
-def _forward(inc: Include, frontier: list[dict[str, Any]]) -> Filter | None:
+def _restricted(flt: Filter, access: Access | None, candidate: str | None) -> Filter:
+    if access is None:
+        return flt
+    return {**flt, "$and": [visible_filter(access, (candidate,) if candidate else None)]}
+
+
+def _forward(inc: Include, frontier: list[dict[str, Any]], access: Access | None) -> Filter | None:
     # The references are already in the frontier documents: read them there, fetch the targets by _id.
     if inc.source_type is not None and not inc.keys:
         return None
@@ -284,10 +294,10 @@ def _forward(inc: Include, frontier: list[dict[str, Any]]) -> Filter | None:
             targets.add(f"{ref['t']}/{ref['i']}")
     if not targets:
         return None
-    return {"_id": {"$in": sorted(targets)}, "m": NOT_DELETED}
+    return _restricted({"_id": {"$in": sorted(targets)}, "m": NOT_DELETED}, access, inc.target_type)
 
 
-def _reverse(inc: Include, frontier: list[dict[str, Any]]) -> Filter | None:
+def _reverse(inc: Include, frontier: list[dict[str, Any]], access: Access | None) -> Filter | None:
     if inc.source_type is not None and not inc.keys:
         return None
     by_type: dict[str, set[str]] = {}
@@ -307,4 +317,4 @@ def _reverse(inc: Include, frontier: list[dict[str, Any]]) -> Filter | None:
     flt: Filter = {ARRAYS["reference"]: {"$elemMatch": match}, "m": NOT_DELETED}
     if inc.source_type:
         flt["t"] = inc.source_type
-    return flt
+    return _restricted(flt, access, inc.source_type)

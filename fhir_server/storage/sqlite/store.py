@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,8 +158,7 @@ class SqliteStore:
 
     async def import_versions(self, versions: Sequence[tuple[StoredResource, Any]]) -> None:
         async with self.transaction() as tx:
-            for resource, index in versions:
-                tx._pending.append(lambda conn, r=resource, i=index: _import(conn, r, i))
+            tx._pending.append(partial(_import_all, versions=versions))
 
     # -- reads ---------------------------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
@@ -185,7 +185,7 @@ class SqliteStore:
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0
         while True:
-            rows = await self._in_reader(lambda conn, after=last: _resource_batch(conn, resource_type, after))
+            rows = await self._in_reader(partial(_resource_batch, resource_type=resource_type, after=last))
             if not rows:
                 return
             for rid, stored in rows:
@@ -195,7 +195,7 @@ class SqliteStore:
     async def iterate_history(self) -> AsyncIterator[StoredResource]:
         last = 0
         while True:
-            rows = await self._in_reader(lambda conn, after=last: _history_batch(conn, after))
+            rows = await self._in_reader(partial(_history_batch, after=last))
             if not rows:
                 return
             for seq, stored in rows:
@@ -334,6 +334,11 @@ def _import(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> N
     )
 
 
+def _import_all(conn: sqlite3.Connection, versions: Sequence[tuple[StoredResource, Any]]) -> None:
+    for resource, index in versions:
+        _import(conn, resource, index)
+
+
 def _reindex(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
     row = conn.execute(
         "SELECT rid, version FROM resource WHERE type=? AND id=?", (resource.resource_type, resource.id)
@@ -360,7 +365,8 @@ def _history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
         where.append("h.last_updated<=?")
         args.append(query.at)
         where.append(
-            "NOT EXISTS(SELECT 1 FROM history n WHERE n.rid=h.rid AND n.version>h.version AND n.last_updated<=?)"
+            "NOT EXISTS(SELECT 1 FROM history n "
+            "WHERE n.rid=h.rid AND n.version>h.version AND n.last_updated<=?)"
         )
         args.append(query.at)
     filters = " AND ".join(where) or "1"
