@@ -1,4 +1,4 @@
-"""``termtem import``: ``--agency`` tags in-process imports; ``--token`` authenticates ``--server`` imports."""
+"""``termtem import``: ``--agency`` tags in-process imports; ``--token`` authenticates server imports."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def test_import_over_http_with_a_token(
     )
     assert added.exit_code == 0, added.output
     minted = runner.invoke(
-        cli, ["token", "centre", "--key", str(tmp_path / "centre.jwk.json"), "--server", base, "--store", store]
+        cli,
+        ["token", "centre", "--key", str(tmp_path / "centre.jwk.json"), "--server", base, "--store", store],
     )
     assert minted.exit_code == 0, minted.output
     token = minted.output.strip()

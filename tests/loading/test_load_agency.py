@@ -108,6 +108,7 @@ def test_agency_option_is_checked(tmp_path: Path) -> None:
     path = _file(tmp_path, "kid")
     bad = runner.invoke(cli, ["load", path, "--store", store, "--agency", "hosp"])
     assert bad.exit_code == 2 and "Organization/ID" in bad.output
-    both = runner.invoke(cli, ["load", path, "--server", "http://127.0.0.1:9/fhir", "--agency", "Organization/h"])
+    server = "http://127.0.0.1:9/fhir"
+    both = runner.invoke(cli, ["load", path, "--server", server, "--agency", "Organization/h"])
     assert both.exit_code == 2 and "--agency" in both.output
     assert not (tmp_path / "load.sqlite").exists()

@@ -95,4 +95,3 @@ async def test_withdrawn_consent_closes_everything_at_once(s: scene.Scene) -> No
     reply = await s.hospital.put(f"Consent/{s.ids['consent']}", consent)
     assert reply.status_code == 200, reply.text
     assert (await s.school.get("Patient/child1/$everything")).status_code == 404
-
