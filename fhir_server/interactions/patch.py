@@ -67,6 +67,7 @@ async def patch_in(
     resource = writes.parse_resource(new_body, resource_type)
     issues = writes.check_content(ctx, resource)
     if writes.unchanged(current, resource, new_body):
+        await writes.authorize_unchanged(tx, current, resource)
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
     stored = await writes.write_version(
         tx, resource_type, id_, resource, new_body, current=current, method="PATCH"

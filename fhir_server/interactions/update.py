@@ -84,6 +84,7 @@ async def update_in(
     issues = writes.check_content(ctx, resource)
     if writes.unchanged(current, resource, raw):
         assert current is not None
+        await writes.authorize_unchanged(tx, current, resource)
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
     stored = await writes.write_version(tx, resource_type, id_, resource, raw, current=current, method="PUT")
     created = current is None or current.deleted

@@ -13,11 +13,13 @@ from typing import Any
 
 import orjson
 
-from fhir_server import definitions, fhirjson
+from fhir_server import canonical, definitions, fhirjson
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import Method, StoredResource, StoreTransaction
 
+# Tags under this prefix are set by the server (e.g. the writing agency), never by clients.
+SERVER_TAG_PREFIX = f"{canonical.BASE}/tag/"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _last_instant = ""
 
@@ -132,20 +134,41 @@ async def write_version(
     last_updated = now_instant()
     data = stamp(body, resource, resource_type, id_, version, last_updated)
     stored = StoredResource(resource_type, id_, version, last_updated, method, data)
-    await tx.put(stored, index_rows(resource))
-    return stored
+    return await tx.put(stored, index_rows(resource))
+
+
+def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource without what the server sets itself: versionId, lastUpdated and server tags."""
+    meta = dict(resource.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    tags = [t for t in meta.get("tag", []) if not str(t.get("system", "")).startswith(SERVER_TAG_PREFIX)]
+    if tags:
+        meta["tag"] = tags
+    else:
+        meta.pop("tag", None)
+    return {**resource, "meta": meta} if meta else {k: v for k, v in resource.items() if k != "meta"}
+
+
+async def authorize_unchanged(
+    tx: StoreTransaction, current: StoredResource, resource: dict[str, Any]
+) -> None:
+    """An update that changes nothing is still a write: a guarding layer must approve it too."""
+    authorize = getattr(tx, "authorize_write", None)
+    if authorize is not None:
+        await authorize(current.resource_type, current.id, resource)
 
 
 def unchanged(current: StoredResource | None, resource: dict[str, Any], body: bytes | None) -> bool:
-    """True when an update would store exactly what is already current (no new version needed)."""
+    """True when an update would store what is already current (no new version needed).
+
+    Compared as parsed JSON, ignoring what the server itself sets (version, time, server tags such as
+    the writing agency), so re-sending the same content is a no-op.
+    """
     if current is None or current.deleted:
         return False
-    candidate = dict(resource)
-    meta = _meta(resource, current.version, current.last_updated)
-    if body is None:
-        candidate["id"], candidate["meta"] = current.id, meta
-        return fhirjson.dumps(candidate) == current.body
-    return fhirjson.with_server_fields(body, current.resource_type, current.id, meta) == current.body
+    candidate = {**resource, "id": current.id}
+    return _comparable(candidate) == _comparable(orjson.loads(current.body))
 
 
 async def delete_version(tx: StoreTransaction, current: StoredResource) -> StoredResource:

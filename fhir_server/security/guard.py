@@ -221,14 +221,20 @@ class _SecuredTransaction:
             " only that agency may change it"
         )
 
-    async def put(self, resource: StoredResource, index: Any) -> None:
-        guard, rtype = self._guard, resource.resource_type
-        if rtype == "AuditEvent":
+    async def authorize_write(
+        self, resource_type: str, id_: str, body: dict[str, Any]
+    ) -> tuple[str, str | None]:
+        """Check the caller may write this version; returns (owner, owner the body already claims).
+
+        Called for every write, including an update that changes nothing (so a no-op cannot be used
+        to probe or touch another agency's resource).
+        """
+        guard = self._guard
+        if resource_type == "AuditEvent":
             raise guard.forbid("AuditEvents are written by the server only; clients cannot write them")
-        current = await self._tx.read(rtype, resource.id)
+        current = await self._tx.read(resource_type, id_)
         exists = current is not None and not current.deleted
-        guard.require(rtype, "u" if exists else "c", "update" if exists else "create")
-        body = orjson.loads(resource.body)
+        guard.require(resource_type, "u" if exists else "c", "update" if exists else "create")
         owner = self._check_owner(current, body)
         claimed = acc.owner_of(body)
         if (
@@ -243,13 +249,20 @@ class _SecuredTransaction:
                 f"The resource claims to be written by {claimed}, but this client writes for"
                 f" {guard.principal.organization}: writing on behalf of another agency is refused"
             )
+        assert owner is not None
+        return owner, claimed
+
+    async def put(self, resource: StoredResource, index: Any) -> StoredResource:
+        rtype = resource.resource_type
+        body = orjson.loads(resource.body)
+        owner, claimed = await self.authorize_write(rtype, resource.id, body)
         if claimed is None:
-            assert owner is not None
-            _restamp(resource, acc.stamp_owner(resource.body, body, owner))
+            resource = dataclasses.replace(resource, body=acc.stamp_owner(resource.body, body, owner))
             index.token[:] = [row for row in index.token if row[1] != acc.OWNER_TAG_SYSTEM]
             index.token.append((acc.owner_keys()[rtype], acc.OWNER_TAG_SYSTEM, owner, 0))
-        guard.record(resource)
+        self._guard.record(resource)
         await self._tx.put(resource, index)
+        return resource
 
     async def delete(self, tombstone: StoredResource) -> None:
         guard, rtype = self._guard, tombstone.resource_type
@@ -280,16 +293,6 @@ def agency_writer(store: Any, organization: str) -> SecuredStore:
         token_id="",
     )
     return SecuredStore(store, Guard(operator, None, 404))
-
-
-def _restamp(resource: StoredResource, body: bytes) -> None:
-    """Give the version being written its stamped bytes in place.
-
-    The write path (``writes.write_version``) answers PATCH and bundle entries with the very object it
-    passed to ``put``; changing that object, rather than storing a copy, keeps the answer byte for byte
-    what is stored. It has not been handed to the backend yet, so nothing else holds the old bytes.
-    """
-    object.__setattr__(resource, "body", body)  # StoredResource is frozen; this is its one writer here
 
 
 def _task_owner(resource_type: str, existing: dict[str, Any], new: dict[str, Any], organization: str) -> bool:

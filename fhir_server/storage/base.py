@@ -66,8 +66,9 @@ class StoreTransaction(Protocol):
     async def search(self, query: Any) -> Any:
         """Run a compiled search (``fhir_server.search``) inside the transaction."""
 
-    async def put(self, resource: StoredResource, index: Any) -> None:
-        """Store a new version (create, update, patch) with its search-index rows.
+    async def put(self, resource: StoredResource, index: Any) -> StoredResource:
+        """Store a new version (create, update, patch) with its search-index rows; returns the version
+        as stored (a wrapping layer may add server-set content, such as the writing agency's tag).
 
         The caller has already checked ``resource.version`` is the current version + 1.
         """

@@ -75,7 +75,14 @@ async def test_patch_answers_with_the_stored_version(s: scene.Scene) -> None:
                 "resource": {
                     "resourceType": "Binary",
                     "contentType": "application/json-patch+json",
-                    "data": _b64(orjson.dumps([{"op": "remove", "path": "/meta"}])),
+                    "data": _b64(
+                        orjson.dumps(
+                            [
+                                {"op": "remove", "path": "/meta"},
+                                {"op": "replace", "path": "/status", "value": "final"},
+                            ]
+                        )
+                    ),
                 },
                 "request": {"method": "PATCH", "url": f"Observation/{note['id']}"},
             }
@@ -93,3 +100,19 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+async def test_an_update_that_changes_nothing_makes_no_version_but_is_still_authorised(
+    s: scene.Scene,
+) -> None:
+    note = await s.school.create(scene.observation("child2", None, "school note"))
+    again = await s.school.http.put(
+        f"Observation/{note['id']}", content=orjson.dumps(note), headers=s.school.headers({})
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["meta"]["versionId"] == "1"  # the same content: no new version
+    # Another agency sending the very same content is refused, not answered with the resource.
+    foreign = await s.hospital.http.put(
+        f"Observation/{note['id']}", content=orjson.dumps(note), headers=s.hospital.headers({})
+    )
+    assert foreign.status_code in (403, 404), foreign.text

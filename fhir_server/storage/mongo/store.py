@@ -206,8 +206,9 @@ class _MongoTransaction:
         self._log.append(("search", query, _fingerprint(page)))
         return page
 
-    async def put(self, resource: StoredResource, index: Any) -> None:
+    async def put(self, resource: StoredResource, index: Any) -> StoredResource:
         self._pending.append(("put", resource, index))
+        return resource
 
     async def delete(self, tombstone: StoredResource) -> None:
         self._pending.append(("put", tombstone, None))

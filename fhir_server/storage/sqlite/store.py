@@ -280,8 +280,9 @@ class _SqliteTransaction:
 
         return await self._run(lambda conn: run_search(conn, query))
 
-    async def put(self, resource: StoredResource, index: Any) -> None:
+    async def put(self, resource: StoredResource, index: Any) -> StoredResource:
         self._pending.append(lambda conn: _put(conn, resource, index))
+        return resource
 
     async def delete(self, tombstone: StoredResource) -> None:
         self._pending.append(lambda conn: _put(conn, tombstone, None))
