@@ -63,7 +63,7 @@ class Guard:
 
 # Backends whose search compiles ``SearchQuery.access`` into the query itself. Any other backend would
 # silently ignore the restriction, so a restricted search there is refused rather than run unfiltered.
-_ACCESS_BACKENDS = ("fhir_server.storage.sqlite",)
+_ACCESS_BACKENDS = ("fhir_server.storage.sqlite", "fhir_server.storage.mongo")
 
 
 def _enforceable(guard: Guard, backend: Any) -> None:

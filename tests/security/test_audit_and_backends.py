@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from fhir_server.api.app import create_app
 from fhir_server.config import Settings
+from fhir_server.storage.sqlite.store import SqliteStore
 from tests.security import scene
 from tests.security.conftest import BASE, World, agency
 
@@ -36,17 +38,45 @@ async def test_search_audit_names_query_and_children(world: World) -> None:
     assert event["agent"][0]["network"]["address"]
 
 
+class _UnregisteredBackend:
+    """A store from a module the guard does not know to compile ``SearchQuery.access``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.url = inner.url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 async def test_backend_without_access_seam_fails_closed(tmp_path: Path) -> None:
-    settings = Settings(store_url="mongomock://security/db", auth=True, data_dir=tmp_path / "data")
+    inner = SqliteStore(f"sqlite:///{tmp_path / 'plain.sqlite'}")
+    await inner.open()
+    settings = Settings(store_url=inner.url, auth=True, data_dir=tmp_path / "data")
+    app = create_app(settings, store=_UnregisteredBackend(inner))  # type: ignore[arg-type]
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+                world = World(app, http, tmp_path)
+                admin = await world.caller("admin", "Organization/ops", "admin")
+                created = await admin.put("Organization/school1", agency("school1", "school"))
+                assert created.status_code == 201
+                assert (await admin.get("Organization")).status_code == 200  # admin: nothing to enforce
+                school = await world.caller("school", "Organization/school1", "school")
+                reply = await school.get("Observation")
+                assert reply.status_code == 501
+                assert "not available" in reply.json()["issue"][0]["diagnostics"]
+    finally:
+        await inner.close()
+
+
+async def test_mongo_backend_enforces_consent_in_the_query(tmp_path: Path) -> None:
+    settings = Settings(store_url="mongomock://security-mongo/db", auth=True, data_dir=tmp_path / "data")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-            world = World(app, http, tmp_path)
-            admin = await world.caller("admin", "Organization/ops", "admin")
-            assert (await admin.put("Organization/school1", agency("school1", "school"))).status_code == 201
-            assert (await admin.get("Organization")).status_code == 200  # admin: no restriction to enforce
-            school = await world.caller("school", "Organization/school1", "school")
-            reply = await school.get("Observation")
-            assert reply.status_code == 501
-            assert "not available" in reply.json()["issue"][0]["diagnostics"]
+            s = await scene.build(World(app, http, tmp_path))
+            reply = await s.school.get("Observation?subject=Patient/child1&_total=accurate")
+            assert reply.status_code == 200 and reply.json()["total"] == 2
