@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -34,14 +34,14 @@ _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_histor
 
 
 _NON_STRING = frozenset({"boolean", "integer", "positiveInt", "unsignedInt", "decimal"})
-_string_rx: dict[str, re.Pattern[str] | bool | None] = {}
+_string_rx: dict[str, re.Pattern[str] | Literal[False] | None] = {}
 
 
-def _string_regex(type_code: str) -> re.Pattern[str] | bool | None:
+def _string_regex(type_code: str) -> re.Pattern[str] | Literal[False] | None:
     """For a JSON string of ``type_code``: its regex, None (any string) or False (strings not allowed)."""
     if type_code in _string_rx:
         return _string_rx[type_code]
-    result: re.Pattern[str] | bool | None
+    result: re.Pattern[str] | Literal[False] | None
     if type_code in _NON_STRING:
         result = False
     elif type_code.startswith("http://hl7.org/fhirpath/System."):

@@ -245,7 +245,7 @@ class DoubleClient:
         import mongomock
 
         self.name = name
-        self._raw = mongomock.MongoClient(_store=_server(name))
+        self._raw: Any = mongomock.MongoClient(_store=_server(name))
         self.admin = DoubleAdmin(hello or {"isWritablePrimary": True, "setName": "double", "ok": 1.0})
         # Error labels the next writes inside a transaction fail with (see ``inject_failures``).
         self.failures: list[str] = []

@@ -126,6 +126,7 @@ class MongoStore:
         if self._double:
             return await run_search(self.resources, query, None)
         # One snapshot for the page, the total and the includes.
+        assert self._client is not None, "store is not open"
         session = self._client.start_session(snapshot=True)
         try:
             return await run_search(self.resources, query, session)
