@@ -61,9 +61,9 @@ def find(table: list[Operation], name: str, level: Level, resource_type: str | N
             continue
         if level == "system" and op.system:
             return op
-        if level != "system" and resource_type in op.resource_types:
-            if (level == "type" and op.type_level) or (level == "instance" and op.instance_level):
-                return op
+        at_level = (level == "type" and op.type_level) or (level == "instance" and op.instance_level)
+        if resource_type in op.resource_types and at_level:
+            return op
     return None
 
 
