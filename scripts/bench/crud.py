@@ -144,7 +144,8 @@ async def main() -> None:
     args = parser.parse_args()
     result = await run(args.requests, [int(c) for c in args.clients.split(",")])
     print(
-        f"{'operation':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'raw SQLite/s':>14}{'ratio':>8}"
+        f"{'operation':<10}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'raw SQLite/s':>14}{'ratio':>8}"
     )
     for row in result["rows"]:
         print(

@@ -68,7 +68,7 @@ SPEC_ERRORS = {
     "Bundle-dataelements.json": "several entries share one fullUrl (bdl-7)",
     "DeviceMetric-example.json": "parent refers to a DeviceDefinition; R4 allows only Device",
     "DeviceUseStatement-example.json": "reasonReference refers to a Procedure, which R4 does not allow",
-    "MedicationRequest-medrx0301.json": "dispenseRequest.performer refers to a Practitioner; R4 allows Organization",
+    "MedicationRequest-medrx0301.json": "dispenseRequest.performer refers to a Practitioner",
     "Observation-clinical-gender.json": "performer refers to an Encounter, which R4 does not allow",
 }
 
