@@ -33,6 +33,56 @@ SKIPPED: dict[str, str] = {
     "the rule fails on valid data (e.g. the R4 example Questionnaire/bb)",
 }
 
+# Our own invariants on hot paths, in Python: the same rule as the profile's FHIRPath (which stays the
+# published definition), about a hundred times cheaper than running it through fhirpathpy on every
+# growth Observation. tests/validation/test_native_invariants.py proves both agree.
+_LOINC = "http://loinc.org"
+_UCUM = "http://unitsofmeasure.org"
+_GROWTH_UNITS = {
+    "29463-7": ("kg", "g"),
+    "8302-2": ("cm",),
+    "8306-3": ("cm",),
+    "9843-4": ("cm",),
+    "39156-5": ("kg/m2",),
+}
+
+
+def _loinc_codes(data: dict[str, Any]) -> list[str]:
+    code = data.get("code")
+    codings = code.get("coding", []) if isinstance(code, dict) else []
+    return [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == _LOINC]
+
+
+def _growth_code(data: Any) -> bool:
+    return isinstance(data, dict) and any(c in _GROWTH_UNITS for c in _loinc_codes(data))
+
+
+def _and3(values: list[bool | None]) -> bool | None:
+    """FHIRPath's three-valued ``and``: false wins, then empty (None), then true."""
+    if False in values:
+        return False
+    return None if None in values else True
+
+
+def _growth_unit(data: Any) -> bool:
+    """th-growth-2 with FHIRPath's empty-propagation: a missing system or unit yields empty, which passes."""
+    if not isinstance(data, dict):
+        return True
+    value = next((v for k, v in data.items() if k.startswith("value") and k[5:6].isupper()), None)
+    if value is None:
+        return True
+    fields = value if isinstance(value, dict) else {}
+    system, unit = fields.get("system"), fields.get("code")
+    loinc = _loinc_codes(data)
+    parts: list[bool | None] = [None if system is None else system == _UCUM]
+    for code, units in _GROWTH_UNITS.items():
+        if code in loinc:  # (code present) implies (unit is one of these)
+            parts.append(None if unit is None else unit in units)
+    return _and3(parts) is not False
+
+
+NATIVE_RULES: dict[str, Callable[[Any], bool]] = {"th-growth-1": _growth_code, "th-growth-2": _growth_unit}
+
 _MODEL = models["r4"]
 _resolver: contextvars.ContextVar[Callable[[str], dict[str, Any] | None] | None] = contextvars.ContextVar(
     "fhir_validation_resolver", default=None
@@ -224,6 +274,9 @@ def evaluate(
     constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
 ) -> bool | str:
     """True when the invariant holds, False when violated, or a message when it cannot be evaluated."""
+    native = NATIVE_RULES.get(constraint.key)
+    if native is not None:
+        return native(data)
     fast = _fast(constraint.expression)
     if fast is not None:
         quick = fast(data)
