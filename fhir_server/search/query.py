@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -253,6 +254,32 @@ def _unescape(value: str) -> str:
 
 def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def page_cursors(
+    rows: Sequence[Any],
+    position: Callable[[Any, str], str],
+    *,
+    backwards: bool,
+    more: bool,
+    cursor: dict[str, Any] | None,
+    rid_step: int = 1,
+) -> tuple[str | None, str | None]:
+    """(next, previous) cursors of a page fetched by keyset paging, for every backend alike.
+
+    ``position(row, direction)`` encodes a row's sort keys; ``more`` says a row beyond the page exists in
+    the direction read. The page before an empty one starts at the cursor's own row: ``rid_step`` steps
+    past it in the order row ids are read.
+    """
+    if rows:
+        if backwards:
+            return position(rows[-1], "n"), (position(rows[0], "p") if more else None)
+        return (position(rows[-1], "n") if more else None), (
+            position(rows[0], "p") if cursor is not None else None
+        )
+    if cursor is not None and not backwards:
+        return None, encode_cursor({"k": cursor["k"], "r": cursor["r"] + rid_step, "d": "p"})
+    return None, None
 
 
 def decode_cursor(text: str) -> dict[str, Any]:

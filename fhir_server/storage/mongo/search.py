@@ -13,7 +13,14 @@ from typing import Any
 
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
-from fhir_server.search.query import MAX_INCLUDE_DEPTH, Include, SearchQuery, SortKey, encode_cursor
+from fhir_server.search.query import (
+    MAX_INCLUDE_DEPTH,
+    Include,
+    SearchQuery,
+    SortKey,
+    encode_cursor,
+    page_cursors,
+)
 from fhir_server.search.result import SearchPage
 from fhir_server.storage.mongo.documents import ARRAYS, RESOURCE_FIELDS, stored
 from fhir_server.storage.mongo.filters import NOT_DELETED, Filter, Resolver, compile_query, visible_filter
@@ -193,18 +200,9 @@ async def run_search(collection: Any, query: SearchQuery, session: Any) -> Searc
         keys = [doc.get(field) for field, _, n in columns if n is not None]
         return encode_cursor({"k": keys, "r": doc["rid"], "d": direction})
 
-    if docs:
-        if backwards:
-            page.next_cursor = position(docs[-1], "n")
-            if more:
-                page.prev_cursor = position(docs[0], "p")
-        else:
-            if more:
-                page.next_cursor = position(docs[-1], "n")
-            if cursor is not None:
-                page.prev_cursor = position(docs[0], "p")
-    elif cursor is not None and not backwards:
-        page.prev_cursor = encode_cursor({"k": cursor["k"], "r": cursor["r"] + 1, "d": "p"})
+    page.next_cursor, page.prev_cursor = page_cursors(
+        docs, position, backwards=backwards, more=more, cursor=cursor
+    )
     page.matches = [stored(d) for d in docs]
     if page.total is None and cursor is None and not more:
         page.total = len(docs)

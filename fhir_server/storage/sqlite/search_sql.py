@@ -41,6 +41,7 @@ from fhir_server.search.query import (
     TokenValue,
     UriValue,
     encode_cursor,
+    page_cursors,
 )
 from fhir_server.search.result import SearchPage
 from fhir_server.search.values import ms_to_instant, normalize, now_ms
@@ -220,8 +221,10 @@ class _Compiler:
         for profiles, negate in ((grant.profiles, False), (grant.other_profiles, True)):
             if profiles:
                 u = self.alias("u")
-                test = (f"EXISTS (SELECT 1 FROM sp_uri {u} WHERE {u}.rid = {a}.rid AND {u}.pkey ="
-                        f" {self.bind(grant.profile_key)} AND {u}.uri IN ({self.bind(*profiles)}))")
+                test = (
+                    f"EXISTS (SELECT 1 FROM sp_uri {u} WHERE {u}.rid = {a}.rid AND {u}.pkey ="
+                    f" {self.bind(grant.profile_key)} AND {u}.uri IN ({self.bind(*profiles)}))"
+                )
                 parts.append(f"NOT {test}" if negate else test)
         return "(" + " AND ".join(parts) + ")"
 
@@ -387,9 +390,7 @@ class _Compiler:
             "number": "{s}.hi" if key.descending else "{s}.lo",
             "quantity": "coalesce({s}.chi, {s}.hi)" if key.descending else "coalesce({s}.clo, {s}.lo)",
         }[key.table].format(s=s)
-        join = (
-            f" LEFT JOIN {_TABLES[key.table]} {s} ON {s}.rid = {m}.rid AND {s}.pkey = {self.bind(key.key)}"
-        )
+        join = f" LEFT JOIN {_TABLES[key.table]} {s} ON {s}.rid = {m}.rid AND {s}.pkey = {self.bind(key.key)}"
         # Missing values sort last either way: a blob is above every text/number, -inf below all.
         missing = "-9e999" if key.descending else "x'ff'"
         return f"coalesce({agg}({column}), {missing})", join
@@ -413,9 +414,7 @@ def _index_only(cond: Any) -> bool:
 
 def _answerable_from_index(conds: tuple[Any, ...]) -> bool:
     """Every condition reads index rows only, and one of them can drive the lookup."""
-    return all(map(_index_only, conds)) and any(
-        isinstance(x, ParamTest) and not x.negate for x in conds
-    )
+    return all(map(_index_only, conds)) and any(isinstance(x, ParamTest) and not x.negate for x in conds)
 
 
 def _base_where(c: _Compiler, query: SearchQuery) -> str:
@@ -587,9 +586,8 @@ def _page_sql(query: SearchQuery, backwards: bool) -> tuple[str, list[Any]]:
             exprs.append(f"min({expr})" if group and key.table is None else expr)
             joins.append(join)
         keys = "".join(f", {e} AS {n}" for e, n in zip(exprs, names, strict=True))
-        inner = (
-            f"SELECT {match.rid} AS rid{keys} FROM {match.source}{''.join(joins)} WHERE {match.where}"
-            + (f" GROUP BY {match.rid}" if group else "")
+        inner = f"SELECT {match.rid} AS rid{keys} FROM {match.source}{''.join(joins)} WHERE {match.where}" + (
+            f" GROUP BY {match.rid}" if group else ""
         )
         args = [*sc.args, *c.args]
         if cursor is not None:
@@ -637,20 +635,14 @@ def run_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
         keys = [_cursor_value(v) for v in row[7:]]
         return encode_cursor({"k": keys, "r": row[0], "d": direction})
 
-    if rows:
-        if backwards:
-            page.next_cursor = position(rows[-1], "n")
-            if more:
-                page.prev_cursor = position(rows[0], "p")
-        else:
-            if more:
-                page.next_cursor = position(rows[-1], "n")
-            if cursor is not None:
-                page.prev_cursor = position(rows[0], "p")
-    elif cursor is not None and not backwards:
-        # the page before an empty one includes the cursor's own row: step one rid past it
-        step = -1 if _rid_descending(query) else 1
-        page.prev_cursor = encode_cursor({"k": cursor["k"], "r": cursor["r"] + step, "d": "p"})
+    page.next_cursor, page.prev_cursor = page_cursors(
+        rows,
+        position,
+        backwards=backwards,
+        more=more,
+        cursor=cursor,
+        rid_step=-1 if _rid_descending(query) else 1,
+    )
     page.matches = [_stored(r) for r in rows]
     if page.total is None and cursor is None and not more:
         page.total = len(rows)
