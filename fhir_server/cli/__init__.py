@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 app = typer.Typer(
@@ -19,17 +17,10 @@ def _root() -> None:
     """Termtem: a FHIR R4 server for Thailand's child, youth and family services."""
 
 
-# Modules that each define ``register(app)``; a module that is absent is simply skipped so the
-# command list grows as capabilities land.
-_COMMAND_MODULES = ["serve", "load", "generate", "demo", "importer", "clients", "copy"]
+# Each subcommand module defines ``register(app)``; they import lazily what their command needs.
+from fhir_server.cli import clients, copy, demo, generate, importer, load, serve  # noqa: E402
 
-for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"fhir_server.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"fhir_server.cli.{_name}":
-            raise
-        continue
+for _module in (serve, load, generate, demo, importer, clients, copy):
     _module.register(app)
 
 
