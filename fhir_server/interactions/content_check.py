@@ -1,14 +1,17 @@
 """Which validation a write goes through: structure always; profiles named or required.
 
 The StructureDefinition-driven validator (``fhir_server.validation.validator``) checks the base R4
-definition and every profile; until it is present the R4B models check the structure.
+definition and every profile the resource names or the configuration requires.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from fhir_server.config import Settings
+from fhir_server.interactions.errors import FhirError
 
 
 def profiles_to_check(resource: dict[str, Any], settings: Settings) -> list[str]:
@@ -18,12 +21,38 @@ def profiles_to_check(resource: dict[str, Any], settings: Settings) -> list[str]
     return [p for p in [*required, *named] if isinstance(p, str)]
 
 
-def check_for_write(resource: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    """Issues found in ``resource`` (errors reject the write)."""
-    try:
-        from fhir_server.validation.validator import validate
-    except ImportError:
-        from fhir_server.validation.structural import validate_structure
+_MAX_RESOLVED = 20
 
-        return validate_structure(resource)
-    return validate(resource, profiles_to_check(resource, settings))
+
+async def _referenced(resource: dict[str, Any], reader: Any) -> dict[str, dict[str, Any]]:
+    """The resources that the top-level references of ``resource`` name, for rules that ``resolve()``
+    them (a Consent's rule on the child's age reads the stored Patient's birth date)."""
+    found: dict[str, dict[str, Any]] = {}
+    for value in resource.values():
+        for item in value if isinstance(value, list) else [value]:
+            reference = item.get("reference") if isinstance(item, dict) else None
+            if not isinstance(reference, str) or reference.count("/") != 1 or reference in found:
+                continue
+            if len(found) >= _MAX_RESOLVED:
+                return found
+            resource_type, id_ = reference.split("/")
+            try:
+                stored = await reader.read(resource_type, id_)
+            except FhirError:  # not visible to this caller: its rules cannot use it (nothing may leak)
+                continue
+            if stored is not None and not stored.deleted:
+                found[reference] = orjson.loads(stored.body)
+    return found
+
+
+async def check_for_write(resource: dict[str, Any], settings: Settings, reader: Any) -> list[dict[str, Any]]:
+    """Issues found in ``resource`` (errors reject the write).
+
+    ``reader`` (the write transaction) supplies referenced resources to profile rules that need them.
+    """
+    from fhir_server.validation.validator import validate
+
+    profiles = profiles_to_check(resource, settings)
+    declared = (resource.get("meta") or {}).get("profile") if isinstance(resource.get("meta"), dict) else None
+    referenced = await _referenced(resource, reader) if (profiles or declared) else {}
+    return validate(resource, profiles, resolver=referenced.get if referenced else None)

@@ -38,7 +38,7 @@ async def create_in(
         )
         if existing is not None:
             return Outcome(200, stored=existing, location=location(ctx.base_url, existing))
-    issues = writes.check_content(ctx, resource)
+    issues = await writes.check_content(ctx, resource, tx)
     stored = await writes.write_version(
         tx, resource_type, id_ or writes.new_id(), resource, raw, current=None, method="POST"
     )

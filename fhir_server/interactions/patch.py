@@ -65,7 +65,7 @@ async def patch_in(
     check_version(current, expected_version, f"{resource_type}/{id_}")
     new_body = patched(current.body, patch_format, body)
     resource = writes.parse_resource(new_body, resource_type)
-    issues = writes.check_content(ctx, resource)
+    issues = await writes.check_content(ctx, resource, tx)
     if writes.unchanged(current, resource, new_body):
         await writes.authorize_unchanged(tx, current, resource)
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)

@@ -81,7 +81,7 @@ async def update_in(
         )
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
-    issues = writes.check_content(ctx, resource)
+    issues = await writes.check_content(ctx, resource, tx)
     if writes.unchanged(current, resource, raw):
         assert current is not None
         await writes.authorize_unchanged(tx, current, resource)

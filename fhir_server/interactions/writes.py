@@ -71,11 +71,13 @@ def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> d
     return resource
 
 
-def check_content(ctx: RequestContext, resource: dict[str, Any]) -> list[dict[str, Any]]:
+async def check_content(
+    ctx: RequestContext, resource: dict[str, Any], tx: StoreTransaction
+) -> list[dict[str, Any]]:
     """Validate a resource for writing; raise 422 on errors, return warnings and information."""
     from fhir_server.interactions.content_check import check_for_write
 
-    issues = check_for_write(resource, ctx.settings)
+    issues = await check_for_write(resource, ctx.settings, tx)
     errors = [i for i in issues if i.get("severity") in ("error", "fatal")]
     if errors:
         first = errors[0].get("diagnostics", "invalid content")
