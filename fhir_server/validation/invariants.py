@@ -47,7 +47,7 @@ _GROWTH_UNITS = {
 }
 
 
-def _loinc_codes(data: dict[str, Any]) -> list[str]:
+def _loinc_codes(data: dict[str, Any]) -> list[str | None]:
     code = data.get("code")
     codings = code.get("coding", []) if isinstance(code, dict) else []
     return [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == _LOINC]

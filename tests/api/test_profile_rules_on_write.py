@@ -22,8 +22,12 @@ def consent_for(patient_id: str, performer: str) -> dict:
 
 
 async def test_a_young_childs_consent_must_come_from_a_guardian(client: httpx.AsyncClient) -> None:
-    await client.put("/Patient/young", json={"resourceType": "Patient", "id": "young", "birthDate": "2020-05-01"})
-    await client.put("/Patient/teen", json={"resourceType": "Patient", "id": "teen", "birthDate": "2008-05-01"})
+    await client.put(
+        "/Patient/young", json={"resourceType": "Patient", "id": "young", "birthDate": "2020-05-01"}
+    )
+    await client.put(
+        "/Patient/teen", json={"resourceType": "Patient", "id": "teen", "birthDate": "2008-05-01"}
+    )
     by_child = await client.post("/Consent", json=consent_for("young", "Patient/young"))
     assert by_child.status_code == 422, by_child.text
     assert "th-consent-1" in by_child.text
