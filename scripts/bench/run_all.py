@@ -92,14 +92,14 @@ def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
     result = asyncio.run(crud.run(200 if quick else 2000, [1, 8] if quick else [1, 8, 32]))
     figures = [
         figure(
-            f"{r['operation']} over HTTP, {r['clients']} client(s)",
+            f"{r['operation']} over HTTP, {r['clients']} client(s), {r.get('client', 'httpx')}",
             r["per_s"],
             "req/s",
             r["baseline_per_s"],
             f"raw SQLite {r['operation']}",
             higher_is_better=True,
-            p50_ms=r["p50_ms"],
-            p99_ms=r["p99_ms"],
+            p50_ms=r.get("p50_ms"),
+            p99_ms=r.get("p99_ms"),
         )
         for r in result["rows"]
     ]
