@@ -89,7 +89,9 @@ def _generated_bundles(workdir: Path, children: int) -> list[Path]:
 
 def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
     crud = importlib.import_module("crud")
-    result = asyncio.run(crud.run(200 if quick else 2000, [1, 8] if quick else [1, 8, 32]))
+    result = asyncio.run(
+        crud.run(200 if quick else 2000, [1, 8] if quick else [1, 8, 32], wrk_seconds=1 if quick else 8)
+    )
     figures = [
         figure(
             f"{r['operation']} over HTTP, {r['clients']} client(s), {r.get('client', 'httpx')}",
