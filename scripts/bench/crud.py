@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import shutil
 import sqlite3
@@ -100,7 +99,7 @@ def _wrk(url: str, connections: int, seconds: int, body: bytes | None, folder: P
         script = folder / "post.lua"
         script.write_text(
             'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
+            f"wrk.body = [==[{body.decode()}]==]\n"  # a Lua long string: the UTF-8 bytes as they are
             'wrk.headers["Content-Type"] = "application/fhir+json"\n'
             'wrk.headers["Prefer"] = "return=minimal"\n'
         )
