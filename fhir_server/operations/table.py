@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_server import definitions
+from fhir_server import canonical, definitions
 from fhir_server.operations import everything, reindex, terminology
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
@@ -72,7 +72,7 @@ OPERATIONS: list[Operation] = [
         type_level=True,
         resource_types=tuple(sorted(definitions.resource_types())),
         affects_state=True,
-        definition="https://termtem.org/fhir/OperationDefinition/reindex",
+        definition=f"{canonical.BASE}/OperationDefinition/reindex",
     ),
     Operation(
         "validate",
