@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from fhir_server.search.extract import extract_index
-from fhir_server.search.query import parse_search
+from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.result import SearchPage
 from fhir_server.storage.sqlite.index import SCHEMA, delete_index, write_index
 from fhir_server.storage.sqlite.search_sql import run_search
@@ -91,17 +91,7 @@ class SearchDb:
         count: int = 100,
         compartment: tuple[str, str] | None = None,
     ) -> SearchPage:
-        params = parse_qsl(query, keep_blank_values=True)
-        q = parse_search(
-            resource_type,
-            params,
-            base_url=BASE,
-            strict=strict,
-            default_count=count,
-            max_count=500,
-            compartment=compartment,
-        )
-        return run_search(self.conn, q)
+        return run_search(self.conn, parsed_query(resource_type, query, strict, count, compartment))
 
     def ids(self, resource_type: str | None, query: str, **kw: Any) -> list[str]:
         return [m.id for m in self.page(resource_type, query, **kw).matches]
@@ -145,3 +135,22 @@ def examples_db() -> SearchDb:
         seen.add((r["resourceType"], r["id"]))
         d.put(r)
     return d
+
+
+def parsed_query(
+    resource_type: str | None,
+    query: str,
+    strict: bool = True,
+    count: int = 100,
+    compartment: tuple[str, str] | None = None,
+) -> SearchQuery:
+    """A query string parsed as the HTTP layer would, for the backend-neutral search tests."""
+    return parse_search(
+        resource_type,
+        parse_qsl(query, keep_blank_values=True),
+        base_url=BASE,
+        strict=strict,
+        default_count=count,
+        max_count=500,
+        compartment=compartment,
+    )

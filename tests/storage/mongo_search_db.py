@@ -10,16 +10,15 @@ import asyncio
 import uuid
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 
 from fhir_server.search.extract import extract_index
-from fhir_server.search.query import parse_search
 from fhir_server.search.result import SearchPage
 from fhir_server.storage.base import StoredResource
 from fhir_server.storage.mongo import MongoStore
 from fhir_server.storage.mongo.double import forget
+from tests.search.conftest import parsed_query
 
 BASE = "http://testserver/fhir"
 
@@ -97,16 +96,7 @@ class MongoSearchDb:
         count: int = 100,
         compartment: tuple[str, str] | None = None,
     ) -> SearchPage:
-        params = parse_qsl(query, keep_blank_values=True)
-        q = parse_search(
-            resource_type,
-            params,
-            base_url=BASE,
-            strict=strict,
-            default_count=count,
-            max_count=500,
-            compartment=compartment,
-        )
+        q = parsed_query(resource_type, query, strict, count, compartment)
         page: SearchPage = self._run(self.store.search(q))
         return page
 

@@ -223,19 +223,10 @@ async def _includes(
         if not frontier or budget <= 0:
             break
         found: list[dict[str, Any]] = []
-        for inc in query.includes:
+        steps = [(inc, _forward) for inc in query.includes] + [(inc, _reverse) for inc in query.revincludes]
+        for inc, step in steps:
             if depth == 0 or inc.iterate:
-                flt = _forward(inc, frontier, query.access)
-                if flt is not None:
-                    found += (
-                        await collection.find(flt, projection, session=session)
-                        .sort([("rid", 1)])
-                        .limit(budget + 1)
-                        .to_list()
-                    )
-        for inc in query.revincludes:
-            if depth == 0 or inc.iterate:
-                flt = _reverse(inc, frontier, query.access)
+                flt = step(inc, frontier, query.access)
                 if flt is not None:
                     found += (
                         await collection.find(flt, projection, session=session)
