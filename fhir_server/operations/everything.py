@@ -1,8 +1,10 @@
 """``Patient/[id]/$everything``: one child's record as a paged searchset Bundle.
 
-It is a Patient-compartment search (the Patient itself and every resource whose compartment
-parameters point at it) run through ``ctx.store``, so with auth on the caller's consent restriction
-sits inside the query exactly as for ``Patient/[id]/*``: pages stay full and nothing hidden leaks.
+It is a search over the child's record (``fhir_server.summary.record``: the Patient itself, every
+resource of its Patient compartment, and the referral Tasks R4 leaves out of it) run through
+``ctx.store``, so with auth on the caller's consent restriction sits inside the query exactly as for
+``Patient/[id]/*``: pages stay full and nothing hidden leaks. Each page also carries the resources its
+entries refer to (agencies, practitioners: ``search.mode = include``), as the operation asks.
 Paging links point back at ``$everything`` with the search's own cursor.
 """
 
@@ -12,10 +14,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fhir_server import definitions
 from fhir_server.interactions.errors import FhirError, bad_request, not_found
-from fhir_server.interactions.search import search
+from fhir_server.interactions.search import build_bundle
 from fhir_server.operations.registry import OperationRequest, OperationResult
+from fhir_server.search.query import parse_search
+from fhir_server.summary import record
 
 _COMPARTMENT = "Patient"
 _SUPPORTED = ("_since", "_type", "_count", "_cursor")
@@ -44,11 +47,11 @@ def _since(value: str) -> str:
 
 
 def _types(value: str) -> list[str]:
-    members = definitions.compartment(_COMPARTMENT)
+    members = record.record_members()
     types = [t.strip() for t in value.split(",") if t.strip()]
     for t in types:
         if t != _COMPARTMENT and t not in members:
-            raise bad_request(f"_type: {t!r} is not a resource type of the Patient compartment", ["_type"])
+            raise bad_request(f"_type: {t!r} is not a resource type of a child's record", ["_type"])
     if not types:
         raise bad_request("_type needs at least one resource type", ["_type"])
     return types
@@ -77,6 +80,7 @@ def _search_params(parameters: dict[str, Any]) -> list[tuple[str, str]]:
             params.append((name, value))
     if types:
         params.append(("_type", ",".join(dict.fromkeys(types))))
+    params.append(("_include", "*"))
     return params
 
 
@@ -101,7 +105,18 @@ async def everything(request: OperationRequest) -> OperationResult:
         raise not_found(f"Patient/{patient_id} is not known")
     if stored.deleted:
         raise FhirError(410, f"Patient/{patient_id} was deleted", code="deleted")
-    bundle = await search(ctx, None, params, compartment=(_COMPARTMENT, patient_id))
+    settings = ctx.settings
+    query = parse_search(
+        None,
+        params,
+        base_url=ctx.base_url,
+        strict=ctx.strict,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
+    record.restrict_to_record(query, await record.child_patient_ids(ctx, patient_id))
+    page = await ctx.store.search(query)
+    bundle = build_bundle(ctx, None, query, page, (_COMPARTMENT, patient_id))
     base = f"{ctx.base_url}/{_COMPARTMENT}/{patient_id}/$everything"
     for link in bundle.get("link", []):
         link["url"] = _operation_link(link["url"], base)

@@ -168,3 +168,49 @@ async def test_unknown_deleted_and_bad_input(client: httpx.AsyncClient) -> None:
         assert reply.json()["issue"][0]["expression"] == [where]
     # Only instance level is offered.
     assert (await client.get("Patient/$everything")).status_code == 404
+
+
+def _included(bundle: dict[str, Any]) -> set[str]:
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode") == "include"
+    }
+
+
+async def test_referral_tasks_episodes_and_referenced_agencies_come_too(client: httpx.AsyncClient) -> None:
+    """R4 leaves Task out of the Patient compartment; a child's record needs its referral status."""
+    await _world(client)
+    referral = {
+        "resourceType": "ServiceRequest",
+        "id": "a-ref",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/a"},
+        "requester": {"reference": "Organization/org"},
+    }
+    task = {
+        "resourceType": "Task",
+        "id": "a-task",
+        "status": "accepted",
+        "intent": "order",
+        "basedOn": [{"reference": "ServiceRequest/a-ref"}],
+        "for": {"reference": "Patient/a"},
+        "owner": {"reference": "Organization/org"},
+    }
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "id": "a-episode",
+        "status": "active",
+        "patient": {"reference": "Patient/a"},
+        "managingOrganization": {"reference": "Organization/org"},
+    }
+    other_task = {**task, "id": "b-task", "for": {"reference": "Patient/b"}}
+    for resource in (referral, task, episode, other_task):
+        await _put(client, resource)
+    bundle = (await client.get("Patient/a/$everything")).json()
+    assert _ids(bundle) == A_ALL | {"ServiceRequest/a-ref", "Task/a-task", "EpisodeOfCare/a-episode"}
+    assert _included(bundle) == {"Organization/org"}  # referenced, so it comes as an include
+    narrowed = (await client.get("Patient/a/$everything", params={"_type": "Task,EpisodeOfCare"})).json()
+    assert _ids(narrowed) == {"Task/a-task", "EpisodeOfCare/a-episode"}
+    assert "_include" not in _link(narrowed, "self")
