@@ -12,8 +12,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fhir_server import FHIR_VERSION, __version__
+
+        typer.echo(f"termtem {__version__} (FHIR {FHIR_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Termtem: a FHIR R4 server for Thailand's child, youth and family services."""
 
 

@@ -6,8 +6,8 @@ Public face::
     map_files(format_name, paths, validate=None) -> Iterator[MappedRecord | RowError]
     to_transaction_bundles(records, batch_size=500) -> Iterator[dict]
 
-A new agency format is a new folder under ``mappings/`` (README, schema.json, mapping.json, samples,
-expected output), not new code here.
+A new agency format is a new folder under ``fhir_server/mapping/formats/`` (README, schema.json,
+mapping.json, samples, expected output), not new code here.
 """
 
 from fhir_server.mapping.bundles import batch_records, to_transaction_bundles

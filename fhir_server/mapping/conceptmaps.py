@@ -1,4 +1,4 @@
-"""Code translation through the project's ConceptMaps (FHIR JSON under top-level ``terminology/``).
+"""Code translation through the project's ConceptMaps (FHIR JSON in ``fhir_server/terminology/data/``).
 
 Mapping specs may translate a legacy code with ``"conceptMap": {"url": ..., "system": ...}``; the map is
 read straight from its JSON file so the mappers need neither the server nor the terminology service.
@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-TERMINOLOGY_DIR = Path(__file__).resolve().parents[2] / "terminology"
 
 # Equivalences under which a target may stand in for the source code.
 _USABLE = {"equivalent", "equal", "wider", "subsumes", "relatedto", None}
@@ -33,16 +31,24 @@ def _maps(folder: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def has_map(url: str, folder: Path = TERMINOLOGY_DIR) -> bool:
-    return url in _maps(folder)
+def _folder(folder: Path | None) -> Path:
+    from fhir_server.terminology import terminology_dir
+
+    return folder or terminology_dir()
 
 
-def translate(url: str, code: str, source_system: str | None = None, folder: Path = TERMINOLOGY_DIR
-              ) -> dict[str, str] | None:
+def has_map(url: str, folder: Path | None = None) -> bool:
+    return url in _maps(_folder(folder))
+
+
+def translate(
+    url: str, code: str, source_system: str | None = None, folder: Path | None = None
+) -> dict[str, str] | None:
     """The first usable target ``{"system", "code", "display"}`` for ``code`` in ConceptMap ``url``.
 
     Raises KeyError when the map itself is missing (a broken mapping spec, not a bad record).
     """
+    folder = _folder(folder)
     concept_map = _maps(folder).get(url)
     if concept_map is None:
         raise KeyError(f"ConceptMap {url} is not in {folder}")

@@ -1,7 +1,7 @@
 """The mapping engine: legacy files + a format's mapping spec → conditional FHIR transaction entries.
 
-Everything format-specific lives in ``mappings/<format>/mapping.json``; this module only knows the spec
-language (see :mod:`fhir_server.mapping.template` and ``mappings/README.md``). Each input record becomes
+Everything format-specific lives in ``formats/<format>/mapping.json``; this module only knows the spec
+language (see :mod:`fhir_server.mapping.template` and ``formats/README.md``). Each input record becomes
 either a :class:`MappedRecord` (all its resources) or one :class:`RowError` per problem found, never both.
 """
 

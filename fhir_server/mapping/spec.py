@@ -1,4 +1,4 @@
-"""Loading a format folder (``mappings/<format>/``): its mapping spec and the JSON Schema of one record."""
+"""Loading a format folder (``formats/<format>/``): its mapping spec and the JSON Schema of one record."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 import jsonschema
 import orjson
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+# Shipped inside the package (found from an installed wheel too); TERMTEM_MAPPINGS_DIR overrides it.
+MAPPINGS_DIR = Path(__file__).resolve().parent / "formats"
 _READER_KINDS = {"tables", "sheet", "json"}
 
 
 class SpecError(Exception):
-    """A mapping spec or schema that is broken: a programming error in ``mappings/``, not bad input."""
+    """A mapping spec or schema that is broken: a programming error in ``formats/``, not bad input."""
 
 
 @dataclass
@@ -71,7 +72,7 @@ class FormatSpec:
 
 
 def mappings_dir() -> Path:
-    """Where format folders live (``TERMTEM_MAPPINGS_DIR`` overrides the repository's ``mappings/``)."""
+    """Where format folders live (``TERMTEM_MAPPINGS_DIR`` overrides the shipped ``formats/``)."""
     override = os.environ.get("TERMTEM_MAPPINGS_DIR")
     return Path(override) if override else MAPPINGS_DIR
 

@@ -1,10 +1,12 @@
 """The terminology service: $lookup, $validate-code, $expand, $translate and $subsumes as plain functions.
 
-It answers from our own CodeSystems, ValueSets and ConceptMaps (``terminology/`` at the repository
-top level, plus the DOPA administrative areas built from geothai) and from the FHIR R4 core ones
-shipped by ``fhir_server.definitions``. Everything returned is a FHIR resource as a dict.
+It answers from our own CodeSystems, ValueSets and ConceptMaps (``data/``, shipped in the package;
+``terminology_dir()`` says where they are read from), the DOPA administrative areas built from geothai,
+and the FHIR R4 core ones shipped by ``fhir_server.definitions``. Everything returned is a FHIR resource
+as a dict.
 """
 
+from fhir_server.terminology._registry import terminology_dir
 from fhir_server.terminology._service import (
     MAX_EXPANSION,
     code_system,
@@ -27,6 +29,7 @@ __all__ = [
     "shipped_resource",
     "shipped_resources",
     "subsumes",
+    "terminology_dir",
     "translate",
     "validate_code",
 ]

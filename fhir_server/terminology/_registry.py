@@ -1,9 +1,8 @@
-"""Where terminology comes from: our ``terminology/`` folder, geothai, and the shipped FHIR R4 core.
+"""Where terminology comes from: our ``data/`` folder, geothai, and the shipped FHIR R4 core.
 
-Our resources live in the top-level ``terminology/`` folder (the design's layout: one JSON file per
-resource, reviewed like code). The folder is found, in order, from ``TERMTEM_TERMINOLOGY_DIR``, from a
-copy packaged inside ``fhir_server/terminology/data/`` (what a wheel build should include), or from
-the source tree next to the package (editable installs and checkouts).
+Our resources live in ``fhir_server/terminology/data/`` (one JSON file per resource, reviewed like
+code), inside the package so an installed wheel has them. ``TERMTEM_TERMINOLOGY_DIR`` points the server
+at another folder instead (a site that maintains its own copy).
 """
 
 from __future__ import annotations
@@ -21,13 +20,12 @@ from fhir_server.terminology._codesystem import CodeSystemIndex
 
 _ENV_DIR = "TERMTEM_TERMINOLOGY_DIR"
 _PACKAGED = Path(__file__).resolve().parent / "data"
-_SOURCE_TREE = Path(__file__).resolve().parents[2] / "terminology"
 _KINDS = ("CodeSystem", "ValueSet", "ConceptMap")
 
 
 def terminology_dir() -> Path:
     """The folder holding our CodeSystem/ValueSet/ConceptMap JSON files."""
-    candidates = [Path(p) for p in (os.environ.get(_ENV_DIR),) if p] + [_PACKAGED, _SOURCE_TREE]
+    candidates = [Path(p) for p in (os.environ.get(_ENV_DIR),) if p] + [_PACKAGED]
     for candidate in candidates:
         if candidate.is_dir() and any(candidate.glob("CodeSystem-*.json")):
             return candidate

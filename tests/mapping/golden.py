@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.mapping import RowError, map_files, to_transaction_bundles
+from fhir_server.mapping.spec import MAPPINGS_DIR
 
-MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+MAPPINGS = MAPPINGS_DIR
 
 
 def samples() -> list[tuple[str, Path]]:
-    """Every (format, sample path) pair shipped under mappings/."""
+    """Every (format, sample path) pair shipped under fhir_server/mapping/formats/."""
     found = []
     for folder in sorted(p for p in MAPPINGS.iterdir() if (p / "mapping.json").is_file()):
         for sample in sorted((folder / "samples").iterdir()):

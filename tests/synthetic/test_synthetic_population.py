@@ -14,9 +14,10 @@ import pytest
 
 from fhir_server import canonical
 from fhir_server.synthetic import PopulationConfig, generate, write_ndjson, write_transaction_bundles
+from fhir_server.terminology import terminology_dir
 from fhir_server.validation.structural import validate_structure
 
-TERMINOLOGY = Path(__file__).resolve().parents[2] / "terminology"
+TERMINOLOGY = terminology_dir()
 
 
 def _checksum_ok(cid: str) -> bool:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
 import pytest
 
 from fhir_server import canonical
-from fhir_server.terminology import shipped_resources
+from fhir_server.terminology import shipped_resources, terminology_dir
 
-TERMINOLOGY = Path(__file__).resolve().parents[2] / "terminology"
+TERMINOLOGY = terminology_dir()
 THAI = re.compile(r"[\u0E00-\u0E7F]")
 FILES = sorted(TERMINOLOGY.glob("*.json"))
 
