@@ -22,6 +22,14 @@ def _query_parameters(params: list[tuple[str, str]]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [{"name": k, "valueString": v} for k, v in params]}
 
 
+def format_is_parameter(segments: list[str]) -> bool:
+    """True when the request names an operation whose ``_format`` chooses its output (csv, parquet...)."""
+    if not segments or not segments[-1].startswith("$") or len(segments) > 3:
+        return False
+    name = segments[-1][1:]
+    return any(op.name == name and op.takes_format for op in OPERATIONS)
+
+
 async def run_operation(
     fhir: FhirRequest, ctx: RequestContext, name: str, resource_type: str | None, id_: str | None
 ) -> Response:
@@ -33,6 +41,8 @@ async def run_operation(
             404, f"The operation ${name} is not supported {where} ({level} level)", code="not-supported"
         )
     parameters = _query_parameters(fhir.search_params())
+    if operation.takes_format and fhir.format is not None:
+        parameters["parameter"].append({"name": "_format", "valueString": fhir.format})
     body_resource = None
     if fhir.method == "POST":
         negotiation.check_body_type(fhir.header("content-type"))

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import definitions, fhirjson
-from fhir_server.api import negotiation
+from fhir_server.api import hosted, negotiation
 from fhir_server.api.responses import error_response, fhir_response, outcome_response
 from fhir_server.interactions import create, delete, history, patch, read, shaping, update, writes
 from fhir_server.interactions.context import RequestContext
@@ -247,6 +247,8 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
         _only(fhir, "GET", "POST")
         return await _search(fhir, ctx, None)
     head = seg[0]
+    if head in hosted.TYPES:
+        return await hosted.dispatch(fhir, ctx, _operation)
     if len(seg) == 1:
         if head == "metadata":
             _only(fhir, "GET")
@@ -306,7 +308,10 @@ async def handle(request: Request) -> Response:
     ctx: RequestContext | None = None
     response: Response | None = None
     try:
-        negotiation.check_format(fhir.format, request.headers.get("accept"))
+        from fhir_server.api.operations import format_is_parameter
+
+        if not format_is_parameter(segments):
+            negotiation.check_format(fhir.format, request.headers.get("accept"))
         if len(request.url.query) > request.app.state.settings.max_query_length:
             raise FhirError(414, "The query string is too long", code="too-costly")
         ctx = _context(request, fhir)

@@ -82,7 +82,8 @@ def add(
     role: str = typer.Option(
         ...,
         "--role",
-        help="hospital, health-centre, childcare, school, social-worker, researcher, auditor or admin.",
+        help="hospital, health-centre, childcare, school, social-worker, researcher, auditor, committee"
+        " or admin.",
     ),
     scopes: str = typer.Option(
         None,

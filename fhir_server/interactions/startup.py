@@ -26,6 +26,7 @@ def shipped_resources() -> list[dict[str, Any]]:
     for module, function in (
         ("fhir_server.terminology", "shipped_resources"),
         ("fhir_server.validation.profiles", "shipped_profiles"),
+        ("fhir_server.analytics.views.library", "shipped_views"),
     ):
         try:
             provider = getattr(__import__(module, fromlist=[function]), function)

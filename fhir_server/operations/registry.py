@@ -53,6 +53,8 @@ class Operation:
     affects_state: bool = False
     get_allowed: bool = True
     definition: str = ""  # canonical URL of its OperationDefinition
+    # ``_format`` is one of its parameters (an output format), not FHIR's response format.
+    takes_format: bool = False
 
 
 def find(table: list[Operation], name: str, level: Level, resource_type: str | None) -> Operation | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fhir_server import canonical, definitions
-from fhir_server.operations import everything, reindex, terminology
+from fhir_server.operations import everything, reindex, terminology, viewdefinition_run
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
 
 _OD = "http://hl7.org/fhir/OperationDefinition/"
+_SOF_RUN = "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run"
 
 OPERATIONS: list[Operation] = [
     Operation(
@@ -81,5 +82,24 @@ OPERATIONS: list[Operation] = [
         type_level=True,
         instance_level=True,
         definition=_OD + "Resource-validate",
+    ),
+    Operation(
+        "viewdefinition-run",
+        viewdefinition_run.run,
+        ("ViewDefinition",),
+        system=True,
+        type_level=True,
+        instance_level=True,
+        definition=_SOF_RUN,
+        takes_format=True,
+    ),
+    Operation(
+        "run",
+        viewdefinition_run.run,
+        ("ViewDefinition",),
+        type_level=True,
+        instance_level=True,
+        definition=_SOF_RUN,
+        takes_format=True,
     ),
 ]

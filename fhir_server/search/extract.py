@@ -12,6 +12,7 @@ from typing import Any
 
 from fhir_server.search import paths, registry
 from fhir_server.search.model import IndexRows, SearchParam
+from fhir_server.search.thai_address import address_variants
 from fhir_server.search.values import MAX_MS, MIN_MS, canonical_unit, date_range, normalize
 
 Item = paths.Item
@@ -43,6 +44,8 @@ def _strings(value: Any, fhir_type: str | None) -> list[str]:
         for key in ("city", "district", "state", "postalCode", "country", "text"):
             if isinstance(value.get(key), str):
                 out.append(value[key])
+        out.extend(address_variants(value))
+        out = list(dict.fromkeys(out))
     elif kind == "CodeableConcept":
         if isinstance(value.get("text"), str):
             out.append(value["text"])

@@ -2,7 +2,8 @@
 
 A role fixes the default purpose of use (v3 ActReason), the purposes a request may state instead, and
 caps on the scopes: a researcher never reads directly identifying resources and never writes; an
-auditor reads AuditEvents and nothing else; only admin sees every agency's data without consent.
+auditor reads AuditEvents and nothing else; a district committee sees aggregated reports and the
+definitions behind them, never a child's record; only admin sees every agency's data without consent.
 """
 
 from __future__ import annotations
@@ -24,8 +25,28 @@ class Role:
     denied_types: frozenset[str] = frozenset()
     unrestricted: bool = False  # sees every agency's data without consent (admin)
     emergency: bool = False  # may state ETREAT (break-glass) with a reason
+    aggregates_only: bool = False  # sees counts (suppressed below 5 children), never a record
 
 
+# What a district committee reads besides aggregated reports: definitions, agencies and terminology,
+# none of which holds a child's data. Any other type is refused (403) and audited.
+COMMITTEE_TYPES = frozenset(
+    {
+        "Measure",
+        "Library",
+        "Organization",
+        "Location",
+        "HealthcareService",
+        "CodeSystem",
+        "ValueSet",
+        "ConceptMap",
+        "NamingSystem",
+        "OperationDefinition",
+        "StructureDefinition",
+        "SearchParameter",
+        "CapabilityStatement",
+    }
+)
 _CLINICAL = frozenset({"TREAT", "ETREAT", "COC", "CAREMGT", "PUBHLTH", "POPHLTH"})
 
 ROLES: dict[str, Role] = {
@@ -51,6 +72,15 @@ ROLES: dict[str, Role] = {
             "system/AuditEvent.rs",
             read_only=True,
             only_types=frozenset({"AuditEvent"}),
+        ),
+        Role(
+            "committee",
+            "POPHLTH",
+            frozenset({"POPHLTH"}),
+            "system/Measure.rs system/Organization.rs system/Location.rs",
+            read_only=True,
+            only_types=COMMITTEE_TYPES,
+            aggregates_only=True,
         ),
         Role("admin", "HOPERAT", frozenset({"HOPERAT"}), "system/*.cruds", unrestricted=True),
     )

@@ -35,7 +35,9 @@ log = logging.getLogger("termtem.security")
 PURPOSE_HEADER = "x-purpose-of-use"
 EMERGENCY_REASON_HEADER = "x-emergency-reason"
 EMERGENCY = "ETREAT"
-_NO_PATIENTS: dict[str, frozenset[str]] = {}  # roles that never go through consent
+_NO_PATIENTS: dict[str, frozenset[str]] = {}
+# System-level operations any client may call: they read through the caller's own restriction.
+_OPEN_SYSTEM_OPERATIONS = frozenset({"$viewdefinition-run"})  # roles that never go through consent
 _LETTER = {
     "read": "r",
     "vread": "r",
@@ -266,7 +268,7 @@ class Security:
         elif interaction == "operation":
             if rtype:
                 guard.require(rtype, "r", "run operations on")
-            elif not guard.principal.role.unrestricted:
+            elif not guard.principal.role.unrestricted and fhir.segments[0] not in _OPEN_SYSTEM_OPERATIONS:
                 raise guard.forbid("System-level operations are for admin clients")
         elif interaction == "transaction":
             await self._bundle_scopes(fhir, ctx, guard)

@@ -1,0 +1,123 @@
+"""Running a view over the resources a caller may see (or over resources given inline).
+
+The resources come through ``ctx.store``: for an authenticated request that is the security guard's
+``SecuredStore``, so the caller's ``Access`` restriction is compiled into every page of the search that
+feeds the view (never bypassed). Clients that may see everything read the store in one stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fhir_server.analytics.views import output
+from fhir_server.analytics.views.definition import View, ViewError
+from fhir_server.interactions.context import RequestContext
+from fhir_server.interactions.errors import FhirError
+from fhir_server.search.query import decode_cursor, parse_search
+
+_PAGE = 1000
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass
+class RunOptions:
+    fmt: str = "ndjson"
+    header: bool = True
+    limit: int | None = None
+    since: str | None = None  # FHIR instant: only resources updated at or after it
+    patients: list[str] = field(default_factory=list)  # Patient ids: only their compartments
+    resources: list[dict[str, Any]] | None = None  # inline resources instead of the store
+
+
+def _unrestricted(ctx: RequestContext) -> bool:
+    guard = ctx.extras.get("guard")
+    return guard is None or guard.unrestricted()
+
+
+async def _search_pages(
+    ctx: RequestContext,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    compartment: tuple[str, str] | None,
+) -> AsyncIterator[bytes]:
+    query = parse_search(
+        resource_type,
+        [*params, ("_count", str(_PAGE))],
+        base_url=ctx.base_url,
+        strict=True,
+        default_count=_PAGE,
+        max_count=max(_PAGE, ctx.settings.max_page_size),
+        compartment=compartment,
+    )
+    query.count = _PAGE
+    while True:
+        page = await ctx.store.search(query)
+        for stored in page.matches:
+            yield stored.body
+        if not page.next_cursor:
+            return
+        query.cursor = decode_cursor(page.next_cursor)
+
+
+async def visible_bodies(
+    ctx: RequestContext, resource_type: str, options: RunOptions
+) -> AsyncIterator[bytes]:
+    """The stored JSON of every ``resource_type`` resource the caller may see (filtered by options)."""
+    params: list[tuple[str, str]] = []
+    if options.since:
+        params.append(("_lastUpdated", f"ge{options.since}"))
+    if options.patients:
+        for patient in options.patients:
+            async for body in _search_pages(ctx, resource_type, params, ("Patient", patient)):
+                yield body
+        return
+    if not params and _unrestricted(ctx):
+        async for stored in ctx.store.iterate(resource_type):
+            yield stored.body
+        return
+    async for body in _search_pages(ctx, resource_type, params, None):
+        yield body
+
+
+def rows_of(
+    view: View, resources: Iterable[dict[str, Any]], limit: int | None = None
+) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for resource in resources:
+        if resource.get("resourceType") != view.resource_type:
+            continue
+        out.extend(view.rows(resource))
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+    return out
+
+
+async def collect_rows(ctx: RequestContext, view: View, options: RunOptions) -> list[tuple[Any, ...]]:
+    if options.resources is not None:
+        return rows_of(view, options.resources, options.limit)
+    out: list[tuple[Any, ...]] = []
+    loads = orjson.loads
+    may_match = view.may_match
+    async for body in visible_bodies(ctx, view.resource_type, options):
+        if may_match(body):
+            out.extend(view.rows(loads(body)))
+        if options.limit is not None and len(out) >= options.limit:
+            return out[: options.limit]
+    return out
+
+
+async def run_view(ctx: RequestContext, view: View, options: RunOptions) -> bytes:
+    """The view's output in ``options.fmt``; a ViewError (a row the view cannot make) becomes 422."""
+    for patient in options.patients:
+        if not _ID.match(patient):
+            raise FhirError(400, f"'{patient}' is not a Patient id", expression=["patient"])
+    try:
+        rows = await collect_rows(ctx, view, options)
+    except ViewError as exc:
+        raise FhirError(422, exc.message, code="processing", expression=[exc.where]) from None
+    return output.write(output.to_table(view, rows), options.fmt, header=options.header)
