@@ -44,6 +44,26 @@ def _operations(resource_type: str | None) -> list[dict[str, Any]]:
     return out
 
 
+def _hosted_resources() -> list[dict[str, Any]]:
+    """Types hosted beside R4's (SQL on FHIR's ViewDefinition), with what their router offers."""
+    from fhir_server.analytics.views import library
+
+    return [
+        {
+            "type": library.RESOURCE_TYPE,
+            "profile": "https://sql-on-fhir.org/ig/StructureDefinition/ViewDefinition",
+            "interaction": [{"code": c} for c in ("read", "update", "delete", "create", "search-type")],
+            "versioning": "versioned",
+            "updateCreate": True,
+            "searchParam": [
+                {"name": name, "type": "token" if name in ("_id", "resource", "status") else "string"}
+                for name in library.SEARCH_PARAMETERS
+            ],
+            "operation": _operations(library.RESOURCE_TYPE),
+        }
+    ]
+
+
 def _supported_profiles(resource_type: str) -> list[str]:
     try:
         from fhir_server.validation.profiles import shipped_profiles
@@ -93,6 +113,7 @@ def capability_statement(ctx: RequestContext) -> dict[str, Any]:
         if ops:
             entry["operation"] = ops
         resources.append(entry)
+    resources.extend(_hosted_resources())
     rest: dict[str, Any] = {
         "mode": "server",
         "resource": resources,
