@@ -23,8 +23,10 @@ class Settings:
     store_url: str = field(default_factory=default_store_url)
     # Path prefix of the FHIR base, e.g. http://host:port/fhir
     base_path: str = "/fhir"
-    # Public base URL override (behind a proxy); when empty it is taken from the request.
-    public_base_url: str = ""
+    # The FHIR base URL clients use (e.g. https://termtem.example.go.th/fhir): links in answers and the
+    # audience of access tokens and client assertions. Empty: the address the server listens on (never
+    # a request's Host header). ``termtem serve`` requires it with auth on a non-loopback address.
+    public_base_url: str = field(default_factory=lambda: os.environ.get("TERMTEM_PUBLIC_BASE_URL", ""))
     max_body_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BODY_BYTES", 64 * 1024 * 1024))
     max_bundle_entries: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BUNDLE_ENTRIES", 20_000))
     max_query_length: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_QUERY_LENGTH", 8_192))

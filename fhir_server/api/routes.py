@@ -17,6 +17,7 @@ from starlette.responses import Response
 from fhir_server import definitions, fhirjson
 from fhir_server.api import hosted, negotiation
 from fhir_server.api.responses import error_response, fhir_response, outcome_response
+from fhir_server.api.urls import base_url
 from fhir_server.interactions import create, delete, history, patch, read, shaping, update, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
@@ -77,11 +78,10 @@ class FhirRequest:
 def _context(request: Request, fhir: FhirRequest) -> RequestContext:
     state = request.app.state
     settings = state.settings
-    base = settings.public_base_url or f"{request.url.scheme}://{request.url.netloc}{settings.base_path}"
     ctx = RequestContext(
         store=state.store,
         settings=settings,
-        base_url=base.rstrip("/"),
+        base_url=base_url(request, settings),
         prefer_return=fhir.prefer.get("return"),
         prefer_handling=fhir.prefer.get("handling"),
     )

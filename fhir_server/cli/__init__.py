@@ -30,9 +30,9 @@ def _root(
 
 
 # Each subcommand module defines ``register(app)``; they import lazily what their command needs.
-from fhir_server.cli import clients, copy, demo, generate, importer, load, serve  # noqa: E402
+from fhir_server.cli import agencies, clients, copy, demo, generate, importer, load, serve  # noqa: E402
 
-for _module in (serve, load, generate, demo, importer, clients, copy):
+for _module in (serve, load, generate, demo, importer, clients, agencies, copy):
     _module.register(app)
 
 

@@ -21,19 +21,28 @@ client_app = typer.Typer(
 )
 
 
-def _with_registry(store_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    from fhir_server.security.clients import ClientRegistry
+def with_store(store_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(store)`` against the store at ``store_url`` (default: the configured one)."""
     from fhir_server.storage import create_store
 
     async def run() -> T:
         store = create_store(Settings(store_url=store_url or default_store_url()))
         await store.open()
         try:
-            return await work(ClientRegistry(store))
+            return await work(store)
         finally:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _with_registry(store_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    from fhir_server.security.clients import ClientRegistry
+
+    async def run(store: Any) -> T:
+        return await work(ClientRegistry(store))
+
+    return with_store(store_url, run)
 
 
 def _load_private_key(path: Path) -> tuple[Any, str, str | None]:
@@ -97,16 +106,31 @@ def add(
         help="Make a key pair: private key to DIR/NAME.jwk.json (mode 0600), public key registered.",
     ),
     key_type: str = typer.Option("EC", "--key-type", help="With --generate-key: EC (ES384) or RSA (RS384)."),
+    agency_type: str = typer.Option(
+        None,
+        "--agency-type",
+        help="The agency's type (th-agency-type: hospital, school, ...), kept in the server's registry;"
+        " consents that name agency types are checked against it.",
+    ),
+    agency_ids: list[str] = typer.Option(
+        None, "--agency-id", help="An identifier of the agency, SYSTEM|VALUE (repeatable)."
+    ),
     store: str = typer.Option(
         None, "--store", help="Store URL (default $TERMTEM_STORE or the local sqlite store)."
     ),
 ) -> None:
     """Register a backend client."""
-    from fhir_server.security import keys, roles
+    from fhir_server.security import agencies, keys, roles
     from fhir_server.security.clients import ClientRecord
 
     if (jwks is None) == (generate_key is None):
         raise typer.BadParameter("give exactly one of --jwks FILE or --generate-key DIR")
+    try:
+        if agency_type is not None:
+            agencies.check_agency_type(agency_type)
+        wanted_ids = tuple(agencies.check_identifier(i) for i in agency_ids or ())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         role_def = roles.get_role(role)
     except ValueError as exc:
@@ -132,11 +156,30 @@ def add(
         jwks=key_set,
     )
 
-    async def work(registry: Any) -> None:
-        await registry.add(record)
+    async def work(db: Any) -> agencies.AgencyRecord | None:
+        from fhir_server.security.clients import ClientRegistry, check_organization
+
+        check_organization(org)
+        registry = agencies.AgencyRegistry(db)
+        known = await registry.get(org)
+        if agency_type is not None and known is not None and known.agency_type not in (None, agency_type):
+            raise ValueError(
+                f"{org} is registered as '{known.agency_type}'; change an agency's type with"
+                f" 'termtem agency set {org} --type {agency_type}'"
+            )
+        await ClientRegistry(db).add(record)
+        if agency_type is None and not wanted_ids:
+            return known
+        return await registry.set(
+            agencies.AgencyRecord(
+                org,
+                agency_type or (known.agency_type if known else None),
+                (*(known.identifiers if known else ()), *wanted_ids),
+            )
+        )
 
     try:
-        _with_registry(store, work)
+        agency = with_store(store, work)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -144,18 +187,33 @@ def add(
         keys.save_private_jwk(private_path, private)
         typer.echo(f"private key written to {private_path} (keep it secret; mode 0600)")
     typer.echo(f"client {name} registered for {org} as {role} with scopes: {record.scopes}")
+    if agency is None or agency.agency_type is None:
+        typer.echo(
+            f"note: {org} has no agency type in the registry, so consents that name agency types do not"
+            f" apply to it; set one with --agency-type or 'termtem agency set {org} --type TYPE'",
+            err=True,
+        )
 
 
 @client_app.command("list")
 def list_clients(store: str = typer.Option(None, "--store", help="Store URL.")) -> None:
     """List registered clients."""
 
-    async def work(registry: Any) -> list[Any]:
-        return list(await registry.list())
+    from fhir_server.security.agencies import AgencyRegistry
+    from fhir_server.security.clients import ClientRegistry
 
-    for record in _with_registry(store, work):
+    async def work(db: Any) -> tuple[list[Any], dict[str, Any]]:
+        types = {a.organization: a.agency_type for a in await AgencyRegistry(db).list()}
+        return list(await ClientRegistry(db).list()), types
+
+    records, types = with_store(store, work)
+    for record in records:
         kids = ",".join(str(k.get("kid", "?")) for k in record.jwks.get("keys", []))
-        typer.echo(f"{record.id}\t{record.organization}\t{record.role}\t{record.scopes}\tkeys={kids}")
+        kind = types.get(record.organization) or "(none)"
+        typer.echo(
+            f"{record.id}\t{record.organization}\t{record.role}\t{record.scopes}\tkeys={kids}"
+            f"\tagency-type={kind}"
+        )
 
 
 @client_app.command("remove")

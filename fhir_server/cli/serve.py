@@ -26,16 +26,25 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Option(
             None, help="Store URL: sqlite:///PATH (default ./termtem-data/termtem.sqlite, or $TERMTEM_STORE)."
         ),
-        public_url: str = typer.Option("", help="Public FHIR base URL when behind a proxy."),
+        public_url: str = typer.Option(
+            "",
+            "--public-url",
+            envvar="TERMTEM_PUBLIC_BASE_URL",
+            help="The FHIR base URL clients use (https://host/fhir); tokens are issued for it. Required"
+            " with auth on a non-loopback address.",
+        ),
         log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
         auth: str = typer.Option(
             "on", help="on (default): SMART tokens, consent and audit. off: local trials on loopback only."
         ),
     ) -> None:
         """Serve the FHIR R4 API at http://HOST:PORT/fhir."""
+        from urllib.parse import urlsplit
+
         import uvicorn
 
         from fhir_server.api.app import create_app
+        from fhir_server.api.urls import listening_base
 
         if auth not in ("on", "off"):
             raise typer.BadParameter("--auth takes on or off")
@@ -45,9 +54,22 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
-        settings = Settings(
-            store_url=store or default_store_url(), public_base_url=public_url, auth=auth == "on"
-        )
+        public = public_url.strip().rstrip("/")
+        if public:
+            parts = urlsplit(public)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise typer.BadParameter(f"--public-url must be an http(s) URL, not '{public_url}'")
+        elif auth == "on":
+            if not _loopback(host):
+                typer.echo(
+                    f"error: with auth on, listening on {host} needs the public FHIR base URL clients use"
+                    " (--public-url https://HOST/fhir or TERMTEM_PUBLIC_BASE_URL): access tokens are"
+                    " issued for and checked against it",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            public = listening_base("http", host, port, "/fhir")
+        settings = Settings(store_url=store or default_store_url(), public_base_url=public, auth=auth == "on")
         if not settings.auth:
             banner = "!" * 78
             typer.secho(

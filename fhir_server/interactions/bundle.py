@@ -169,6 +169,7 @@ async def _resolve(
                 match = _single(entry, found, "conditional update")
                 body_id = orjson.loads(entry.raw or b"{}").get("id")
                 entry.id = match.id if match else (body_id or writes.new_id())
+                entry.creates = match is None and not body_id  # a create under a server-assigned id
                 entry.query = query
             elif id_:
                 writes.check_id(id_, f"Bundle.entry[{entry.index}].request.url")
@@ -259,6 +260,8 @@ async def _run_write(ctx: RequestContext, tx: StoreTransaction, entry: _Entry, b
             current = await tx.read(entry.resource_type, entry.id)
             if current is not None and not current.deleted:
                 raise _fail(entry, "ifNoneMatch '*' but the resource exists", status=412, code="conflict")
+        if entry.query and entry.creates:
+            return await create_in(ctx, tx, entry.resource_type, resource, body, id_=entry.id)
         if entry.query:
             if resource.get("id") not in (None, entry.id):
                 raise _fail(

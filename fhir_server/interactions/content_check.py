@@ -36,8 +36,11 @@ async def _referenced(resource: dict[str, Any], reader: Any) -> dict[str, dict[s
             if len(found) >= _MAX_RESOLVED:
                 return found
             resource_type, id_ = reference.split("/")
+            # A guarding reader resolves without recording a refusal: looking a reference up for a
+            # rule is not an attempt to read it.
+            read = getattr(reader, "resolve_reference", None) or reader.read
             try:
-                stored = await reader.read(resource_type, id_)
+                stored = await read(resource_type, id_)
             except FhirError:  # not visible to this caller: its rules cannot use it (nothing may leak)
                 continue
             if stored is not None and not stored.deleted:

@@ -288,12 +288,13 @@ def _fhirpath_resolve(inputs: list[Any]) -> list[Any]:
 
 @cache
 def _fhirpath(expression: str) -> Callable[..., list[Any]]:
-    import fhirpathpy
     from fhirpathpy.models import models
+
+    from fhir_server import fhirpath
 
     options = {"userInvocationTable": {"resolve": {"fn": _fhirpath_resolve, "arity": {0: []}}}}
     try:
-        return fhirpathpy.compile(expression, models["r4"], options)
+        return fhirpath.compile(expression, models["r4"], options)
     except Exception as exc:  # the parser raises a variety of errors on bad expressions
         raise ValueError(f"invalid FHIRPath expression {expression!r}: {exc}") from exc
 

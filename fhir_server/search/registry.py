@@ -164,9 +164,11 @@ def register_custom(search_parameter_resource: dict[str, Any], *, pending: bool 
 
 def _check_expression(expression: str, base: str) -> None:
     """Reject an expression fhirpathpy cannot parse or run (it reports some errors only when run)."""
+    from fhir_server.fhirpath import check_patterns
     from fhir_server.search.paths import _fhirpath
 
     try:
+        check_patterns(expression)
         _fhirpath(expression)({"resourceType": base, "id": "x"})
     except Exception as exc:  # parse and evaluation errors come as assorted exception types
         raise FhirError(

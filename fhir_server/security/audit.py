@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -65,6 +66,8 @@ class AuditRecord:
     description: str | None = None
     emergency_reason: str | None = None
     touched: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # Refusals the answer did not show (a hidden resource answered exactly as an unknown one).
+    denials: list[str] = field(default_factory=list)
 
 
 def _children(resource_type: str, id_: str, body: bytes) -> set[str]:
@@ -82,6 +85,26 @@ def _children(resource_type: str, id_: str, body: bytes) -> set[str]:
             if isinstance(target, str) and target.startswith("Patient/"):
                 found.add(target[len("Patient/") :])
     return found
+
+
+SECRET_PARAMETERS = frozenset(
+    {"access_token", "id_token", "refresh_token", "client_assertion", "client_secret", "code", "password"}
+)
+
+
+def redact(query: str) -> str:
+    """A query string with the values of secret-bearing parameters replaced, for the audit record."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        plain = unquote_plus(name).split(":", 1)[0].strip().lower()
+        if plain in SECRET_PARAMETERS:
+            parts.append(f"{name}{sep}REDACTED" if sep else name)
+        else:
+            parts.append(part)
+    return "&".join(parts)
 
 
 def _outcome(status: int) -> str:
@@ -139,12 +162,13 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
         for rtype, rid, _ in record.touched:
             add(f"{rtype}/{rid}", "1" if rtype == "Patient" else "2")
     if record.query is not None:
+        query = redact(record.query)
         entities.append(
             {
                 "type": {"system": _ENTITY_TYPE, "code": "2"},
                 "role": {"system": _OBJECT_ROLE, "code": "24", "display": "Query"},
-                "query": base64.b64encode(record.query.encode()).decode(),
-                "description": record.query[:1000],
+                "query": base64.b64encode(query.encode()).decode(),
+                "description": query[:1000],
             }
         )
     if record.emergency_reason is not None:
@@ -160,7 +184,7 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
         "subtype": [subtype],
         "action": _ACTIONS.get(record.interaction, "E"),
         "recorded": recorded,
-        "outcome": _outcome(record.outcome_status),
+        "outcome": "4" if record.denials and record.outcome_status < 400 else _outcome(record.outcome_status),
         "agent": agents,
         "source": {
             "observer": {"display": "Termtem FHIR server"},
@@ -168,6 +192,10 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
         },
     }
     description = record.description or f"HTTP {record.outcome_status}"
+    if record.denials:
+        description = (
+            f"{description}; refused, answered as for an unknown resource: {'; '.join(record.denials)}"
+        )
     event["outcomeDesc"] = description[:1000]
     if purpose:
         event["purposeOfUse"] = purpose

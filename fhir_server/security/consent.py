@@ -1,21 +1,27 @@
-"""The PDPA decision: does an active TH Data-Sharing Consent let this agency see this class of a child's data?
+"""The PDPA decision: do a child's active TH Data-Sharing Consents let this agency see a class of its data?
 
-Semantics (documented in the README's Security section):
-- Only Consents with ``status = active`` count; any other status (a withdrawal sets ``inactive``) stops
-  them at once, because the cached view is rebuilt whenever any Consent changes.
-- A provision matches when each criterion it states includes the request: actor (an Organization
-  reference, or an agency type in the ``th-consent-agency-type`` extension), purpose of use, data class
-  (``provision.code`` in ``th-data-class``) and period (the moment of access). Nested provisions
-  refine their parent: they match only where the parent matches.
-- Among matching provisions that state criteria, any ``deny`` wins over every ``permit``, also across
-  several Consents for the same child. A provision stating no criteria is the Consent's default and
-  decides only when nothing more specific matched.
+The rules are written for a data-protection officer in ``docs/consent-and-authority.md``; in short:
+- Only Consents that count take part: ``status = active`` and recorded with authority (see
+  ``authority``: by an agency serving the child, or an admin). A withdrawal (any other status) stops
+  a Consent at once, because the cached view is brought up to date whenever any Consent changes.
+- A provision matches when each criterion it states includes the request: actor (the caller's
+  Organization by reference, or one of its registered identifiers; when actors are named, only those
+  agencies), agency type (the ``th-consent-agency-type`` extension, checked against the type the
+  server's registry holds for the caller), purpose of use, data class (``provision.code`` in
+  ``th-data-class``) and period (the moment of access). Nested provisions refine their parent: they
+  match only where the parent matches.
+- Within one Consent, a matching provision that states criteria decides (``deny`` over ``permit``);
+  a provision stating none is the Consent's default and decides only when nothing more specific did.
+- Across Consents, permissions add up and an explicit ``deny`` (a provision stating criteria) wins.
+  A default refusal ("deny unless...") is the absence of a permission, not a refusal of what another
+  Consent permits, so two "deny by default, permit one agency" Consents never cancel each other.
 - Criteria this server cannot check (``dataPeriod``, ``class``, ``data``, ``securityLabel``,
   ``action``) fail closed: such a permit never matches, such a deny always does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +30,7 @@ import orjson
 
 from fhir_server import canonical
 from fhir_server.search.values import date_range
+from fhir_server.security.authority import consent_patient, counts
 from fhir_server.storage.base import HistoryQuery, Store
 
 _AGENCY_TYPE_EXT = canonical.structure_definition(canonical.EXT_CONSENT_AGENCY_TYPE)
@@ -49,9 +56,10 @@ DATA_CLASSES = (
 @dataclass(frozen=True)
 class AccessRequest:
     organization: str  # Organization/ID of the caller
-    agency_type: str | None
+    agency_type: str | None  # from the server's agency registry
     purpose: str  # v3 ActReason code
     when_ms: int  # moment of access, epoch milliseconds
+    agency_ids: frozenset[str] = frozenset()  # the caller's registered identifiers, "system|value"
 
 
 def _codes(items: Any, system: str | None) -> set[str]:
@@ -79,13 +87,26 @@ def _agency_types(provision: dict[str, Any]) -> set[str]:
     return found
 
 
-def _actors(provision: dict[str, Any]) -> set[str]:
-    refs = set()
+def _actors(provision: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The agencies a provision names: Organization references, and identifiers as "system|value"."""
+    refs: set[str] = set()
+    identifiers: set[str] = set()
     for actor in provision.get("actor", []) if isinstance(provision.get("actor"), list) else []:
-        ref = (actor.get("reference") or {}).get("reference") if isinstance(actor, dict) else None
+        target = actor.get("reference") if isinstance(actor, dict) else None
+        if not isinstance(target, dict):
+            continue
+        ref = target.get("reference")
         if isinstance(ref, str) and "Organization/" in ref:
             refs.add("Organization/" + ref.rsplit("Organization/", 1)[1].split("/_history")[0])
-    return refs
+        identifier = target.get("identifier")
+        if (
+            isinstance(identifier, dict)
+            and isinstance(identifier.get("system"), str)
+            and isinstance(identifier.get("value"), str)
+            and target.get("type") in (None, "Organization")
+        ):
+            identifiers.add(f"{identifier['system']}|{identifier['value']}")
+    return refs, identifiers
 
 
 def _period(provision: dict[str, Any]) -> tuple[float, float] | None:
@@ -107,10 +128,12 @@ def _matches(provision: dict[str, Any], req: AccessRequest, data_class: str) -> 
     deny = provision.get("type") == "deny"
     if any(provision.get(k) for k in _UNCHECKED):
         return deny
-    actors, types = _actors(provision), _agency_types(provision)
-    if (actors or types or provision.get("actor")) and not (
-        req.organization in actors or (req.agency_type is not None and req.agency_type in types)
-    ):
+    if provision.get("actor"):
+        refs, identifiers = _actors(provision)
+        if req.organization not in refs and not (req.agency_ids & identifiers):
+            return False
+    types = _agency_types(provision)
+    if types and (req.agency_type is None or req.agency_type not in types):
         return False
     if provision.get("purpose") and req.purpose not in _codes(provision.get("purpose"), None):
         return False
@@ -124,8 +147,11 @@ def _matches(provision: dict[str, Any], req: AccessRequest, data_class: str) -> 
     return period is None or period[0] <= req.when_ms <= period[1]
 
 
-def decide(consent: dict[str, Any], req: AccessRequest, data_class: str) -> str | None:
-    """``permit``, ``deny`` or None (this Consent says nothing about the request)."""
+def verdict(consent: dict[str, Any], req: AccessRequest, data_class: str) -> tuple[str, bool] | None:
+    """This Consent's answer, ``(permit|deny, explicit)``, or None when it says nothing.
+
+    ``explicit`` is False when only the Consent's criteria-free default decided.
+    """
     if consent.get("status") != "active" or not isinstance(consent.get("provision"), dict):
         return None
     stated: list[str] = []
@@ -145,18 +171,16 @@ def decide(consent: dict[str, Any], req: AccessRequest, data_class: str) -> str 
 
     walk(consent["provision"], 0)
     if "deny" in stated:
-        return "deny"
+        return "deny", True
     if stated:
-        return "permit"
-    return max(defaults)[1] if defaults else None
+        return "permit", True
+    return (max(defaults)[1], False) if defaults else None
 
 
-def consent_patient(consent: dict[str, Any]) -> str | None:
-    patient = consent.get("patient")
-    ref = patient.get("reference") if isinstance(patient, dict) else None
-    if isinstance(ref, str) and "Patient/" in ref:
-        return ref.rsplit("Patient/", 1)[1].split("/_history")[0] or None
-    return None
+def decide(consent: dict[str, Any], req: AccessRequest, data_class: str) -> str | None:
+    """``permit``, ``deny`` or None: what this one Consent says about the request."""
+    found = verdict(consent, req, data_class)
+    return found[0] if found else None
 
 
 def _boundaries(node: dict[str, Any]) -> list[float]:
@@ -171,17 +195,23 @@ def _boundaries(node: dict[str, Any]) -> list[float]:
 
 
 def _patient_classes(consents: list[dict[str, Any]], req: AccessRequest) -> set[str]:
-    """The data classes one child's active Consents let ``req`` see (deny across Consents wins)."""
-    permitted: set[str] = set()
-    denied: set[str] = set()
-    for consent in consents:
-        for data_class in DATA_CLASSES:
-            decision = decide(consent, req, data_class)
-            if decision == "permit":
-                permitted.add(data_class)
-            elif decision == "deny":
-                denied.add(data_class)
-    return permitted - denied
+    """The data classes one child's counted Consents let ``req`` see: permits add up, and an
+    explicit deny in any of them wins; a Consent's default refusal does not cancel another's permit."""
+    allowed: set[str] = set()
+    for data_class in DATA_CLASSES:
+        permitted = False
+        for consent in consents:
+            found = verdict(consent, req, data_class)
+            if found is None:
+                continue
+            kind, explicit = found
+            if kind == "deny" and explicit:
+                permitted = False
+                break
+            permitted = permitted or kind == "permit"
+        if permitted:
+            allowed.add(data_class)
+    return allowed
 
 
 @dataclass
@@ -225,7 +255,8 @@ class ConsentBook:
         self._by_id: dict[str, tuple[str, dict[str, Any]]] = {}
         self._by_patient: dict[str, list[dict[str, Any]]] = {}
         self._boundaries: dict[str, list[float]] = {}
-        self._views: dict[tuple[str, str | None, str], _View] = {}
+        self._views: dict[tuple[str, str | None, str, frozenset[str]], _View] = {}
+        self._lock = asyncio.Lock()  # one refresh at a time: concurrent requests share its result
 
     def _forget(self, consent_id: str) -> str | None:
         old = self._by_id.pop(consent_id, None)
@@ -240,9 +271,9 @@ class ConsentBook:
             self._by_patient.pop(patient, None)
         return patient
 
-    def _learn(self, consent_id: str, consent: dict[str, Any]) -> str | None:
+    async def _learn(self, store: Store, consent_id: str, consent: dict[str, Any]) -> str | None:
         patient = consent_patient(consent)
-        if not patient or consent.get("status") != "active":
+        if not patient or consent.get("status") != "active" or not await counts(store, consent):
             return None
         self._by_id[consent_id] = (patient, consent)
         self._by_patient.setdefault(patient, []).append(consent)
@@ -253,7 +284,7 @@ class ConsentBook:
     async def _reload(self, store: Store) -> None:
         self._by_id, self._by_patient, self._boundaries, self._views = {}, {}, {}, {}
         async for stored in store.iterate("Consent"):
-            self._learn(stored.id, orjson.loads(stored.body))
+            await self._learn(store, stored.id, orjson.loads(stored.body))
 
     async def _apply_changes(self, store: Store) -> bool:
         """Apply the Consent versions written since the last look; False when a reload is needed."""
@@ -270,7 +301,9 @@ class ConsentBook:
         for stored in reversed(page.entries):  # oldest first, so the last version of each Consent wins
             if (patient := self._forget(stored.id)) is not None:
                 touched.add(patient)
-            if not stored.deleted and (patient := self._learn(stored.id, orjson.loads(stored.body))):
+            if stored.deleted:
+                continue
+            if patient := await self._learn(store, stored.id, orjson.loads(stored.body)):
                 touched.add(patient)
         new_bounds = [b for e in page.entries for b in self._boundaries.get(e.id, [])]
         for view in self._views.values():
@@ -286,15 +319,18 @@ class ConsentBook:
         generation = (newest.id, newest.version, newest.last_updated) if newest else None
         if generation == self._generation:
             return
-        if self._generation is False or not await self._apply_changes(store):
-            await self._reload(store)
-        self._generation = generation
-        self._since = newest.last_updated if newest else None
+        async with self._lock:
+            if generation == self._generation:
+                return
+            if self._generation is False or not await self._apply_changes(store):
+                await self._reload(store)
+            self._generation = generation
+            self._since = newest.last_updated if newest else None
 
     async def patients_by_class(self, store: Store, req: AccessRequest) -> dict[str, frozenset[str]]:
         """For each data class, the children whose Consents let the caller see that class now."""
         await self._refresh(store)
-        key = (req.organization, req.agency_type, req.purpose)
+        key = (req.organization, req.agency_type, req.purpose, req.agency_ids)
         view = self._views.get(key)
         if view is not None and view.request.when_ms <= req.when_ms < view.valid_until:
             return view.answer()

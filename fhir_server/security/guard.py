@@ -18,7 +18,7 @@ import orjson
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
 from fhir_server.security import access as acc
-from fhir_server.security import roles
+from fhir_server.security import authority, referrals, roles
 from fhir_server.security.clients import check_organization
 from fhir_server.security.scopes import ScopeSet
 from fhir_server.security.tokens import Principal
@@ -33,6 +33,9 @@ class Guard:
         self.access = access
         self.forbidden_status = forbidden_status
         self.touched: list[tuple[str, str, bytes]] = []  # type, id, body (for the audit's patients)
+        # Refusals the answer does not show (a hidden resource answered as an unknown one): audited.
+        self.denials: list[str] = []
+        self.children_seen: dict[str, bool] = {}  # child id -> the caller may see it (for writes)
         # The request body was stamped with the caller's agency before the write path saw it.
         self.prestamped = False
 
@@ -59,6 +62,15 @@ class Guard:
     def record(self, stored: StoredResource) -> None:
         if len(self.touched) < 1000:
             self.touched.append((stored.resource_type, stored.id, stored.body))
+
+    def record_child(self, child: str) -> None:
+        """Name a child in the audit without anything of its data (a refused write about it)."""
+        if len(self.touched) < 1000:
+            self.touched.append(("Patient", child, b""))
+
+    def deny(self, reason: str) -> None:
+        if len(self.denials) < 20:
+            self.denials.append(reason)
 
 
 # Backends whose search compiles ``SearchQuery.access`` into the query itself. Any other backend would
@@ -114,6 +126,7 @@ class SecuredStore:
         if not await self._visible(stored):
             error = self.guard.hidden(stored.resource_type, stored.id)
             if error.status == 404:
+                self.guard.deny(f"{stored.resource_type}/{stored.id} exists but is hidden from this client")
                 return None
             raise error
         self.guard.record(stored)
@@ -189,37 +202,158 @@ class _SecuredTransaction:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx, name)
 
+    async def _visible(self, stored: StoredResource) -> bool:
+        """Visibility inside the transaction (a deletion is judged by the version it deleted)."""
+        if self._guard.unrestricted():
+            return True
+        body = stored.body
+        if stored.deleted:
+            previous = await self._store._inner.vread(stored.resource_type, stored.id, stored.version - 1)
+            body = previous.body if previous is not None and not previous.deleted else b""
+            if not body:
+                return False
+        return acc.visible(self._guard.access, stored.resource_type, body)
+
     async def read(self, resource_type: str, id_: str) -> StoredResource | None:
+        """A resource the caller may not see reads as one that does not exist (or 403 when configured),
+        so every interaction built on it answers for a hidden resource exactly as for an unknown one."""
         stored = await self._tx.read(resource_type, id_)
-        if (
-            stored is not None
-            and not stored.deleted
-            and not acc.visible(self._guard.access, resource_type, stored.body)
-        ):
-            raise self._guard.hidden(resource_type, id_)
-        return stored
+        if stored is None or await self._visible(stored):
+            return stored
+        error = self._guard.hidden(resource_type, id_)
+        if error.status != 404:
+            raise error
+        self._guard.deny(f"{resource_type}/{id_} exists but is hidden from this client")
+        return None
+
+    async def resolve_reference(self, resource_type: str, id_: str) -> StoredResource | None:
+        """A referenced resource for a validation rule: the caller's view, with nothing recorded."""
+        stored = await self._tx.read(resource_type, id_)
+        return stored if stored is None or await self._visible(stored) else None
 
     async def search(self, query: Any) -> Any:
         _search_types(self._guard, query)
         _enforceable(self._guard, self._tx)
         return await self._tx.search(query)
 
-    def _check_owner(self, current: StoredResource | None, resource: dict[str, Any] | None) -> str | None:
-        """The owner tag the new version must carry; raises when the caller may not change ``current``."""
-        principal = self._guard.principal
-        if current is None or current.deleted:
-            return principal.organization
+    def _no_client_id(self, resource_type: str, id_: str) -> FhirError:
+        """The one answer for update-as-create by an agency client, whether or not the id is taken by
+        a resource it cannot see (so the answer reveals nothing)."""
+        return FhirError(
+            405,
+            f"{resource_type}/{id_} cannot be created with an id chosen by the client: agency clients"
+            " create with POST (the server assigns the id) or with a conditional update on an identifier",
+            code="not-supported",
+            headers={"Allow": "GET, PUT, PATCH, DELETE"},
+        )
+
+    async def _check_owner(
+        self,
+        rtype: str,
+        id_: str,
+        current: StoredResource | None,
+        resource: dict[str, Any] | None,
+        method: str,
+    ) -> str:
+        """The owner tag the new version must carry; raises when the caller may not write it."""
+        guard, principal = self._guard, self._guard.principal
+        org, unrestricted = principal.organization, guard.unrestricted()
+        if current is None:
+            if method == "PUT" and not unrestricted:
+                raise self._no_client_id(rtype, id_)
+            return org
+        if current.deleted:
+            previous = await self._store._inner.vread(rtype, current.id, current.version - 1)
+            body = previous.body if previous is not None and not previous.deleted else b""
+            before = orjson.loads(body) if body else {}
+            if unrestricted or acc.owner_of(before) == org:
+                return org
+            if body and acc.visible(guard.access, rtype, body):
+                raise self._other_agency(current)
+            raise self._no_client_id(rtype, current.id)
         existing = orjson.loads(current.body)
         owner = acc.owner_of(existing)
-        if owner == principal.organization or (owner is None and self._guard.unrestricted()):
-            return owner or principal.organization
-        org = principal.organization
-        if resource is not None and _task_owner(current.resource_type, existing, resource, org):
-            return owner
-        raise self._guard.forbid(
+        if owner == org or (owner is None and unrestricted):
+            return owner or org
+        if not acc.visible(guard.access, rtype, current.body):
+            if method == "DELETE":
+                raise guard.hidden(rtype, current.id)
+            raise self._no_client_id(rtype, current.id)
+        if unrestricted and rtype == "Consent" and owner is not None:
+            return owner  # an admin may change or withdraw any agency's consent; it stays that agency's
+        if resource is not None and referrals.assigned_agency(rtype, existing) == org:
+            refusal = referrals.assignee_refusal(rtype, existing, resource, org)
+            if refusal is None:
+                return owner or org
+            raise guard.forbid(f"{rtype}/{current.id}: {refusal}")
+        raise self._other_agency(current)
+
+    def _other_agency(self, current: StoredResource) -> FhirError:
+        return self._guard.forbid(
             f"{current.resource_type}/{current.id} was written by another agency;"
             " only that agency may change it"
         )
+
+    def _check_configuration(self, resource_type: str) -> None:
+        if resource_type in authority.CONFIGURATION_TYPES and not authority.may_configure(
+            self._guard.principal.role
+        ):
+            raise self._guard.forbid(
+                f"{resource_type} is server-wide configuration: only admin clients may create, change"
+                " or delete it"
+            )
+
+    async def _check_children(
+        self, resource_type: str, resource: dict[str, Any], current: StoredResource | None, index: Any
+    ) -> None:
+        """Every child a write newly refers to must be one the writer may see; a hidden child gets the
+        answer an unknown one gets (422, same words)."""
+        guard = self._guard
+        if guard.unrestricted() or resource_type == "Patient":
+            return
+        keys = acc.patient_links().get(resource_type)
+        if not keys:
+            return
+        rows = index.reference if index is not None else ()
+        children = {row[2] for row in rows if row[0] in keys and row[1] == "Patient" and row[2]}
+        if not children:
+            return
+        if current is not None and not current.deleted:
+            children -= acc.linked_patients(resource_type, orjson.loads(current.body))
+        for child in sorted(children):
+            if not await self._child_visible(child):
+                guard.record_child(child)
+                raise FhirError(
+                    422,
+                    f"{_where(resource_type, resource, child)} refers to Patient/{child}, which is not known",
+                    code="processing",
+                    expression=[_where(resource_type, resource, child)],
+                )
+
+    async def _child_visible(self, child: str) -> bool:
+        known = self._guard.children_seen.get(child)
+        if known is None:
+            stored = await self._tx.read("Patient", child)
+            known = (
+                stored is not None
+                and not stored.deleted
+                and acc.visible(self._guard.access, "Patient", stored.body)
+            )
+            self._guard.children_seen[child] = known
+        return known
+
+    async def _consent_authority(self, resource: dict[str, Any]) -> str | None:
+        principal = self._guard.principal
+        try:
+            return await authority.recording_authority(
+                self._tx, principal.organization, principal.role, resource
+            )
+        except authority.ConsentRefused as refused:
+            if refused.status == 422:
+                raise FhirError(
+                    422, refused.message, code="processing", expression=[refused.expression]
+                ) from None
+            raise self._guard.forbid(refused.message) from None
 
     async def authorize_write(
         self, resource_type: str, id_: str, body: dict[str, Any]
@@ -229,13 +363,24 @@ class _SecuredTransaction:
         Called for every write, including an update that changes nothing (so a no-op cannot be used
         to probe or touch another agency's resource).
         """
+        current = await self._tx.read(resource_type, id_)
+        return await self._authorize(resource_type, id_, body, current, "PUT")
+
+    async def _authorize(
+        self,
+        resource_type: str,
+        id_: str,
+        body: dict[str, Any],
+        current: StoredResource | None,
+        method: str,
+    ) -> tuple[str, str | None]:
         guard = self._guard
         if resource_type == "AuditEvent":
             raise guard.forbid("AuditEvents are written by the server only; clients cannot write them")
-        current = await self._tx.read(resource_type, id_)
+        self._check_configuration(resource_type)
         exists = current is not None and not current.deleted
         guard.require(resource_type, "u" if exists else "c", "update" if exists else "create")
-        owner = self._check_owner(current, body)
+        owner = await self._check_owner(resource_type, id_, current, body, method)
         claimed = acc.owner_of(body)
         if (
             claimed is not None
@@ -249,17 +394,27 @@ class _SecuredTransaction:
                 f"The resource claims to be written by {claimed}, but this client writes for"
                 f" {guard.principal.organization}: writing on behalf of another agency is refused"
             )
-        assert owner is not None
         return owner, claimed
 
     async def put(self, resource: StoredResource, index: Any) -> StoredResource:
         rtype = resource.resource_type
         body = orjson.loads(resource.body)
-        owner, claimed = await self.authorize_write(rtype, resource.id, body)
+        current = await self._tx.read(rtype, resource.id)
+        owner, claimed = await self._authorize(rtype, resource.id, body, current, resource.method)
+        await self._check_children(rtype, body, current, index)
+        data = resource.body
         if claimed is None:
-            resource = dataclasses.replace(resource, body=acc.stamp_owner(resource.body, body, owner))
+            data = acc.stamp_owner(data, body, owner)
             index.token[:] = [row for row in index.token if row[1] != acc.OWNER_TAG_SYSTEM]
             index.token.append((acc.owner_keys()[rtype], acc.OWNER_TAG_SYSTEM, owner, 0))
+        if rtype == "Consent":
+            mark = await self._consent_authority(body)
+            data = authority.mark(data, orjson.loads(data), mark)
+            index.token[:] = [row for row in index.token if row[1] != authority.CONSENT_AUTHORITY_SYSTEM]
+            if mark is not None:
+                index.token.append((acc.owner_keys()[rtype], authority.CONSENT_AUTHORITY_SYSTEM, mark, 0))
+        if data is not resource.body:
+            resource = dataclasses.replace(resource, body=data)
         self._guard.record(resource)
         await self._tx.put(resource, index)
         return resource
@@ -268,9 +423,21 @@ class _SecuredTransaction:
         guard, rtype = self._guard, tombstone.resource_type
         if rtype == "AuditEvent":
             raise guard.forbid("AuditEvents cannot be deleted")
+        self._check_configuration(rtype)
         guard.require(rtype, "d", "delete")
-        self._check_owner(await self._tx.read(rtype, tombstone.id), None)
+        current = await self._tx.read(rtype, tombstone.id)
+        await self._check_owner(rtype, tombstone.id, current, None, "DELETE")
         await self._tx.delete(tombstone)
+
+
+def _where(resource_type: str, resource: dict[str, Any], child: str) -> str:
+    """The top-level element holding the reference to ``Patient/child`` (for the error's expression)."""
+    for name, value in resource.items():
+        for item in value if isinstance(value, list) else [value]:
+            ref = item.get("reference") if isinstance(item, dict) else None
+            if isinstance(ref, str) and (ref == f"Patient/{child}" or ref.endswith(f"/Patient/{child}")):
+                return f"{resource_type}.{name}"
+    return resource_type
 
 
 def agency_writer(store: Any, organization: str) -> SecuredStore:
@@ -293,13 +460,3 @@ def agency_writer(store: Any, organization: str) -> SecuredStore:
         token_id="",
     )
     return SecuredStore(store, Guard(operator, None, 404))
-
-
-def _task_owner(resource_type: str, existing: dict[str, Any], new: dict[str, Any], organization: str) -> bool:
-    """A referral Task may also be updated by the agency it is assigned to (accept, refuse, complete)."""
-    if resource_type != "Task":
-        return False
-    return all(
-        isinstance(r.get("owner"), dict) and r["owner"].get("reference") == organization
-        for r in (existing, new)
-    )

@@ -30,9 +30,9 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _base_url(request: Request, settings: Settings) -> str:
-    if settings.public_base_url:
-        return settings.public_base_url.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}{settings.base_path}".rstrip("/")
+    from fhir_server.api.urls import base_url
+
+    return base_url(request, settings)
 
 
 async def _form(request: Request) -> dict[str, str]:

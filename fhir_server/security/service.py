@@ -21,6 +21,7 @@ from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
 from fhir_server.security import audit
 from fhir_server.security.access import build_access, owner_of, stamp_owner
+from fhir_server.security.authority import CONFIGURATION_TYPES, may_configure
 from fhir_server.security.consent import AccessRequest, ConsentBook
 from fhir_server.security.guard import Guard, SecuredStore
 from fhir_server.security.keys import ServerKey
@@ -185,7 +186,11 @@ class Security:
         patients: dict[str, frozenset[str]] = _NO_PATIENTS
         if not role.unrestricted and role.only_types is None and reason is None:
             request = AccessRequest(
-                principal.organization, principal.agency_type, purpose, int(time.time() * 1000)
+                principal.organization,
+                principal.agency_type,
+                purpose,
+                int(time.time() * 1000),
+                principal.agency_ids,
             )
             patients = await self.consents.patients_by_class(ctx.store, request)
         guard.access = self._access(principal, patients, reason is not None)
@@ -209,6 +214,14 @@ class Security:
         header = fhir.header("authorization") or ""
         scheme, _, token = header.partition(" ")
         challenge = 'Bearer realm="termtem"'
+        if any(name.strip().lower() == "access_token" for name, _ in fhir.params):
+            raise FhirError(
+                401,
+                "An access token in the URL (?access_token=) is refused: URLs end up in logs and"
+                " browser histories. Send it in the Authorization header (Bearer).",
+                code="login",
+                headers={"WWW-Authenticate": f'{challenge}, error="invalid_request"'},
+            )
         if scheme.lower() != "bearer" or not token.strip():
             raise FhirError(
                 401,
@@ -259,12 +272,16 @@ class Security:
     ) -> None:
         """Refuse what the token can never do before any work (the store guard re-checks each access)."""
         letter = _LETTER.get(interaction)
+        if interaction == "update" and rtype:
+            _configuration(guard, rtype)
         if letter and rtype:
             guard.require(
                 rtype,
                 letter,
                 {"r": "read", "s": "search", "c": "create", "u": "update", "d": "delete"}[letter],
             )
+            if letter in "cud":
+                _configuration(guard, rtype)
         elif interaction == "operation":
             if rtype:
                 guard.require(rtype, "r", "run operations on")
@@ -320,6 +337,8 @@ class Security:
                 guard.require(rtype, "u", "update")
             if letter and rtype:
                 guard.require(rtype, letter, f"{interaction} (bundle entry)")
+            if rtype and interaction in ("create", "update", "patch", "delete"):
+                _configuration(guard, rtype)
 
     async def after(self, fhir: FhirRequest, ctx: RequestContext | None, response: Response | None) -> None:
         if ctx is None or "audit" not in ctx.extras:
@@ -331,12 +350,22 @@ class Security:
         guard: Guard | None = ctx.extras.get("guard")
         if guard is not None:
             record.touched = guard.touched
+            record.denials = guard.denials
         if record.outcome_status >= 400 and response is not None:
             record.description = _diagnostics(response)
         if record.emergency_reason is not None and response is not None:
             response.headers["X-Emergency-Access"] = "recorded"
         store = ctx.store._inner if isinstance(ctx.store, SecuredStore) else ctx.store
         await audit.write_audit(store, record)
+
+
+def _configuration(guard: Guard, resource_type: str) -> None:
+    """Server-wide configuration is written by admins only: refused before any work is done."""
+    if resource_type in CONFIGURATION_TYPES and not may_configure(guard.principal.role):
+        raise guard.forbid(
+            f"{resource_type} is server-wide configuration: only admin clients may create, change"
+            " or delete it"
+        )
 
 
 def _diagnostics(response: Response) -> str | None:

@@ -18,6 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from fhir_server.security import roles
+from fhir_server.security.agencies import AgencyRegistry
 from fhir_server.security.clients import ClientRecord, ClientRegistry
 from fhir_server.security.keys import ALGORITHM, ServerKey, import_jwk
 from fhir_server.security.scopes import Scope, ScopeSet
@@ -50,10 +51,11 @@ class Principal:
     client_id: str
     name: str
     organization: str  # Organization/ID
-    agency_type: str | None  # th-agency-type code of that Organization, when known
+    agency_type: str | None  # th-agency-type code of that agency in the server's registry, when set
     role: roles.Role
     scopes: ScopeSet
     token_id: str
+    agency_ids: frozenset[str] = frozenset()  # the agency's registered identifiers, "system|value"
 
     def may(self, resource_type: str, letter: str) -> bool:
         allowed = self.scopes.allows(resource_type, letter)
@@ -83,22 +85,6 @@ def _keys(client: ClientRecord, kid: str | None) -> list[Any]:
 def _audience_ok(aud: Any, expected: str) -> bool:
     values = aud if isinstance(aud, list) else [aud]
     return any(isinstance(v, str) and v.rstrip("/") == expected.rstrip("/") for v in values)
-
-
-async def agency_type(store: Store, organization: str) -> str | None:
-    """The th-agency-type code of ``Organization/ID`` as stored (None when unknown)."""
-    from fhir_server import canonical
-
-    _, _, oid = organization.partition("/")
-    stored = await store.read("Organization", oid)
-    if stored is None or stored.deleted:
-        return None
-    system = canonical.code_system(canonical.CS_AGENCY_TYPE)
-    for concept in orjson.loads(stored.body).get("type", []):
-        for coding in concept.get("coding", []) if isinstance(concept, dict) else []:
-            if isinstance(coding, dict) and coding.get("system") == system and coding.get("code"):
-                return str(coding["code"])
-    return None
 
 
 def role_cap(scopes: ScopeSet, role: roles.Role) -> ScopeSet:
@@ -182,7 +168,8 @@ class TokenService:
             "scope": str(granted),
             "org": client.organization,
             "role": client.role,
-            "agency_type": await agency_type(self._store, client.organization),
+            # What the agency is comes from the server's registry, never from a resource it may edit.
+            **await self._agency_claims(client.organization),
         }
         token = jwt.encode(
             {"alg": ALGORITHM, "kid": self._key.kid, "typ": "JWT"},
@@ -196,6 +183,10 @@ class TokenService:
             "expires_in": self._lifetime,
             "scope": str(granted),
         }, client.id
+
+    async def _agency_claims(self, organization: str) -> dict[str, Any]:
+        record = await AgencyRegistry(self._store).get(organization)
+        return record.claims() if record else {"agency_type": None, "agency_ids": []}
 
     def _check_assertion(self, claims: dict[str, Any], client_id: str, token_url: str) -> None:
         now = time.time()
@@ -263,8 +254,13 @@ class TokenService:
             client_id=client.id,
             name=client.name,
             organization=client.organization,
-            agency_type=claims.get("agency_type"),
+            agency_type=_text(claims.get("agency_type")),
             role=roles.get_role(client.role),
             scopes=ScopeSet.parse(str(claims.get("scope", ""))),
             token_id=str(claims.get("jti")),
+            agency_ids=frozenset(i for i in claims.get("agency_ids") or () if isinstance(i, str)),
         )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

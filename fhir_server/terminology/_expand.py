@@ -8,7 +8,6 @@ LOINC, ...) fall back to HL7's pre-computed expansion when one exists and are re
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -131,9 +130,11 @@ def _apply_filter(cs: CodeSystemIndex, codes: list[str], f: dict[str, Any], wher
             return [c for c in codes if c not in hits]
         return hit
     if op == "regex":
+        from fhir_server.fhirpath import PatternError, regex
+
         try:
-            pattern = re.compile(value)
-        except re.error as exc:
+            pattern = regex(value)  # RE2: a pattern from a ValueSet cannot stall the server
+        except PatternError as exc:
             raise FhirError(
                 422, f"Invalid regex in {where}: {exc}", code="invalid", expression=[where]
             ) from exc

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from fhirpathpy import compile as fp_compile
 from fhirpathpy.engine.nodes import ResourceNode
 from fhirpathpy.models import models
 
+from fhir_server.fhirpath import compile as fp_compile
 from fhir_server.validation.model import Constraint
 
 # Checked natively by the walker (same meaning, no FHIRPath engine needed).

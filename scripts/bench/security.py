@@ -33,8 +33,12 @@ from fhir_server import canonical  # noqa: E402
 from fhir_server.api.app import create_app  # noqa: E402
 from fhir_server.cli.clients import client_assertion  # noqa: E402
 from fhir_server.config import Settings  # noqa: E402
+from fhir_server.interactions.context import RequestContext  # noqa: E402
+from fhir_server.interactions.update import update  # noqa: E402
 from fhir_server.security import keys, roles  # noqa: E402
+from fhir_server.security.agencies import AgencyRecord, AgencyRegistry  # noqa: E402
 from fhir_server.security.clients import ClientRecord, ClientRegistry  # noqa: E402
+from fhir_server.security.guard import agency_writer  # noqa: E402
 from fhir_server.security.tokens import ASSERTION_TYPE  # noqa: E402
 
 ORIGIN = "http://bench"
@@ -62,6 +66,7 @@ def _consent(child: str) -> dict[str, Any]:
         ],
         "patient": {"reference": f"Patient/{child}"},
         "dateTime": "2024-03-20T10:00:00+07:00",
+        "performer": [{"reference": "RelatedPerson/guardian"}],  # the child is under 11: a guardian grants
         "policy": [{"uri": f"{canonical.BASE}/policy/pdpa-data-sharing"}],
         "provision": {
             "type": "permit",
@@ -144,23 +149,20 @@ async def _seed(folder: Path, store_url: str, children: int) -> dict[str, list[s
         httpx.AsyncClient(transport=transport, base_url=BASE) as http,
     ):
         admin = await _client(app, http, folder, "admin", "Organization/ops", "admin")
+        agencies = AgencyRegistry(app.state.store)
         for oid, kind in (("hosp", "hospital"), ("school", "school"), ("ops", "district-office")):
+            await agencies.set(AgencyRecord(f"Organization/{oid}", kind))
             (await admin.put(f"Organization/{oid}", _org(oid, kind))).raise_for_status()
         hospital = await _client(app, http, folder, "hospital", "Organization/hosp", "hospital")
         await _client(app, http, folder, "school", "Organization/school", "school")
+        # The hospital's own records under its own ids, as `termtem load --store --agency` writes them.
+        loader = RequestContext(
+            store=agency_writer(app.state.store, "Organization/hosp"), settings=settings, base_url=""
+        )
         for n in range(children):
             child = f"c{n}"
-            (
-                await hospital.put(
-                    f"Patient/{child}",
-                    {
-                        "resourceType": "Patient",
-                        "id": child,
-                        "gender": "female",
-                        "birthDate": "2021-01-01",
-                    },
-                )
-            ).raise_for_status()
+            patient = {"resourceType": "Patient", "id": child, "gender": "female", "birthDate": "2021-01-01"}
+            await update(loader, "Patient", child, orjson.dumps(patient))
             for _ in range(3):
                 body = {**growth, "subject": {"reference": f"Patient/{child}"}}
                 reply = await hospital.post("Observation", body)

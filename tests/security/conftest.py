@@ -108,6 +108,12 @@ class World:
         assert reply.status_code == 200, reply.text
         return Caller(self.http, name, key_file, reply.json()["access_token"])
 
+    async def set_agency(self, org: str, agency_type: str | None, *identifiers: str) -> None:
+        """What an administrator registers about an agency (``termtem agency set``)."""
+        from fhir_server.security.agencies import AgencyRecord, AgencyRegistry
+
+        await AgencyRegistry(self.store).set(AgencyRecord(org, agency_type, identifiers))
+
     async def audit_events(self) -> list[dict[str, Any]]:
         import orjson
 

@@ -16,6 +16,7 @@ DEVELOPMENT = canonical.structure_definition(canonical.PROFILE_DEVELOPMENTAL_SCR
 DATA_CLASS = canonical.code_system(canonical.CS_DATA_CLASS)
 AGENCY_TYPE_EXT = canonical.structure_definition(canonical.EXT_CONSENT_AGENCY_TYPE)
 AGENCY_SYSTEM = canonical.code_system(canonical.CS_AGENCY_TYPE)
+PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 
 
 def consent(
@@ -29,7 +30,9 @@ def consent(
     period: tuple[str | None, str | None] = ("2020-01-01", None),
     kind: str = "permit",
     nested: list[dict[str, Any]] | None = None,
+    guardian: str | None = "guardian",
 ) -> dict[str, Any]:
+    """A TH data-sharing Consent for ``child``, given by its guardian (``RelatedPerson/<guardian>``)."""
     provision: dict[str, Any] = {"type": kind}
     if agency_types:
         provision["extension"] = [
@@ -62,7 +65,7 @@ def consent(
         provision["period"] = {k: v for k, v in zip(("start", "end"), period, strict=True) if v}
     if nested:
         provision["provision"] = nested
-    return {
+    body: dict[str, Any] = {
         "resourceType": "Consent",
         "status": status,
         "scope": {"coding": [{"system": canonical.CONSENT_SCOPE_SYSTEM, "code": "patient-privacy"}]},
@@ -74,6 +77,9 @@ def consent(
         "policy": [{"uri": f"{canonical.BASE}/policy/pdpa-data-sharing"}],
         "provision": provision,
     }
+    if guardian:
+        body["performer"] = [{"reference": f"RelatedPerson/{guardian}"}]
+    return body
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "profiles" / "examples"
@@ -94,6 +100,30 @@ def observation(child: str, profile: str | None, text: str) -> dict[str, Any]:
         "code": {"text": text},
         "subject": {"reference": f"Patient/{child}"},
     }
+
+
+async def load_as(world: World, agency: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """Store ``resource`` under its own id as ``agency``'s record, the way ``termtem load --store
+    --agency`` does (agency clients cannot choose ids over the API). Also stands for data an agency
+    wrote while a consent let it see the child, which stays its own after the consent ends."""
+    from fhir_server.interactions.context import RequestContext
+    from fhir_server.interactions.update import update
+    from fhir_server.security.guard import agency_writer
+
+    ctx = RequestContext(
+        store=agency_writer(world.store, agency), settings=world.app.state.settings, base_url=""
+    )
+    outcome = await update(ctx, resource["resourceType"], resource["id"], orjson.dumps(resource))
+    assert outcome.stored is not None
+    return dict(orjson.loads(outcome.stored.body))
+
+
+async def earlier_note(world: World, agency: str, child: str, text: str) -> dict[str, Any]:
+    """An Observation ``agency`` wrote about ``child`` earlier (under a consent since withdrawn)."""
+    import uuid
+
+    note = {**observation(child, None, text), "id": f"note-{uuid.uuid4().hex[:12]}"}
+    return await load_as(world, agency, note)
 
 
 @dataclass
@@ -120,6 +150,7 @@ AGENCIES = {
 async def build(world: World) -> Scene:
     admin = await world.caller("admin", "Organization/ops", "admin")
     for oid, kind in AGENCIES.items():
+        await world.set_agency(f"Organization/{oid}", kind)
         reply = await admin.put(f"Organization/{oid}", agency(oid, kind))
         assert reply.status_code in (200, 201), reply.text
     hospital = await world.caller("hospital", "Organization/hosp", "hospital")
@@ -127,11 +158,11 @@ async def build(world: World) -> Scene:
     other_school = await world.caller("school-b", "Organization/school2", "school")
     ids: dict[str, str] = {}
     for child in ("child1", "child2"):
-        reply = await hospital.put(
-            f"Patient/{child}",
+        await load_as(
+            world,
+            "Organization/hosp",
             {"resourceType": "Patient", "id": child, "gender": "female", "birthDate": "2020-01-01"},
         )
-        assert reply.status_code == 201, reply.text
         ids[f"{child}-growth"] = (await hospital.create(observation(child, GROWTH, "weight")))["id"]
         ids[f"{child}-dev"] = (await hospital.create(observation(child, DEVELOPMENT, "DSPM")))["id"]
         ids[f"{child}-cond"] = (await hospital.create(observation(child, None, "diagnosis")))["id"]

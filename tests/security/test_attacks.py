@@ -75,7 +75,7 @@ async def test_forbidden_status_can_be_403(s: scene.Scene) -> None:
 
 async def test_no_leak_through_include_and_revinclude(s: scene.Scene) -> None:
     school, ids = s.school, s.ids
-    own = await school.create(scene.observation("child2", None, "school note about child2"))
+    own = await scene.earlier_note(s.world, "Organization/school1", "child2", "school note about child2")
     bundle = (await school.get("Observation?_include=Observation:subject")).json()
     assert "Patient/child2" not in _ids(bundle)
     assert "Patient/child1" in _ids(bundle, "include")
@@ -97,7 +97,7 @@ async def test_no_leak_through_include_and_revinclude(s: scene.Scene) -> None:
 
 async def test_no_leak_through_chaining_and_has(s: scene.Scene) -> None:
     school, ids = s.school, s.ids
-    own = await school.create(scene.observation("child2", None, "school note"))
+    own = await scene.earlier_note(s.world, "Organization/school1", "child2", "school note")
     assert f"Observation/{own['id']}" in _ids((await school.get("Observation?subject=Patient/child2")).json())
     # Chaining into child2 would reveal child2's gender: the chain's target must be visible too.
     chained = (await school.get("Observation?subject.gender=female")).json()
@@ -197,9 +197,12 @@ async def test_no_writing_on_behalf_of_another_agency(s: scene.Scene) -> None:
     patient["gender"] = "male"
     assert (await school.put("Patient/child1", patient)).status_code == 403
     assert (await school.delete(f"Observation/{ids['child1-growth']}")).status_code == 403
-    assert (await school.delete(f"Observation/{ids['child1-cond']}")).status_code == 404
+    # A hidden resource answers exactly as one that does not exist (and nothing is deleted).
+    hidden = await school.delete(f"Observation/{ids['child1-cond']}")
+    unknown = await school.delete("Observation/nothing-here")
+    assert hidden.status_code == unknown.status_code == 204
     body = {"resourceType": "Patient", "id": "child2", "gender": "male"}
-    assert (await school.put("Patient/child2", body)).status_code == 404
+    assert (await school.put("Patient/child2", body)).status_code == 405
     transaction = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -215,14 +218,15 @@ async def test_no_writing_on_behalf_of_another_agency(s: scene.Scene) -> None:
     assert (await s.hospital.get("Patient/child1")).json()["gender"] == "female"
     own = (await school.get("Observation?_summary=count")).json()["total"]
     assert own == 2  # nothing of the rejected transaction was stored
+    assert (await s.hospital.get(f"Observation/{ids['child1-cond']}")).status_code == 200
     events = await _rest_events(s.world, "school")
-    assert [e["outcome"] for e in events if e["action"] in ("C", "U", "D")] == ["4"] * 5
+    assert [e["outcome"] for e in events if e["action"] in ("C", "U", "D")] == ["4"] * 4 + ["0", "4"]
 
 
 async def test_own_writes_are_tagged_and_stay_visible(s: scene.Scene) -> None:
     from fhir_server.security.access import OWNER_TAG_SYSTEM
 
-    note = await s.school.create(scene.observation("child2", None, "school note"))
+    note = await s.school.create(scene.observation("child1", None, "school note"))
     assert {"system": OWNER_TAG_SYSTEM, "code": "Organization/school1"} in note["meta"]["tag"]
     stored = (await s.school.get(f"Observation/{note['id']}")).json()
     assert stored == note

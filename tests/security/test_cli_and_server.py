@@ -210,3 +210,91 @@ def test_token_command_against_a_real_server(tmp_path: Path, server: str) -> Non
         assert search["entry"][0]["resource"]["meta"]["tag"][0]["code"] == "Organization/ops"
         audit = http.get("AuditEvent?subtype=create", headers=headers).json()
         assert audit["entry"][0]["resource"]["agent"][0]["who"]["identifier"]["value"] == "ops"
+
+
+def test_auth_on_needs_a_public_url_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    monkeypatch.delenv("TERMTEM_PUBLIC_BASE_URL", raising=False)
+    result = runner.invoke(cli, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "needs the public FHIR base URL" in result.output and "--public-url" in result.output
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.append(app))
+    public = runner.invoke(
+        cli, ["serve", "--host", "0.0.0.0", "--public-url", "https://termtem.example/fhir"]
+    )
+    assert public.exit_code == 0, public.output
+    from_env = runner.invoke(
+        cli, ["serve", "--host", "0.0.0.0"], env={"TERMTEM_PUBLIC_BASE_URL": "https://env.example/fhir/"}
+    )
+    assert from_env.exit_code == 0, from_env.output
+    loopback = runner.invoke(cli, ["serve", "--port", "8099"])
+    assert loopback.exit_code == 0, loopback.output
+    bases = [app.state.settings.public_base_url for app in started]  # type: ignore[attr-defined]
+    assert bases == [
+        "https://termtem.example/fhir",
+        "https://env.example/fhir",
+        "http://127.0.0.1:8099/fhir",
+    ]
+    bad = runner.invoke(cli, ["serve", "--public-url", "termtem.example/fhir"])
+    assert bad.exit_code == 2
+
+
+def test_agency_registry_commands(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    added = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "school-app",
+            "--org",
+            "Organization/s1",
+            "--role",
+            "school",
+            "--agency-type",
+            "school",
+            "--agency-id",
+            "https://example.go.th/id/school|S-1",
+            "--generate-key",
+            str(tmp_path),
+            "--store",
+            store,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    keyed = ["--generate-key", str(tmp_path), "--store", store]
+    untyped = runner.invoke(
+        cli,
+        ["client", "add", "h-app", "--org", "Organization/h1", "--role", "hospital", *keyed],
+    )
+    assert untyped.exit_code == 0 and "has no agency type" in untyped.output
+    conflicting = runner.invoke(
+        cli,
+        [
+            "client",
+            "add",
+            "s2",
+            "--org",
+            "Organization/s1",
+            "--role",
+            "school",
+            "--agency-type",
+            "hospital",
+            *keyed,
+        ],
+    )
+    assert conflicting.exit_code == 1 and "termtem agency set" in conflicting.output
+    listed = runner.invoke(cli, ["agency", "list", "--store", store]).output
+    assert "Organization/s1\ttype=school\tidentifiers=https://example.go.th/id/school|S-1" in listed
+    assert "Organization/h1\ttype=(none)" in listed
+    assert "agency-type=school" in runner.invoke(cli, ["client", "list", "--store", store]).output
+    assert runner.invoke(
+        cli, ["agency", "set", "Organization/h1", "--type", "nonsense", "--store", store]
+    ).exit_code
+    changed = runner.invoke(cli, ["agency", "set", "Organization/h1", "--type", "hospital", "--store", store])
+    assert changed.exit_code == 0 and "type hospital" in changed.output
+    assert "Organization/h1\ttype=hospital" in runner.invoke(cli, ["agency", "list", "--store", store]).output
+    assert runner.invoke(cli, ["agency", "remove", "Organization/h1", "--store", store]).exit_code == 0
+    assert runner.invoke(cli, ["agency", "remove", "Organization/h1", "--store", store]).exit_code == 1

@@ -178,12 +178,17 @@ async def test_discovery_jwks_and_capability(world: World) -> None:
     assert security["extension"][0]["extension"][0]["valueUri"] == TOKEN_URL
 
 
-async def test_agency_type_is_taken_from_the_organization(world: World) -> None:
+async def test_agency_type_and_identifiers_come_from_the_registry(world: World) -> None:
     admin = await world.caller("admin", "Organization/ops", "admin")
-    assert (await admin.put("Organization/school1", agency("school1", "school"))).status_code == 201
+    assert (await admin.put("Organization/school1", agency("school1", "hospital"))).status_code == 201
+    await world.set_agency("Organization/school1", "school", "https://example.go.th/id/school|S-1")
     school = await world.caller("s", "Organization/school1", "school")
     claims = world.app.state.security.tokens(world.store).verify(school.token, BASE)
     assert claims["agency_type"] == "school" and claims["org"] == "Organization/school1"
+    assert claims["agency_ids"] == ["https://example.go.th/id/school|S-1"]
+    unregistered = await world.caller("h", "Organization/elsewhere", "hospital")
+    claims = world.app.state.security.tokens(world.store).verify(unregistered.token, BASE)
+    assert claims["agency_type"] is None and claims["agency_ids"] == []
 
 
 async def test_spent_assertion_ids_are_forgotten_once_expired(world: World) -> None:

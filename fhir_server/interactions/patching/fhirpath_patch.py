@@ -82,12 +82,12 @@ def _member(locations: list[Location], name: str) -> list[Location]:
 
 
 def _where(locations: list[Location], criteria: str, index: int) -> list[Location]:
-    import fhirpathpy
+    from fhir_server import fhirpath
 
     kept = []
     for location in locations:
         try:
-            result = fhirpathpy.evaluate(_value(location), criteria)
+            result = fhirpath.evaluate(_value(location), criteria)
         except Exception as exc:  # fhirpathpy raises plain exceptions for syntax errors
             raise _bad(index, f"cannot evaluate where({criteria}): {exc}") from None
         if result == [True]:
