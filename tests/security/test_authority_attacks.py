@@ -211,7 +211,8 @@ async def test_attack_4_configuration_is_admin_only_and_patterns_are_linear(s: s
     )
     assert backreference.status_code == 422, backreference.text
     assert "RE2" in backreference.json()["issue"][0]["diagnostics"]
-    assert (await s.admin.post("SearchParameter", _search_parameter(evil))).status_code == 201
+    added = await s.admin.post("SearchParameter", _search_parameter(evil))
+    assert added.status_code == 201, added.text
     # The pattern that doubled its time with every character now runs in linear time: a write that
     # indexes it finishes (a backtracking engine would not finish this in a lifetime).
     patient = {"resourceType": "Patient", "name": [{"family": "a" * 5000 + "!"}]}
@@ -220,6 +221,8 @@ async def test_attack_4_configuration_is_admin_only_and_patterns_are_linear(s: s
     events = [e for e in await _events(s.world, "hospital") if e["subtype"][0]["code"] == "create"]
     assert events[-1]["outcome"] == "0"
     assert any(e["outcome"] == "4" for e in await _events(s.world, "school"))
+    # The parameter is process-wide: remove it again (the admin may).
+    assert (await s.admin.delete(f"SearchParameter/{added.json()['id']}")).status_code == 204
 
 
 # --- attack 5: token audience from the Host header -------------------------------------------------
