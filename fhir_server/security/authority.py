@@ -219,6 +219,7 @@ CONFIGURATION_TYPES = frozenset(
         "GraphDefinition",
         "MessageDefinition",
         "SubscriptionTopic",
+        "ViewDefinition",  # SQL on FHIR views: what an export or dashboard contains
     }
 )
 

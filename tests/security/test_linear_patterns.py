@@ -64,3 +64,13 @@ def test_value_set_regex_filter_runs_on_re2() -> None:
     with pytest.raises(FhirError) as refused:
         expand(value_set=value_set)
     assert refused.value.status == 422 and "RE2" in refused.value.diagnostics
+
+
+def test_view_matches_runs_on_re2() -> None:
+    from fhir_server.analytics.views.fhirpath import FhirPathError, evaluate
+
+    resource = {"resourceType": "Patient", "id": "a" * 60 + "!"}
+    assert evaluate(f"id.matches('{EVIL}')", resource) == [False]  # would never finish on backtracking
+    assert evaluate(f"id.matches('{EVIL}')", {"resourceType": "Patient", "id": "aaa"}) == [True]
+    with pytest.raises(FhirPathError):
+        evaluate("id.matches('(a)\\\\1')", resource)

@@ -800,6 +800,16 @@ def _iif(args: list[Fn]) -> Fn:
     return run
 
 
+def _linear_search(pattern: str, text: str) -> bool:
+    """``matches()`` on RE2 (linear time): a pattern from a view cannot stall the server."""
+    from fhir_server.fhirpath import PatternError, regex
+
+    try:
+        return regex(pattern, dot_matches_newline=True).search(text) is not None
+    except PatternError as exc:
+        raise FhirPathError(str(exc)) from None
+
+
 def _string_fn(fn: Callable[[str, list[Any]], Any]) -> Callable[[list[Fn]], Fn]:
     def build(args: list[Fn]) -> Fn:
         def run(focus: Items, env: Env) -> Items:
@@ -915,7 +925,7 @@ _FUNCTIONS: dict[str, Callable[[list[Fn]], Fn]] = {
     "endsWith": _string_fn(lambda s, a: s.endswith(str(a[0]))),
     "contains": _string_fn(lambda s, a: str(a[0]) in s),
     "replace": _string_fn(lambda s, a: s.replace(str(a[0]), str(a[1]))),
-    "matches": _string_fn(lambda s, a: re.search(str(a[0]), s) is not None),
+    "matches": _string_fn(lambda s, a: _linear_search(str(a[0]), s)),
     "substring": _string_fn(
         lambda s, a: (
             (s[int(a[0]) : int(a[0]) + int(a[1])] if len(a) > 1 else s[int(a[0]) :])
@@ -963,10 +973,10 @@ class Compiled:
 
 
 def _fallback(expression: str, name: str) -> Fn:
-    import fhirpathpy
+    from fhir_server import fhirpath  # fhirpathpy with matches()/replaceMatches() on RE2
 
     try:
-        compiled = fhirpathpy.compile(expression)
+        compiled = fhirpath.compile(expression)
         compiled({}, {})
     except Exception as exc:
         raise FhirPathError(f"unknown or unsupported function {name}() ({exc})") from None
