@@ -76,7 +76,7 @@ def _replace_matches(ctx: Any, collection: list[Any], pattern: Any, substitution
 
 
 def _install() -> None:
-    table = _invocations.invocation_registry
+    table: dict[str, Any] = _invocations.invocation_registry
     table["matches"] = {**table["matches"], "fn": _matches}
     table["replaceMatches"] = {**table["replaceMatches"], "fn": _replace_matches}
 

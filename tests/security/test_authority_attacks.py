@@ -395,6 +395,11 @@ async def test_attack_7_hidden_answers_exactly_as_unknown(s: scene.Scene) -> Non
     }
     assert (await stranger.post("", bundle)).status_code == 422
     assert (await stranger.get("Patient?_summary=count")).json()["total"] == 0
+    # A child created in the same transaction is the writer's own: data about it is accepted.
+    own = "urn:uuid:7d0c4e52-1f4b-4a8e-9a57-3f1f4f3b2a10"
+    bundle["entry"][0]["fullUrl"] = own
+    bundle["entry"][1]["resource"] = {**scene.observation("x", None, "note"), "subject": {"reference": own}}
+    assert (await stranger.post("", bundle)).status_code == 200
     # The writing agency, and an agency that sees the child, still write about it.
     assert (await s.hospital.post("Observation", scene.observation("child2", None, "ok"))).status_code == 201
     assert (await s.school.post("Observation", scene.observation("child1", None, "ok"))).status_code == 201
