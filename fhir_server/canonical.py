@@ -144,3 +144,12 @@ SP_SERVICEREQUEST_REQUESTER_AGENCY = "ServiceRequest-requester-agency"
 SP_TASK_OWNER_AGENCY = "Task-owner-agency"
 SP_CONSENT_LAWFUL_BASIS = "Consent-lawful-basis"
 # --- end of the profiles block ---
+
+# --- The child summary (issue 17) ----------------------------------------------------------------
+CS_GROWTH_INDICATOR = "th-growth-indicator"  # wfa lhfa wflh bmifa hcfa: WHO z-score indicators
+CS_NUTRITION_STATUS = "th-nutrition-status"  # Thai growth-monitoring bands and the summary's flags
+CS_SUMMARY_SECTION = "th-summary-section"  # identity, guardians, growth, ... (Composition.section.code)
+CS_WELLBEING_SCORE = "th-wellbeing-score"  # overall: the worst dimension level of a scored flower
+PROFILE_WELLBEING_SCORE = "th-wellbeing-score"  # one scored dimension (or the overall level) of a flower
+QUESTIONNAIRE_WELLBEING = "th-wellbeing-flower"  # the four-dimension assessment, shipped as data
+# --- end of the summary block ---

@@ -136,7 +136,13 @@ async def write_version(
     last_updated = now_instant()
     data = stamp(body, resource, resource_type, id_, version, last_updated)
     stored = StoredResource(resource_type, id_, version, last_updated, method, data)
-    return await tx.put(stored, index_rows(resource))
+    written = await tx.put(stored, index_rows(resource))
+    if resource_type == "QuestionnaireResponse":
+        # A flower response is scored into Observations in the same transaction (fhir_server.wellbeing).
+        from fhir_server.wellbeing import scoring
+
+        await scoring.on_written(tx, written or stored, resource)
+    return written
 
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +184,10 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         current.resource_type, current.id, current.version + 1, now_instant(), "DELETE", b""
     )
     await tx.delete(tombstone)
+    if current.resource_type == "QuestionnaireResponse":
+        from fhir_server.wellbeing import scoring
+
+        await scoring.on_deleted(tx, current)
     if current.resource_type == "SearchParameter":
         from fhir_server.search.registry import on_search_parameter_deleted
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fhir_server import canonical, definitions
-from fhir_server.operations import everything, reindex, terminology, viewdefinition_run
+from fhir_server.operations import everything, reindex, summary, terminology, viewdefinition_run
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
 
@@ -65,6 +65,14 @@ OPERATIONS: list[Operation] = [
         ("Patient",),
         instance_level=True,
         definition=_OD + "Patient-everything",
+    ),
+    Operation(
+        "summary",
+        summary.summary,
+        ("Patient",),
+        instance_level=True,
+        definition=f"{canonical.BASE}/OperationDefinition/Patient-summary",
+        takes_format=True,  # _format=html: the printable page
     ),
     Operation(
         "reindex",

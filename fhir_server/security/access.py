@@ -56,6 +56,7 @@ OBSERVATION_CLASS = {
     canonical.structure_definition(canonical.PROFILE_GROWTH): "growth",
     canonical.structure_definition(canonical.PROFILE_DEVELOPMENTAL_SCREENING): "development",
     canonical.structure_definition(canonical.PROFILE_WELLBEING): "wellbeing",
+    canonical.structure_definition(canonical.PROFILE_WELLBEING_SCORE): "wellbeing",
 }
 
 

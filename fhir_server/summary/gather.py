@@ -1,0 +1,52 @@
+"""Read the child's record the way the caller may see it: one search over the record, through
+``ctx.store`` (the consent guard with auth on), paged until done, with the agencies it refers to."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+
+from fhir_server.interactions.context import RequestContext
+from fhir_server.search.query import decode_cursor, parse_search
+from fhir_server.storage.base import StoredResource
+from fhir_server.summary import record
+from fhir_server.summary.model import Record
+
+_PAGE = 1000
+# Referenced resources worth naming in a summary (agencies and people acting for them).
+_NAMED = ("Organization", "Practitioner", "PractitionerRole", "Location", "RelatedPerson")
+
+
+async def gather(
+    ctx: RequestContext,
+    stored_patient: StoredResource,
+    patient_ids: list[str],
+    types: tuple[str, ...],
+    today: date,
+) -> Record:
+    patient = orjson.loads(stored_patient.body)
+    found = Record(ctx.base_url, stored_patient.id, patient_ids, patient, today, {"Patient": [patient]})
+    found.raw[("Patient", stored_patient.id)] = stored_patient.body
+    types = tuple(dict.fromkeys(("Patient", *types)))  # the Patient again, for the agencies it names
+    params = [("_type", ",".join(types)), ("_count", str(_PAGE)), ("_include", "*")]
+    query = parse_search(
+        None, params, base_url=ctx.base_url, strict=False, default_count=_PAGE, max_count=_PAGE
+    )
+    record.restrict_to_record(query, patient_ids)
+    seen: set[tuple[str, str]] = {("Patient", stored_patient.id)}
+    while True:
+        page = await ctx.store.search(query)
+        for stored in page.matches:
+            if (stored.resource_type, stored.id) in seen:
+                continue
+            seen.add((stored.resource_type, stored.id))
+            found.by_type.setdefault(stored.resource_type, []).append(orjson.loads(stored.body))
+            found.raw[(stored.resource_type, stored.id)] = stored.body
+        for stored in page.included:
+            if stored.resource_type in _NAMED:
+                found.referenced[f"{stored.resource_type}/{stored.id}"] = orjson.loads(stored.body)
+                found.raw[(stored.resource_type, stored.id)] = stored.body
+        if not page.next_cursor:
+            return found
+        query.cursor = decode_cursor(page.next_cursor)
