@@ -279,6 +279,7 @@ async def run_end_to_end(resources: int, requests: int) -> dict[str, Any]:
         settings = Settings(
             store_url=f"sqlite:///{folder / 'summary.sqlite'}", auth=True, data_dir=folder / "data"
         )
+        settings.token_lifetime_seconds = 3600  # one token lasts the whole run
         app = create_app(settings)
         transport = httpx.ASGITransport(app=app)
         async with (
