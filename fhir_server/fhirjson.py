@@ -15,9 +15,20 @@ import orjson
 
 from fhir_server.interactions.errors import FhirError
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(data: bytes) -> bytes:
+    """The bytes without a leading UTF-8 byte order mark (RFC 8259 lets a parser ignore one)."""
+    return data[3:] if data[:3] == _BOM else data
+
 
 def parse(body: bytes | str) -> Any:
-    """Parse JSON, turning a syntax error into a 400 OperationOutcome."""
+    """Parse JSON, turning a syntax error into a 400 OperationOutcome (a UTF-8 BOM is ignored)."""
+    if isinstance(body, bytes | bytearray) and body[:3] == _BOM:
+        body = body[3:]
+    elif isinstance(body, str) and body[:1] == "\ufeff":
+        body = body[1:]
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -34,6 +45,62 @@ def parse_exact(body: bytes) -> Any:
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+class _Members(dict[str, Any]):
+    """An object as parsed by the slow duplicate finder: remembers the keys given more than once."""
+
+    repeated: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Members:
+    obj = _Members(pairs)
+    obj.repeated = [] if len(obj) == len(pairs) else _repeats([k for k, _v in pairs])
+    return obj
+
+
+def _repeats(keys: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for k in keys:
+        if k in seen and k not in out:
+            out.append(k)
+        seen.add(k)
+    return out
+
+
+def _locate(value: Any, path: str, out: list[str]) -> None:
+    if isinstance(value, _Members):
+        out.extend(f"{path}.{k}" for k in value.repeated)
+        for k, v in value.items():
+            _locate(v, f"{path}.{k}", out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _locate(v, f"{path}[{i}]", out)
+
+
+_SUSPECT = re.compile(rb'"\s+:|\\u0022', re.IGNORECASE)
+
+
+def duplicate_keys(data: bytes, parsed: Any) -> list[str]:
+    """Where ``data`` repeats a key inside one object, as FHIRPath-like locations (empty when none).
+
+    R4 JSON (json.html): a property appears once per object; parsers keep only the last value, so a
+    repeated key silently loses data. Fast path: the number of ``":`` in the bytes equals that in the
+    parsed value re-serialised (a repeated key makes the first larger); only a mismatch, or bytes that
+    make the count unreliable (whitespace before a colon, escaped quotes), pay for the exact search.
+    """
+    data = without_bom(data)
+    if data.count(b'":') == orjson.dumps(parsed).count(b'":') and not _SUSPECT.search(data):
+        return []
+    try:
+        tree = json.loads(data, object_pairs_hook=_pairs)
+    except ValueError:
+        return []
+    root = tree.get("resourceType") if isinstance(tree, dict) else None
+    out: list[str] = []
+    _locate(tree, root if isinstance(root, str) else "$", out)
+    return out
 
 
 _DECODER = json.JSONDecoder()

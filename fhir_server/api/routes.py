@@ -69,7 +69,7 @@ class FhirRequest:
 
     async def resource_body(self, ctx: RequestContext) -> bytes:
         negotiation.check_body_type(self.header("content-type"))
-        data = await self.body(ctx.settings.max_body_bytes)
+        data = fhirjson.without_bom(await self.body(ctx.settings.max_body_bytes))
         if not data.strip():
             raise FhirError(400, "The request needs a FHIR resource in its body", code="required")
         return data

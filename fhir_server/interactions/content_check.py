@@ -53,9 +53,11 @@ async def check_for_write(resource: dict[str, Any], settings: Settings, reader: 
 
     ``reader`` (the write transaction) supplies referenced resources to profile rules that need them.
     """
+    from fhir_server.validation import canonicals
     from fhir_server.validation.validator import validate
 
     profiles = profiles_to_check(resource, settings)
     declared = (resource.get("meta") or {}).get("profile") if isinstance(resource.get("meta"), dict) else None
     referenced = await _referenced(resource, reader) if (profiles or declared) else {}
-    return validate(resource, profiles, resolver=referenced.get if referenced else None)
+    found = await canonicals.prefetch(resource, reader)
+    return validate(resource, profiles, resolver=referenced.get if referenced else None, canonicals=found)

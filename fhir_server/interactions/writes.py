@@ -55,6 +55,8 @@ def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> d
     resource = fhirjson.parse(body) if isinstance(body, bytes | bytearray | str) else body
     if not isinstance(resource, dict):
         raise FhirError(400, "The body must be a JSON object holding a FHIR resource", code="structure")
+    if isinstance(body, bytes | bytearray):
+        check_unique_keys(bytes(body), resource)
     found = resource.get("resourceType")
     if not isinstance(found, str) or not found:
         raise FhirError(400, "The resource has no resourceType", code="required", expression=["resourceType"])
@@ -69,6 +71,23 @@ def parse_resource(body: bytes | dict[str, Any], resource_type: str | None) -> d
             400, f"Unknown resource type '{found}'", code="not-supported", expression=["resourceType"]
         )
     return resource
+
+
+def check_unique_keys(body: bytes, resource: Any) -> None:
+    """422 when the JSON repeats a property inside one object (R4 JSON: properties appear once)."""
+    repeated = fhirjson.duplicate_keys(body, resource)
+    if repeated:
+        issues = [
+            {
+                "severity": "error",
+                "code": "structure",
+                "diagnostics": f"{where}: the property is given more than once in one JSON object "
+                "(R4 JSON allows each property once; the values would silently replace each other)",
+                "expression": [where],
+            }
+            for where in repeated
+        ]
+        raise FhirError(422, issues[0]["diagnostics"], code="structure", issues=issues)
 
 
 async def check_content(

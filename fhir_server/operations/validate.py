@@ -15,6 +15,7 @@ from fhir_server.operations.registry import (
     parameter_value,
     parameter_values,
 )
+from fhir_server.validation import canonicals
 from fhir_server.validation.validator import validate
 
 _MODES = frozenset({"create", "update", "delete"})
@@ -67,7 +68,8 @@ async def validate_operation(request: OperationRequest) -> OperationResult:
                 "diagnostics": f"The resource id {resource.get('id')!r} does not match {request.id!r}",
             }
         )
-    issues.extend(validate(resource, profiles or None))
+    found = await canonicals.prefetch(resource, request.context.store)
+    issues.extend(validate(resource, profiles or None, canonicals=found))
     if not issues:
         return OperationResult(information_outcome("All OK"))
     return OperationResult(operation_outcome(issues))

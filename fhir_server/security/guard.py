@@ -111,6 +111,11 @@ class SecuredStore:
     def __getattr__(self, name: str) -> Any:  # kv area and anything else non-FHIR
         return getattr(self._inner, name)
 
+    def definitions_reader(self) -> Any:
+        """The unguarded store for the server's own look-ups of definitional resources (the Questionnaire
+        a response is validated against): open to every caller, so the caller's scopes do not apply."""
+        return self._inner
+
     async def _visible(self, stored: StoredResource) -> bool:
         body = stored.body
         if stored.deleted:
@@ -213,6 +218,10 @@ class _SecuredTransaction:
             if not body:
                 return False
         return acc.visible(self._guard.access, stored.resource_type, body)
+
+    def definitions_reader(self) -> Any:
+        """As ``SecuredStore.definitions_reader``, inside this transaction (a bundle sees its own writes)."""
+        return self._tx
 
     async def read(self, resource_type: str, id_: str) -> StoredResource | None:
         """A resource the caller may not see reads as one that does not exist (or 403 when configured),

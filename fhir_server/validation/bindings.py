@@ -146,6 +146,19 @@ def members(value_set_url: str) -> Members | None:
     return result
 
 
+def value_set_members(vs: dict[str, Any]) -> Members | None:
+    """(system, code) pairs of a ValueSet resource in hand (a contained one, say), or None."""
+    expansion = vs.get("expansion")
+    if isinstance(expansion, dict) and expansion.get("contains"):
+        flat: set[tuple[str, str]] = set()
+        _flatten(expansion["contains"], flat)
+        total = expansion.get("total")
+        return frozenset(flat) if total is None or total <= len(flat) else None
+    if not _enumerable(vs):
+        return None
+    return _from_compose(vs)
+
+
 def clear_cache() -> None:
     """Forget computed memberships (tests that change terminology call this)."""
     _members_cache.clear()

@@ -11,6 +11,7 @@ rules, so when profiles apply the base walk is replaced by one walk per profile.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from fhir_server import canonical, definitions
-from fhir_server.validation import bindings, invariants, slicing
+from fhir_server.validation import bindings, bundles, invariants, narrative, questionnaire, slicing
 from fhir_server.validation.model import CompiledSD, Node, compiled, is_primitive
 
 Issue = dict[str, Any]
@@ -34,6 +35,27 @@ _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_histor
 
 
 _NON_STRING = frozenset({"boolean", "integer", "positiveInt", "unsignedInt", "decimal"})
+# R4 JSON: "arrays ... are never empty" (json.html, "JSON representation of primitive elements" and arrays)
+_EMPTY_ARRAY = "An array must not be empty: omit the element instead (R4 JSON representation)"
+# R4 Resource.id: the id datatype (datatypes.html#id): [A-Za-z0-9\-\.]{1,64}
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
+_BAD_ID = "{!r} is not a valid resource id (R4 id: 1 to 64 of A-Z a-z 0-9 - .)"
+# R4 string: "strings SHALL NOT exceed 1MB (1024*1024 characters) in size" (datatypes.html#string)
+_MAX_STRING = 1024 * 1024
+_STRINGS = frozenset({"string", "markdown", "code", "id"})
+_TOO_LONG = "The string is {} characters long; R4 strings SHALL NOT exceed 1MB (1,048,576 characters)"
+_DATES = frozenset({"date", "dateTime", "instant"})
+
+
+def _real_day(value: str) -> bool:
+    """A full date (YYYY-MM-DD...) names a day that exists (R4 date: "a date ... in the calendar")."""
+    try:
+        year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+    except ValueError:
+        return True  # the regex decides the shape
+    if not 1 <= month <= 12:
+        return False
+    return 1 <= day <= calendar.monthrange(year, month)[1] if year > 0 else day <= 31
 _string_rx: dict[str, re.Pattern[str] | Literal[False] | None] = {}
 
 
@@ -60,10 +82,12 @@ def _issue(severity: str, code: str, path: str, message: str) -> Issue:
 class _Run:
     """State of one ``validate`` call: the issues found and the resources in scope."""
 
-    def __init__(self, resolver: Resolver | None) -> None:
+    def __init__(self, resolver: Resolver | None, canonicals: dict[tuple[str, str], dict[str, Any]]) -> None:
         self.issues: list[Issue] = []
         self.seen: set[tuple[str, str, str]] = set()
         self.resolver = resolver
+        self.canonicals = canonicals
+        self.bundle_canonicals: list[dict[str, dict[str, Any]]] = []  # url and url|version -> resource
         self.resource: dict[str, Any] = {}
         self.root: dict[str, Any] = {}
         self.bundle_types: list[dict[str, str]] = []  # fullUrl -> resourceType, innermost last
@@ -77,6 +101,12 @@ class _Run:
         self.seen.add(key)
         self.issues.append(_issue(severity, code, path, message))
 
+    def add_issue(self, issue: Issue) -> None:
+        key = (issue["severity"], issue["expression"][0], issue["diagnostics"])
+        if key not in self.seen:
+            self.seen.add(key)
+            self.issues.append(issue)
+
     # -- resources ------------------------------------------------------------------------------
     def resource_(self, res: Any, path: str, extra_profiles: list[str] | None = None) -> None:
         if not isinstance(res, dict):
@@ -88,6 +118,9 @@ class _Run:
             return
         if not path:
             path = rtype
+        rid = res.get("id")
+        if rid is not None and (not isinstance(rid, str) or _ID.fullmatch(rid) is None):
+            self.add("error", "value", f"{path}.id", _BAD_ID.format(rid))
         sds: list[CompiledSD] = []
         meta = res.get("meta")
         named = list(meta.get("profile", ()) if isinstance(meta, dict) else ()) + list(extra_profiles or ())
@@ -133,10 +166,16 @@ class _Run:
                 self._object(sd.root, sd, res, path, rtype, (rtype, rtype))
                 if sd.root.checks:
                     self._constraints(sd.root, res, path, rtype, skip_dom=is_contained)
+            if rtype == "QuestionnaireResponse":
+                self._questionnaire_response(res, path)
+            elif rtype == "Bundle":
+                for issue in bundles.check(res, path):
+                    self.add_issue(issue)
         finally:
             if pushed:
                 self.bundle_types.pop()
                 self.bundle_resources.pop()
+                self.bundle_canonicals.pop()
             self.resource, self.root = saved
 
     def _dom3(self, res: dict[str, Any], path: str) -> None:
@@ -161,9 +200,41 @@ class _Run:
                 "resource or SHALL refer to the containing resource'",
             )
 
+    def _questionnaire_response(self, res: dict[str, Any], path: str) -> None:
+        """The answers against their Questionnaire (contained, in the Bundle, stored or shipped)."""
+        canonical = res.get("questionnaire")
+        if not isinstance(canonical, str) or not canonical:
+            return
+        found = self.canonical("Questionnaire", canonical, res)
+        if found is None:
+            self.add(
+                "warning",
+                "not-found",
+                f"{path}.questionnaire",
+                f"The Questionnaire {canonical} is not known to this server; the answers were not "
+                "checked against it",
+            )
+            return
+        for issue in questionnaire.check_response(res, found, path, bindings.members):
+            self.add_issue(issue)
+
+    def canonical(self, resource_type: str, canonical: str, res: dict[str, Any]) -> dict[str, Any] | None:
+        if canonical.startswith("#"):
+            wanted = (resource_type, canonical[1:])
+            for c in res.get("contained") or ():
+                if isinstance(c, dict) and (c.get("resourceType"), c.get("id")) == wanted:
+                    return c
+            return None
+        for known in reversed(self.bundle_canonicals):
+            hit = known.get(canonical)
+            if hit is not None and hit.get("resourceType") == resource_type:
+                return hit
+        return self.canonicals.get((resource_type, canonical))
+
     def _push_bundle(self, bundle: dict[str, Any]) -> None:
         types: dict[str, str] = {}
         resources: dict[str, dict[str, Any]] = {}
+        canonicals: dict[str, dict[str, Any]] = {}
         for entry in bundle.get("entry", ()) or ():
             if not isinstance(entry, dict):
                 continue
@@ -177,8 +248,15 @@ class _Run:
                     key = f"{res['resourceType']}/{res['id']}"
                     types.setdefault(key, res["resourceType"])
                     resources.setdefault(key, res)
+                    canonicals.setdefault(key, res)
+                url = res.get("url")
+                if isinstance(url, str):
+                    canonicals.setdefault(url, res)
+                    if isinstance(res.get("version"), str):
+                        canonicals[f"{url}|{res['version']}"] = res
         self.bundle_types.append(types)
         self.bundle_resources.append(resources)
+        self.bundle_canonicals.append(canonicals)
 
     def resolve(self, reference: str) -> dict[str, Any] | None:
         if reference.startswith("#"):
@@ -289,6 +367,8 @@ class _Run:
                 if not isinstance(value, list):
                     self.add("error", "structure", epath, "This element repeats: a JSON array is required")
                     value = [value]
+                elif not value:
+                    self.add("error", "structure", epath, _EMPTY_ARRAY)
                 exts = ext if isinstance(ext, list) else []
                 for i, v in enumerate(value):
                     items.append((v, exts[i] if i < len(exts) else None, f"{epath}[{i}]", code))
@@ -336,7 +416,7 @@ class _Run:
         """The common case (one key, no primitive companion, no slices, right JSON shape): True if done."""
         epath = f"{path}.{key}"
         if child.is_array:
-            if not isinstance(value, list):
+            if not isinstance(value, list) or not value:
                 return False
             count = len(value)
             if count < child.min or (child.max is not None and count > child.max):
@@ -410,7 +490,7 @@ class _Run:
         sd = compiled(profile_url)
         if sd is None:
             return False
-        sub = _Run(self.resolver)
+        sub = _Run(self.resolver, self.canonicals)
         sub.resource, sub.root = self.resource, self.root
         if sd.kind == "resource":
             sub.resource_(item, sd.type, [profile_url])
@@ -514,6 +594,15 @@ class _Run:
                     self.add(
                         "error", "value", path, f"Value is longer than the maximum length {node.max_length}"
                     )
+                if ok and code in _DATES and len(value) >= 10 and not _real_day(value):
+                    self.add("error", "value", path, f"The date {value!r} does not exist in the calendar")
+                    return
+                if len(value) > _MAX_STRING and code in _STRINGS:
+                    self.add("error", "value", path, _TOO_LONG.format(len(value)))
+                    return
+                if code == "xhtml":
+                    for problem in narrative.check(value):
+                        self.add("error", "value", path, problem)
         elif code == "boolean":
             ok = isinstance(value, bool)
         elif code in _INTEGERS:
@@ -739,18 +828,24 @@ def _show(value: Any) -> str:
 
 
 def validate(
-    resource: dict[str, Any], profile_urls: list[str] | None = None, *, resolver: Resolver | None = None
+    resource: dict[str, Any],
+    profile_urls: list[str] | None = None,
+    *,
+    resolver: Resolver | None = None,
+    canonicals: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[Issue]:
     """OperationOutcome issues for ``resource`` against its base R4 definition and profiles.
 
     Profiles are those in ``meta.profile`` that this server knows plus ``profile_urls`` (an unknown one
     gives a warning). ``resolver`` maps a reference to a resource, for invariants that ``resolve()``
-    (contained resources and Bundle entries are resolved without it).
+    (contained resources and Bundle entries are resolved without it). ``canonicals`` holds the
+    conformance resources found by ``canonicals.prefetch`` (a response's Questionnaire), keyed by
+    (type, canonical as written).
     """
     from fhir_server.validation import profiles
 
     profiles.ensure_registered()
-    run = _Run(resolver)
+    run = _Run(resolver, canonicals or {})
     token = invariants.set_resolver(run.resolve)
     try:
         run.resource_(resource, "", profile_urls)

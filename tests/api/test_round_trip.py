@@ -70,6 +70,14 @@ SPEC_ERRORS = {
     "DeviceUseStatement-example.json": "reasonReference refers to a Procedure, which R4 does not allow",
     "MedicationRequest-medrx0301.json": "dispenseRequest.performer refers to a Practitioner",
     "Observation-clinical-gender.json": "performer refers to an Encounter, which R4 does not allow",
+    "ActivityDefinition-blood-tubes-supply.json": "txt-2: the narrative div holds only whitespace",
+    "ActivityDefinition-heart-valve-replacement.json": "txt-2: the narrative div holds only whitespace",
+    "EventDefinition-example.json": "txt-2: the narrative div holds only whitespace",
+    "Questionnaire-zika-virus-exposure-assessment.json": "txt-2: the narrative div holds only whitespace",
+    "Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json": "fullUrl .../Patient/pat12 holds Patient/pat2 "
+    "(fullUrl SHALL NOT disagree with the id)",
+    "Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": "fullUrl .../Patient/pat12 holds Patient/pat2",
+    "Bundle-lri-example.json": "fullUrls .../Observation/lri-gramstain1, 2 hold Observation/gramstain1, 2",
 }
 
 

@@ -39,6 +39,14 @@ SPEC_ERRORS = {
     "MedicationRequest-medrx0301.json": "dispenseRequest.performer is a Practitioner, not an Organization",
     "Observation-clinical-gender.json": "performer refers to an Encounter, which is not allowed",
     "Bundle-dataelements.json": "bdl-7: a collection with duplicate fullUrls (de-Quantity.value, ...)",
+    "ActivityDefinition-blood-tubes-supply.json": "txt-2: the narrative div holds only whitespace",
+    "ActivityDefinition-heart-valve-replacement.json": "txt-2: the narrative div holds only whitespace",
+    "EventDefinition-example.json": "txt-2: the narrative div holds only whitespace",
+    "Questionnaire-zika-virus-exposure-assessment.json": "txt-2: the narrative div holds only whitespace",
+    "Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json": "fullUrl .../Patient/pat12 holds Patient/pat2 "
+    "(fullUrl SHALL NOT disagree with the id)",
+    "Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": "fullUrl .../Patient/pat12 holds Patient/pat2",
+    "Bundle-lri-example.json": "fullUrls .../Observation/lri-gramstain1, 2 hold Observation/gramstain1, 2",
 }
 
 

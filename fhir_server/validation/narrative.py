@@ -1,0 +1,158 @@
+"""Narrative XHTML (``Narrative.div``) checked as R4 requires (narrative.html#xhtml, rules txt-1/txt-2).
+
+The div is parsed as XML by lxml with entity expansion, DTD loading and network access all off, so a
+narrative cannot make the server read files or fetch URLs, nor blow up through nested entities; a
+DOCTYPE or processing instruction is refused outright. The rules:
+
+* the root is one ``div`` in the XHTML namespace, and the narrative has some non-whitespace content
+  or an image (txt-2);
+* only the basic HTML formatting elements of HTML 4.0 chapters 7-11 (except 9.4, ``ins``/``del``) and
+  15, ``a`` and ``img``, with their attributes and internal ``style`` attributes (txt-1);
+* no active content: no scripts, forms, frames, objects, event handlers (``on...``), and no
+  ``javascript:``/``vbscript:``/``data:`` links (an ``img`` may use ``data:image/...``).
+
+Each finding is a message; the validator reports them at the div's FHIRPath.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from lxml import etree
+
+XHTML = "http://www.w3.org/1999/xhtml"
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+_CORE = frozenset({"id", "class", "style", "title", "lang", "dir", f"{{{_XML_NS}}}lang"})
+_CELL = frozenset(
+    {"abbr", "axis", "headers", "scope", "rowspan", "colspan", "align", "char", "charoff", "valign",
+     "nowrap", "bgcolor", "width", "height"}
+)  # fmt: skip
+# element -> attributes allowed besides the core ones (HTML 4.0 chapters 7-11 and 15, a, img)
+_ELEMENTS: dict[str, frozenset[str]] = {
+    # 7 document structure (without html/head/body) and 15 alignment
+    **{n: frozenset({"align"}) for n in ("div", "p", "h1", "h2", "h3", "h4", "h5", "h6")},
+    "span": frozenset(),
+    "address": frozenset(),
+    # 8 language
+    "bdo": frozenset(),
+    # 9 text (9.4, ins and del, excluded)
+    **{n: frozenset() for n in ("em", "strong", "dfn", "code", "samp", "kbd", "var", "cite", "abbr",
+                                "acronym", "sub", "sup")},
+    "blockquote": frozenset({"cite"}),
+    "q": frozenset({"cite"}),
+    "br": frozenset({"clear"}),
+    "pre": frozenset({"width"}),
+    # 10 lists
+    "ul": frozenset({"type", "compact"}),
+    "ol": frozenset({"type", "compact", "start"}),
+    "li": frozenset({"type", "value"}),
+    "dl": frozenset({"compact"}),
+    "dt": frozenset(),
+    "dd": frozenset(),
+    "dir": frozenset({"compact"}),
+    "menu": frozenset({"compact"}),
+    # 11 tables
+    "table": frozenset({"summary", "width", "border", "frame", "rules", "cellspacing", "cellpadding",
+                        "align", "bgcolor"}),
+    "caption": frozenset({"align"}),
+    **{n: frozenset({"align", "char", "charoff", "valign"}) for n in ("thead", "tfoot", "tbody")},
+    **{n: frozenset({"span", "width", "align", "char", "charoff", "valign"}) for n in ("colgroup", "col")},
+    "tr": frozenset({"align", "char", "charoff", "valign", "bgcolor"}),
+    "th": _CELL,
+    "td": _CELL,
+    # 15 fonts and rules
+    **{n: frozenset() for n in ("tt", "i", "b", "big", "small", "strike", "s", "u", "center")},
+    "font": frozenset({"size", "color", "face"}),
+    "basefont": frozenset({"size", "color", "face"}),
+    "hr": frozenset({"align", "noshade", "size", "width"}),
+    # links and images
+    "a": frozenset({"name", "href", "hreflang", "type", "rel", "rev", "charset", "shape", "coords"}),
+    "img": frozenset({"src", "alt", "longdesc", "height", "width", "align", "border", "hspace", "vspace"}),
+}  # fmt: skip
+_ACTIVE = frozenset(
+    {"script", "noscript", "form", "input", "button", "select", "textarea", "iframe", "frame", "frameset",
+     "object", "embed", "applet", "param", "link", "meta", "base", "style", "head", "body", "html", "svg",
+     "math"}
+)  # fmt: skip
+_URL_ATTRIBUTES = frozenset({"href", "src", "longdesc", "cite"})
+_BAD_SCHEME = re.compile(r"^\s*(javascript|vbscript|data|livescript)\s*:", re.IGNORECASE)
+_DATA_IMAGE = re.compile(r"^\s*data:\s*image/(png|gif|jpe?g|bmp|webp)[;,]", re.IGNORECASE)
+_BAD_STYLE = re.compile(r"expression\s*\(|javascript\s*:|vbscript\s*:|@import|behavior\s*:", re.IGNORECASE)
+_MAX_FINDINGS = 20
+
+
+@cache
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_blank_text=False,
+    )
+
+
+def check(div: Any) -> list[str]:
+    """What is wrong with a ``Narrative.div`` value (empty when it is valid R4 narrative)."""
+    if not isinstance(div, str):
+        return ["The narrative must be a string of XHTML"]
+    if re.search(r"<!DOCTYPE|<!ENTITY", div, re.IGNORECASE):
+        return ["The narrative must not contain a DOCTYPE or entity declarations (XHTML in FHIR has none)"]
+    try:
+        root = etree.fromstring(div.encode("utf-8"), _parser())
+    except etree.XMLSyntaxError as exc:
+        return [f"The narrative is not well-formed XHTML: {exc.msg}"]
+    if root.tag != f"{{{XHTML}}}div":
+        return [f"The narrative's root element must be a div in the XHTML namespace ({XHTML})"]
+    problems: list[str] = []
+    has_content = False
+    for node in root.iter():
+        if len(problems) >= _MAX_FINDINGS:
+            break
+        if not isinstance(node.tag, str):
+            if isinstance(node, etree._ProcessingInstruction):
+                problems.append("The narrative must not contain processing instructions")
+            elif isinstance(node, etree._Entity):
+                problems.append(f"The narrative must not use the entity &{node.name};")
+            if node.tail and node.tail.strip():
+                has_content = True
+            continue
+        qname = etree.QName(node)
+        name = qname.localname
+        if qname.namespace != XHTML:
+            problems.append(f"Element <{name}> is not in the XHTML namespace")
+            continue
+        if (node.text and node.text.strip()) or (node.tail and node.tail.strip() and node is not root):
+            has_content = True
+        if name == "img":
+            has_content = True
+        if name in _ACTIVE:
+            problems.append(f"Element <{name}> is not allowed in a narrative (no active content, R4 txt-1)")
+            continue
+        allowed = _ELEMENTS.get(name)
+        if allowed is None:
+            problems.append(f"Element <{name}> is not a basic HTML element that narrative allows (txt-1)")
+            continue
+        for attr, value in node.attrib.items():
+            problems.extend(_attribute(name, attr, value, allowed))
+    if not has_content:
+        problems.append("The narrative must have some non-whitespace content (txt-2)")
+    return problems[:_MAX_FINDINGS]
+
+
+def _attribute(element: str, attr: str, value: str, allowed: frozenset[str]) -> list[str]:
+    local = attr.rsplit("}", 1)[-1].lower()
+    if local.startswith("on"):
+        return [f"Attribute {local} on <{element}> is an event handler; scripts are not allowed (txt-1)"]
+    if attr not in _CORE and attr not in allowed:
+        return [f"Attribute {local} is not allowed on <{element}> in a narrative (txt-1)"]
+    image_data = element == "img" and local == "src" and _DATA_IMAGE.match(value)
+    if local in _URL_ATTRIBUTES and _BAD_SCHEME.match(value) and not image_data:
+        return [f"The {local} of <{element}> uses a scheme that can run code ({value.split(':', 1)[0]}:)"]
+    if local == "style" and _BAD_STYLE.search(value):
+        return [f"The style of <{element}> contains active content"]
+    return []
