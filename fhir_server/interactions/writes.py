@@ -95,12 +95,18 @@ async def check_content(
 ) -> list[dict[str, Any]]:
     """Validate a resource for writing; raise 422 on errors, return warnings and information."""
     from fhir_server.interactions.content_check import check_for_write
+    from fhir_server.validation import runtime
 
+    if not ctx.extras.get("conformance_refreshed"):  # profiles and terminology created over REST
+        await runtime.refresh(ctx.store)
+        ctx.extras["conformance_refreshed"] = True
     issues = await check_for_write(resource, ctx.settings, tx)
     errors = [i for i in issues if i.get("severity") in ("error", "fatal")]
     if errors:
         first = errors[0].get("diagnostics", "invalid content")
         raise FhirError(422, f"The resource is not valid: {first}", code="processing", issues=issues)
+    if resource.get("resourceType") == "StructureDefinition":
+        runtime.check_structure_definition(resource)  # 422 when its snapshot cannot be generated
     if resource.get("resourceType") == "SearchParameter":
         # Checks the expression (422 if unusable) and registers it, refused in searches until reindexed.
         from fhir_server.search.registry import on_search_parameter_written

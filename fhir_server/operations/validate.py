@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.interactions.errors import bad_request, information_outcome, not_found, operation_outcome
+from fhir_server.interactions.errors import (
+    FhirError,
+    bad_request,
+    information_outcome,
+    not_found,
+    operation_outcome,
+)
 from fhir_server.operations.registry import (
     OperationRequest,
     OperationResult,
     parameter_value,
     parameter_values,
 )
-from fhir_server.validation import canonicals
+from fhir_server.validation import canonicals, runtime
 from fhir_server.validation.validator import validate
 
 _MODES = frozenset({"create", "update", "delete"})
@@ -68,8 +74,16 @@ async def validate_operation(request: OperationRequest) -> OperationResult:
                 "diagnostics": f"The resource id {resource.get('id')!r} does not match {request.id!r}",
             }
         )
+    await runtime.refresh(request.context.store)
     found = await canonicals.prefetch(resource, request.context.store)
     issues.extend(validate(resource, profiles or None, canonicals=found))
+    if resource.get("resourceType") == "StructureDefinition" and not any(
+        i.get("severity") in ("error", "fatal") for i in issues
+    ):
+        try:
+            runtime.check_structure_definition(resource)
+        except FhirError as exc:
+            issues.extend(exc.outcome()["issue"])
     if not issues:
         return OperationResult(information_outcome("All OK"))
     return OperationResult(operation_outcome(issues))

@@ -52,10 +52,22 @@ def _our_code_system(url: str) -> dict[str, Any] | None:
         return None
 
 
+# ValueSets and CodeSystems created over REST (url -> resource), set by ``runtime`` when the store changes;
+# core and shipped ones with the same url win.
+_runtime_value_sets: dict[str, dict[str, Any]] = {}
+_runtime_code_systems: dict[str, dict[str, Any]] = {}
+
+
+def set_runtime(value_sets: dict[str, dict[str, Any]], code_systems: dict[str, dict[str, Any]]) -> None:
+    global _runtime_value_sets, _runtime_code_systems
+    _runtime_value_sets, _runtime_code_systems = dict(value_sets), dict(code_systems)
+    clear_cache()
+
+
 @cache
 def system_codes(system: str) -> frozenset[str] | None:
-    """Every code of a complete code system we ship (core or ours); None when we cannot tell."""
-    cs = definitions.code_system(system) or _our_code_system(system)
+    """Every code of a complete code system we hold (core, ours, or created over REST); None otherwise."""
+    cs = definitions.code_system(system) or _our_code_system(system) or _runtime_code_systems.get(system)
     if cs is None or cs.get("content", "complete") != "complete" or not cs.get("concept"):
         return None
     out: set[tuple[str, str]] = set()
@@ -140,8 +152,12 @@ def members(value_set_url: str) -> Members | None:
         _flatten(expansion["contains"], flat)
         total = expansion.get("total")
         result = frozenset(flat) if total is None or total <= len(flat) else None
+    elif vs is not None:
+        result = _from_compose(vs)
     else:
-        result = _from_compose(vs) if vs is not None else _from_terminology(url)
+        result = _from_terminology(url)
+        if result is None and url in _runtime_value_sets:
+            result = value_set_members(_runtime_value_sets[url])
     _members_cache[url] = result
     return result
 

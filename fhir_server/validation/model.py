@@ -243,6 +243,8 @@ def _compiled_core(url: str) -> CompiledSD | None:
 
 
 _extra: dict[str, CompiledSD] = {}
+# StructureDefinitions created over REST, replaced as a whole by ``runtime`` when the store changes
+_runtime: dict[str, CompiledSD] = {}
 
 
 def register(sd: dict[str, Any]) -> CompiledSD:
@@ -253,13 +255,29 @@ def register(sd: dict[str, Any]) -> CompiledSD:
     return c
 
 
+def set_runtime(compiled_sds: dict[str, CompiledSD]) -> None:
+    """Replace the StructureDefinitions created over REST (shipped and core ones always win)."""
+    global _runtime
+    _runtime = dict(compiled_sds)
+
+
+def compile_sd(sd: dict[str, Any]) -> CompiledSD:
+    """Compile a full StructureDefinition (with snapshot) without registering it."""
+    return compile_elements(
+        sd["url"], sd["type"], sd["kind"], sd["snapshot"]["element"], sd.get("context"), sd.get("derivation")
+    )
+
+
 def compiled(url_or_type: str) -> CompiledSD | None:
-    """The compiled tree of a core or registered StructureDefinition (None when unknown)."""
+    """The compiled tree of a core, shipped or runtime StructureDefinition (None when unknown)."""
     url = url_or_type.split("|", 1)[0] if "|" in url_or_type else url_or_type
     hit = _extra.get(url)
     if hit is not None:
         return hit
-    return _compiled_core(url)
+    core = _compiled_core(url)
+    if core is not None:
+        return core
+    return _runtime.get(url)
 
 
 def is_primitive(code: str) -> bool:

@@ -16,6 +16,14 @@ from fhir_server import definitions
 _MERGE_SKIP = frozenset({"id", "path", "sliceName", "constraint", "type", "base"})
 
 
+class SnapshotError(ValueError):
+    """A differential that cannot be applied to its base; ``index`` is the differential element's."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def _base_elements(url: str, bases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if url in bases:
         return copy.deepcopy(bases[url]["snapshot"]["element"])
@@ -107,6 +115,25 @@ def _find_or_create(elements: list[dict[str, Any]], el_id: str) -> int:
     raise ValueError(f"Differential element {el_id} does not exist in the base")
 
 
+def _check_slice(elements: list[dict[str, Any]], el_id: str) -> None:
+    """A slice needs a repeating element that declares its slicing (R4 profiling: "slicing ... SHALL be
+    defined on the first element"); extensions are sliced by url implicitly."""
+    parent_id, last = _parent_and_last(el_id)
+    if ":" not in last:
+        return
+    name = last.split(":", 1)[0]
+    sliced_id = f"{parent_id}.{name}" if parent_id else name
+    sliced = next((e for e in elements if e["id"] == sliced_id), None)
+    if sliced is None:
+        return
+    if name in ("extension", "modifierExtension") or sliced["path"].endswith("[x]"):
+        return
+    if sliced.get("max") == "1" and (sliced.get("base") or {}).get("max", sliced.get("max")) == "1":
+        raise ValueError(f"{el_id} slices {sliced_id}, which does not repeat (max 1)")
+    if "slicing" not in sliced:
+        raise ValueError(f"{el_id} is a slice of {sliced_id}, which declares no slicing (discriminator)")
+
+
 def _merge(target: dict[str, Any], diff: dict[str, Any], sd_url: str) -> None:
     if any(k.startswith(("fixed", "pattern")) for k in diff):
         for k in [k for k in target if k.startswith(("fixed", "pattern"))]:
@@ -137,9 +164,15 @@ def generate_snapshot(
     for el in elements:  # say where inherited rules come from (the compact base omits its own url)
         for c in el.get("constraint", ()):
             c.setdefault("source", sd["baseDefinition"])
-    for diff in sd.get("differential", {}).get("element", []):
+    for n, diff in enumerate(sd.get("differential", {}).get("element", [])):
         el_id = diff.get("id") or diff["path"]
-        idx = _find_or_create(elements, el_id)
+        try:
+            idx = _find_or_create(elements, el_id)
+            _check_slice(elements, el_id)
+        except SnapshotError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise SnapshotError(str(exc), n) from None
         _merge(elements[idx], diff, sd["url"])
         if "sliceName" in diff:
             elements[idx]["sliceName"] = diff["sliceName"]
