@@ -75,6 +75,16 @@ def system_codes(system: str) -> frozenset[str] | None:
     return frozenset(code for _s, code in out)
 
 
+@cache
+def case_insensitive_codes(system: str) -> frozenset[str] | None:
+    """The casefolded codes of a complete code system that declares ``caseSensitive: false``, else None."""
+    cs = definitions.code_system(system) or _our_code_system(system) or _runtime_code_systems.get(system)
+    if cs is None or cs.get("caseSensitive") is not False:
+        return None
+    codes = system_codes(system)
+    return frozenset(c.casefold() for c in codes) if codes is not None else None
+
+
 def _enumerable(vs: dict[str, Any]) -> bool:
     """False when the value set draws on a code system we do not hold in full (SNOMED, BCP-13, ...)."""
     for part in ("include", "exclude"):
@@ -179,6 +189,7 @@ def clear_cache() -> None:
     """Forget computed memberships (tests that change terminology call this)."""
     _members_cache.clear()
     system_codes.cache_clear()
+    case_insensitive_codes.cache_clear()
 
 
 def check(type_code: str, value: Any, binding: dict[str, Any]) -> str | None:

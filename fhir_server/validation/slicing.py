@@ -83,25 +83,38 @@ def matches_pattern(actual: Any, pattern: Any) -> bool:
     return actual == pattern
 
 
-def _descendant(node: Node, path: str) -> Node | None:
+def _descendant(node: Node, path: str, want_fixed: bool = False) -> Node | None:
     if path in ("$this", ""):
         return node
-    current: Node | None = node
-    for seg in _segments(path):
-        if current is None:
-            return None
-        if seg.startswith("extension("):
-            url = seg[len("extension(") : -1].strip("'\"")
-            ext = current.children.get("extension")
-            current = None
-            if ext is not None:
-                for s in ext.slices:
-                    if any(url in t.profiles for t in s.types) or _fixed_url(s) == url:
-                        current = s
-                        break
-            continue
-        current = current.children.get(seg)
-    return current
+    return _walk(node, _segments(path), want_fixed)
+
+
+def _walk(current: Node, segs: tuple[str, ...], want_fixed: bool) -> Node | None:
+    """The element ``segs`` leads to. Through a sliced element (R4 profiling: a discriminator path may
+    pass through slices, e.g. the blood-pressure profile's ``code.coding.code`` reaches the fixed code of
+    the ``coding:SBPCode`` slice), the element itself is tried first, then each of its slices."""
+    if not segs:
+        return current
+    seg, rest = segs[0], segs[1:]
+    if seg.startswith("extension("):
+        url = seg[len("extension(") : -1].strip("'\"")
+        ext = current.children.get("extension")
+        if ext is not None:
+            for s in ext.slices:
+                if any(url in t.profiles for t in s.types) or _fixed_url(s) == url:
+                    return _walk(s, rest, want_fixed)
+        return None
+    child = current.children.get(seg)
+    if child is None:
+        return None
+    found = _walk(child, rest, want_fixed)
+    if (found is not None and (not want_fixed or found.fixed is not None)) or not child.slices:
+        return found
+    for s in sorted(child.slices, key=lambda s: -s.min):
+        candidate = _walk(s, rest, want_fixed)
+        if candidate is not None and candidate.fixed is not None:
+            return candidate
+    return found
 
 
 def _fixed_url(node: Node) -> str | None:
@@ -124,7 +137,7 @@ def _build(slice_node: Node, discriminators: tuple[tuple[str, str], ...]) -> lis
                     fixed = _fixed_url(slice_node)
                     expected = ("fixed", fixed) if fixed is not None else None
             else:
-                target = _descendant(slice_node, path)
+                target = _descendant(slice_node, path, want_fixed=True)
                 expected = target.fixed if target is not None else None
             if expected is None:
                 return None

@@ -11,7 +11,10 @@ rules, so when profiles apply the base walk is replaced by one walk per profile.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -19,7 +22,16 @@ from typing import Any, Literal
 import orjson
 
 from fhir_server import canonical, definitions
-from fhir_server.validation import bindings, bundles, invariants, narrative, questionnaire, slicing
+from fhir_server.validation import (
+    bindings,
+    bundles,
+    conformance,
+    invariants,
+    narrative,
+    questionnaire,
+    slicing,
+    vitals,
+)
 from fhir_server.validation.model import CompiledSD, Node, compiled, is_primitive
 
 Issue = dict[str, Any]
@@ -124,6 +136,8 @@ class _Run:
         sds: list[CompiledSD] = []
         meta = res.get("meta")
         named = list(meta.get("profile", ()) if isinstance(meta, dict) else ()) + list(extra_profiles or ())
+        if rtype == "Observation" and (vital := vitals.profile_for(res)) is not None and vital not in named:
+            named.append(vital)  # R4: a vital-signs Observation SHALL conform to its vital signs profile
         for url in named:
             if not isinstance(url, str):
                 continue
@@ -170,6 +184,9 @@ class _Run:
                 self._questionnaire_response(res, path)
             elif rtype == "Bundle":
                 for issue in bundles.check(res, path):
+                    self.add_issue(issue)
+            elif rtype in ("SearchParameter", "CodeSystem", "CapabilityStatement"):
+                for issue in conformance.check(res, path):
                     self.add_issue(issue)
         finally:
             if pushed:
@@ -547,6 +564,8 @@ class _Run:
             self._reference(node, value, path)
         elif code == "Coding":
             self._known_code(value, path)
+        elif code == "Attachment":
+            self._attachment(value, path)
         for t in node.types:
             if t.code == code and code != "Extension":
                 for prof in t.profiles:
@@ -744,10 +763,41 @@ class _Run:
         if esd.root.checks:
             self._constraints(esd.root, value, path, "Extension")
 
+    def _attachment(self, value: dict[str, Any], path: str) -> None:
+        """R4 Attachment: ``size`` is the number of bytes of the content and ``hash`` its base64 SHA-1;
+        with inline ``data`` both must agree with it."""
+        data = value.get("data")
+        if not isinstance(data, str) or ("size" not in value and "hash" not in value):
+            return
+        try:
+            content = base64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            return  # the base64Binary check reports it
+        size = value.get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size != len(content):
+            self.add(
+                "error",
+                "value",
+                f"{path}.size",
+                f"size is {size} but the data holds {len(content)} bytes (R4 Attachment.size)",
+            )
+        digest = value.get("hash")
+        if isinstance(digest, str):
+            actual = base64.b64encode(hashlib.sha1(content).digest()).decode()
+            if digest.strip() != actual:
+                self.add(
+                    "error",
+                    "value",
+                    f"{path}.hash",
+                    f"hash {digest!r} is not the SHA-1 of the data ({actual}) (R4 Attachment.hash)",
+                )
+
     def _known_code(self, coding: dict[str, Any], path: str) -> None:
         """A code must exist in its code system when we hold that system in full (bound or not).
 
-        Errors for our own code systems; warnings for HL7's, whose R4 examples miscase some codes.
+        R4 (terminologies.html): a Coding's code is defined by its system; a code the system does not
+        define is an error whatever the binding, as the HL7 validator reports it. Systems that declare
+        ``caseSensitive: false`` are compared case-insensitively.
         """
         system, code = coding.get("system"), coding.get("code")
         if not isinstance(system, str) or not isinstance(code, str):
@@ -755,9 +805,11 @@ class _Run:
         codes = bindings.system_codes(system)
         if codes is None or code in codes:
             return
-        severity = "error" if system.startswith(canonical.BASE) else "warning"
+        folded = bindings.case_insensitive_codes(system)
+        if folded is not None and code.casefold() in folded:
+            return
         self.add(
-            severity, "code-invalid", f"{path}.code", f"Unknown code '{code}' in the code system {system}"
+            "error", "code-invalid", f"{path}.code", f"Unknown code '{code}' in the code system {system}"
         )
 
     def _reference(self, node: Node, value: dict[str, Any], path: str) -> None:

@@ -136,7 +136,7 @@ async def test_summary_elements_and_pretty(client: httpx.AsyncClient) -> None:
         client,
         gender="female",
         birthDate="2019-05-01",
-        text={"status": "generated", "div": "<div>x</div>"},
+        text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'},
         contact=[{"name": {"text": "Mother"}}],
     )
     pid = patient["id"]

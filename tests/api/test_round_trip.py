@@ -78,6 +78,8 @@ SPEC_ERRORS = {
     "(fullUrl SHALL NOT disagree with the id)",
     "Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": "fullUrl .../Patient/pat12 holds Patient/pat2",
     "Bundle-lri-example.json": "fullUrls .../Observation/lri-gramstain1, 2 hold Observation/gramstain1, 2",
+    "Observation-f202.json": "a vital-signs body temperature without effective[x] (the R4 bodytemp profile)",
+    "DiagnosticReport-example-pgx.json": "presentedForm.hash is not the SHA-1 of its data (Attachment.hash)",
 }
 
 

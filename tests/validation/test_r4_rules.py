@@ -7,6 +7,8 @@ bundle.html).
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -249,3 +251,175 @@ def test_searchset_rules() -> None:
     }
     assert _where(_bundle("searchset", match, outcome, total=1)) == []
     assert "Bundle" in _where(_bundle("collection", match))  # bdl-2: search only in a searchset
+
+
+# -- core rules: vital signs, code systems, attachments ---------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fhir" / "hl7.fhir.r4.examples-4.0.1.tgz"
+
+
+def _example(name: str) -> dict[str, Any]:
+    import json
+    import tarfile
+
+    with tarfile.open(EXAMPLES) as tar:
+        member = tar.extractfile(f"package/{name}")
+        assert member is not None
+        return json.load(member)
+
+
+def test_vital_signs_observations_follow_their_profile() -> None:
+    heart_rate = _example("Observation-heart-rate.json")
+    assert _where(heart_rate) == []
+    del heart_rate["valueQuantity"]["code"]  # heartrate fixes the UCUM code /min
+    assert _where(heart_rate) == ["Observation.valueQuantity.code"]
+    # the same observation outside the vital-signs category (and claiming no profile) is not a vital sign
+    heart_rate["category"] = [{"text": "other"}]
+    del heart_rate["meta"]
+    assert _where(heart_rate) == []
+
+
+def test_the_blood_pressure_example_matches_its_component_slices() -> None:
+    bp = _example("Observation-blood-pressure.json")
+    assert _where(bp) == []
+    assert [
+        i for i in validate(bp, ["http://hl7.org/fhir/StructureDefinition/bp"]) if i["severity"] == "error"
+    ] == []
+    bp["component"][1]["code"]["coding"][0]["code"] = "0000-0"  # no diastolic component any more
+    assert _where(bp) == ["Observation.component"]
+
+
+def test_codes_must_exist_in_the_core_code_systems_we_hold() -> None:
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    category = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}
+    assert _where({**obs, "category": [{"coding": [category]}]}) == []
+    wrong = {**category, "code": "labs"}
+    assert _where({**obs, "category": [{"coding": [wrong]}]}) == ["Observation.category[0].coding[0].code"]
+    # a required binding names the element itself
+    assert _where({**obs, "status": "done"}) == ["Observation.status"]
+
+
+def test_attachment_size_and_hash_agree_with_the_data() -> None:
+    import base64
+    import hashlib
+
+    content = "ผลตรวจ".encode()
+    data = base64.b64encode(content).decode()
+    sha1 = base64.b64encode(hashlib.sha1(content).digest()).decode()
+
+    def doc(**attachment: Any) -> dict[str, Any]:
+        return {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "content": [{"attachment": {"contentType": "text/plain", "data": data, **attachment}}],
+        }
+
+    assert _where(doc(size=len(content), hash=sha1)) == []
+    assert _where(doc(size=len(content) + 1)) == ["DocumentReference.content[0].attachment.size"]
+    assert _where(doc(hash=base64.b64encode(hashlib.sha1(b"other").digest()).decode())) == [
+        "DocumentReference.content[0].attachment.hash"
+    ]
+
+
+# -- conformance resources ----------------------------------------------------------------------------
+
+
+def _search_parameter(**fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "SearchParameter",
+        "url": "https://example.org/SearchParameter/x",
+        "name": "X",
+        "status": "active",
+        "description": "x",
+        "code": "x",
+        "base": ["Patient"],
+        "type": "token",
+        "expression": "Patient.gender",
+        **fields,
+    }
+
+
+def test_search_parameter_rules() -> None:
+    assert _where(_search_parameter()) == []
+    assert _where(_search_parameter(type="date")) == ["SearchParameter.type"]
+    assert _where(_search_parameter(expression="Patient.nickname")) == ["SearchParameter.expression"]
+    assert _where(
+        _search_parameter(
+            base=["Observation"], type="quantity", expression="Observation.value.as(Attachment)"
+        )
+    ) == ["SearchParameter.expression"]
+    assert (
+        _where(
+            _search_parameter(
+                base=["Observation"], type="quantity", expression="(Observation.value as Quantity)"
+            )
+        )
+        == []
+    )
+    assert _where(
+        _search_parameter(base=["Observation"], type="quantity", expression="Observation.value.as(Period)")
+    ) == ["SearchParameter.type"]
+    assert _where(_search_parameter(type="composite", expression="Patient")) == ["SearchParameter.component"]
+
+
+def test_code_system_rules() -> None:
+    cs = {
+        "resourceType": "CodeSystem",
+        "url": "https://example.org/CodeSystem/x",
+        "status": "active",
+        "content": "complete",
+        "count": 2,
+        "property": [{"code": "order", "type": "integer"}],
+        "concept": [{"code": "a", "property": [{"code": "order", "valueInteger": 1}]}, {"code": "b"}],
+    }
+    assert _where(cs) == []
+    assert _where({**cs, "count": 3}) == ["CodeSystem.count"]
+    bad = copy.deepcopy(cs)
+    bad["concept"][0]["property"] = [{"code": "colour", "valueString": "red"}]
+    assert _where(bad) == ["CodeSystem.concept[0].property[0].code"]
+    bad["concept"][0]["property"] = [{"code": "order", "valueString": "1"}]
+    assert _where(bad) == ["CodeSystem.concept[0].property[0].valueString"]
+    bad["concept"][1]["code"] = "a"
+    assert "CodeSystem" in _where(bad)  # csd-1: codes are unique
+
+
+def test_capability_statement_rules() -> None:
+    base = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2024-01-01",
+        "kind": "instance",
+        "implementation": {"description": "x"},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": "Patient",
+                        "supportedProfile": ["http://hl7.org/fhir/StructureDefinition/Patient"],
+                        "searchParam": [
+                            {
+                                "name": "birthdate",
+                                "definition": "http://hl7.org/fhir/SearchParameter/individual-birthdate",
+                                "type": "date",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    assert _where(base) == []
+    wrong_type = copy.deepcopy(base)
+    wrong_type["rest"][0]["resource"][0]["searchParam"][0]["type"] = "string"
+    assert _where(wrong_type) == ["CapabilityStatement.rest[0].resource[0].searchParam[0].type"]
+    wrong_profile = copy.deepcopy(base)
+    wrong_profile["rest"][0]["resource"][0]["supportedProfile"] = [
+        "http://hl7.org/fhir/StructureDefinition/Observation"
+    ]
+    assert _where(wrong_profile) == ["CapabilityStatement.rest[0].resource[0].supportedProfile[0]"]
+    twice = copy.deepcopy(base)
+    twice["rest"].append(copy.deepcopy(base["rest"][0]))
+    assert _where(twice) == ["CapabilityStatement.rest[1].mode"]
