@@ -272,45 +272,52 @@ def _ext_step(url: str) -> Accessor:
     return step
 
 
-# --- fhirpathpy fallback ---------------------------------------------------------------------------
+# --- FHIRPath fallback ------------------------------------------------------------------------------
 
 
-def _fhirpath_resolve(inputs: list[Any]) -> list[Any]:
-    from fhirpathpy.engine.nodes import ResourceNode
-
-    out = []
-    for ref in inputs:
-        target = _ref_type(ref, {}) if isinstance(ref, dict) else None
-        if target:
-            out.append(ResourceNode.create_node({"resourceType": target}, target))
-    return out
+def _stub_resolver(reference: str) -> dict[str, Any] | None:
+    """``resolve()`` while indexing: the referenced resource's type only (``where(resolve() is Patient)``)."""
+    target = _ref_type({"reference": reference}, {})
+    return {"resourceType": target} if target else None
 
 
 @cache
 def _fhirpath(expression: str) -> Callable[..., list[Any]]:
-    from fhirpathpy.models import models
+    """The server's FHIRPath engine (``fhir_server.fhirpath``) on a resource; ValueError when invalid."""
+    from fhir_server import fhirpath
+
+    try:
+        compiled = fhirpath.compile(expression)
+    except fhirpath.FhirPathError as exc:
+        raise ValueError(f"invalid FHIRPath expression {expression!r}: {exc}") from exc
+
+    def run(resource: Any) -> list[Any]:
+        return compiled.evaluate(resource, resolver=_stub_resolver)
+
+    return run
+
+
+def _convert_fhirpath_value(v: Any) -> tuple[Any, str | None]:
+    """(JSON value, FHIR type) of a result: nodes keep their type; System values become JSON."""
+    from decimal import Decimal
 
     from fhir_server import fhirpath
 
-    options = {"userInvocationTable": {"resolve": {"fn": _fhirpath_resolve, "arity": {0: []}}}}
-    try:
-        return fhirpath.compile(expression, models["r4"], options)
-    except Exception as exc:  # the parser raises a variety of errors on bad expressions
-        raise ValueError(f"invalid FHIRPath expression {expression!r}: {exc}") from exc
-
-
-def _convert_fhirpath_value(v: Any) -> Any:
-    from decimal import Decimal
-
+    if isinstance(v, fhirpath.Node):
+        return v.value, v.type_name
     if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, dict):
-        return {k: _convert_fhirpath_value(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_convert_fhirpath_value(x) for x in v]
-    if not isinstance(v, str | int | float | bool) and v is not None:
-        return str(v)
-    return v
+        return float(v), "decimal"
+    if isinstance(v, bool):
+        return v, "boolean"
+    if isinstance(v, int):
+        return v, "integer"
+    if isinstance(v, fhirpath.Temporal):
+        return str(v), {"Date": "date", "DateTime": "dateTime", "Time": "time"}[v.kind]
+    if isinstance(v, fhirpath.Quantity):
+        return {"value": float(v.value), "code": v.unit, "system": "http://unitsofmeasure.org"}, "Quantity"
+    if isinstance(v, str):
+        return v, "string"
+    return str(v), None
 
 
 def _fhirpath_accessor(expression: str) -> Accessor:
@@ -324,7 +331,7 @@ def _fhirpath_accessor(expression: str) -> Accessor:
             except Exception:  # a data-dependent evaluation failure indexes nothing, never fails a write
                 continue
             for v in values or []:
-                out.append((_convert_fhirpath_value(v), None))
+                out.append(_convert_fhirpath_value(v))
         return out
 
     return run

@@ -206,9 +206,13 @@ def _code_system(cs: dict[str, Any], path: str) -> list[Issue]:
     for i, prop in enumerate(cs.get("property") or ()):
         if not isinstance(prop, dict) or not isinstance(prop.get("code"), str):
             continue
-        if prop["code"] in declared:
+        if prop["code"] in declared:  # a warning: concepts can still use it (HL7's SNOMED CT has one)
             issues.append(
-                _issue(f"{path}.property[{i}].code", f"Property code '{prop['code']}' is declared twice")
+                _issue(
+                    f"{path}.property[{i}].code",
+                    f"Property code '{prop['code']}' is declared twice",
+                    severity="warning",
+                )
             )
         declared[prop["code"]] = prop.get("type")
     count = 0

@@ -1,9 +1,8 @@
-"""FHIRPath invariants: compiled once per expression (fhirpathpy), cached, evaluated per element.
+"""FHIRPath invariants: compiled once per expression (``fhir_server.fhirpath``), evaluated per element.
 
 Two invariants every element carries (``ele-1``, ``ext-1``) are checked natively by the walker: they
-run on every element of every resource, and fhirpathpy has no ``hasValue()``. A few base R4 invariants
-use FHIRPath that fhirpathpy cannot run or that the specification itself gets wrong; they are listed in
-``SKIPPED`` with the reason, and never evaluated.
+run on every element of every resource. A base R4 invariant the specification itself gets wrong is
+listed in ``SKIPPED`` with the reason, and never evaluated.
 """
 
 from __future__ import annotations
@@ -14,26 +13,23 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from fhirpathpy.engine.nodes import ResourceNode
-from fhirpathpy.models import models
-
-from fhir_server.fhirpath import compile as fp_compile
+from fhir_server import fhirpath
 from fhir_server.validation.model import Constraint
 
 # Checked natively by the walker (same meaning, no FHIRPath engine needed).
 NATIVE = frozenset({"ele-1", "ext-1", "dom-3", "txt-1", "txt-2"})
 # dom-3 (contained resources must be referenced) is native because its R4 expression applies ``as()`` to a
-# collection (``descendants().as(canonical)``), which FHIRPath forbids: fhirpathpy rightly refuses it.
+# collection (``descendants().as(canonical)``), which FHIRPath forbids.
 # txt-1/txt-2 (``htmlChecks()``, narrative XHTML) are checked by ``narrative.check`` on every xhtml value.
 
 # key -> why it is not evaluated. Keys are global in R4 core, so the key alone identifies the rule.
 SKIPPED: dict[str, str] = {
-    "que-7": "'answer is Boolean' names the System type; fhirpathpy types a FHIR boolean as FHIR.boolean, so "
+    "que-7": "'answer is Boolean' names the System type, but a FHIR boolean is FHIR.boolean, so "
     "the rule fails on valid data (e.g. the R4 example Questionnaire/bb)",
 }
 
 # Our own invariants on hot paths, in Python: the same rule as the profile's FHIRPath (which stays the
-# published definition), about a hundred times cheaper than running it through fhirpathpy on every
+# published definition), much cheaper than running it through the FHIRPath engine on every
 # growth Observation. tests/validation/test_native_invariants.py proves both agree.
 _LOINC = "http://loinc.org"
 _UCUM = "http://unitsofmeasure.org"
@@ -82,52 +78,19 @@ def _growth_unit(data: Any) -> bool:
 
 NATIVE_RULES: dict[str, Callable[[Any], bool]] = {"th-growth-1": _growth_code, "th-growth-2": _growth_unit}
 
-_MODEL = models["r4"]
 _resolver: contextvars.ContextVar[Callable[[str], dict[str, Any] | None] | None] = contextvars.ContextVar(
     "fhir_validation_resolver", default=None
 )
 
-
-def _has_value(inputs: list[Any]) -> bool:
-    return len(inputs) == 1 and inputs[0] is not None and not isinstance(inputs[0], (dict, list))
+_cache: dict[str, fhirpath.Expression | Exception] = {}
 
 
-def _resolve(inputs: list[Any]) -> list[Any]:
-    """FHIRPath ``resolve()``: references to resources through the caller's resolver, if any."""
-    resolver = _resolver.get()
-    out: list[Any] = []
-    if resolver is None:
-        return out
-    for item in inputs:
-        ref = item.get("reference") if isinstance(item, dict) else item
-        if isinstance(ref, str):
-            target = resolver(ref)
-            if target is not None:
-                out.append(ResourceNode.create_node(target, target.get("resourceType")))
-    return out
-
-
-def _noop_trace(*_args: Any) -> None:
-    return None
-
-
-_OPTIONS = {
-    "userInvocationTable": {
-        "hasValue": {"fn": _has_value},
-        "resolve": {"fn": _resolve},
-    },
-    "traceFn": _noop_trace,
-}
-
-_cache: dict[str, Callable[..., list[Any]] | Exception] = {}
-
-
-def _compiled(expression: str) -> Callable[..., list[Any]] | Exception:
+def _compiled(expression: str) -> fhirpath.Expression | Exception:
     hit = _cache.get(expression)
     if hit is None:
         try:
-            hit = fp_compile(expression, _MODEL, _OPTIONS)
-        except Exception as exc:  # an expression fhirpathpy cannot parse
+            hit = fhirpath.compile(expression)
+        except fhirpath.FhirPathError as exc:  # an expression that is not valid FHIRPath
             hit = exc
         _cache[expression] = hit
     return hit
@@ -285,10 +248,11 @@ def evaluate(
     if isinstance(fn, Exception):
         return f"cannot parse: {fn}"
     try:
-        node = ResourceNode.create_node(data, type_path)
-        result = fn(node, {"resource": resource, "rootResource": root})
-    except Exception as exc:
+        result = fn.evaluate(
+            data, type_name=type_path, resource=resource, root_resource=root, resolver=_resolver.get()
+        )
+    except (fhirpath.FhirPathError, ArithmeticError) as exc:
         return f"cannot evaluate: {exc}"
     if not result:
         return True  # an empty result does not fail an invariant
-    return not (len(result) == 1 and result[0] is False)
+    return not (len(result) == 1 and fhirpath.system(result[0]) is False)

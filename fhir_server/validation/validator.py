@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import hashlib
 import re
 from collections.abc import Callable
@@ -59,6 +58,9 @@ _TOO_LONG = "The string is {} characters long; R4 strings SHALL NOT exceed 1MB (
 _DATES = frozenset({"date", "dateTime", "instant"})
 
 
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def _real_day(value: str) -> bool:
     """A full date (YYYY-MM-DD...) names a day that exists (R4 date: "a date ... in the calendar")."""
     try:
@@ -67,7 +69,10 @@ def _real_day(value: str) -> bool:
         return True  # the regex decides the shape
     if not 1 <= month <= 12:
         return False
-    return 1 <= day <= calendar.monthrange(year, month)[1] if year > 0 else day <= 31
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 1 <= day <= (29 if leap else 28)
+    return 1 <= day <= _MONTH_DAYS[month]
 _string_rx: dict[str, re.Pattern[str] | Literal[False] | None] = {}
 
 

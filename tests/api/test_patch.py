@@ -102,3 +102,32 @@ async def test_fhirpath_patch_errors(client: httpx.AsyncClient) -> None:
     }
     assert (await client.patch(f"/Patient/{pid}", json=wrong_root)).status_code == 400
     assert (await client.get(f"/Patient/{pid}")).json()["meta"]["versionId"] == "1"
+
+
+async def test_fhirpath_patch_where_is_typed_by_the_model(client: httpx.AsyncClient) -> None:
+    """where() criteria run on the server's FHIRPath engine with each element's R4 type: a choice
+    (value[x]) is found by its type, and a name the type lacks is a clear 400, not a silent no-op."""
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "blood pressure"},
+        "component": [
+            {"code": {"text": "systolic"}, "valueQuantity": {"value": 120, "unit": "mm[Hg]"}},
+            {"code": {"text": "note"}, "valueString": "seated"},
+        ],
+    }
+    oid = (await client.post("/Observation", json=obs)).json()["id"]
+    patch = {
+        "resourceType": "Parameters",
+        "parameter": [operation(type="delete", path="Observation.component.where(value.is(string))")],
+    }
+    response = await client.patch(f"/Observation/{oid}", json=patch)
+    assert response.status_code == 200, response.text
+    assert [c["code"]["text"] for c in response.json()["component"]] == ["systolic"]
+    bad = {
+        "resourceType": "Parameters",
+        "parameter": [operation(type="delete", path="Observation.component.where(valu.exists())")],
+    }
+    response = await client.patch(f"/Observation/{oid}", json=bad)
+    assert response.status_code == 400
+    assert "valu" in response.json()["issue"][0]["diagnostics"]

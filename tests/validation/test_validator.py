@@ -97,15 +97,18 @@ def test_bundle_entries_are_validated_and_urn_references_resolved():
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
-            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "gender": "boy"}},
             {
-                "fullUrl": "urn:uuid:2",
+                "fullUrl": "urn:uuid:9d1c7a40-6c7e-4c4f-9f0e-2b3a4c5d6e71",
+                "resource": {"resourceType": "Patient", "gender": "boy"},
+            },
+            {
+                "fullUrl": "urn:uuid:9d1c7a40-6c7e-4c4f-9f0e-2b3a4c5d6e72",
                 "resource": {
                     "resourceType": "Observation",
                     "status": "final",
                     "code": {"text": "x"},
-                    "performer": [{"reference": "urn:uuid:1"}],
-                    "subject": {"reference": "urn:uuid:2"},
+                    "performer": [{"reference": "urn:uuid:9d1c7a40-6c7e-4c4f-9f0e-2b3a4c5d6e71"}],
+                    "subject": {"reference": "urn:uuid:9d1c7a40-6c7e-4c4f-9f0e-2b3a4c5d6e72"},
                 },
             },
         ],

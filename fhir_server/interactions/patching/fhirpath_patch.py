@@ -3,8 +3,9 @@ replace, move) whose paths are FHIRPath expressions.
 
 Patching needs the *location* of each element, which a FHIRPath engine does not give, so paths are
 walked here: member steps (with choice types such as ``value`` matching ``valueQuantity``), indexers,
-``first()``, ``last()`` and ``where(criteria)``, whose criteria are evaluated by fhirpathpy on each
-candidate element. That covers the paths patches use in practice; anything else is a clear 400.
+``first()``, ``last()`` and ``where(criteria)``, whose criteria are evaluated by the server's FHIRPath
+engine on each candidate element, typed by the R4 model (the element's type is followed along the
+path). That covers the paths patches use in practice; anything else is a clear 400.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ _STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
 
 # A location: the container (dict or list) and the key or index of the element in it.
 Location = tuple[Any, Any]
+# Each location found, with the R4 type of its element ("HumanName", "Patient.contact") when known.
+Typed = tuple[Location, str | None]
 
 
 def _bad(index: int, text: str, status: int = 400) -> FhirError:
@@ -58,9 +61,28 @@ def _value(location: Location) -> Any:
     return container[key]
 
 
-def _member(locations: list[Location], name: str) -> list[Location]:
-    out: list[Location] = []
-    for location in locations:
+def _child_type(parent: str | None, name: str, key: str) -> str | None:
+    from fhir_server.fhirpath import model
+
+    if parent is None:
+        return None
+    owner = parent.split(".", 1)[0]
+    info = model.children((owner, parent) if "." in parent else (parent, parent)).get(name)
+    if info is None:
+        return None
+    choice, types, codes = info
+    if choice:
+        suffix = key[len(name) :]
+        types = tuple(t for t, c in zip(types, codes, strict=True) if c[:1].upper() + c[1:] == suffix)
+    if not types:
+        return None
+    t_owner, t_path = types[0]
+    return t_owner if t_owner == t_path else t_path
+
+
+def _member(locations: list[Typed], name: str) -> list[Typed]:
+    out: list[Typed] = []
+    for location, type_name in locations:
         node = _value(location)
         if not isinstance(node, dict):
             continue
@@ -74,24 +96,29 @@ def _member(locations: list[Location], name: str) -> list[Location]:
         if key is None:
             continue
         child = node[key]
+        child_type = _child_type(type_name, name, key)
         if isinstance(child, list):
-            out.extend((child, i) for i in range(len(child)))
+            out.extend(((child, i), child_type) for i in range(len(child)))
         else:
-            out.append((node, key))
+            out.append(((node, key), child_type))
     return out
 
 
-def _where(locations: list[Location], criteria: str, index: int) -> list[Location]:
+def _where(locations: list[Typed], criteria: str, index: int) -> list[Typed]:
     from fhir_server import fhirpath
 
+    try:
+        expression = fhirpath.compile(criteria)
+    except fhirpath.FhirPathError as exc:
+        raise _bad(index, f"cannot evaluate where({criteria}): {exc}") from None
     kept = []
-    for location in locations:
+    for location, type_name in locations:
         try:
-            result = fhirpath.evaluate(_value(location), criteria)
-        except Exception as exc:  # fhirpathpy raises plain exceptions for syntax errors
+            result = expression.evaluate(_value(location), type_name=type_name)
+        except fhirpath.FhirPathError as exc:
             raise _bad(index, f"cannot evaluate where({criteria}): {exc}") from None
-        if result == [True]:
-            kept.append(location)
+        if [fhirpath.system(r) for r in result] == [True]:
+            kept.append((location, type_name))
     return kept
 
 
@@ -99,23 +126,23 @@ def _locate(resource: dict[str, Any], path: str, index: int) -> list[Location]:
     steps = _split(path)
     if not steps or steps[0] != resource.get("resourceType"):
         raise _bad(index, f"the path '{path}' must start with {resource.get('resourceType')}")
-    locations: list[Location] = [({"root": resource}, "root")]
+    typed: list[Typed] = [(({"root": resource}, "root"), resource.get("resourceType"))]
     for step in steps[1:]:
         if step.startswith("where(") and step.endswith(")"):
-            locations = _where(locations, step[6:-1], index)
+            typed = _where(typed, step[6:-1], index)
         elif step == "first()":
-            locations = locations[:1]
+            typed = typed[:1]
         elif step == "last()":
-            locations = locations[-1:]
+            typed = typed[-1:]
         else:
             match = _STEP.match(step)
             if match is None:
                 raise _bad(index, f"the path step '{step}' is not supported in a patch path")
-            locations = _member(locations, match.group(1))
+            typed = _member(typed, match.group(1))
             if match.group(2) is not None:
                 n = int(match.group(2))
-                locations = locations[n : n + 1]
-    return locations
+                typed = typed[n : n + 1]
+    return [location for location, _type in typed]
 
 
 def _parts(operation: dict[str, Any]) -> dict[str, Any]:

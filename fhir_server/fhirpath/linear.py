@@ -1,4 +1,4 @@
-"""FHIRPath through fhirpathpy, with every regular expression on RE2 (linear time).
+"""Regular expressions from resources on RE2 (linear time), for our engine and for fhirpathpy.
 
 ``matches()`` and ``replaceMatches()`` take their pattern from an expression, and expressions come
 from resources (SearchParameters, profiles' invariants, FHIRPath Patch). On a backtracking engine a
@@ -6,19 +6,18 @@ pattern like ``^(a+)+$`` takes seconds per write and doubles with each character
 linear-time engine, through its maintained ``google-re2`` binding) answers in time proportional to the
 text, and refuses the few constructs that need backtracking (backreferences, lookaround).
 
-Importing this module installs the two functions in fhirpathpy's own function table, so every
-evaluation in the process uses them; use ``compile``/``evaluate`` from here to make that explicit.
-Patterns from any other resource (a ValueSet's ``regex`` filter) go through ``regex`` too.
+Our FHIRPath engine (``fhir_server.fhirpath``) runs every pattern through ``regex`` here (its
+``regex.py`` is the one caller). Importing this module also installs the two functions in fhirpathpy's
+own function table, for code that still evaluates with fhirpathpy. Patterns from any other resource (a
+ValueSet's ``regex`` filter) go through ``regex`` too.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import fhirpathpy
 import re2
 from fhirpathpy.engine import invocations as _invocations
 from fhirpathpy.engine import util as _util
@@ -114,15 +113,3 @@ def check_patterns(expression: str) -> None:
         except ValueError:
             raise PatternError(f"bad escape in the FHIRPath string '{literal}'") from None
         regex(pattern)
-
-
-def compile(expression: str, model: Any = None, options: dict[str, Any] | None = None) -> Callable[..., Any]:
-    """``fhirpathpy.compile`` with the RE2 functions installed."""
-    return fhirpathpy.compile(expression, model, options)
-
-
-def evaluate(
-    resource: Any, expression: str, context: Any = None, model: Any = None, options: Any = None
-) -> Any:
-    """``fhirpathpy.evaluate`` with the RE2 functions installed."""
-    return fhirpathpy.evaluate(resource, expression, context, model, options)
