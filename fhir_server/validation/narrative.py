@@ -82,6 +82,10 @@ _BAD_SCHEME = re.compile(r"^\s*(javascript|vbscript|data|livescript)\s*:", re.IG
 _DATA_IMAGE = re.compile(r"^\s*data:\s*image/(png|gif|jpe?g|bmp|webp)[;,]", re.IGNORECASE)
 _BAD_STYLE = re.compile(r"expression\s*\(|javascript\s*:|vbscript\s*:|@import|behavior\s*:", re.IGNORECASE)
 _MAX_FINDINGS = 20
+_NS = f"{{{XHTML}}}"
+_DIV = f"{_NS}div"
+# attributes allowed on every element whose value cannot carry code: no further checks needed
+_SAFE_ATTRIBUTES = frozenset({"id", "class", "title", "lang", "dir", f"{{{_XML_NS}}}lang"})
 
 
 @cache
@@ -106,39 +110,48 @@ def check(div: Any) -> list[str]:
         root = etree.fromstring(div.encode("utf-8"), _parser())
     except etree.XMLSyntaxError as exc:
         return [f"The narrative is not well-formed XHTML: {exc.msg}"]
-    if root.tag != f"{{{XHTML}}}div":
+    if root.tag != _DIV:
         return [f"The narrative's root element must be a div in the XHTML namespace ({XHTML})"]
     problems: list[str] = []
-    has_content = False
+    has_content = bool(root.text and not root.text.isspace())
+    prefix = len(_NS)
     for node in root.iter():
-        if len(problems) >= _MAX_FINDINGS:
-            break
-        if not isinstance(node.tag, str):
+        tag = node.tag
+        if type(tag) is not str:
             if isinstance(node, etree._ProcessingInstruction):
                 problems.append("The narrative must not contain processing instructions")
             elif isinstance(node, etree._Entity):
                 problems.append(f"The narrative must not use the entity &{node.name};")
-            if node.tail and node.tail.strip():
+            if not has_content and node.tail and not node.tail.isspace():
                 has_content = True
             continue
-        qname = etree.QName(node)
-        name = qname.localname
-        if qname.namespace != XHTML:
-            problems.append(f"Element <{name}> is not in the XHTML namespace")
+        if not tag.startswith(_NS):
+            problems.append(f"Element <{tag.rsplit('}', 1)[-1]}> is not in the XHTML namespace")
             continue
-        if (node.text and node.text.strip()) or (node.tail and node.tail.strip() and node is not root):
+        name = tag[prefix:]
+        if not has_content and (
+            (node.text and not node.text.isspace())
+            or (node is not root and node.tail and not node.tail.isspace())
+            or name == "img"
+        ):
             has_content = True
-        if name == "img":
-            has_content = True
-        if name in _ACTIVE:
-            problems.append(f"Element <{name}> is not allowed in a narrative (no active content, R4 txt-1)")
-            continue
         allowed = _ELEMENTS.get(name)
         if allowed is None:
-            problems.append(f"Element <{name}> is not a basic HTML element that narrative allows (txt-1)")
+            if name in _ACTIVE:
+                problems.append(
+                    f"Element <{name}> is not allowed in a narrative (no active content, R4 txt-1)"
+                )
+            else:
+                problems.append(f"Element <{name}> is not a basic HTML element that narrative allows (txt-1)")
             continue
-        for attr, value in node.attrib.items():
-            problems.extend(_attribute(name, attr, value, allowed))
+        attributes = node.attrib
+        if attributes:
+            for attr, value in attributes.items():
+                if attr in _SAFE_ATTRIBUTES:
+                    continue
+                problems.extend(_attribute(name, attr, value, allowed))
+        if len(problems) >= _MAX_FINDINGS:
+            break
     if not has_content:
         problems.append("The narrative must have some non-whitespace content (txt-2)")
     return problems[:_MAX_FINDINGS]
