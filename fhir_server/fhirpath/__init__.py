@@ -138,13 +138,29 @@ def _root(data: Any, type_name: str | None) -> Any:
     if isinstance(data, Node):
         return data
     if type_name:
-        owner = type_name.split(".", 1)[0]
-        node_type = (owner, type_name) if "." in type_name or owner == type_name else (type_name, type_name)
-        if model.is_fhir_type(owner):
+        node_type = _node_type(type_name)
+        if node_type is not None:
             return Node(data, node_type)
     if isinstance(data, dict):
         return Node(data, model.resource_node_type(data))
     return data
+
+
+@lru_cache(maxsize=1024)
+def _node_type(type_name: str) -> model.NodeType | None:
+    """The node type for a type name or an element path ("Patient.identifier" is an Identifier,
+    "Patient.contact" a backbone element of Patient)."""
+    owner = type_name.split(".", 1)[0]
+    if not model.is_fhir_type(owner):
+        return None
+    if "." not in type_name:
+        return (type_name, type_name)
+    parent, name = type_name.rsplit(".", 1)
+    parent_type = _node_type(parent)
+    info = model.children(parent_type).get(name) if parent_type else None
+    if info is None or len(info[1]) != 1:
+        return (owner, type_name)
+    return info[1][0]
 
 
 @lru_cache(maxsize=4096)

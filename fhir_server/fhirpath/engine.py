@@ -83,7 +83,13 @@ def system(item: Any) -> Any:
         return item
     name = item.type_name
     value = item.value
-    if value is None or name is None:
+    if value is None:
+        return item
+    if name is None:  # untyped data: JSON primitives are their System values
+        if isinstance(value, bool | int | str):
+            return value
+        if isinstance(value, float):
+            return decimal_of(value)
         return item
     if isinstance(value, dict):
         if model.derives(name, "Quantity") and "value" in value:

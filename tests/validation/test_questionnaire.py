@@ -172,8 +172,12 @@ def test_answer_value_set_membership() -> None:
         {"valueCoding": {"system": "http://hl7.org/fhir/administrative-gender", "code": "robot"}}
     ]
     errors = _check(r)
-    assert _where(errors) == ["QuestionnaireResponse.item[5].answer[0].valueCoding"]
-    assert "administrative-gender" in errors[0]["diagnostics"]
+    # not in the answer value set, and not a code of its system either
+    assert _where(errors) == [
+        "QuestionnaireResponse.item[5].answer[0].valueCoding.code",
+        "QuestionnaireResponse.item[5].answer[0].valueCoding",
+    ]
+    assert "administrative-gender" in errors[1]["diagnostics"]
 
 
 def test_answer_value_set_contained_in_the_questionnaire() -> None:
