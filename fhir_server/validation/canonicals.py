@@ -132,6 +132,8 @@ def needed(resource: Any) -> set[tuple[str, str]]:
 async def prefetch(resource: Any, reader: Any) -> Canonicals:
     """Everything ``needed`` by ``resource`` that ``reader`` (or the package) holds."""
     found: Canonicals = {}
+    if reader is None:
+        return found
     for resource_type, canonical in sorted(needed(resource)):
         hit = await find(reader, resource_type, canonical)
         if hit is not None:
