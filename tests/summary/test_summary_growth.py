@@ -114,7 +114,7 @@ async def test_impossible_measurements_are_flagged_not_interpreted_nor_plotted(
             (365, "8306-3", 75.7, "cm"),
             (730, "29463-7", 200, "kg"),  # a 2-year-old weighing 200 kg
             (730, "8306-3", 0.88, "cm"),  # a height typed in metres but labelled cm
-            (740, "8302-2", 88, "kg"),  # a height in a unit of weight
+            (740, "8302-2", 880, "cm"),  # 8.8 metres (a height in a unit of weight is refused on write)
             (760, "29463-7", 12.2, "kg"),
         ],
     )
