@@ -156,7 +156,10 @@ async def test_unscorable_responses_are_refused_naming_the_item(client: httpx.As
     cases = [
         (
             missing,
-            ("QuestionnaireResponse.item.where(linkId='family').item.where(linkId='family.relationships')",),
+            (
+                "QuestionnaireResponse.item.where(linkId='family').item.where(linkId='family.relationships')",
+                "QuestionnaireResponse.item[2].item[1]",  # the validator's Questionnaire check: required
+            ),
         ),
         (
             wrong,
@@ -167,9 +170,15 @@ async def test_unscorable_responses_are_refused_naming_the_item(client: httpx.As
         ),
         (
             other_system,
-            ("QuestionnaireResponse.item.where(linkId='health').item.where(linkId='health.physical')",),
+            (
+                "QuestionnaireResponse.item.where(linkId='health').item.where(linkId='health.physical')",
+                "QuestionnaireResponse.item[0].item[0].answer[0]",  # the validator: not an answer option
+            ),
         ),
-        (no_dimension, ("QuestionnaireResponse.item.where(linkId='income')",)),
+        (
+            no_dimension,
+            ("QuestionnaireResponse.item.where(linkId='income')", "QuestionnaireResponse: Item 'income'"),
+        ),
     ]
     for body, names in cases:
         reply = await client.post("QuestionnaireResponse", json=body, headers=FHIR_JSON)
