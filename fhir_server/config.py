@@ -18,6 +18,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
 @dataclass
 class Settings:
     store_url: str = field(default_factory=default_store_url)
@@ -27,9 +32,17 @@ class Settings:
     # audience of access tokens and client assertions. Empty: the address the server listens on (never
     # a request's Host header). ``termtem serve`` requires it with auth on a non-loopback address.
     public_base_url: str = field(default_factory=lambda: os.environ.get("TERMTEM_PUBLIC_BASE_URL", ""))
+    # --- input limits (docs/limits.md): each refused early with an OperationOutcome ---
     max_body_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BODY_BYTES", 64 * 1024 * 1024))
+    max_json_depth: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_JSON_DEPTH", 100))
     max_bundle_entries: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_BUNDLE_ENTRIES", 20_000))
+    max_url_length: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_URL_LENGTH", 16_384))
     max_query_length: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_QUERY_LENGTH", 8_192))
+    max_header_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_HEADER_BYTES", 32 * 1024))
+    max_etag_length: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_ETAG_LENGTH", 256))
+    # Seconds a request body may go without a byte arriving, and the most its whole upload may take.
+    body_read_timeout: float = field(default_factory=lambda: _env_float("TERMTEM_BODY_READ_TIMEOUT", 30.0))
+    body_total_timeout: float = field(default_factory=lambda: _env_float("TERMTEM_BODY_TOTAL_TIMEOUT", 600.0))
     default_page_size: int = field(default_factory=lambda: _env_int("TERMTEM_DEFAULT_COUNT", 20))
     max_page_size: int = field(default_factory=lambda: _env_int("TERMTEM_MAX_COUNT", 1_000))
     # Profiles every write of a type must conform to (strict mode), e.g. {"Patient": [url]}.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -107,12 +108,40 @@ _DECODER = json.JSONDecoder()
 _WS_TEXT = re.compile(r"[ \t\r\n]*")
 
 
+# Values starting this far from the end of a large text are walked child by child (below that, one C
+# call skips them): a single C call over megabytes would hold the GIL, stalling every other request.
+_ONE_CALL = 1 << 18
+
+
 def _value_end(text: str, pos: int) -> int:
     """Index just after the JSON value starting at ``pos`` (the C scanner does the walking)."""
+    if len(text) - pos > _ONE_CALL and text[pos : pos + 1] in ("[", "{"):
+        return _container_end(text, pos)
     try:
         return _DECODER.raw_decode(text, pos)[1]
     except json.JSONDecodeError as exc:
         raise FhirError(400, f"The body is not valid JSON: {exc}", code="structure") from None
+
+
+def _container_end(text: str, pos: int) -> int:
+    close = "]" if text[pos] == "[" else "}"
+    ws = _WS_TEXT.match
+    pos = ws(text, pos + 1).end()  # type: ignore[union-attr]
+    if text[pos : pos + 1] == close:
+        return pos + 1
+    while True:
+        if close == "}":
+            pos = ws(text, _value_end(text, pos)).end()  # type: ignore[union-attr]  # the key
+            if text[pos : pos + 1] != ":":
+                raise FhirError(400, "The body is not valid JSON: ':' expected", code="structure")
+            pos = ws(text, pos + 1).end()  # type: ignore[union-attr]
+        pos = ws(text, _value_end(text, pos)).end()  # type: ignore[union-attr]
+        found = text[pos : pos + 1]
+        if found == close:
+            return pos + 1
+        if found != ",":
+            raise FhirError(400, f"The body is not valid JSON: ',' or '{close}' expected", code="structure")
+        pos = ws(text, pos + 1).end()  # type: ignore[union-attr]
 
 
 def _text_members(text: str) -> list[tuple[str, int, int]]:
@@ -222,3 +251,38 @@ def member(data: bytes, key: str) -> bytes | None:
         if name == key:
             return value
     return None
+
+
+_STRUCTURE = b'"[]{}'
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in _STRUCTURE)
+_STEPS = bytes.maketrans(b'[{]}"', b"\x01\x01\xff\xff\x00")  # +1 opens, -1 (a signed byte) closes
+_BRACKETED_STRING = re.compile(rb'"[^"]*"')
+_SLICE = 1 << 20
+
+
+def nesting_depth(data: bytes) -> int:
+    """How deeply arrays and objects nest in ``data`` (brackets inside strings do not count).
+
+    Every walker of parsed JSON (validation, FHIRPath, indexing, serialising) recurses, so a body
+    nested thousands deep must be refused before any of them runs. This works on the bytes in C: drop
+    escaped quotes and backslashes, keep only quotes and brackets, drop empty strings (most strings
+    hold no bracket), drop the strings left, and take the highest running sum of +1/-1 brackets.
+    """
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    reduced = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in reduced:
+        reduced = _BRACKETED_STRING.sub(b"", reduced)
+    steps = memoryview(reduced.translate(_STEPS)).cast("b")
+    level = deepest = 0
+    for start in range(0, len(steps), _SLICE):  # slices: one long C call would hold the GIL throughout
+        part = steps[start : start + _SLICE]
+        deepest = max(deepest, max(accumulate(part, initial=level)))
+        level += sum(part)
+    return deepest
+
+
+def check_depth(data: bytes, limit: int) -> None:
+    """400 when ``data`` nests deeper than ``limit`` (free when it holds fewer brackets than that)."""
+    if data.count(b"[") + data.count(b"{") > limit and nesting_depth(data) > limit:
+        raise FhirError(400, f"The JSON nests deeper than the limit of {limit} levels", code="too-costly")

@@ -35,6 +35,12 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
+def is_json(content_type: str | None) -> bool:
+    """A body we read as JSON (FHIR JSON, plain JSON, JSON Patch, or no type given)."""
+    kind = media_type(content_type)
+    return kind in _JSON_TYPES or kind in ("", JSON_PATCH)
+
+
 def check_body_type(content_type: str | None, *, allow_patch: bool = False, allow_form: bool = False) -> str:
     """The body's media type, if we can read it; else 415."""
     kind = media_type(content_type)

@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import definitions, fhirjson
-from fhir_server.api import hosted, negotiation
+from fhir_server.api import hosted, limits, negotiation
 from fhir_server.api.responses import error_response, fhir_response, outcome_response
 from fhir_server.api.urls import base_url
-from fhir_server.interactions import create, delete, history, patch, read, shaping, update, writes
+from fhir_server.config import Settings
+from fhir_server.interactions import create, delete, history, offload, patch, read, shaping, update, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.results import Outcome
@@ -32,6 +33,9 @@ class FhirRequest:
 
     def __init__(self, request: Request, segments: list[str]) -> None:
         self.http = request
+        self.settings: Settings = request.app.state.settings
+        self._depth_checked = False
+        self.large_input = offload.LargeInput()
         self.method = request.method
         self.segments = segments
         self.params: list[tuple[str, str]] = request.query_params.multi_items()
@@ -53,19 +57,13 @@ class FhirRequest:
         return self.http.headers.get(name)
 
     async def body(self, max_bytes: int) -> bytes:
-        declared = self.http.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise FhirError(413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self.http.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise FhirError(
-                    413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The body (read once, within the size and time limits); a JSON body also within the depth limit."""
+        data = await limits.read_body(self.http, self.settings, max_bytes)
+        self.large_input.note(len(data))
+        if not self._depth_checked and negotiation.is_json(self.header("content-type")):
+            await offload.run(len(data), limits.check_json_depth, data, self.settings)
+            self._depth_checked = True
+        return data
 
     async def resource_body(self, ctx: RequestContext) -> bytes:
         negotiation.check_body_type(self.header("content-type"))
@@ -302,6 +300,10 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
 
 async def handle(request: Request) -> Response:
     """Entry point for every request under the FHIR base."""
+    try:
+        limits.check_head(request, request.app.state.settings)
+    except FhirError as error:
+        return error_response(error)
     path = request.path_params.get("path", "")
     segments = [s for s in path.split("/") if s]
     fhir = FhirRequest(request, segments)
@@ -312,8 +314,6 @@ async def handle(request: Request) -> Response:
 
         if not format_is_parameter(segments):
             negotiation.check_format(fhir.format, request.headers.get("accept"))
-        if len(request.url.query) > request.app.state.settings.max_query_length:
-            raise FhirError(414, "The query string is too long", code="too-costly")
         ctx = _context(request, fhir)
         hook: Callable[[FhirRequest, RequestContext], Awaitable[None]] | None = getattr(
             request.app.state, "before_interaction", None
@@ -325,9 +325,12 @@ async def handle(request: Request) -> Response:
         response = error_response(error, pretty=fhir.pretty)
     finally:
         # Audit (fhir_server.security) sees every outcome; None means an unexpected failure (500).
-        after = getattr(request.app.state, "after_interaction", None)
-        if after is not None:
-            await after(fhir, ctx, response)
+        try:
+            after = getattr(request.app.state, "after_interaction", None)
+            if after is not None:
+                await after(fhir, ctx, response)
+        finally:
+            fhir.large_input.release()
     assert response is not None
     if request.method == "HEAD":
         response.body = b""

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from fhir_server.api.app import create_app
+        from fhir_server.api.protocol import uvicorn_options
         from fhir_server.config import Settings
         from fhir_server.demo import DemoLoadError, banner, prepare_demo
 
@@ -46,4 +47,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         settings = Settings(store_url=data.store_url, auth=False, data_dir=data_dir)
         typer.echo(banner(data, f"http://{_LOOPBACK}:{port}{settings.base_path}"))
-        uvicorn.run(create_app(settings), host=_LOOPBACK, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=_LOOPBACK,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            **uvicorn_options(settings.max_header_bytes),
+        )

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from fhir_server.api.app import create_app
+        from fhir_server.api.protocol import uvicorn_options
         from fhir_server.api.urls import listening_base
 
         if auth not in ("on", "off"):
@@ -83,4 +84,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"Termtem FHIR server: http://{host}:{port}{settings.base_path} (store {settings.store_url})"
         )
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            **uvicorn_options(settings.max_header_bytes),
+        )

@@ -9,6 +9,7 @@ Entry bodies stay byte-exact apart from rewritten references and server-set ``id
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from fhir_server import fhirjson
-from fhir_server.interactions import conditional, writes
+from fhir_server.interactions import conditional, offload, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.create import create_in
 from fhir_server.interactions.delete import conditional_delete_in, delete_in
@@ -28,6 +29,7 @@ from fhir_server.interactions.results import Outcome, etag
 from fhir_server.interactions.update import parse_if_match, update_in
 from fhir_server.storage.base import StoredResource, StoreTransaction
 
+_ENTRIES_PER_PAUSE = 8
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _REFERENCE = re.compile(rb'("reference"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 _REASONS = {
@@ -80,6 +82,21 @@ def _relative(ctx: RequestContext, url: str, index: int) -> str:
     return url.lstrip("/")
 
 
+_REQUEST_STRINGS = ("method", "url", "ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist")
+
+
+def _check_strings(index: int, obj: dict[str, Any], names: tuple[str, ...], prefix: str) -> None:
+    """The entry members the processor reads as text must be JSON strings (400 otherwise)."""
+    for name in names:
+        if name in obj and not isinstance(obj[name], str):
+            raise FhirError(
+                400,
+                f"Bundle.entry[{index}].{prefix}{name} must be a JSON string",
+                code="structure",
+                expression=[f"Bundle.entry[{index}].{prefix}{name}"],
+            )
+
+
 def _parse_entries(ctx: RequestContext, body: bytes, bundle: dict[str, Any]) -> list[_Entry]:
     raw_entries = fhirjson.member(body, "entry")
     items = fhirjson.array_items(raw_entries) if raw_entries else []
@@ -91,21 +108,23 @@ def _parse_entries(ctx: RequestContext, body: bytes, bundle: dict[str, Any]) -> 
         request = parsed.get("request")
         if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
             raise _fail(index, "the entry has no request with a method and url", code="required")
-        method = str(request["method"]).upper()
+        _check_strings(index, request, _REQUEST_STRINGS, "request.")
+        _check_strings(index, parsed, ("fullUrl",), "")
+        method = request["method"].upper()
         if method not in _ORDER:
-            raise _fail(index, f"unsupported request method '{request['method']}'")
+            raise _fail(index, f"unsupported request method '{request['method'][:20]}'")
         full_url = parsed.get("fullUrl")
         if full_url is not None:
             if full_url in seen:
                 raise _fail(index, f"the fullUrl '{full_url}' appears in more than one entry")
             seen.add(full_url)
-        resource_raw = fhirjson.member(raw, "resource") if "resource" in parsed else None
+        resource = parsed.get("resource")
+        if "resource" in parsed and not isinstance(resource, dict):
+            raise _fail(index, "the entry's resource must be a JSON object", code="structure")
+        resource_raw = fhirjson.member(raw, "resource") if resource is not None else None
         if method in ("POST", "PUT") and resource_raw is None:
             raise _fail(index, f"a {method} entry needs a resource", code="required")
-        entry = _Entry(
-            index, method, _relative(ctx, str(request["url"]), index), full_url, resource_raw, request
-        )
-        resource = parsed.get("resource")
+        entry = _Entry(index, method, _relative(ctx, request["url"], index), full_url, resource_raw, request)
         if (
             isinstance(resource, dict)
             and resource.get("resourceType") == "Bundle"
@@ -146,6 +165,7 @@ async def _resolve(
     ctx: RequestContext, tx: StoreTransaction, entries: list[_Entry], ids: _Identities
 ) -> None:
     for entry in entries:
+        await _pause(entry.index)
         if entry.method in ("GET", "HEAD"):
             continue
         resource_type, id_, query = _split_url(entry)
@@ -237,9 +257,12 @@ def _patch_body(entry: _Entry) -> tuple[PatchFormat, Any]:
     if resource.get("resourceType") == "Parameters":
         return "fhirpath-patch", resource
     if resource.get("resourceType") == "Binary" and "json-patch" in str(resource.get("contentType", "")):
+        data = resource.get("data", "")
         try:
-            return "json-patch", orjson.loads(base64.b64decode(resource.get("data", "")))
-        except (ValueError, orjson.JSONDecodeError):
+            if not isinstance(data, str):
+                raise ValueError("Binary.data is not a string")
+            return "json-patch", fhirjson.parse(base64.b64decode(data, validate=True))
+        except (ValueError, FhirError):
             raise _fail(entry, "the Binary's data is not a base64-encoded JSON Patch") from None
     raise _fail(entry, "a PATCH entry needs a Binary (application/json-patch+json) or Parameters resource")
 
@@ -420,8 +443,8 @@ def _check_envelope(ctx: RequestContext, body: bytes | dict[str, Any]) -> tuple[
 
 async def process_bundle(ctx: RequestContext, body: bytes | dict[str, Any]) -> dict[str, Any]:
     """Run a transaction or batch bundle and return its response bundle."""
-    raw, bundle = _check_envelope(ctx, body)
-    entries = _parse_entries(ctx, raw, bundle)
+    size = len(body) if isinstance(body, bytes) else 0
+    bundle, entries = await offload.run(size, _envelope_and_entries, ctx, body)
     if bundle["type"] == "transaction":
         responses = await _transaction(ctx, entries)
         kind = "transaction-response"
@@ -431,18 +454,32 @@ async def process_bundle(ctx: RequestContext, body: bytes | dict[str, Any]) -> d
     return {"resourceType": "Bundle", "type": kind, "entry": responses}
 
 
+def _envelope_and_entries(
+    ctx: RequestContext, body: bytes | dict[str, Any]
+) -> tuple[dict[str, Any], list[_Entry]]:
+    raw, bundle = _check_envelope(ctx, body)
+    return bundle, _parse_entries(ctx, raw, bundle)
+
+
+async def _pause(index: int) -> None:
+    """Let other requests run between entries: a bundle of thousands must not hold the loop."""
+    if index % _ENTRIES_PER_PAUSE == _ENTRIES_PER_PAUSE - 1:
+        await asyncio.sleep(0)
+
+
 async def _transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
     async with ctx.store.transaction() as tx:
         ids = _Identities()
         await _resolve(ctx, tx, entries, ids)
         cache: dict[str, str] = {}
-        bodies = {
-            e.index: await _rewrite(ctx, tx, e, ids, cache)
-            for e in entries
-            if e.method not in ("GET", "HEAD")
-        }
+        bodies: dict[int, bytes | None] = {}
+        for e in entries:
+            await _pause(e.index)
+            if e.method not in ("GET", "HEAD"):
+                bodies[e.index] = await _rewrite(ctx, tx, e, ids, cache)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+            await _pause(entry.index)
             try:
                 if entry.method in ("GET", "HEAD"):
                     view = RequestContext(**{**ctx.__dict__, "store": _TransactionView(ctx.store, tx)})
@@ -479,6 +516,7 @@ async def _batch(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, A
     results: dict[int, dict[str, Any]] = {}
     done = _Identities()  # fullUrls of entries that already ran, for references between entries
     for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+        await _pause(entry.index)
         try:
             if entry.method in ("GET", "HEAD"):
                 results[entry.index] = await _run_read(ctx, entry)

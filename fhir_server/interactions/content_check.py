@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from fhir_server.config import Settings
+from fhir_server.interactions import offload
 from fhir_server.interactions.errors import FhirError
 
 
@@ -48,10 +49,13 @@ async def _referenced(resource: dict[str, Any], reader: Any) -> dict[str, dict[s
     return found
 
 
-async def check_for_write(resource: dict[str, Any], settings: Settings, reader: Any) -> list[dict[str, Any]]:
+async def check_for_write(
+    resource: dict[str, Any], settings: Settings, reader: Any, *, size: int = 0
+) -> list[dict[str, Any]]:
     """Issues found in ``resource`` (errors reject the write).
 
-    ``reader`` (the write transaction) supplies referenced resources to profile rules that need them.
+    ``reader`` (the write transaction) supplies referenced resources to profile rules that need them;
+    ``size`` (bytes of JSON) sends a large resource's validation to a worker thread.
     """
     from fhir_server.validation import canonicals
     from fhir_server.validation.validator import validate
@@ -60,4 +64,11 @@ async def check_for_write(resource: dict[str, Any], settings: Settings, reader: 
     declared = (resource.get("meta") or {}).get("profile") if isinstance(resource.get("meta"), dict) else None
     referenced = await _referenced(resource, reader) if (profiles or declared) else {}
     found = await canonicals.prefetch(resource, reader)
-    return validate(resource, profiles, resolver=referenced.get if referenced else None, canonicals=found)
+    return await offload.run(
+        size,
+        validate,
+        resource,
+        profiles,
+        resolver=referenced.get if referenced else None,
+        canonicals=found,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.interactions import conditional, writes
+from fhir_server.interactions import conditional, offload, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.results import Outcome, location
 from fhir_server.storage.base import StoreTransaction
@@ -14,8 +14,8 @@ async def create(
     ctx: RequestContext, resource_type: str, body: bytes | dict[str, Any], *, if_none_exist: str | None = None
 ) -> Outcome:
     writes.check_type_known(resource_type)
-    resource = writes.parse_resource(body, resource_type)
     raw = body if isinstance(body, bytes) else None
+    resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
     async with ctx.store.transaction() as tx:
         result = await create_in(ctx, tx, resource_type, resource, raw, if_none_exist=if_none_exist)
     return result
@@ -38,7 +38,7 @@ async def create_in(
         )
         if existing is not None:
             return Outcome(200, stored=existing, location=location(ctx.base_url, existing))
-    issues = await writes.check_content(ctx, resource, tx)
+    issues = await writes.check_content(ctx, resource, tx, size=len(raw or b""))
     stored = await writes.write_version(
         tx, resource_type, id_ or writes.new_id(), resource, raw, current=None, method="POST"
     )

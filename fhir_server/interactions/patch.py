@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fhir_server import fhirjson
-from fhir_server.interactions import conditional, writes
+from fhir_server.interactions import conditional, offload, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.patching import fhirpath_patch, json_patch
@@ -63,10 +63,13 @@ async def patch_in(
     if current.deleted:
         raise FhirError(410, f"{resource_type}/{id_} was deleted", code="deleted")
     check_version(current, expected_version, f"{resource_type}/{id_}")
-    new_body = patched(current.body, patch_format, body)
-    resource = writes.parse_resource(new_body, resource_type)
-    issues = await writes.check_content(ctx, resource, tx)
-    if writes.unchanged(current, resource, new_body):
+    size = len(current.body)
+    new_body = await offload.run(size, patched, current.body, patch_format, body)
+    # Each patch may add nesting: the result must stay within the limit a whole body has.
+    await offload.run(size, fhirjson.check_depth, new_body, ctx.settings.max_json_depth)
+    resource = await offload.run(size, writes.parse_resource, new_body, resource_type)
+    issues = await writes.check_content(ctx, resource, tx, size=size)
+    if await offload.run(size, writes.unchanged, current, resource, new_body):
         await writes.authorize_unchanged(tx, current, resource)
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
     stored = await writes.write_version(

@@ -6,6 +6,7 @@ from fhir_server.interactions import writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.results import Outcome
+from fhir_server.interactions.update import version_number
 
 
 async def read(ctx: RequestContext, resource_type: str, id_: str) -> Outcome:
@@ -25,9 +26,11 @@ async def read(ctx: RequestContext, resource_type: str, id_: str) -> Outcome:
 
 async def vread(ctx: RequestContext, resource_type: str, id_: str, version: str) -> Outcome:
     writes.check_type_known(resource_type)
-    if not version.isdigit():
-        raise FhirError(404, f"{resource_type}/{id_} has no version '{version}'", code="not-found")
-    stored = await ctx.store.vread(resource_type, id_, int(version))
+    number = version_number(version)
+    if number is None:
+        shown = version if len(version) <= 64 else version[:64] + "..."
+        raise FhirError(404, f"{resource_type}/{id_} has no version '{shown}'", code="not-found")
+    stored = await ctx.store.vread(resource_type, id_, number)
     if stored is None:
         raise FhirError(404, f"{resource_type}/{id_} has no version {version}", code="not-found")
     if stored.deleted:

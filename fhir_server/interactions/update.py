@@ -2,41 +2,52 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from fhir_server.interactions import conditional, writes
+from fhir_server.interactions import conditional, offload, writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.results import Outcome, location
 from fhir_server.storage.base import StoredResource, StoreTransaction
 
+# A version id as we write them: a positive decimal that fits SQLite's and Mongo's 64-bit integers.
+_VERSION = re.compile(r"[0-9]{1,18}")
 
-def parse_if_match(value: str | None) -> int | None:
-    """The version named by an If-Match header (``W/"3"``, ``"3"`` or ``3``)."""
-    if value is None or not value.strip():
+
+def version_number(text: str) -> int | None:
+    """The version a ``_history/[vid]`` or ETag names, or None when no version could have that id."""
+    return int(text) if _VERSION.fullmatch(text) else None
+
+
+def parse_if_match(value: Any, header: str = "If-Match") -> int | None:
+    """The version named by an If-Match header (``W/"3"``, ``"3"`` or ``3``).
+
+    A well-formed version too large to exist becomes -1, which no resource has (412, not 400).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    text = value.strip()
+    text = value.strip() if isinstance(value, str) else ""
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
-        raise FhirError(
-            400, f"If-Match '{value}' is not a version ETag like W/\"3\"", expression=["If-Match"]
-        )
-    return int(text)
+    if not (text.isascii() and text.isdigit()):
+        shown = value if isinstance(value, str) and len(value) <= 64 else f"{str(value)[:64]}..."
+        raise FhirError(400, f"{header} '{shown}' is not a version ETag like W/\"3\"", expression=[header])
+    number = version_number(text)
+    return -1 if number is None else number
 
 
 def check_version(current: StoredResource | None, expected: int | None, what: str) -> None:
     if expected is None:
         return
+    asked = f"version {expected}" if expected >= 0 else "a version beyond any stored one"
     if current is None or current.deleted:
-        raise FhirError(
-            412, f"{what} does not exist, but If-Match asked for version {expected}", code="conflict"
-        )
+        raise FhirError(412, f"{what} does not exist, but If-Match asked for {asked}", code="conflict")
     if current.version != expected:
         raise FhirError(
             412,
-            f"{what} is at version {current.version}, not {expected} as If-Match requires",
+            f"{what} is at version {current.version}, not {asked} as If-Match requires",
             code="conflict",
         )
 
@@ -51,8 +62,8 @@ async def update(
 ) -> Outcome:
     writes.check_type_known(resource_type)
     writes.check_id(id_)
-    resource = writes.parse_resource(body, resource_type)
     raw = body if isinstance(body, bytes) else None
+    resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
         result = await update_in(ctx, tx, resource_type, id_, resource, raw, expected_version=expected)
@@ -81,8 +92,9 @@ async def update_in(
         )
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
-    issues = await writes.check_content(ctx, resource, tx)
-    if writes.unchanged(current, resource, raw):
+    size = len(raw or b"")
+    issues = await writes.check_content(ctx, resource, tx, size=size)
+    if await offload.run(size, writes.unchanged, current, resource, raw):
         assert current is not None
         await writes.authorize_unchanged(tx, current, resource)
         return Outcome(200, stored=current, location=location(ctx.base_url, current), issues=issues)
@@ -102,8 +114,8 @@ async def conditional_update(
     if_match: str | None = None,
 ) -> Outcome:
     writes.check_type_known(resource_type)
-    resource = writes.parse_resource(body, resource_type)
     raw = body if isinstance(body, bytes) else None
+    resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
     expected = parse_if_match(if_match)
     async with ctx.store.transaction() as tx:
         result = await conditional_update_in(

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from fhir_server import canonical, definitions, fhirjson
+from fhir_server.interactions import offload
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import Method, StoredResource, StoreTransaction
@@ -91,16 +92,19 @@ def check_unique_keys(body: bytes, resource: Any) -> None:
 
 
 async def check_content(
-    ctx: RequestContext, resource: dict[str, Any], tx: StoreTransaction
+    ctx: RequestContext, resource: dict[str, Any], tx: StoreTransaction, *, size: int = 0
 ) -> list[dict[str, Any]]:
-    """Validate a resource for writing; raise 422 on errors, return warnings and information."""
+    """Validate a resource for writing; raise 422 on errors, return warnings and information.
+
+    ``size`` (bytes of the resource's JSON, when known) sends a large resource's validation off the
+    event loop."""
     from fhir_server.interactions.content_check import check_for_write
     from fhir_server.validation import runtime
 
     if not ctx.extras.get("conformance_refreshed"):  # profiles and terminology created over REST
         await runtime.refresh(ctx.store)
         ctx.extras["conformance_refreshed"] = True
-    issues = await check_for_write(resource, ctx.settings, tx)
+    issues = await check_for_write(resource, ctx.settings, tx, size=size)
     errors = [i for i in issues if i.get("severity") in ("error", "fatal")]
     if errors:
         first = errors[0].get("diagnostics", "invalid content")
@@ -159,15 +163,36 @@ async def write_version(
     """Store ``resource`` as the next version after ``current`` (or version 1)."""
     version = (current.version + 1) if current else 1
     last_updated = now_instant()
-    data = stamp(body, resource, resource_type, id_, version, last_updated)
+    data, rows = await offload.run(
+        len(body) if body else 0,
+        _stamped_and_indexed,
+        body,
+        resource,
+        resource_type,
+        id_,
+        version,
+        last_updated,
+    )
     stored = StoredResource(resource_type, id_, version, last_updated, method, data)
-    written = await tx.put(stored, index_rows(resource))
+    written = await tx.put(stored, rows)
     if resource_type == "QuestionnaireResponse":
         # A flower response is scored into Observations in the same transaction (fhir_server.wellbeing).
         from fhir_server.wellbeing import scoring
 
         await scoring.on_written(tx, written or stored, resource)
     return written
+
+
+def _stamped_and_indexed(
+    body: bytes | None,
+    resource: dict[str, Any],
+    resource_type: str,
+    id_: str,
+    version: int,
+    last_updated: str,
+) -> tuple[bytes, Any]:
+    data = stamp(body, resource, resource_type, id_, version, last_updated)
+    return data, index_rows(resource)
 
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and, at instance level, the target resource; the work is done by ``fhir_server.t
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from fhir_server.operations.registry import (
     parameter_values,
 )
 
+_INTEGER = re.compile(r"-?[0-9]{1,9}")
 _TRUE = ("true", True)
 _FALSE = ("false", False)
 
@@ -42,7 +44,7 @@ def _int(request: OperationRequest, name: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value)
     raise FhirError(400, f"Parameter '{name}' must be an integer, got '{value}'", expression=_expr(name))
 

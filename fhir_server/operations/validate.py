@@ -37,9 +37,10 @@ def _resource_of(request: OperationRequest) -> dict[str, Any] | None:
 async def validate_operation(request: OperationRequest) -> OperationResult:
     """Validate the given (or, for instance-level delete/update without a body, the stored) resource."""
     mode = parameter_value(request.parameters, "mode")
-    if mode is not None and mode not in _MODES:
+    if mode is not None and (not isinstance(mode, str) or mode not in _MODES):
+        shown = mode if isinstance(mode, str) and len(mode) <= 64 else type(mode).__name__
         raise bad_request(
-            f"Unknown $validate mode {mode!r} (create, update or delete)", ["Parameters.parameter"]
+            f"Unknown $validate mode {shown!r} (create, update or delete)", ["Parameters.parameter"]
         )
     profiles = [p for p in parameter_values(request.parameters, "profile") if isinstance(p, str)]
     resource = _resource_of(request)

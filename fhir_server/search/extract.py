@@ -61,9 +61,15 @@ def _strings(value: Any, fhir_type: str | None) -> list[str]:
     return out
 
 
+def _indexed(text: str) -> str:
+    """The normalised form stored for string search: only 512 characters are kept, so only a prefix
+    is normalised (a string of megabytes would otherwise be decomposed whole)."""
+    return normalize(text[:2048])[:512]
+
+
 def _emit_string(rows: IndexRows, key: int, value: Any, fhir_type: str | None, grp: int) -> None:
     for s in _strings(value, fhir_type):
-        rows.string.append((key, normalize(s)[:512], s[:512], grp))
+        rows.string.append((key, _indexed(s), s[:512], grp))
 
 
 def _token_rows(
@@ -85,12 +91,12 @@ def _token_rows(
                 rows.token.append((key, c.get("system"), c.get("code"), grp))
         if grp == 0:
             for s in _strings(value, "CodeableConcept"):
-                rows.string.append((text_key, normalize(s)[:512], s[:512], 0))
+                rows.string.append((text_key, _indexed(s), s[:512], 0))
     elif kind == "Coding":
         if value.get("code") or value.get("system"):
             rows.token.append((key, value.get("system"), value.get("code"), grp))
         if grp == 0 and isinstance(value.get("display"), str):
-            rows.string.append((text_key, normalize(value["display"])[:512], value["display"][:512], 0))
+            rows.string.append((text_key, _indexed(value["display"]), value["display"][:512], 0))
     elif kind == "Identifier":
         ident = value.get("value")
         if ident is None and not value.get("system"):
@@ -102,7 +108,7 @@ def _token_rows(
                 if c.get("code") and ident is not None:
                     rows.token.append((p.sub_key(":of-type"), c.get("system"), f"{c['code']}|{ident}", 0))
             if isinstance(itype.get("text"), str):
-                rows.string.append((text_key, normalize(itype["text"])[:512], itype["text"][:512], 0))
+                rows.string.append((text_key, _indexed(itype["text"]), itype["text"][:512], 0))
     elif kind == "ContactPoint":
         if value.get("value") is not None:
             rows.token.append((key, value.get("system"), str(value["value"]), grp))
@@ -335,6 +341,19 @@ def clear_cache() -> None:
     _extractors.cache_clear()
 
 
+def _unique(values: list[Any]) -> list[Any]:
+    """``values`` without repeats, in order; in slices, as one C call over millions would hold the GIL."""
+    if len(values) <= _SLICE:
+        return list(dict.fromkeys(values))
+    seen: dict[Any, None] = {}
+    for start in range(0, len(values), _SLICE):
+        seen.update(dict.fromkeys(values[start : start + _SLICE]))
+    return list(seen)
+
+
+_SLICE = 50_000
+
+
 def extract_index(resource: dict[str, Any]) -> IndexRows:
     """All index rows for one resource (parsed JSON with ``resourceType``)."""
     rows = IndexRows()
@@ -347,5 +366,5 @@ def extract_index(resource: dict[str, Any]) -> IndexRows:
     for name in ("string", "token", "reference", "date", "number", "quantity", "uri"):
         values = getattr(rows, name)
         if len(values) > 1:
-            setattr(rows, name, list(dict.fromkeys(values)))
+            setattr(rows, name, _unique(values))
     return rows

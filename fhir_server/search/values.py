@@ -15,9 +15,7 @@ UCUM = "http://unitsofmeasure.org"
 _ACCENT_RANGES = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE20, 0xFE2F))
 
 
-def _is_accent(ch: str) -> bool:
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _ACCENT_RANGES)
+_ACCENTS = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _ACCENT_RANGES) + "]")
 
 
 @lru_cache(maxsize=65536)
@@ -26,7 +24,7 @@ def normalize(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed.isascii():
         return decomposed.lower()
-    return "".join(ch for ch in decomposed if not _is_accent(ch)).casefold()
+    return _ACCENTS.sub("", decomposed).casefold()
 
 
 # --- dates -----------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api import limits
 from fhir_server.api.responses import SECURITY_HEADERS
 from fhir_server.config import Settings
+from fhir_server.interactions.errors import FhirError
 from fhir_server.security import audit, keys
 from fhir_server.security.service import Security
 from fhir_server.security.tokens import TokenError
@@ -36,14 +38,10 @@ def _base_url(request: Request, settings: Settings) -> str:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_TOKEN_REQUEST:
-        raise TokenError(413, "invalid_request", "the token request is too large")
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_TOKEN_REQUEST:
-            raise TokenError(413, "invalid_request", "the token request is too large")
+    try:
+        data = await limits.read_body(request, request.app.state.settings, MAX_TOKEN_REQUEST)
+    except FhirError as exc:  # too large, too slow: said the OAuth way
+        raise TokenError(exc.status, "invalid_request", exc.diagnostics) from None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise TokenError(

@@ -208,7 +208,7 @@ def check(type_code: str, value: Any, binding: dict[str, Any]) -> str | None:
         return _check_codings([value], allowed, url)
     if type_code == "CodeableConcept":
         codings = value.get("coding") if isinstance(value, dict) else None
-        if not codings:
+        if not codings or not isinstance(codings, list):
             return None
         return _check_codings(codings, allowed, url)
     return None
@@ -220,8 +220,8 @@ def _check_codings(codings: list[Any], allowed: Members, url: str) -> str | None
         if not isinstance(coding, dict):
             continue
         system, code = coding.get("system"), coding.get("code")
-        if code is None:
-            continue
+        if not isinstance(code, str) or not isinstance(system, str | None):
+            continue  # a malformed coding: the structural check reports it
         if (system or "", code) in allowed:
             return None
         seen.append(f"{system}#{code}")

@@ -202,7 +202,8 @@ class _Run:
 
     def _dom3(self, res: dict[str, Any], path: str) -> None:
         """dom-3: every contained resource is referenced from the rest of the resource (or refers to it)."""
-        contained = [c for c in res.get("contained") or () if isinstance(c, dict)]
+        listed = res.get("contained")
+        contained = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
         outside = orjson.dumps({k: v for k, v in res.items() if k != "contained"})
         dumps = [orjson.dumps(c) for c in contained]
         for i, c in enumerate(contained):
@@ -257,7 +258,8 @@ class _Run:
         types: dict[str, str] = {}
         resources: dict[str, dict[str, Any]] = {}
         canonicals: dict[str, dict[str, Any]] = {}
-        for entry in bundle.get("entry", ()) or ():
+        listed = bundle.get("entry")
+        for entry in listed if isinstance(listed, list) else ():
             if not isinstance(entry, dict):
                 continue
             res = entry.get("resource")
@@ -282,7 +284,8 @@ class _Run:
 
     def resolve(self, reference: str) -> dict[str, Any] | None:
         if reference.startswith("#"):
-            for c in self.root.get("contained", ()) or ():
+            listed = self.root.get("contained")
+            for c in listed if isinstance(listed, list) else ():
                 if isinstance(c, dict) and c.get("id") == reference[1:]:
                     return c
             return None
@@ -309,6 +312,9 @@ class _Run:
         is_resource_root = node is sd.root and sd.kind == "resource"
         companions = "_" in "".join(obj)  # element names never contain "_": only companions do
         for key, value in obj.items():
+            if not key:
+                self.add("error", "structure", path, "An element name cannot be empty")
+                continue
             if key[0] == "_":
                 entry = keys.get(key[1:])
                 if entry is None or not is_primitive(entry[1]):
@@ -850,7 +856,8 @@ class _Run:
             if target is None:
                 self.add("error", "structure", f"{path}.reference", f"Contained resource {ref} not found")
                 return None
-            return target.get("resourceType")
+            found = target.get("resourceType")
+            return found if isinstance(found, str) else None
         for types in reversed(self.bundle_types):
             if ref in types:
                 return types[ref]

@@ -1,0 +1,75 @@
+"""The HTTP/1.1 protocol `termtem serve` runs under uvicorn: uvicorn's own, with a bound on request heads.
+
+uvicorn's httptools protocol buffers a request's line and headers without limit (a 20 MB header is
+accepted), so a client could make the server hold any amount of memory before the application sees
+the request. This subclass counts the bytes of each request head as they arrive and, past
+``max_header_bytes``, answers 431 with an OperationOutcome and closes the connection. Without
+httptools, uvicorn's h11 protocol is used with the same bound (``h11_max_incomplete_event_size``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions.errors import FhirError
+
+_LINGER_SECONDS = 2.0
+
+
+def _refusal(limit: int) -> bytes:
+    error = FhirError(
+        431, f"The request headers are larger than the limit of {limit} bytes", code="too-costly"
+    )
+    body = orjson.dumps(error.outcome())
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "content-type: application/fhir+json; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        "cache-control: no-store\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def uvicorn_options(max_header_bytes: int) -> dict[str, Any]:
+    """The ``uvicorn.run`` options that bound request heads to ``max_header_bytes``."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools not installed: uvicorn's h11 protocol has the bound built in
+        return {"http": "h11", "h11_max_incomplete_event_size": max_header_bytes}
+
+    class BoundedHeadProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, refusing a request head longer than ``max_header_bytes``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._in_head = True  # the first request's head starts with the first byte
+            self._head_bytes = 0
+            self._refused = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head = True
+            self._head_bytes = 0
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # discarded while the refusal lingers
+            super().data_received(data)
+            if not self._in_head:
+                return
+            self._head_bytes += len(data)  # a chunk that ends inside a head is all head bytes
+            if self._head_bytes > max_header_bytes and not self.transport.is_closing():
+                self._refused = True
+                self.transport.write(_refusal(max_header_bytes))
+                # Closing with unread input would reset the connection and could destroy the answer
+                # before the client reads it: read and drop the rest for a moment, then close.
+                self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+
+    return {"http": BoundedHeadProtocol}

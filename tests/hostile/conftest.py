@@ -1,0 +1,68 @@
+"""Fixtures for hostile-input tests: the app with auth off, and with auth on behind an agency's token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.api.app import create_app
+from tests.conftest import make_settings
+from tests.security.conftest import BASE, World, agency
+
+FHIR_JSON = "application/fhir+json"
+
+
+class Api:
+    """One way in: requests go to the FHIR base, with the agency's token when auth is on."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str | None, app: Any) -> None:
+        self.http, self.token, self.app = http, token, app
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        out = {"Content-Type": FHIR_JSON, **(headers or {})}
+        if self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        return out
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return await self.http.request(
+            method, url, json=json, content=content, headers=self._headers(headers)
+        )
+
+    async def patient(self, id_: str = "child") -> str:
+        reply = await self.request(
+            "PUT", f"Patient/{id_}", json={"resourceType": "Patient", "id": id_, "gender": "female"}
+        )
+        assert reply.status_code in (200, 201), reply.text
+        return id_
+
+
+@pytest.fixture(params=["auth-off", "auth-on"])
+async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    auth = request.param == "auth-on"
+    settings = make_settings(tmp_path, auth=auth, data_dir=tmp_path / "data")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE + "/") as http:
+            token = None
+            if auth:
+                world = World(app, http, tmp_path)
+                admin = await world.caller("admin", "Organization/ops", "admin")
+                for oid, kind in (("ops", "district-office"), ("hosp", "hospital")):
+                    reply = await admin.put(f"{BASE}/Organization/{oid}", agency(oid, kind))
+                    assert reply.status_code in (200, 201), reply.text
+                token = (await world.caller("hospital", "Organization/hosp", "hospital")).token
+            yield Api(http, token, app)
