@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -59,6 +60,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @app.exception_handler(FhirError)
     async def _fhir_error(request: Request, exc: FhirError) -> Response:
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Requests no route takes (outside the FHIR base, a path with a newline, a wrong method on
+        # /auth/token): the same OperationOutcome as any other error, not the framework's own JSON.
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "invalid")
+        text = f"No endpoint at '{request.url.path[:200]}'" if exc.status_code == 404 else str(exc.detail)
+        return error_response(FhirError(exc.status_code, text, code=code, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,8 @@ from fhir_server.api import negotiation
 from fhir_server.api.responses import SECURITY_HEADERS, fhir_response
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
-from fhir_server.operations.registry import Level, OperationRequest, check_parameters, find
+from fhir_server.interactions.parameters import check_parameters
+from fhir_server.operations.registry import Level, OperationRequest, find
 from fhir_server.operations.table import OPERATIONS
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from fhir_server.interactions.errors import FhirError
 
 def profiles_to_check(resource: dict[str, Any], settings: Settings) -> list[str]:
     meta = resource.get("meta")
-    named = meta.get("profile", []) if isinstance(meta, dict) else []
+    named = meta.get("profile") if isinstance(meta, dict) else None
+    named = named if isinstance(named, list) else []
     required = settings.required_profiles.get(resource.get("resourceType", ""), [])
     return [p for p in [*required, *named] if isinstance(p, str)]
 

@@ -39,8 +39,8 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def check_id(id_: str, where: str = "id") -> None:
-    if not _ID.match(id_):
+def check_id(id_: Any, where: str = "id") -> None:
+    if not isinstance(id_, str) or not _ID.match(id_):
         raise FhirError(
             400, f"'{id_}' is not a valid FHIR id ([A-Za-z0-9-.], 1 to 64 characters)", expression=[where]
         )

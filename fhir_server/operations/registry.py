@@ -96,63 +96,26 @@ def parameter_value(parameters: dict[str, Any], name: str) -> Any:
     return values[0] if values else None
 
 
-_NUMBERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
+_BLOCKING_CODES = frozenset({"structure", "value"})
 
 
-def _json_type_ok(fhir_type: str, value: Any) -> bool:
-    """Does ``value`` have the JSON type a ``value[fhir_type]`` needs (FHIR JSON, R4)?"""
-    if fhir_type == "boolean":
-        return isinstance(value, bool)
-    if fhir_type in _NUMBERS:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if fhir_type == "decimal":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if fhir_type in definitions.primitive_types():
-        return isinstance(value, str)
-    return isinstance(value, dict)
+def check_complex(name: str, value: dict[str, Any], fhir_type: str) -> None:
+    """400 when a complex parameter (a Coding, a CodeableConcept, an inline ValueSet...) has elements of
+    the wrong JSON type or unknown elements: handlers read them as well-formed FHIR."""
+    from fhir_server.validation.validator import validate
 
-
-def _check_parameter(p: Any, where: str) -> None:
-    if not isinstance(p, dict):
-        raise FhirError(400, f"{where} must be a JSON object", code="structure", expression=[where])
-    if not isinstance(p.get("name"), str):
-        raise FhirError(400, f"{where}.name must be a string", code="required", expression=[f"{where}.name"])
-    values = [k for k in p if k.startswith("value")]
-    if len(values) + ("resource" in p) > 1:
-        raise FhirError(400, f"{where} has more than one value", code="structure", expression=[where])
-    for key in values:
-        fhir_type = key[5:6].lower() + key[6:]
-        if not _json_type_ok(fhir_type, p[key]):
+    if definitions.is_resource_type(fhir_type):
+        if value.get("resourceType") != fhir_type:
             raise FhirError(
                 400,
-                f"{where}.{key} is not a valid {fhir_type or 'value'}",
-                code="value",
-                expression=[f"{where}.{key}"],
+                f"Parameter '{name}' must be a {fhir_type} resource",
+                expression=[f"{fhir_type}.resourceType"],
             )
-    if "resource" in p and not isinstance(p["resource"], dict):
-        raise FhirError(
-            400, f"{where}.resource must be a JSON object", code="structure", expression=[f"{where}.resource"]
-        )
-    if "part" in p:
-        parts = p["part"]
-        if not isinstance(parts, list):
-            raise FhirError(
-                400, f"{where}.part must be an array", code="structure", expression=[f"{where}.part"]
-            )
-        for n, part in enumerate(parts):
-            _check_parameter(part, f"{where}.part[{n}]")
-
-
-def check_parameters(parameters: dict[str, Any]) -> None:
-    """The shape every handler relies on (400 otherwise): ``parameter`` an array of named parameters,
-    each value of the JSON type its ``value[x]`` name says, ``part`` arrays of the same."""
-    listed = parameters.get("parameter", [])
-    if not isinstance(listed, list):
-        raise FhirError(
-            400,
-            "Parameters.parameter must be an array",
-            code="structure",
-            expression=["Parameters.parameter"],
-        )
-    for n, p in enumerate(listed):
-        _check_parameter(p, f"Parameters.parameter[{n}]")
+        issues = validate(value)
+    else:
+        wrapped = {"resourceType": "Parameters", "parameter": [{"name": name, f"value{fhir_type}": value}]}
+        issues = validate(wrapped)
+    blocking = [i for i in issues if i.get("severity") == "error" and i.get("code") in _BLOCKING_CODES]
+    if blocking:
+        first = blocking[0].get("diagnostics", "")
+        raise FhirError(400, f"Parameter '{name}' is not a valid {fhir_type}: {first}", issues=blocking)

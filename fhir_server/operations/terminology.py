@@ -16,6 +16,7 @@ from fhir_server.interactions.errors import FhirError
 from fhir_server.operations.registry import (
     OperationRequest,
     OperationResult,
+    check_complex,
     parameter_value,
     parameter_values,
 )
@@ -58,8 +59,27 @@ def _bool(request: OperationRequest, name: str) -> bool:
     raise FhirError(400, f"Parameter '{name}' must be true or false, got '{value}'", expression=_expr(name))
 
 
+_COMPLEX_TYPES = {
+    "coding": "Coding",
+    "codingA": "Coding",
+    "codingB": "Coding",
+    "codeableConcept": "CodeableConcept",
+    "valueSet": "ValueSet",
+    "codeSystem": "CodeSystem",
+    "conceptMap": "ConceptMap",
+}
+
+
 def _complex(request: OperationRequest, name: str) -> dict[str, Any] | None:
-    """A Coding/CodeableConcept/resource parameter; in a query string it may be JSON or system|code."""
+    """A Coding/CodeableConcept/resource parameter (JSON, or system|code in a query string), checked
+    to be well-formed for its type (400 otherwise)."""
+    value = _complex_value(request, name)
+    if value is not None:
+        check_complex(name, value, _COMPLEX_TYPES[name])
+    return value
+
+
+def _complex_value(request: OperationRequest, name: str) -> dict[str, Any] | None:
     value = parameter_value(request.parameters, name)
     if value is None or isinstance(value, dict):
         return value

@@ -96,8 +96,10 @@ def date_range(value: str) -> tuple[int, int] | None:
 
 
 def ms_to_instant(ms: int) -> str:
-    """Epoch milliseconds as the store's ``last_updated`` text form (UTC, millisecond precision)."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
+    """Epoch milliseconds as the store's ``last_updated`` text form (UTC, millisecond precision).
+
+    Clamped to years 1-9999: a search bound widened past them (``ap`` on year 1) means "no bound"."""
+    dt = _EPOCH + timedelta(milliseconds=min(max(int(ms), MIN_MS), MAX_MS))
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

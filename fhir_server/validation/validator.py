@@ -140,7 +140,8 @@ class _Run:
             self.add("error", "value", f"{path}.id", _BAD_ID.format(rid))
         sds: list[CompiledSD] = []
         meta = res.get("meta")
-        named = list(meta.get("profile", ()) if isinstance(meta, dict) else ()) + list(extra_profiles or ())
+        listed = meta.get("profile") if isinstance(meta, dict) else None
+        named = (listed if isinstance(listed, list) else []) + list(extra_profiles or ())
         if rtype == "Observation" and (vital := vitals.profile_for(res)) is not None and vital not in named:
             named.append(vital)  # R4: a vital-signs Observation SHALL conform to its vital signs profile
         for url in named:

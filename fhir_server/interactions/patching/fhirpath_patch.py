@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from fhir_server.interactions.errors import FhirError
+from fhir_server.interactions.parameters import check_parameters
 
-_STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
+_STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]{1,9})\])?$")
 
 # A location: the container (dict or list) and the key or index of the element in it.
 Location = tuple[Any, Any]
@@ -189,7 +190,8 @@ def apply(resource: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any
         raise FhirError(
             400, "A FHIRPath Patch body must be a Parameters resource", expression=["resourceType"]
         )
-    for i, operation in enumerate(parameters.get("parameter", []) or []):
+    check_parameters(parameters)
+    for i, operation in enumerate(parameters.get("parameter", [])):
         if operation.get("name") != "operation":
             raise _bad(i, "every parameter of a FHIRPath Patch must be called 'operation'")
         spec = _parts(operation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import orjson
@@ -14,6 +15,16 @@ def _fail(index: int, text: str) -> FhirError:
     return FhirError(
         422, f"JSON Patch operation {index}: {text}", code="processing", expression=[f"Patch[{index}]"]
     )
+
+
+def _position(token: str) -> int | None:
+    """An array index token (RFC 6901: ``0`` or ASCII digits without a leading zero), or None."""
+    if _INDEX.fullmatch(token):
+        return int(token)
+    return None
+
+
+_INDEX = re.compile(r"0|[1-9][0-9]{0,8}")
 
 
 def _pointer(path: Any, index: int) -> list[str]:
@@ -38,9 +49,10 @@ def _child(node: Any, token: str, index: int) -> Any:
             raise _fail(index, f"'{token}' does not exist")
         return node[token]
     if isinstance(node, list):
-        if not token.isdigit() or int(token) >= len(node):
+        position = _position(token)
+        if position is None or position >= len(node):
             raise _fail(index, f"index '{token}' is outside the array")
-        return node[int(token)]
+        return node[position]
     raise _fail(index, f"cannot step into a value with '{token}'")
 
 
@@ -58,8 +70,8 @@ def _add(doc: Any, tokens: list[str], value: Any, index: int) -> None:
     elif isinstance(parent, list):
         if last == "-":
             parent.append(value)
-        elif last.isdigit() and int(last) <= len(parent):
-            parent.insert(int(last), value)
+        elif (position := _position(last)) is not None and position <= len(parent):
+            parent.insert(position, value)
         else:
             raise _fail(index, f"index '{last}' is outside the array")
     else:
@@ -72,8 +84,8 @@ def _remove(doc: Any, tokens: list[str], index: int) -> Any:
         if last not in parent:
             raise _fail(index, f"'{last}' does not exist")
         return parent.pop(last)
-    if isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        return parent.pop(int(last))
+    if isinstance(parent, list) and (position := _position(last)) is not None and position < len(parent):
+        return parent.pop(position)
     raise _fail(index, f"'{last}' does not exist")
 
 
@@ -94,7 +106,7 @@ def apply(document: dict[str, Any], operations: Any) -> dict[str, Any]:
         elif kind == "replace":
             _get(document, tokens, i)
             parent, last = _container(document, tokens, i)
-            parent[int(last) if isinstance(parent, list) else last] = op["value"]
+            parent[_position(last) if isinstance(parent, list) else last] = op["value"]  # _get checked it
         elif kind in ("move", "copy"):
             source = _pointer(op.get("from"), i)
             if kind == "move" and tokens[: len(source)] == source and tokens != source:
