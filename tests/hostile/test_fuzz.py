@@ -72,7 +72,8 @@ class Target:
         sent = dict(headers or {})
         if self.auth and caller in self.tokens and "Authorization" not in sent:
             sent["Authorization"] = f"Bearer {self.tokens[caller]}"
-        raw = [(k.encode(), v.encode("utf-8")) for k, v in sent.items()]  # non-ASCII bytes as a client may send
+        # Header values as bytes: non-ASCII ones are sent as a client may send them.
+        raw = [(k.encode(), v.encode("utf-8")) for k, v in sent.items()]
         reply = await self.http.request(method, url, content=content, headers=raw)
         check(reply, fhir=fhir)
         return reply
