@@ -41,12 +41,11 @@ class Api:
             method, url, json=json, content=content, headers=self._headers(headers)
         )
 
-    async def patient(self, id_: str = "child") -> str:
-        reply = await self.request(
-            "PUT", f"Patient/{id_}", json={"resourceType": "Patient", "id": id_, "gender": "female"}
-        )
-        assert reply.status_code in (200, 201), reply.text
-        return id_
+    async def patient(self) -> str:
+        """A new child written by this caller (agencies create with POST: the server picks the id)."""
+        reply = await self.request("POST", "Patient", json={"resourceType": "Patient", "gender": "female"})
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["id"])
 
 
 @pytest.fixture(params=["auth-off", "auth-on"])

@@ -123,7 +123,9 @@ async def target(
                 "gender": "female",
                 "birthDate": "2020-02-03",
             }
-            await fuzz.send("PUT", "Patient/fuzz-child", content=orjson.dumps(child), headers=_json())
+            await fuzz.send(
+                "PUT", "Patient/fuzz-child", content=orjson.dumps(child), headers=_json(), caller="admin"
+            )
             yield fuzz
 
 
