@@ -35,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         **os.environ,
         "TERMTEM_BODY_READ_TIMEOUT": "1",
         "TERMTEM_MAX_HEADER_BYTES": "16384",
+        "TERMTEM_MAX_BODY_BYTES": str(16 * 1024 * 1024),
         "TERMTEM_DATA_DIR": str(folder / "data"),
     }
     command = [
@@ -116,17 +117,69 @@ def test_a_huge_request_head_is_refused_with_431(server: str) -> None:
     assert httpx.get(f"{server}/metadata").status_code == 200  # still serving
 
 
+class _Reader:
+    """Reads a small resource in a loop on its own connection while something else is going on."""
+
+    def __init__(self, server: str) -> None:
+        created = httpx.post(f"{server}/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+        self.url = f"{server}/Patient/{created.json()['id']}"
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=120) as client:
+            while not self._stop.is_set():
+                start = time.monotonic()
+                assert client.get(self.url).status_code == 200
+                self.latencies.append(time.monotonic() - start)
+                self._stop.wait(0.05)
+
+    def __enter__(self) -> _Reader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
 def test_a_body_shorter_than_its_content_length_times_out(server: str) -> None:
     path = urlsplit(server).path
     head = (
         f"POST {path}/Patient HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
         "Content-Length: 100000\r\n\r\n"
     ).encode()
-    raw, seconds = _raw(server, head, b'{"resourceType": "Patient", ', wait=60)
+    with _Reader(server) as reader:
+        raw, seconds = _raw(server, head, b'{"resourceType": "Patient", ', wait=60)
     status, outcome = _outcome(raw)
     assert status == 408 and outcome["issue"][0]["code"] == "timeout"
     assert seconds < 30  # answered (TERMTEM_BODY_READ_TIMEOUT=1 s) and closed, not held open
     assert b"connection: close" in raw.lower()
+    assert len(reader.latencies) >= 3 and statistics.median(reader.latencies) < 1.0, reader.latencies
+
+
+def test_a_50_mb_body_over_the_limit_is_refused_at_once(server: str) -> None:
+    """Over TERMTEM_MAX_BODY_BYTES (16 MiB here): refused from Content-Length, or after 16 MiB of a
+    chunked upload, never parsed; the other client is served throughout."""
+    big = orjson.dumps({"resourceType": "Patient", "name": [{"family": "ก" * (50 * 1024 * 1024 // 3)}]})
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+
+    with _Reader(server) as reader:
+        declared = httpx.post(f"{server}/Patient", content=big, headers=FHIR_JSON, timeout=120)
+        try:
+            streamed: httpx.Response | None = httpx.post(
+                f"{server}/Patient", content=chunks(), headers=FHIR_JSON, timeout=120
+            )
+        except httpx.TransportError:  # the server may close while the rest is still being sent
+            streamed = None
+    assert declared.status_code == 413 and declared.json()["resourceType"] == "OperationOutcome"
+    if streamed is not None:
+        assert streamed.status_code == 413 and streamed.json()["resourceType"] == "OperationOutcome"
+    assert reader.latencies and statistics.median(reader.latencies) < 1.0, reader.latencies
 
 
 def _names_patient(size: int) -> bytes:
