@@ -51,6 +51,14 @@ def _tz(tz: str | None) -> timedelta:
 
 
 @lru_cache(maxsize=65536)
+def _later(moment: datetime, step: timedelta) -> datetime | None:
+    """``moment + step``, or None (no upper bound) past the end of year 9999."""
+    try:
+        return moment + step
+    except OverflowError:
+        return None
+
+
 def date_range(value: str) -> tuple[int, int] | None:
     """Inclusive [low, high] in epoch milliseconds (UTC) covered by a FHIR date/dateTime/instant.
 
@@ -73,7 +81,7 @@ def date_range(value: str) -> tuple[int, int] | None:
             )
         elif m["H"] is None:
             lo = datetime(y, int(m["m"]), int(m["d"]), tzinfo=UTC)
-            hi = lo + timedelta(days=1)
+            hi = _later(lo, timedelta(days=1))
         else:
             if m["M"] is None:
                 return None
@@ -87,7 +95,7 @@ def date_range(value: str) -> tuple[int, int] | None:
                 step = timedelta(milliseconds=1) if frac else timedelta(seconds=1)
             off = _tz(m["tz"])
             lo = lo - off
-            hi = lo + step
+            hi = _later(lo, step)
     except (ValueError, OverflowError):
         return None
     low = _ms(lo)
