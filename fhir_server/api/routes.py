@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from fhir_server import definitions, fhirjson
 from fhir_server.api import hosted, limits, negotiation
+from fhir_server.api.negotiation import FHIR_JSON
 from fhir_server.api.responses import error_response, fhir_response, outcome_response
 from fhir_server.api.urls import base_url
 from fhir_server.config import Settings
@@ -41,7 +42,9 @@ class FhirRequest:
         self.params: list[tuple[str, str]] = request.query_params.multi_items()
         self.query_string: str = request.url.query
         values = dict(self.params)
-        self.pretty = values.get("_pretty", "false").lower() == "true"
+        # _pretty is applied once, to the finished response (``handle``): off the event loop when large.
+        self.wants_pretty = values.get("_pretty", "false").lower() == "true"
+        self.pretty = False
         self.format = values.get("_format")
         prefer = request.headers.get("prefer", "")
         self.prefer: dict[str, str] = {}
@@ -334,4 +337,13 @@ async def handle(request: Request) -> Response:
     assert response is not None
     if request.method == "HEAD":
         response.body = b""
+    elif fhir.wants_pretty:
+        await _prettify(response)
     return response
+
+
+async def _prettify(response: Response) -> None:
+    if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
+        return
+    response.body = await offload.run(len(response.body), fhirjson.pretty, bytes(response.body))
+    response.headers["content-length"] = str(len(response.body))

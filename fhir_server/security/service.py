@@ -16,6 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from fhir_server.config import Settings
+from fhir_server.interactions import offload
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
@@ -295,10 +296,7 @@ class Security:
     ) -> None:
         """Put the writing agency's tag into a single-resource body, so the response shows it too."""
         data = await fhir.body(ctx.settings.max_body_bytes)
-        try:
-            resource = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            resource = None
+        resource = await offload.run(len(data), _parsed_or_none, data)  # a big body: off the event loop
         if (
             isinstance(resource, dict)
             and isinstance(resource.get("meta", {}), dict)
@@ -309,16 +307,15 @@ class Security:
                 current = await ctx.store.read(rtype, rid)
                 if current is not None and not current.deleted:
                     owner = owner_of(orjson.loads(current.body)) or owner
-            data = stamp_owner(data, resource, owner)
+            data = await offload.run(len(data), stamp_owner, data, resource, owner)
             guard.prestamped = True
         fhir.http._body = data  # starlette replays a cached body to the interaction
 
     async def _bundle_scopes(self, fhir: FhirRequest, ctx: RequestContext, guard: Guard) -> None:
         data = await fhir.body(ctx.settings.max_body_bytes)
         fhir.http._body = data  # starlette replays a cached body, so the bundle processor reads it again
-        try:
-            bundle = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        bundle = await offload.run(len(data), _parsed_or_none, data)
+        if bundle is None:
             return  # the bundle processor reports malformed bodies
         entries = bundle.get("entry") if isinstance(bundle, dict) else None
         for entry in entries if isinstance(entries, list) else []:
@@ -366,6 +363,13 @@ def _configuration(guard: Guard, resource_type: str) -> None:
             f"{resource_type} is server-wide configuration: only admin clients may create, change"
             " or delete it"
         )
+
+
+def _parsed_or_none(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _diagnostics(response: Response) -> str | None:

@@ -229,3 +229,17 @@ def test_a_big_body_does_not_block_other_requests(server: str, path: str, body: 
     # bound here is loose (a loaded 2-core machine), the point is that they did not wait for it.
     assert len(finished_during) >= 3, (latencies, result)
     assert statistics.median(finished_during) < 1.0, finished_during
+
+
+@pytest.mark.slow
+def test_a_pretty_printed_big_read_does_not_block_other_requests(server: str) -> None:
+    body = _names_patient(2 * 1024 * 1024)
+    created = httpx.post(f"{server}/Patient", content=body, headers=FHIR_JSON, timeout=600)
+    assert created.status_code == 201, created.text[:300]
+    url = f"{server}/Patient/{created.json()['id']}?_pretty=true"
+    with _Reader(server) as reader:
+        reply = httpx.get(url, timeout=600)
+        reply = httpx.get(url, timeout=600)
+    assert reply.status_code == 200 and reply.text.startswith('{\n  "resourceType": "Patient"')
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    assert len(reader.latencies) >= 3 and statistics.median(reader.latencies) < 1.0, reader.latencies
