@@ -45,7 +45,12 @@ _GROWTH_UNITS = {
 def _loinc_codes(data: dict[str, Any]) -> list[str | None]:
     code = data.get("code")
     codings = code.get("coding", []) if isinstance(code, dict) else []
-    return [c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == _LOINC]
+    listed = codings if isinstance(codings, list) else []
+    return [
+        c["code"]
+        for c in listed
+        if isinstance(c, dict) and c.get("system") == _LOINC and isinstance(c.get("code"), str)
+    ]
 
 
 def _growth_code(data: Any) -> bool:
@@ -236,14 +241,18 @@ def evaluate(
     constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
 ) -> bool | str:
     """True when the invariant holds, False when violated, or a message when it cannot be evaluated."""
-    native = NATIVE_RULES.get(constraint.key)
-    if native is not None:
-        return native(data)
-    fast = _fast(constraint.expression)
-    if fast is not None:
-        quick = fast(data)
-        if quick is not None:
-            return quick
+    # Rules run on values the structural walk may already have found malformed (a code that is an
+    # object): a rule that cannot read its input says so, like one FHIRPath cannot evaluate.
+    try:
+        native = NATIVE_RULES.get(constraint.key)
+        if native is not None:
+            return native(data)
+        fast = _fast(constraint.expression)
+        quick = fast(data) if fast is not None else None
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        return f"cannot evaluate: {type(exc).__name__}"
+    if quick is not None:
+        return quick
     fn = _compiled(constraint.expression)
     if isinstance(fn, Exception):
         return f"cannot parse: {fn}"

@@ -116,6 +116,20 @@ async def test_coding_code_of_the_wrong_json_type(api: Api, code: Any) -> None:
             "subject": {"reference": f"Patient/{pid}"},
         },
         {"resourceType": "Patient", "id": pid, "maritalStatus": {"coding": [coding]}},
+        {  # the Thai growth profile's own rules read LOINC codes too
+            "resourceType": "Observation",
+            "meta": {"profile": ["https://termtem.org/fhir/StructureDefinition/th-growth-observation"]},
+            "status": "final",
+            "code": {"coding": [coding]},
+            "subject": {"reference": f"Patient/{pid}"},
+            "effectiveDateTime": "2024-03-20",
+            "valueQuantity": {
+                "value": 12.4,
+                "unit": "kg",
+                "system": "http://unitsofmeasure.org",
+                "code": "kg",
+            },
+        },
     ):
         method, url = (
             ("PUT", f"Patient/{pid}") if body["resourceType"] == "Patient" else ("POST", "Observation")
