@@ -152,9 +152,11 @@ async def _search_params(fhir: FhirRequest, ctx: RequestContext) -> list[tuple[s
                 415, "POST _search takes application/x-www-form-urlencoded parameters", code="not-supported"
             )
         data = await fhir.body(ctx.settings.max_query_length)
-        params += [
-            (k, v) for k, v in parse_qsl(data.decode("utf-8"), keep_blank_values=True) if k not in _GENERAL
-        ]
+        try:
+            form = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FhirError(400, "The form body of POST _search is not UTF-8", code="structure") from None
+        params += [(k, v) for k, v in parse_qsl(form, keep_blank_values=True) if k not in _GENERAL]
     return params
 
 

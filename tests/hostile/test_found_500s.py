@@ -152,3 +152,14 @@ async def test_a_token_whose_header_lists_numbers_as_critical(api: Api, header: 
         return
     assert_refused(reply, 401)
     assert token_reply.status_code in (400, 401) and token_reply.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("form", [b"name=\xff\xfe", b"\xff", b"name=%ff", b"\xc3\x28=1"])
+async def test_post_search_with_a_form_body_that_is_not_utf8(api: Api, form: bytes) -> None:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for url in ("Patient/_search", "_search"):
+        reply = await api.request("POST", url, content=form, headers=headers)
+        if form == b"name=%ff":  # percent-encoded bytes are read leniently, as in a query string
+            assert reply.status_code == 200, reply.text
+        else:
+            assert_refused(reply, 400)

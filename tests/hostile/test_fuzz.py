@@ -346,8 +346,9 @@ async def test_search(target: Target, data: st.DataObject) -> None:
         await target.send("GET", f"Patient/{data.draw(hs.ids)}/{rtype}?{query}", caller=caller)
     else:
         content_type = data.draw(st.one_of(st.just("application/x-www-form-urlencoded"), hs.content_types))
+        form = query.encode() + data.draw(st.sampled_from([b"", b"&name=\xff\xfe", b"\xc3\x28", b"&%"]))
         await target.send(
-            "POST", f"{rtype}/_search", content=query.encode(), headers=_json(content_type), caller=caller
+            "POST", f"{rtype}/_search", content=form, headers=_json(content_type), caller=caller
         )
 
 
