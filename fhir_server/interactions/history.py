@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -45,11 +46,15 @@ def _instant(value: str, name: str, *, upper: bool) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# Page sizes and history cursors: ASCII digits that fit a 64-bit integer (str.isdigit() accepts '²').
+_WHOLE = re.compile(r"[0-9]{1,18}")
+
+
 def _count(value: str | None, ctx: RequestContext) -> int:
     if value is None:
         return ctx.settings.default_page_size
-    if not value.isdigit():
-        raise FhirError(400, f"_count must be a whole number, not '{value}'", expression=["_count"])
+    if not _WHOLE.fullmatch(value):
+        raise FhirError(400, f"_count must be a whole number, not '{value[:40]}'", expression=["_count"])
     return max(1, min(int(value), ctx.settings.max_page_size))
 
 
@@ -80,8 +85,10 @@ async def history(
     at = _instant(values["_at"], "_at", upper=True) if "_at" in values else None
     count = _count(values.get("_count"), ctx)
     cursor = values.get("_page")
-    if cursor is not None and not cursor.isdigit():
-        raise FhirError(400, f"_page '{cursor}' is not a page cursor of this server", expression=["_page"])
+    if cursor is not None and not _WHOLE.fullmatch(cursor):
+        raise FhirError(
+            400, f"_page '{cursor[:40]}' is not a page cursor of this server", expression=["_page"]
+        )
     if id_ is not None and await ctx.store.read(resource_type or "", id_) is None:
         raise FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")
     page = await ctx.store.history(

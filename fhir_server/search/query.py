@@ -290,7 +290,11 @@ def decode_cursor(text: str) -> dict[str, Any]:
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("r"), int)
+        or isinstance(data.get("r"), bool)
         or not isinstance(data.get("k"), list)
+        # sort keys are the scalars the server wrote into it (a client's objects would reach the SQL)
+        or not all(v is None or isinstance(v, str | int | float) for v in data["k"])
+        or data.get("d", "n") not in ("n", "p")
     ):
         raise _bad("_cursor", "not a cursor this server issued")
     return data

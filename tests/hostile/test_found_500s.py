@@ -163,3 +163,33 @@ async def test_post_search_with_a_form_body_that_is_not_utf8(api: Api, form: byt
             assert reply.status_code == 200, reply.text
         else:
             assert_refused(reply, 400)
+
+
+def _cursor(data: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        {"k": [{"a": 1}], "r": 1, "d": "n"},
+        {"k": [[1]], "r": 1},
+        {"k": ["x"], "r": 1, "d": 5},
+        {"k": [], "r": True},
+    ],
+)
+@pytest.mark.parametrize("sort", ["birthdate", "-_lastUpdated", "name"])
+async def test_a_forged_search_cursor(api: Api, cursor: dict[str, Any], sort: str) -> None:
+    reply = await api.request("GET", f"Patient?_sort={sort}&_cursor={_cursor(cursor)}")
+    outcome = assert_refused(reply, 400)
+    assert outcome["issue"][0]["expression"] == ["_cursor"]
+
+
+@pytest.mark.parametrize("value", ["%C2%B2", "%D9%A3", "99999999999999999999", "9" * 4301, "-1", "1.5"])
+async def test_history_page_and_count_that_are_not_plain_digits(api: Api, value: str) -> None:
+    pid = await api.patient()
+    for query in (f"_page={value}", f"_count={value}"):
+        reply = await api.request("GET", f"Patient/{pid}/_history?{query}")
+        assert reply.status_code in (200, 400), reply.text
+        if reply.status_code == 400:
+            assert_refused(reply, 400)
