@@ -133,7 +133,7 @@ async def run(request: OperationRequest) -> OperationResult:
         options.header = _boolean(header, "header")
     limit = _one(parameters, "_limit")
     if limit is not None:
-        if isinstance(limit, bool) or not str(limit).isdigit() or int(limit) < 1:
+        if isinstance(limit, bool) or not re.fullmatch(r"[0-9]{1,9}", str(limit)) or int(limit) < 1:
             raise bad_request("_limit must be a positive integer", ["_limit"])
         options.limit = int(limit)
     since = _one(parameters, "_since")

@@ -193,3 +193,18 @@ async def test_history_page_and_count_that_are_not_plain_digits(api: Api, value:
         assert reply.status_code in (200, 400), reply.text
         if reply.status_code == 400:
             assert_refused(reply, 400)
+
+
+@pytest.mark.parametrize("limit", ["²", "9" * 4301, "-1", "0", "1.5"])
+async def test_view_run_limit_that_is_not_a_plain_positive_number(api: Api, limit: str) -> None:
+    view = {
+        "resourceType": "ViewDefinition",
+        "status": "active",
+        "resource": "Patient",
+        "select": [{"column": [{"path": "id", "name": "id"}]}],
+    }
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "viewResource", "resource": view}, {"name": "_limit", "valueString": limit}],
+    }
+    assert_refused(await api.request("POST", "ViewDefinition/$viewdefinition-run", json=params), 400, 403)
