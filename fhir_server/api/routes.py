@@ -345,7 +345,8 @@ async def handle(request: Request) -> Response:
 
 
 async def _prettify(response: Response) -> None:
-    if not response.body or not (response.media_type or "").startswith(FHIR_JSON):
+    body = getattr(response, "body", None)  # a streamed answer has none
+    if not body or not (response.media_type or "").startswith(FHIR_JSON):
         return
     response.body = await offload.run(len(response.body), fhirjson.pretty, bytes(response.body))
     response.headers["content-length"] = str(len(response.body))
