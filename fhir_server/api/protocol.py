@@ -18,19 +18,22 @@ from fhir_server.interactions.errors import FhirError
 _LINGER_SECONDS = 2.0
 
 
-def _refusal(limit: int) -> bytes:
-    error = FhirError(
-        431, f"The request headers are larger than the limit of {limit} bytes", code="too-costly"
-    )
+def _answer(status: int, reason: str, error: FhirError) -> bytes:
+    """A complete HTTP answer carrying ``error`` as an OperationOutcome, closing the connection."""
     body = orjson.dumps(error.outcome())
     head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/fhir+json; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\n"
         "cache-control: no-store\r\n"
         "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+def _refusal(limit: int) -> bytes:
+    text = f"The request headers are larger than the limit of {limit} bytes"
+    return _answer(431, "Request Header Fields Too Large", FhirError(431, text, code="too-costly"))
 
 
 def uvicorn_options(max_header_bytes: int) -> dict[str, Any]:
@@ -57,6 +60,12 @@ def uvicorn_options(max_header_bytes: int) -> dict[str, Any]:
         def on_headers_complete(self) -> None:
             self._in_head = False
             super().on_headers_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes that are not HTTP, as an OperationOutcome like every other error."""
+            error = FhirError(400, f"The request is not valid HTTP/1.1: {msg}", code="structure")
+            self.transport.write(_answer(400, "Bad Request", error))
+            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             if self._refused:

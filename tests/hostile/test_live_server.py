@@ -243,3 +243,20 @@ def test_a_pretty_printed_big_read_does_not_block_other_requests(server: str) ->
     assert reply.status_code == 200 and reply.text.startswith('{\n  "resourceType": "Patient"')
     assert int(reply.headers["content-length"]) == len(reply.content)
     assert len(reader.latencies) >= 3 and statistics.median(reader.latencies) < 1.0, reader.latencies
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /fhir/metadata HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"GET /fhir/metadata HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /fhir/" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["not-http", "version", "negative-length", "header-without-colon", "huge-url"],
+)
+def test_bytes_that_are_not_http_get_an_operation_outcome(server: str, request_bytes: bytes) -> None:
+    raw, _ = _raw(server, request_bytes)
+    status, outcome = _outcome(raw)
+    assert 400 <= status < 500 and outcome["resourceType"] == "OperationOutcome", raw[:300]
