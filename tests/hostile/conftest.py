@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+import copy
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -48,10 +48,16 @@ class Api:
         return str(reply.json()["id"])
 
 
-@pytest.fixture(params=["auth-off", "auth-on"])
-async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture(scope="module", params=["auth-off", "auth-on"])
+async def _app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Api]:
+    """One app per module and auth mode (starting one per test would cost most of the suite's time)."""
+    tmp_path = tmp_path_factory.mktemp("hostile")
     auth = request.param == "auth-on"
-    settings = make_settings(tmp_path, auth=auth, data_dir=tmp_path / "data")
+    settings = make_settings(
+        tmp_path, auth=auth, data_dir=tmp_path / "data", token_lifetime_seconds=24 * 3600
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -65,3 +71,12 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
                     assert reply.status_code in (200, 201), reply.text
                 token = (await world.caller("hospital", "Organization/hosp", "hospital")).token
             yield Api(http, token, app)
+
+
+@pytest.fixture
+def api(_app: Api) -> Iterator[Api]:
+    """The module's app; settings a test changes (limits) are put back afterwards."""
+    settings = _app.app.state.settings
+    saved = copy.copy(settings.__dict__)
+    yield _app
+    settings.__dict__.update(saved)
