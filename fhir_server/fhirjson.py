@@ -286,3 +286,12 @@ def check_depth(data: bytes, limit: int) -> None:
     """400 when ``data`` nests deeper than ``limit`` (free when it holds fewer brackets than that)."""
     if data.count(b"[") + data.count(b"{") > limit and nesting_depth(data) > limit:
         raise FhirError(400, f"The JSON nests deeper than the limit of {limit} levels", code="too-costly")
+
+
+def listed(value: Any) -> list[Any]:
+    """The items of a JSON array member, or none when it is absent or not an array.
+
+    Code that looks at a resource before (or while) it is validated must not trust its shape: a
+    ``"contained": 5`` iterated as a list was a 500.
+    """
+    return value if isinstance(value, list) else []

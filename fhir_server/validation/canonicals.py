@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server import fhirjson
 from fhir_server.interactions.errors import FhirError
 
 # Definitional types every caller may see (they hold no one's data): the validator reads them whatever
@@ -105,15 +106,15 @@ def _resources(resource: Any) -> Iterator[dict[str, Any]]:
     if not isinstance(resource, dict):
         return
     yield resource
-    for c in resource.get("contained") or ():
+    for c in fhirjson.listed(resource.get("contained")):
         if isinstance(c, dict):
             yield c
     if resource.get("resourceType") == "Bundle":
-        for entry in resource.get("entry") or ():
+        for entry in fhirjson.listed(resource.get("entry")):
             if isinstance(entry, dict):
                 yield from _resources(entry.get("resource"))
     elif resource.get("resourceType") == "Parameters":
-        for p in resource.get("parameter") or ():
+        for p in fhirjson.listed(resource.get("parameter")):
             if isinstance(p, dict):
                 yield from _resources(p.get("resource"))
 

@@ -18,7 +18,7 @@ import re
 from functools import cache
 from typing import Any
 
-from fhir_server import definitions
+from fhir_server import definitions, fhirjson
 
 Issue = dict[str, Any]
 
@@ -128,7 +128,7 @@ def _branches(expression: str) -> list[str]:
 
 
 def _bases(sp: dict[str, Any]) -> list[str]:
-    bases = [b for b in sp.get("base") or () if isinstance(b, str)]
+    bases = [b for b in fhirjson.listed(sp.get("base")) if isinstance(b, str)]
     return [b for b in bases if definitions.is_resource_type(b) or b in ("Resource", "DomainResource")]
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from fhir_server import fhirjson
+
 Issue = dict[str, Any]
 # Value set URL (or "#id" of a contained one) -> (system, code) members, or None when not enumerable.
 ValueSetMembers = Callable[[str], frozenset[tuple[str, str]] | None]
@@ -342,7 +344,7 @@ class _Check:
 
     # -- enableWhen -------------------------------------------------------------------------------
     def enabled(self, q: dict[str, Any], scopes: list[Scope]) -> bool:
-        conditions = [c for c in q.get("enableWhen") or () if isinstance(c, dict)]
+        conditions = [c for c in fhirjson.listed(q.get("enableWhen")) if isinstance(c, dict)]
         if not conditions:
             return True
         results = [self._condition(c, scopes) for c in conditions]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-from fhir_server import canonical, definitions
+from fhir_server import canonical, definitions, fhirjson
 from fhir_server.validation import (
     bindings,
     bundles,
@@ -245,7 +245,7 @@ class _Run:
     def canonical(self, resource_type: str, canonical: str, res: dict[str, Any]) -> dict[str, Any] | None:
         if canonical.startswith("#"):
             wanted = (resource_type, canonical[1:])
-            for c in res.get("contained") or ():
+            for c in fhirjson.listed(res.get("contained")):
                 if isinstance(c, dict) and (c.get("resourceType"), c.get("id")) == wanted:
                     return c
             return None

@@ -208,3 +208,47 @@ async def test_view_run_limit_that_is_not_a_plain_positive_number(api: Api, limi
         "parameter": [{"name": "viewResource", "resource": view}, {"name": "_limit", "valueString": limit}],
     }
     assert_refused(await api.request("POST", "ViewDefinition/$viewdefinition-run", json=params), 400, 403)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "resourceType": "QuestionnaireResponse",
+            "status": "completed",
+            "questionnaire": "#q",
+            "contained": 5,
+        },
+        {
+            "resourceType": "QuestionnaireResponse",
+            "status": "completed",
+            "questionnaire": "#q",
+            "contained": {"a": 1},
+        },
+        {"resourceType": "Parameters", "parameter": 5},
+        {"resourceType": "Bundle", "type": "collection", "entry": {"resource": {"resourceType": "Patient"}}},
+        {
+            "resourceType": "SearchParameter",
+            "url": "https://example.org/SearchParameter/hostile",
+            "name": "hostile",
+            "status": "draft",
+            "description": "x",
+            "code": "hostile",
+            "base": 5,
+            "type": "string",
+            "expression": "Patient.name",
+        },
+    ],
+    ids=[
+        "qr-contained-number",
+        "qr-contained-object",
+        "parameters",
+        "bundle-entry-object",
+        "searchparameter-base",
+    ],
+)
+async def test_arrays_that_are_not_arrays_before_validation(api: Api, body: dict[str, Any]) -> None:
+    """Looked at before validation (canonicals to prefetch, conformance rules), so never trusted."""
+    assert_refused(await api.request("POST", body["resourceType"], json=body), 400, 403, 422)
+    reply = await api.request("POST", f"{body['resourceType']}/$validate", json=body)
+    assert reply.status_code in (200, 400, 403), reply.text
