@@ -138,6 +138,8 @@ def run(mb: int, entries: int, only: set[str] | None, extra: list[str]) -> dict[
             created = httpx.post(f"{server.base}/Patient", json={"resourceType": "Patient"}, headers=JSON)
             probe_url = f"{server.base}/Patient/{created.json()['id']}"
             idle = server.peak_memory_bytes()
+            with _Prober(probe_url) as quiet:
+                time.sleep(0.5)
             with _Prober(probe_url) as prober:
                 time.sleep(0.3)
                 status, seconds, text = send(server)
@@ -153,6 +155,7 @@ def run(mb: int, entries: int, only: set[str] | None, extra: list[str]) -> dict[
                 "probe_failures": prober.failures,
                 "probe_p50_ms": round(percentile(lat, 50) * 1000, 1),
                 "probe_max_ms": round(max(lat, default=0) * 1000, 1),
+                "quiet_p50_ms": round(percentile(quiet.latencies, 50) * 1000, 1),
             }
             r = results[name]
             print(
@@ -162,6 +165,29 @@ def run(mb: int, entries: int, only: set[str] | None, extra: list[str]) -> dict[
                 flush=True,
             )
     return results
+
+
+def suite(quick: bool, workdir: Path) -> dict[str, Any]:
+    """For scripts/bench/run_all.py: the worst parallel read while each big request runs, beside the
+    same read on the quiet server (quick: 5 MB bodies and 1,000-entry bundles, no slow-body wait)."""
+    from run_all import figure  # type: ignore[import-not-found]
+
+    mb, entries = (5, 1_000) if quick else (50, 10_000)
+    only = {"patient-names", "batch", "transaction"} if quick else None
+    results = run(mb, entries, only, [])
+    figures = [
+        figure(
+            f"parallel read while {name} runs (max)",
+            row["probe_max_ms"],
+            "ms",
+            row["quiet_p50_ms"],
+            "the same read on the quiet server (p50)",
+            higher_is_better=False,
+            status=row["status"],
+        )
+        for name, row in results.items()
+    ]
+    return {"figures": figures, "details": {"mb": mb, "entries": entries, "results": results}}
 
 
 def main() -> None:
