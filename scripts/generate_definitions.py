@@ -306,6 +306,12 @@ def generate(core_path: Path, expansions_path: Path, out_dir: Path) -> dict[str,
             gzip_always=True,
         ),
         _write(out_dir, "value_set_expansions", _expansions(expansions), gzip_always=True),
+        _write(
+            out_dir,
+            "operation_definitions",
+            [_without_narrative(od) for od in _by_url(list(_of_type(core, "OperationDefinition")))],
+            gzip_always=True,
+        ),
     ]
     sizes = {p.name: p.stat().st_size for p in written}
     (out_dir / "SOURCE.md").write_text(_source_md(core_manifest, exp_manifest, sizes), encoding="utf-8")

@@ -19,6 +19,8 @@ __all__ = [
     "code_systems",
     "compartment",
     "is_resource_type",
+    "operation_definition",
+    "operation_definitions",
     "primitive_pattern",
     "primitive_types",
     "resource_types",
@@ -108,6 +110,16 @@ def code_systems() -> list[dict[str, Any]]:
 def value_set_expansion(url: str) -> dict[str, Any] | None:
     """HL7's pre-computed expansion ({total?, parameter?, contains}) of a core ValueSet, if any."""
     return _load("value_set_expansions").get(_strip_version(url))
+
+
+def operation_definitions() -> list[dict[str, Any]]:
+    """Every OperationDefinition of R4 core (without narrative)."""
+    return _load("operation_definitions")
+
+
+def operation_definition(url: str) -> dict[str, Any] | None:
+    """A core OperationDefinition by canonical URL; a ``|version`` suffix is ignored."""
+    return _index("operation_definitions").get(_strip_version(url))
 
 
 def primitive_pattern(type_name: str) -> str | None:

@@ -28,6 +28,7 @@ def shipped_resources() -> list[dict[str, Any]]:
         ("fhir_server.validation.profiles", "shipped_profiles"),
         ("fhir_server.analytics.views.library", "shipped_views"),
         ("fhir_server.wellbeing", "shipped_resources"),
+        ("fhir_server.operations.published", "operation_definitions"),
     ):
         try:
             provider = getattr(__import__(module, fromlist=[function]), function)

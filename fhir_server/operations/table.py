@@ -1,4 +1,17 @@
-"""Every ``$operation`` the server offers. The CapabilityStatement is generated from this list."""
+"""Every ``$operation`` the server offers. The CapabilityStatement is generated from this list.
+
+Adding an operation:
+1. a thin module here in ``operations/`` whose async handler calls into its capability's folder;
+2. an ``Operation(...)`` entry below, with ``definition`` = the canonical URL of its OperationDefinition;
+3. if that OperationDefinition is not one of HL7's R4 core ones (``http://hl7.org/fhir/OperationDefinition/
+   ...``, generated from the official package into ``definitions/data/operation_definitions.json.gz``
+   by ``scripts/generate_definitions.py``), add it as ``operations/definitions/OperationDefinition-<id>.json``
+   (ours under ``canonical.BASE``, or an implementation guide's such as Bulk Data ``$export``).
+
+``operations/published.py`` resolves every ``definition`` named here and the start-up loader stores them,
+so each is readable at ``OperationDefinition/[id]`` and searchable (``?url=``, ``?code=``);
+``tests/operations/test_operation_definitions.py`` fails when one cannot be resolved.
+"""
 
 from __future__ import annotations
 

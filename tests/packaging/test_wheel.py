@@ -141,6 +141,7 @@ def test_the_package_comes_from_the_wheel(installed: Installed) -> None:
     assert package.is_relative_to(installed.venv)
     assert (package / "mapping" / "formats" / "moph43" / "mapping.json").is_file()
     assert (package / "terminology" / "data" / "README.md").is_file()
+    assert (package / "operations" / "definitions" / "OperationDefinition-reindex.json").is_file()
     version = installed.run("--version")
     assert version.returncode == 0 and version.stdout.startswith("termtem 0.")
 
