@@ -59,3 +59,11 @@ class Settings:
     token_lifetime_seconds: int = field(default_factory=lambda: _env_int("TERMTEM_TOKEN_LIFETIME", 300))
     # Status for a read the caller may not see: 404 hides existence (default), 403 says "forbidden".
     forbidden_status: int = field(default_factory=lambda: _env_int("TERMTEM_FORBIDDEN_STATUS", 404))
+    # --- running as a service (fhir_server.observability) ---
+    # Log lines: "plain" for people, "json" for collectors; level debug, info, warning or error.
+    log_format: str = field(default_factory=lambda: os.environ.get("TERMTEM_LOG_FORMAT", "plain"))
+    log_level: str = field(default_factory=lambda: os.environ.get("TERMTEM_LOG_LEVEL", "info"))
+    # /metrics answers loopback clients not behind a proxy, or this bearer token when set.
+    metrics_token: str = field(default_factory=lambda: os.environ.get("TERMTEM_METRICS_TOKEN", ""))
+    # Seconds to wait for the store at start-up (and for each connection attempt) before giving up.
+    store_timeout_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_STORE_TIMEOUT", 10.0))

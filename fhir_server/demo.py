@@ -21,6 +21,7 @@ import orjson
 from fhir_server import canonical
 from fhir_server.loading import LoadSummary
 from fhir_server.loading.runner import LoadFailure, StoreTarget
+from fhir_server.storage.files import private_dir
 from fhir_server.synthetic import write_transaction_bundles
 
 DEFAULT_DATA_DIR = Path("termtem-demo")
@@ -192,7 +193,7 @@ async def prepare_demo(
     """Make the demo store in ``data_dir`` (from scratch unless ``fresh`` is False and one is there)."""
     if children < 1:
         raise ValueError("children must be at least 1")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     store_url = store_url_for(data_dir)
     saved = data_dir / _EXAMPLES_FILE
     if not fresh and saved.is_file() and (data_dir / STORE_FILE).is_file():

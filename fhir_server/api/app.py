@@ -11,11 +11,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server import observability
 from fhir_server.api import routes
 from fhir_server.api.responses import error_response
 from fhir_server.config import Settings
 from fhir_server.interactions.errors import FhirError
-from fhir_server.storage import create_store
+from fhir_server.observability import TimedStore
+from fhir_server.storage import create_store, open_store
 from fhir_server.storage.base import Store
 
 log = logging.getLogger("termtem")
@@ -28,15 +30,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
-        app.state.store = store or create_store(settings)
+        app.state.store = TimedStore(store or create_store(settings), metrics)
         if owned:
-            await app.state.store.open()
+            await open_store(app.state.store, settings)
         from fhir_server.interactions.startup import prepare_store, release_store
 
         await prepare_store(app.state.store, settings)
+        app.state.ready = True
         try:
             yield
         finally:
+            app.state.ready = False
             await release_store(app.state.store)
             if owned:
                 await app.state.store.close()
@@ -45,13 +49,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         title="Termtem FHIR server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
-    if store is not None:
-        app.state.store = store
+    app.state.ready = False
 
     if settings.auth:
         from fhir_server.security.http import install
 
         install(app, settings)  # before the FHIR catch-all, so its routes under the base are reachable
+    metrics = observability.install(app, settings)  # after security: it times the audit hook
+    if store is not None:
+        app.state.store = TimedStore(store, metrics)
     base = settings.base_path.rstrip("/")
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.add_route(base, routes.handle, methods=methods)

@@ -79,7 +79,27 @@ def _supported_profiles(resource_type: str) -> list[str]:
     )
 
 
-def capability_statement(ctx: RequestContext) -> dict[str, Any]:
+def _registry_state() -> tuple[Any, ...]:
+    """What the per-type part depends on besides the release: custom parameters and their reindex."""
+    from fhir_server.search import registry
+
+    custom = sorted((p.resource_type, p.code, p.url) for p in registry.custom_parameters())
+    return tuple(custom), tuple(sorted(registry.pending_urls()))
+
+
+_resources_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+
+
+def _resources() -> list[dict[str, Any]]:
+    """``rest.resource`` (1 MB, 145 types), rebuilt only when a custom SearchParameter changes."""
+    global _resources_cache
+    state = _registry_state()
+    if _resources_cache is None or _resources_cache[0] != state:
+        _resources_cache = (state, _build_resources())
+    return _resources_cache[1]
+
+
+def _build_resources() -> list[dict[str, Any]]:
     resources = []
     for resource_type in sorted(definitions.resource_types()):
         params, includes, revincludes = _search_support(resource_type)
@@ -114,9 +134,13 @@ def capability_statement(ctx: RequestContext) -> dict[str, Any]:
             entry["operation"] = ops
         resources.append(entry)
     resources.extend(_hosted_resources())
+    return resources
+
+
+def capability_statement(ctx: RequestContext) -> dict[str, Any]:
     rest: dict[str, Any] = {
         "mode": "server",
-        "resource": resources,
+        "resource": _resources(),
         "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
         "operation": _operations(None),
     }

@@ -24,6 +24,7 @@ from fhir_server.interactions import create, delete, history, offload, patch, re
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.results import Outcome
+from fhir_server.observability.middleware import note_caller
 
 _GENERAL = {"_format", "_pretty"}
 _COMPARTMENT_TYPES = {"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"}
@@ -329,6 +330,7 @@ async def handle(request: Request) -> Response:
     except FhirError as error:
         response = error_response(error, pretty=fhir.pretty)
     finally:
+        note_caller(request.scope, ctx.principal if ctx is not None else None)  # for the access log
         # Audit (fhir_server.security) sees every outcome; None means an unexpected failure (500).
         try:
             after = getattr(request.app.state, "after_interaction", None)

@@ -33,9 +33,16 @@ def register(app: typer.Typer) -> None:
 
         from fhir_server.api.app import create_app
         from fhir_server.api.protocol import uvicorn_options
+        from fhir_server.cli import checks
         from fhir_server.config import Settings
         from fhir_server.demo import DemoLoadError, banner, prepare_demo
+        from fhir_server.observability import logs
 
+        try:
+            log_config = logs.configure(log_level, "plain")
+        except ValueError as exc:
+            raise checks.fail(str(exc), checks.EXIT_USAGE) from None
+        checks.check_port(_LOOPBACK, port)  # before minutes of generating, not after
         if not keep:
             typer.echo(
                 f"Generating and loading {children} children (seed {seed}) into {data_dir}...", err=True
@@ -51,6 +58,7 @@ def register(app: typer.Typer) -> None:
             create_app(settings),
             host=_LOOPBACK,
             port=port,
+            log_config=log_config,
             log_level=log_level,
             access_log=False,
             **uvicorn_options(settings.max_header_bytes),

@@ -33,7 +33,12 @@ def register(app: typer.Typer) -> None:
             help="The FHIR base URL clients use (https://host/fhir); tokens are issued for it. Required"
             " with auth on a non-loopback address.",
         ),
-        log_level: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+        log_level: str = typer.Option(
+            "info", envvar="TERMTEM_LOG_LEVEL", help="Log level: debug, info, warning, error."
+        ),
+        log_format: str = typer.Option(
+            "plain", envvar="TERMTEM_LOG_FORMAT", help="Log lines: plain (for people) or json (collectors)."
+        ),
         auth: str = typer.Option(
             "on", help="on (default): SMART tokens, consent and audit. off: local trials on loopback only."
         ),
@@ -46,6 +51,9 @@ def register(app: typer.Typer) -> None:
         from fhir_server.api.app import create_app
         from fhir_server.api.protocol import uvicorn_options
         from fhir_server.api.urls import listening_base
+        from fhir_server.cli import checks
+        from fhir_server.observability import logs
+        from fhir_server.observability.redact import redact_url
 
         if auth not in ("on", "off"):
             raise typer.BadParameter("--auth takes on or off")
@@ -71,6 +79,13 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2)
             public = listening_base("http", host, port, "/fhir")
         settings = Settings(store_url=store or default_store_url(), public_base_url=public, auth=auth == "on")
+        try:
+            log_config = logs.configure(log_level, log_format)
+        except ValueError as exc:
+            raise checks.fail(str(exc), checks.EXIT_USAGE) from None
+        settings.log_level, settings.log_format = log_level, log_format
+        checks.check_port(host, port)
+        checks.check_store(settings)
         if not settings.auth:
             banner = "!" * 78
             typer.secho(
@@ -82,13 +97,15 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
         typer.echo(
-            f"Termtem FHIR server: http://{host}:{port}{settings.base_path} (store {settings.store_url})"
+            f"Termtem FHIR server: http://{host}:{port}{settings.base_path}"
+            f" (store {redact_url(settings.store_url)})"
         )
         uvicorn.run(
             create_app(settings),
             host=host,
             port=port,
+            log_config=log_config,
             log_level=log_level,
-            access_log=False,
+            access_log=False,  # ours (fhir_server.observability) logs one line per request instead
             **uvicorn_options(settings.max_header_bytes),
         )

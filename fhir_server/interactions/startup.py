@@ -54,6 +54,9 @@ async def load_resources(ctx: RequestContext, resources: Iterable[dict[str, Any]
 
 
 async def prepare_store(store: Store, settings: Settings) -> None:
+    from fhir_server.storage.schema_version import check_schema
+
+    await check_schema(store)  # before anything is written: a newer layout is refused, an older migrated
     ctx = RequestContext(store=store, settings=settings, base_url=settings.public_base_url or "")
     resources = shipped_resources()
     changed = await load_resources(ctx, resources)

@@ -163,6 +163,19 @@ async def settle(job_ids: list[str], timeout: float) -> None:
         await asyncio.wait(tasks, timeout=timeout)
 
 
+def job_counts() -> dict[str, int]:
+    """Jobs of this process by state (``running``, ``finished``, ``failed``), for the metrics."""
+    counts = {"running": 0, "finished": 0, "failed": 0}
+    for task in _tasks.values():
+        if not task.done():
+            counts["running"] += 1
+        elif task.cancelled() or task.exception() is not None:
+            counts["failed"] += 1
+        else:
+            counts["finished"] += 1
+    return counts
+
+
 async def stop_all() -> None:
     """Cancel running jobs (shutdown); each resumes from its checkpoint on the next start."""
     tasks = [task for task in _tasks.values() if not task.done()]

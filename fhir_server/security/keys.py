@@ -10,6 +10,8 @@ import orjson
 from joserfc import jwk
 from joserfc.jwk import ECKey, RSAKey
 
+from fhir_server.storage.files import private_dir
+
 # authlib's JOSE layer moved to joserfc (same maintainers; authlib depends on it and deprecates
 # authlib.jose), so keys and JWTs are handled with joserfc directly.
 Key = RSAKey | ECKey
@@ -19,7 +21,7 @@ ALGORITHM = "RS384"  # verifying RSA is several times faster than ECDSA, and it 
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` so that only the owner can ever read it (no window with wider permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # a new folder for keys is the owner's only (0700)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

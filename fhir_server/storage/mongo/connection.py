@@ -21,8 +21,12 @@ class StandaloneServerError(RuntimeError):
     """The server is not part of a replica set, so it cannot run multi-document transactions."""
 
 
-def connect(url: str) -> tuple[Any, str]:
-    """(client, database name) for a ``mongodb://``, ``mongodb+srv://`` or ``mongomock://`` URL."""
+def connect(url: str, timeout_seconds: float | None = None) -> tuple[Any, str]:
+    """(client, database name) for a ``mongodb://``, ``mongodb+srv://`` or ``mongomock://`` URL.
+
+    ``timeout_seconds`` bounds server selection and connecting (unless the URL sets them), so an
+    unreachable server fails fast instead of after pymongo's 30 s default.
+    """
     if url.startswith("mongomock://"):
         from fhir_server.storage.mongo.double import client_for
 
@@ -32,7 +36,11 @@ def connect(url: str) -> tuple[Any, str]:
     # Parsed by hand: pymongo's parser resolves mongodb+srv names in DNS, which can wait for the network.
     parts = urlsplit(url)
     given = {name.lower() for name, _ in parse_qsl(parts.query)}
-    options = {k: v for k, v in _DEFAULTS.items() if k.lower() not in given}
+    defaults = dict(_DEFAULTS)
+    if timeout_seconds is not None:
+        defaults["serverSelectionTimeoutMS"] = int(timeout_seconds * 1000)
+        defaults["connectTimeoutMS"] = int(timeout_seconds * 1000)
+    options = {k: v for k, v in defaults.items() if k.lower() not in given}
     if "journal" in options and "j" in given:
         options.pop("journal")
     return AsyncMongoClient(url, **options), unquote(parts.path.strip("/")) or "termtem"

@@ -49,8 +49,16 @@ def _conflict(diagnostics: str) -> FhirError:
 
 
 class MongoStore:
-    def __init__(self, url: str, *, client: Any | None = None, database: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: Any | None = None,
+        database: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
         self.url = url
+        self._timeout = timeout_seconds
         self._client = client
         self._database_name = database
         self._lock = asyncio.Lock()
@@ -59,7 +67,7 @@ class MongoStore:
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
         if self._client is None:
-            self._client, name = connect(self.url)
+            self._client, name = connect(self.url, self._timeout)
             self._database_name = self._database_name or name
         self._database_name = self._database_name or "termtem"
         check_replica_set(await self._client.admin.command("hello"), self.url)

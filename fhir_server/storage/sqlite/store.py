@@ -10,6 +10,7 @@ writer thread together with the next read or the commit, so a plain create costs
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,9 +23,11 @@ from typing import Any, TypeVar
 import orjson
 
 from fhir_server.storage.base import HistoryPage, HistoryQuery, Method, StoredResource
+from fhir_server.storage.files import private_file, readable_by_others
 from fhir_server.storage.sqlite import index as index_tables
 
 T = TypeVar("T")
+log = logging.getLogger("termtem")
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS resource(
@@ -81,7 +84,10 @@ class SqliteStore:
 
     async def open(self) -> None:
         if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(self._path)
+            private_file(path)  # children's data: 0600 in a 0700 folder from the start
+            if readable_by_others(path):
+                log.warning("the store %s is readable by other users: run chmod 600 on it", path)
 
         def setup() -> sqlite3.Connection:
             conn = self._connect()
