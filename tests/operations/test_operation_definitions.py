@@ -18,7 +18,8 @@ def test_every_table_entry_names_a_definition_that_resolves() -> None:
         assert op.definition, f"${op.name} names no OperationDefinition"
         found = published.definition_for(op.definition)
         assert found is not None, f"${op.name}: no OperationDefinition {op.definition}"
-        assert found["code"] == op.name, op.definition
+        # an alias (SQL on FHIR's $run) shares the definition of the operation it stands for
+        assert found["code"] in {o.name for o in OPERATIONS if o.definition == op.definition}
 
 
 def test_our_definition_files_are_valid_and_used() -> None:
