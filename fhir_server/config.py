@@ -67,3 +67,5 @@ class Settings:
     metrics_token: str = field(default_factory=lambda: os.environ.get("TERMTEM_METRICS_TOKEN", ""))
     # Seconds to wait for the store at start-up (and for each connection attempt) before giving up.
     store_timeout_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_STORE_TIMEOUT", 10.0))
+    # Where the front page (GET /) links for documentation; no link when empty.
+    docs_url: str = field(default_factory=lambda: os.environ.get("TERMTEM_DOCS_URL", ""))

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import observability
-from fhir_server.api import routes
+from fhir_server.api import home, routes
 from fhir_server.api.responses import error_response
 from fhir_server.config import Settings
 from fhir_server.interactions.errors import FhirError
@@ -55,9 +56,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         from fhir_server.security.http import install
 
         install(app, settings)  # before the FHIR catch-all, so its routes under the base are reachable
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # when the client accepts it
     metrics = observability.install(app, settings)  # after security: it times the audit hook
     if store is not None:
         app.state.store = TimedStore(store, metrics)
+    app.add_route("/", home.front_page, methods=["GET", "HEAD"])
     base = settings.base_path.rstrip("/")
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.add_route(base, routes.handle, methods=methods)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -25,6 +25,28 @@ SECURITY_HEADERS = {
 
 def http_date(instant: str) -> str:
     return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
+
+
+def not_modified(
+    if_none_match: str | None, if_modified_since: str | None, version: int, instant: str
+) -> bool:
+    """Whether a conditional read can be answered 304 (RFC 9110 13.1: If-None-Match wins when present).
+
+    ETags are compared weakly (``W/"3"`` matches ``"3"``); dates to the second, as HTTP dates carry.
+    """
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or f'"{version}"' in tags
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False  # an unreadable date is ignored, as HTTP says
+        if since.tzinfo is None:
+            return False
+        changed = datetime.fromisoformat(instant.replace("Z", "+00:00")).replace(microsecond=0)
+        return changed <= since
+    return False
 
 
 def _body(content: bytes | None, pretty: bool) -> bytes:

@@ -11,13 +11,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import definitions, fhirjson
 from fhir_server.api import hosted, limits, negotiation
 from fhir_server.api.negotiation import FHIR_JSON
-from fhir_server.api.responses import error_response, fhir_response, outcome_response
+from fhir_server.api.responses import (
+    error_response,
+    fhir_response,
+    http_date,
+    not_modified,
+    outcome_response,
+)
 from fhir_server.api.urls import base_url
 from fhir_server.config import Settings
 from fhir_server.interactions import create, delete, history, offload, patch, read, shaping, update, writes
@@ -108,6 +115,21 @@ async def _respond(
     shape_type: str | None = None,
     default_text: str = "The request succeeded",
 ) -> Response:
+    stored = outcome.stored
+    if (
+        fhir.method in ("GET", "HEAD")
+        and outcome.status == 200
+        and stored is not None
+        and not stored.deleted
+        and not_modified(
+            fhir.header("if-none-match"),
+            fhir.header("if-modified-since"),
+            stored.version,
+            stored.last_updated,
+        )
+    ):
+        headers = {"ETag": f'W/"{stored.version}"', "Last-Modified": http_date(stored.last_updated)}
+        return fhir_response(None, 304, headers)
     shaped = None
     if shape_type and outcome.stored is not None and not outcome.stored.deleted:
         values = dict(fhir.params)
@@ -180,6 +202,33 @@ async def _operation(
     from fhir_server.api.operations import run_operation
 
     return await run_operation(fhir, ctx, name, resource_type, id_)
+
+
+def _metadata(fhir: FhirRequest, ctx: RequestContext) -> Response:
+    """``GET /metadata``: the CapabilityStatement (``mode=full``, the default, or ``normative``) or, with
+    ``mode=terminology``, the TerminologyCapabilities; ``_summary`` and ``_elements`` apply."""
+    values = dict(fhir.params)
+    mode = values.get("mode", "full")
+    if mode in ("full", "normative"):
+        from fhir_server.api.capability import capability_statement
+
+        body = capability_statement(ctx)
+    elif mode == "terminology":
+        from fhir_server.terminology.capabilities import terminology_capabilities
+
+        body = terminology_capabilities(ctx.base_url)
+    else:
+        raise FhirError(
+            400, f"mode must be full, normative or terminology, not '{mode}'", expression=["mode"]
+        )
+    summary = shaping.check_summary(values.get("_summary"))
+    elements = shaping.elements_param(values.get("_elements"))
+    if summary == "true" and not elements:
+        body = shaping.deep_summary(body, body["resourceType"])
+    content = orjson.dumps(body)
+    if (summary and summary != "true") or elements:
+        content = shaping.shape(content, body["resourceType"], summary, elements)
+    return fhir_response(content, pretty=fhir.pretty)
 
 
 async def _type_level(fhir: FhirRequest, ctx: RequestContext, resource_type: str) -> Response:
@@ -256,9 +305,7 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
     if len(seg) == 1:
         if head == "metadata":
             _only(fhir, "GET")
-            from fhir_server.api.capability import capability_statement
-
-            return fhir_response(capability_statement(ctx), pretty=fhir.pretty)
+            return _metadata(fhir, ctx)
         if head == "_history":
             _only(fhir, "GET")
             return fhir_response(

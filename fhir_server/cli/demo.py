@@ -29,11 +29,8 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("warning", help="Log level: debug, info, warning, error."),
     ) -> None:
         """Load a small generated Thai child population and serve it on 127.0.0.1 with auth OFF."""
-        import uvicorn
-
         from fhir_server.api.app import create_app
-        from fhir_server.api.protocol import uvicorn_options
-        from fhir_server.cli import checks
+        from fhir_server.cli import serving
         from fhir_server.config import Settings
         from fhir_server.demo import DemoLoadError, banner, prepare_demo
         from fhir_server.observability import logs
@@ -41,8 +38,8 @@ def register(app: typer.Typer) -> None:
         try:
             log_config = logs.configure(log_level, "plain")
         except ValueError as exc:
-            raise checks.fail(str(exc), checks.EXIT_USAGE) from None
-        checks.check_port(_LOOPBACK, port)  # before minutes of generating, not after
+            raise serving.fail(str(exc), serving.EXIT_USAGE) from None
+        serving.check_port(_LOOPBACK, port)  # before minutes of generating, not after
         if not keep:
             typer.echo(
                 f"Generating and loading {children} children (seed {seed}) into {data_dir}...", err=True
@@ -54,12 +51,4 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         settings = Settings(store_url=data.store_url, auth=False, data_dir=data_dir)
         typer.echo(banner(data, f"http://{_LOOPBACK}:{port}{settings.base_path}"))
-        uvicorn.run(
-            create_app(settings),
-            host=_LOOPBACK,
-            port=port,
-            log_config=log_config,
-            log_level=log_level,
-            access_log=False,
-            **uvicorn_options(settings.max_header_bytes),
-        )
+        serving.run(create_app(settings), _LOOPBACK, port, log_config, log_level, settings.max_header_bytes)

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from fhir_server.loading.runner import AuthRefused
 from fhir_server.mapping import MappedRecord, RowError, SpecError, available_formats, batch_records, map_files
 from fhir_server.mapping.engine import full_url
 
@@ -176,6 +177,12 @@ class _Writer:
         """Write one bundle; returns the failure text when the server refused it (nothing was written)."""
         if self._http is not None:
             response = self._http.post(self.server, content=orjson.dumps(bundle))
+            if response.status_code in (401, 403):  # every later batch would get the same answer
+                try:
+                    body: Any = orjson.loads(response.content)
+                except orjson.JSONDecodeError:
+                    body = response.text
+                raise AuthRefused(response.status_code, body)
             if response.status_code >= 400:
                 return _outcome_text(response.text, response.status_code)
             return None
@@ -280,6 +287,9 @@ def register(app: typer.Typer) -> None:
         except SpecError as exc:
             _console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
+        except AuthRefused as refused:
+            _console.print(f"[red]error:[/red] {refused}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
         _console.print(
             f"{result['records']} records → {result['resources']} resources in {result['bundles']} bundles; "
             f"{result['rejected']} records rejected"

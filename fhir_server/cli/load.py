@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from fhir_server.loading import DEDUPLICATED_TYPES, LoadSummary, load_paths
-        from fhir_server.loading.runner import ServerTarget, StoreTarget
+        from fhir_server.loading.runner import AuthRefused, ServerTarget, StoreTarget
         from fhir_server.loading.sources import Submission, files_in
 
         if server and store:
@@ -92,7 +92,11 @@ def register(app: typer.Typer) -> None:
                 finally:
                     await target.close()
 
-        summary = asyncio.run(run())
+        try:
+            summary = asyncio.run(run())
+        except AuthRefused as refused:
+            console.print(f"[red]error:[/red] {refused}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
         table = Table(title="termtem load")
         for column in ("files", "bundles", "created", "updated", "failed bundles"):
             table.add_column(column, justify="right")

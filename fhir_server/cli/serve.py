@@ -46,12 +46,9 @@ def register(app: typer.Typer) -> None:
         """Serve the FHIR R4 API at http://HOST:PORT/fhir."""
         from urllib.parse import urlsplit
 
-        import uvicorn
-
         from fhir_server.api.app import create_app
-        from fhir_server.api.protocol import uvicorn_options
         from fhir_server.api.urls import listening_base
-        from fhir_server.cli import checks
+        from fhir_server.cli import serving
         from fhir_server.observability import logs
         from fhir_server.observability.redact import redact_url
 
@@ -82,10 +79,10 @@ def register(app: typer.Typer) -> None:
         try:
             log_config = logs.configure(log_level, log_format)
         except ValueError as exc:
-            raise checks.fail(str(exc), checks.EXIT_USAGE) from None
+            raise serving.fail(str(exc), serving.EXIT_USAGE) from None
         settings.log_level, settings.log_format = log_level, log_format
-        checks.check_port(host, port)
-        checks.check_store(settings)
+        serving.check_port(host, port)
+        serving.check_store(settings)
         if not settings.auth:
             banner = "!" * 78
             typer.secho(
@@ -100,12 +97,4 @@ def register(app: typer.Typer) -> None:
             f"Termtem FHIR server: http://{host}:{port}{settings.base_path}"
             f" (store {redact_url(settings.store_url)})"
         )
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_config=log_config,
-            log_level=log_level,
-            access_log=False,  # ours (fhir_server.observability) logs one line per request instead
-            **uvicorn_options(settings.max_header_bytes),
-        )
+        serving.run(create_app(settings), host, port, log_config, log_level, settings.max_header_bytes)

@@ -96,3 +96,52 @@ def elements_param(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v for v in value.split(",") if v.strip()]
+
+
+@cache
+def _summary_paths(resource_type: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(paths marked isSummary, paths that have child elements) of a resource type's snapshot."""
+    sd = definitions.structure_definition(resource_type)
+    if sd is None:
+        return frozenset(), frozenset()
+    paths = [e["path"] for e in sd["elements"] if "sliceName" not in e]
+    summary = frozenset(e["path"] for e in sd["elements"] if e.get("isSummary") and "sliceName" not in e)
+    parents = frozenset(p.rsplit(".", 1)[0] for p in paths if "." in p)
+    return summary, parents
+
+
+def deep_summary(resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    """``_summary=true`` applied inside backbone elements too (what /metadata needs: its ``rest`` is a
+    summary element, but most of what is inside it is not)."""
+    summary, parents = _summary_paths(resource_type)
+
+    def element(path: str, key: str) -> str | None:
+        direct = f"{path}.{key}"
+        if direct in summary or direct in parents:
+            return direct
+        for candidate in summary:  # choice elements: value[x] holds valueString...
+            if candidate.endswith("[x]") and candidate.rsplit(".", 1)[0] == path:
+                stem = candidate.rsplit(".", 1)[1][:-3]
+                if key.startswith(stem) and key[len(stem) : len(stem) + 1].isupper():
+                    return candidate
+        return None
+
+    def walk(node: dict[str, Any], path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            bare = key[1:] if key.startswith("_") else key
+            found = None if key == "resourceType" else element(path, bare)
+            if key != "resourceType" and (found is None or found not in summary):
+                continue
+            if found in parents and isinstance(value, dict):
+                value = walk(value, found)
+            elif found in parents and isinstance(value, list):
+                value = [walk(v, found) if isinstance(v, dict) else v for v in value]
+            out[key] = value
+        return out
+
+    shaped = walk(resource, resource_type)
+    meta = dict(shaped.get("meta") or {})
+    meta["tag"] = [*(t for t in meta.get("tag", []) if t.get("code") != "SUBSETTED"), SUBSETTED]
+    shaped["meta"] = meta
+    return shaped

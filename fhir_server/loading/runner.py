@@ -44,6 +44,38 @@ class LoadSummary:
                 self.unchanged += 1
 
 
+class AuthRefused(RuntimeError):
+    """The server refused the credentials (401) or the client's rights (403): sending more is pointless.
+
+    The message is one line with the hint an operator needs; ``summary`` is what was done before.
+    """
+
+    def __init__(self, status: int, body: dict[str, Any] | str, summary: LoadSummary | None = None) -> None:
+        self.status = status
+        self.summary = summary
+        super().__init__(auth_hint(status, body))
+
+
+def auth_hint(status: int, body: dict[str, Any] | str) -> str:
+    if isinstance(body, dict):
+        issues = body.get("issue") or [{}]
+        detail = str(issues[0].get("diagnostics") or body.get("error_description") or "")
+    else:
+        detail = body[:200]
+    detail = f" ({detail})" if detail else ""
+    if status == 401:
+        return (
+            f"the server answered 401 Unauthorized{detail}: it needs an access token; pass --token TOKEN"
+            " or set TERMTEM_TOKEN (get one with `termtem token CLIENT --key KEY --server URL`)."
+            " Stopped at the first refusal."
+        )
+    return (
+        f"the server answered 403 Forbidden{detail}: this token's client may not write this data; check its"
+        " role and scopes (`termtem client list`) or use another client's --token. Stopped at the first"
+        " refusal."
+    )
+
+
 class Target(Protocol):
     async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]: ...
 
@@ -59,7 +91,10 @@ class ServerTarget:
 
     async def submit(self, bundle: bytes) -> tuple[int, dict[str, Any]]:
         response = await self._http.post("", content=bundle)
-        return response.status_code, response.json()
+        try:
+            return response.status_code, response.json()
+        except ValueError:  # not JSON (a proxy's error page): keep the status
+            return response.status_code, {"issue": [{"diagnostics": response.text[:200]}]}
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -121,18 +156,27 @@ async def load_paths(
     dedupe: tuple[str, ...] = (),
     on_progress: Callable[[Submission], None] | None = None,
 ) -> LoadSummary:
-    """Submit every bundle from ``paths``; failures are collected, not raised."""
+    """Submit every bundle from ``paths``; failures are collected, not raised.
+
+    A 401 or 403 stops the load at once (every later bundle would get the same answer) and raises
+    ``AuthRefused`` with a hint about ``--token``.
+    """
     summary = LoadSummary()
     queue: asyncio.Queue[Submission | None] = asyncio.Queue(maxsize=workers * 2)
+    refused: list[tuple[int, dict[str, Any]]] = []
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
+            if refused:
+                continue  # drain what was queued before the refusal, unsent
             try:
                 status, body = await target.submit(item.bundle)
             except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
                 summary.failures.append(LoadFailure(item.source, None, f"{type(exc).__name__}: {exc}"))
             else:
-                if status == 200 and body.get("resourceType") == "Bundle":
+                if status in (401, 403):
+                    refused.append((status, body))
+                elif status == 200 and body.get("resourceType") == "Bundle":
                     summary.count(body)
                 else:
                     summary.failures.append(_failure(item.source, status, body))
@@ -142,11 +186,15 @@ async def load_paths(
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, workers))]
     try:
         for item in submissions(paths, dedupe):
+            if refused:
+                break
             await queue.put(item)
     finally:
         for _ in tasks:
             await queue.put(None)
         await asyncio.gather(*tasks)
+    if refused:
+        raise AuthRefused(*refused[0], summary=summary)
     return summary
 
 

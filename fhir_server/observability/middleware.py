@@ -89,6 +89,27 @@ _CRASH = orjson.dumps(
 )
 
 
+def _log_access(
+    scope: dict[str, Any], method: str, status: int, seconds: float, note: AccessNote, interaction: str
+) -> None:
+    target = loggable_target(scope["path"], scope.get("query_string", b"").decode("utf-8", "replace"))
+    _access_log.info(
+        "%s %s %s",
+        method,
+        target,
+        status,
+        extra={
+            "method": method,
+            "path": target,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "client_id": note.client_id,
+            "agency": note.agency,
+            "interaction": interaction,
+        },
+    )
+
+
 class RequestObserver:
     def __init__(self, app: Any, metrics: Metrics, base_path: str) -> None:
         self.app = app
@@ -134,22 +155,8 @@ class RequestObserver:
             method = scope.get("method", "")
             interaction = note.interaction or _interaction(method, scope["path"], self.base_path)
             self.metrics.observe_request(interaction, status, seconds)
-            target = loggable_target(scope["path"], scope.get("query_string", b"").decode("utf-8", "replace"))
-            _access_log.info(
-                "%s %s %s",
-                method,
-                target,
-                status,
-                extra={
-                    "method": method,
-                    "path": target,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 1),
-                    "client_id": note.client_id,
-                    "agency": note.agency,
-                    "interaction": interaction,
-                },
-            )
+            if _access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, method, status, seconds, note, interaction)
 
     async def _crash(self, send: Any, request_id: str) -> None:
         await send(

@@ -1,8 +1,8 @@
 """Parse a search request into a backend-neutral query tree plus result controls.
 
-Bad values raise ``FhirError(400)`` naming the parameter. Unknown parameters are ignored (and left out
-of ``applied``, which the self link shows) unless ``strict``. Values are parsed and normalised here
-once, so each backend only translates the tree.
+Bad values raise ``FhirError(400)`` naming the parameter. Unknown parameters are ignored (left out of
+``applied``, which the self link shows, and reported in ``warnings``) unless ``strict``. Values are
+parsed and normalised here once, so each backend only translates the tree.
 """
 
 from __future__ import annotations
@@ -376,6 +376,7 @@ class _Parser:
     def __init__(self, base_url: str, strict: bool) -> None:
         self.base_url = base_url.rstrip("/")
         self.strict = strict
+        self.ignored: list[str] = []  # lenient mode: what the searchset's outcome entry reports
 
     def unknown(self, name: str, message: str) -> None:
         if self.strict:
@@ -385,6 +386,10 @@ class _Parser:
                 code="not-supported",
                 expression=[name],
             )
+        self.ignored.append(
+            f"Unknown or unsupported search parameter '{name}' was ignored ({message});"
+            " send 'Prefer: handling=strict' to have such searches refused"
+        )
 
     def condition(self, rtype: str, name: str, raw: str, depth: int = 0) -> Any | None:
         """One ``name=value`` on ``rtype`` (name may chain); None when ignored."""
@@ -750,6 +755,7 @@ def parse_search(
             conditions.append(cond)
             query.applied.append((name, value))
     query.conditions = tuple(conditions)
+    query.warnings.extend(dict.fromkeys(parser.ignored))
     return query
 
 

@@ -1,10 +1,12 @@
-"""Checks the serving commands run before starting, each ending in one clear line and an exit status."""
+"""What ``serve`` and ``demo`` share: checks before starting (each failing with one clear line and an
+exit status) and running uvicorn with our logging and HTTP protocol."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import socket
+from typing import Any
 
 import typer
 
@@ -56,3 +58,20 @@ def check_store(settings: Settings) -> None:
         asyncio.run(probe())
     except StoreError as exc:
         raise fail(str(exc), EXIT_UNAVAILABLE) from None
+
+
+def run(app: Any, host: str, port: int, log_config: dict[str, Any], log_level: str, max_header_bytes: int) -> None:
+    """Serve ``app`` until interrupted (uvicorn's own access log off: ours logs one line a request)."""
+    import uvicorn
+
+    from fhir_server.api.protocol import uvicorn_options
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=log_config,
+        log_level=log_level,
+        access_log=False,
+        **uvicorn_options(max_header_bytes),
+    )
