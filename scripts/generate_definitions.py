@@ -308,6 +308,12 @@ def generate(core_path: Path, expansions_path: Path, out_dir: Path) -> dict[str,
         _write(out_dir, "value_set_expansions", _expansions(expansions), gzip_always=True),
         _write(
             out_dir,
+            "search_parameter_resources",
+            [_without_narrative(sp) for sp in search_params],
+            gzip_always=True,
+        ),
+        _write(
+            out_dir,
             "operation_definitions",
             [_without_narrative(od) for od in _by_url(list(_of_type(core, "OperationDefinition")))],
             gzip_always=True,

@@ -30,9 +30,19 @@ def _root(
 
 
 # Each subcommand module defines ``register(app)``; they import lazily what their command needs.
-from fhir_server.cli import agencies, clients, copy, demo, generate, importer, load, serve  # noqa: E402
+from fhir_server.cli import (  # noqa: E402
+    agencies,
+    backup,
+    clients,
+    copy,
+    demo,
+    generate,
+    importer,
+    load,
+    serve,
+)
 
-for _module in (serve, load, generate, demo, importer, clients, agencies, copy):
+for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup):
     _module.register(app)
 
 

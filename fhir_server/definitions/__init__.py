@@ -24,6 +24,7 @@ __all__ = [
     "primitive_pattern",
     "primitive_types",
     "resource_types",
+    "search_parameter_resources",
     "search_parameters",
     "structure_definition",
     "structure_definitions",
@@ -67,6 +68,11 @@ def is_resource_type(name: str) -> bool:
 def search_parameters() -> list[dict[str, Any]]:
     """Every SearchParameter of R4 core, compacted (id, url, code, base, type, expression, ...)."""
     return _load("search_parameters")
+
+
+def search_parameter_resources() -> list[dict[str, Any]]:
+    """Every SearchParameter of R4 core as the full resource (without narrative), for serving."""
+    return _load("search_parameter_resources")
 
 
 def compartment(name: str) -> dict[str, list[str]]:

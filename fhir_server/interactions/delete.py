@@ -33,6 +33,7 @@ async def delete_in(
     """Delete if present; deleting what is absent or already deleted succeeds with nothing to do."""
     if resource_type == "AuditEvent":
         raise FhirError(405, "AuditEvents cannot be deleted", code="not-supported")
+    writes.check_writable(resource_type, id_)
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
     if current is None:

@@ -57,6 +57,7 @@ async def patch_in(
     *,
     expected_version: int | None = None,
 ) -> Outcome:
+    writes.check_writable(resource_type, id_)
     current = await tx.read(resource_type, id_)
     if current is None:
         raise FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")

@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from fhir_server import catalog
 from fhir_server.interactions import shaping
 from fhir_server.interactions.context import RequestContext
 from fhir_server.search.query import SearchQuery, parse_search
@@ -134,7 +135,11 @@ async def search(
 ) -> dict[str, Any]:
     """``GET [base]/[type]?...``, ``POST [type]/_search``, system and compartment search."""
     query = _query(ctx, resource_type, params, compartment)
-    page: SearchPage = await ctx.store.search(query)
+    page: SearchPage
+    if resource_type in catalog.CATALOG_TYPES and compartment is None:
+        page = await catalog.merged_search(ctx, query)  # the store's, then HL7's shipped definitions
+    else:
+        page = await ctx.store.search(query)
     return build_bundle(ctx, resource_type, query, page, compartment)
 
 

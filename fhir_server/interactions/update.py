@@ -90,6 +90,7 @@ async def update_in(
         raise FhirError(
             400, f"The body's id '{body_id}' differs from the URL's id '{id_}'", expression=["id"]
         )
+    writes.check_writable(resource_type, id_)
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
     size = len(raw or b"")

@@ -46,6 +46,20 @@ def check_id(id_: Any, where: str = "id") -> None:
         )
 
 
+def check_writable(resource_type: str, id_: str) -> None:
+    """Refuse (405) to replace or delete one of HL7's shipped definitions (``fhir_server.catalog``)."""
+    from fhir_server.catalog import is_reserved
+
+    if is_reserved(resource_type, id_):
+        raise FhirError(
+            405,
+            f"{resource_type}/{id_} is a FHIR R4 definition shipped with this server and is read-only;"
+            " to change it, create your own with a new id and canonical url",
+            code="not-supported",
+            headers={"Allow": "GET"},
+        )
+
+
 def check_type_known(resource_type: str) -> None:
     if not definitions.is_resource_type(resource_type):
         raise FhirError(404, f"Unknown resource type '{resource_type}'", code="not-supported")

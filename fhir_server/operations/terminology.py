@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server import terminology
+from fhir_server import catalog, terminology
 from fhir_server.interactions.errors import FhirError
 from fhir_server.operations.registry import (
     OperationRequest,
@@ -108,6 +108,8 @@ async def _target(request: OperationRequest) -> dict[str, Any] | None:
                 raise FhirError(410, f"{request.resource_type}/{request.id} has been deleted", code="deleted")
             return orjson.loads(stored.body)
     shipped = terminology.shipped_resource(request.resource_type, request.id)
+    if shipped is None and (definition := catalog.by_id(request.resource_type, request.id)) is not None:
+        shipped = orjson.loads(definition.body)  # one of HL7's R4 definitions (fhir_server.catalog)
     if shipped is None:
         raise FhirError(404, f"{request.resource_type}/{request.id} is not known", code="not-found")
     return shipped
