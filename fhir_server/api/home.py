@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server import FHIR_VERSION, __version__
+from fhir_server.api.urls import base_url
 
 _HTML_HEADERS = {
     "Cache-Control": "no-store",
@@ -30,8 +31,7 @@ def _wants_html(accept: str) -> bool:
 
 def _page(request: Request) -> str:
     settings = request.app.state.settings
-    origin = f"{request.url.scheme}://{request.url.netloc}"
-    base = (settings.public_base_url or origin + settings.base_path).rstrip("/")
+    base = base_url(request, settings)  # the configured or listening base, never the Host header
     links = [(f"{base}/metadata", "CapabilityStatement (what this server supports)")]
     links.append((f"{base}/metadata?mode=terminology", "TerminologyCapabilities"))
     if settings.auth:
