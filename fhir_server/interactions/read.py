@@ -51,7 +51,9 @@ def _hint(resource_type: str, id_: str) -> str:
 
     base, _, code = id_.partition("-")
     param = registry.get(base, code) if definitions.is_resource_type(base) else None
-    shipped = registry.definition(param.url) if param is not None and param.url else None
+    if param is None or not param.url:
+        return ""
+    shipped = registry.definition(param.url)
     if shipped is None or shipped.get("id") == id_:
         return ""
     return f"; {base}'s '{code}' parameter is SearchParameter/{shipped['id']} ({param.url})"

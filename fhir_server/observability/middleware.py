@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class AccessNote:
     interaction: str | None = None
 
 
-def note_caller(scope: dict[str, Any], principal: Any, interaction: str | None = None) -> None:
+def note_caller(scope: MutableMapping[str, Any], principal: Any, interaction: str | None = None) -> None:
     """Record the authenticated caller (a ``Principal`` or None) and interaction of this request."""
     note = scope.get(ACCESS_KEY)
     if note is None:
