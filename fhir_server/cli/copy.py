@@ -89,16 +89,26 @@ async def copy_store(
     """Copy ``source_url`` into the empty ``target_url``; returns the counts that were checked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from fhir_server.observability.redact import redact_url
+    from fhir_server.storage import StoreError, open_store
+
     if source_url == target_url:
         raise CopyError("source and target are the same store")
-    source, target = _open(source_url), _open(target_url)
-    await source.open()
     try:
-        await target.open()
+        source, target = _open(source_url), _open(target_url)
+        await open_store(source, Settings(store_url=source_url))
+    except StoreError as exc:
+        raise CopyError(str(exc)) from None
+    try:
+        try:
+            await open_store(target, Settings(store_url=target_url))
+        except StoreError as exc:
+            raise CopyError(str(exc)) from None
         try:
             async for _ in target.iterate_history():
                 raise CopyError(
-                    f"the target store {target_url} already holds resources; copy needs an empty one"
+                    f"the target store {redact_url(target_url)} already holds resources; copy needs an"
+                    " empty one"
                 )
             await _load_custom_parameters(source)
             total = await _version_count(source)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
+from fhir_server.observability.redact import redact_url
 from fhir_server.storage import BadStoreUrl, StoreError
 from fhir_server.storage.files import private_dir
 from fhir_server.storage.schema_version import KEY, NAMESPACE, SCHEMA_VERSION
@@ -51,7 +52,8 @@ def sqlite_path(store_url: str) -> Path:
     if store_url.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
         raise BackupError(_MONGO_HINT)
     if not store_url.startswith("sqlite:///") or store_url.endswith(":memory:"):
-        raise BadStoreUrl(f"backup and restore need a sqlite:///PATH store URL, not {store_url!r}")
+        shown = redact_url(store_url)
+        raise BadStoreUrl(f"backup and restore need a sqlite:///PATH store URL, not {shown!r}")
     return Path(store_url[len("sqlite:///") :])
 
 
