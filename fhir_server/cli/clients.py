@@ -23,11 +23,12 @@ client_app = typer.Typer(
 
 def with_store(store_url: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(store)`` against the store at ``store_url`` (default: the configured one)."""
-    from fhir_server.storage import create_store
+    from fhir_server.storage import create_store, open_store
 
     async def run() -> T:
-        store = create_store(Settings(store_url=store_url or default_store_url()))
-        await store.open()
+        settings = Settings(store_url=store_url or default_store_url())
+        store = create_store(settings)
+        await open_store(store, settings)  # within TERMTEM_STORE_TIMEOUT, one-line errors
         try:
             return await work(store)
         finally:

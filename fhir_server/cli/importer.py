@@ -151,7 +151,7 @@ class _Writer:
         elif self.store_url:
             from fhir_server.config import Settings
             from fhir_server.interactions.context import RequestContext
-            from fhir_server.storage import create_store
+            from fhir_server.storage import create_store, open_store
 
             settings = Settings(store_url=self.store_url)
             store = create_store(settings)
@@ -161,7 +161,11 @@ class _Writer:
 
                 writer = agency_writer(store, self.agency)
             self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(store.open())
+            try:
+                self._loop.run_until_complete(open_store(store, settings))
+            except BaseException:
+                self._loop.close()
+                raise
             self._ctx = RequestContext(store=writer, settings=settings, base_url="urn:termtem-import")
             self._raw_store = store
         return self

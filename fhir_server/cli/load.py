@@ -44,9 +44,11 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         from rich.table import Table
 
+        from fhir_server.cli.serving import EXIT_USAGE, fail
         from fhir_server.loading import DEDUPLICATED_TYPES, LoadSummary, load_paths
         from fhir_server.loading.runner import AuthRefused, ServerTarget, StoreTarget
         from fhir_server.loading.sources import Submission, files_in
+        from fhir_server.storage import BadStoreUrl
 
         if server and store:
             raise typer.BadParameter("give --server or --store, not both")
@@ -60,6 +62,8 @@ def register(app: typer.Typer) -> None:
             target: ServerTarget | StoreTarget = (
                 ServerTarget(server, token) if server else StoreTarget(store or default_store_url(), agency)
             )
+        except BadStoreUrl as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--agency") from None
         console = Console(stderr=True)

@@ -128,8 +128,9 @@ class StoreTarget:
 
         if not self._opened:
             from fhir_server.interactions.startup import prepare_store
+            from fhir_server.storage import open_store
 
-            await self._store.open()
+            await open_store(self._store, self._settings)
             await prepare_store(self._store, self._settings)
             self._opened = True
         ctx = RequestContext(
@@ -164,15 +165,18 @@ async def load_paths(
     summary = LoadSummary()
     queue: asyncio.Queue[Submission | None] = asyncio.Queue(maxsize=workers * 2)
     refused: list[tuple[int, dict[str, Any]]] = []
+    crashed: list[BaseException] = []  # e.g. a store that cannot be opened: stop, then raise it
 
     async def worker() -> None:
         while (item := await queue.get()) is not None:
-            if refused:
-                continue  # drain what was queued before the refusal, unsent
+            if refused or crashed:
+                continue  # drain what was queued before the stop, unsent
             try:
                 status, body = await target.submit(item.bundle)
             except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
                 summary.failures.append(LoadFailure(item.source, None, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:
+                crashed.append(exc)
             else:
                 if status in (401, 403):
                     refused.append((status, body))
@@ -186,13 +190,15 @@ async def load_paths(
     tasks = [asyncio.create_task(worker()) for _ in range(max(1, workers))]
     try:
         for item in submissions(paths, dedupe):
-            if refused:
+            if refused or crashed:
                 break
             await queue.put(item)
     finally:
         for _ in tasks:
             await queue.put(None)
         await asyncio.gather(*tasks)
+    if crashed:
+        raise crashed[0]
     if refused:
         raise AuthRefused(*refused[0], summary=summary)
     return summary

@@ -8,6 +8,7 @@ naming the store with its password redacted, so the CLI can print it and exit in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 
 from fhir_server.config import Settings
@@ -55,6 +56,15 @@ def _first_line(exc: BaseException) -> str:
 
 async def open_store(store: Store, settings: Settings) -> None:
     """Open ``store`` within ``settings.store_timeout_seconds``; raise ``StoreUnavailable`` if it fails."""
+    try:
+        await _open(store, settings)
+    except BaseException:
+        with contextlib.suppress(Exception):  # stop a driver's background tasks (pymongo's monitors)
+            await asyncio.wait_for(store.close(), timeout=5)
+        raise
+
+
+async def _open(store: Store, settings: Settings) -> None:
     name = redact_url(store.url)
     timeout = settings.store_timeout_seconds
     try:

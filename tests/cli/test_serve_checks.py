@@ -62,6 +62,24 @@ def test_an_unreachable_store_fails_fast_without_its_password(tmp_path: Path) ->
     assert "admin:***@127.0.0.1" in line and "TERMTEM_STORE_TIMEOUT" in line
 
 
+def test_other_commands_end_with_the_same_one_line_errors(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"mongodb://admin:S3cretPass@127.0.0.1:{port}/termtem?replicaSet=rs0"
+    bundle = tmp_path / "b.json"
+    bundle.write_text('{"resourceType": "Bundle", "type": "transaction", "entry": []}')
+    env = {"TERMTEM_STORE_TIMEOUT": "1"}
+    for args in (("client", "list", "--store", url), ("load", str(bundle), "--store", url)):
+        result = _termtem(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 3, (args, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "admin:***@" in last and "Traceback" not in result.stderr
+        assert "S3cretPass" not in result.stderr + result.stdout
+    bad = _termtem("load", str(bundle), "--store", "postgres://x", cwd=tmp_path)
+    assert bad.returncode == 2 and "unsupported store URL" in bad.stderr
+
+
 def test_a_busy_port_is_refused_before_any_work(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
