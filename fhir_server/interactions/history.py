@@ -9,11 +9,12 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server import catalog
 from fhir_server.interactions import writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
 from fhir_server.interactions.results import Outcome, etag
-from fhir_server.storage.base import HistoryQuery, StoredResource
+from fhir_server.storage.base import HistoryPage, HistoryQuery, StoredResource
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 
@@ -89,11 +90,18 @@ async def history(
         raise FhirError(
             400, f"_page '{cursor[:40]}' is not a page cursor of this server", expression=["_page"]
         )
+    page: HistoryPage | None = None
     if id_ is not None and await ctx.store.read(resource_type or "", id_) is None:
-        raise FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")
-    page = await ctx.store.history(
-        HistoryQuery(resource_type, id_, since, at, count, int(cursor) if cursor else None)
-    )
+        shipped = catalog.by_id(resource_type or "", id_)  # HL7's definitions have one version
+        if shipped is None:
+            raise FhirError(404, f"{resource_type}/{id_} is not known", code="not-found")
+        changed = shipped.last_updated
+        inside = (since is None or changed >= since) and (at is None or changed <= at)
+        page = HistoryPage([shipped] if inside else [], None, 1 if inside else 0)
+    if page is None:
+        page = await ctx.store.history(
+            HistoryQuery(resource_type, id_, since, at, count, int(cursor) if cursor else None)
+        )
     path = "/".join(p for p in (resource_type, id_) if p)
     base = f"{ctx.base_url}/{path + '/' if path else ''}_history"
     kept = [(k, v) for k, v in params if k in ("_since", "_at", "_count")]

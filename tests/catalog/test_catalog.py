@@ -34,6 +34,9 @@ async def test_read_vread_and_the_r4_id_hint(client: httpx.AsyncClient) -> None:
     assert body["meta"]["versionId"] == "1" and read.headers["etag"] == 'W/"1"'
     assert (await client.get("SearchParameter/individual-birthdate/_history/1")).status_code == 200
     assert (await client.get("SearchParameter/individual-birthdate/_history/2")).status_code == 404
+    history = (await client.get("SearchParameter/individual-birthdate/_history")).json()
+    assert history["total"] == 1 and history["entry"][0]["response"]["etag"] == 'W/"1"'
+
     missing = await client.get("SearchParameter/Patient-birthdate")
     assert missing.status_code == 404
     assert "SearchParameter/individual-birthdate" in missing.json()["issue"][0]["diagnostics"]
