@@ -42,6 +42,11 @@ def _page(request: Request) -> str:
     if settings.docs_url:
         links.append((settings.docs_url, "Documentation"))
     items = "\n".join(f'<li><a href="{escape(url)}">{escape(text)}</a></li>' for url, text in links)
+    if not settings.docs_url:
+        items += (
+            "\n<li>Documentation: <code>README.md</code> and <code>docs/</code> (deployment, configuration)"
+            " in the Termtem sources</li>"
+        )
     auth = (
         "Every request needs a SMART Backend Services token; every access is checked against PDPA consents"
         " and audited."
