@@ -11,6 +11,7 @@ Background work registers how many jobs it has in each state with ``register_job
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
@@ -93,11 +94,16 @@ class Metrics:
             {"version": __version__, "fhir_version": FHIR_VERSION}
         )
         self.registry.register(_Jobs())
+        self._by_label: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, interaction: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(interaction, code).inc()
-        self.latency.labels(interaction, code).observe(seconds)
+        children = self._by_label.get((interaction, status))
+        if children is None:  # labels() takes a lock and builds a key: once per label pair
+            code = str(status)
+            children = (self.requests.labels(interaction, code), self.latency.labels(interaction, code))
+            self._by_label[(interaction, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks."""

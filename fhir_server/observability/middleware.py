@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
@@ -56,21 +57,30 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+@cache
+def _describe() -> Any:
+    from fhir_server.security.service import describe
+
+    return describe
+
+
+@cache
+def _operation_names() -> frozenset[str]:
+    from fhir_server.operations.table import OPERATIONS
+
+    return frozenset(o.name for o in OPERATIONS)
+
+
 def _interaction(method: str, path: str, base_path: str) -> str:
     """A bounded label for the metrics, from the URL shape."""
     if path == base_path or path.startswith(base_path + "/"):
         segments = [s for s in path[len(base_path) :].split("/") if s]
         if segments and segments[0] == ".well-known":
             return "smart-configuration"
-        from fhir_server.security.service import describe
-
-        interaction, _, _ = describe(method, segments)
+        interaction, _, _ = _describe()(method, segments)
         if interaction == "operation":
             op = next((s for s in segments if s.startswith("$")), "$")
-            from fhir_server.operations.table import OPERATIONS
-
-            known = {o.name for o in OPERATIONS}
-            return f"operation:{op}" if op[1:] in known else "operation:unknown"
+            return f"operation:{op}" if op[1:] in _operation_names() else "operation:unknown"
         return interaction
     return {
         "/": "home",
