@@ -67,8 +67,5 @@ class Settings:
     metrics_token: str = field(default_factory=lambda: os.environ.get("TERMTEM_METRICS_TOKEN", ""))
     # Seconds to wait for the store at start-up (and for each connection attempt) before giving up.
     store_timeout_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_STORE_TIMEOUT", 10.0))
-    # Index HL7's shipped definitions in the background right after start-up (``serve`` does), so the
-    # first search on SearchParameter, ValueSet or CodeSystem does not wait for it.
-    warm_catalog: bool = False
     # Where the front page (GET /) links for documentation; no link when empty.
     docs_url: str = field(default_factory=lambda: os.environ.get("TERMTEM_DOCS_URL", ""))

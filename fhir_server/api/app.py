@@ -38,10 +38,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
         await prepare_store(app.state.store, settings)
         app.state.ready = True
-        if settings.warm_catalog:
-            from fhir_server import catalog
-
-            catalog.warm()
         try:
             yield
         finally:

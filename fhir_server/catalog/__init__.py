@@ -17,6 +17,6 @@ write of every one of them at each upgrade. Instead:
 """
 
 from fhir_server.catalog.resources import CATALOG_TYPES, by_id, is_reserved
-from fhir_server.catalog.search import merged_search, warm
+from fhir_server.catalog.search import merged_search
 
-__all__ = ["CATALOG_TYPES", "by_id", "is_reserved", "merged_search", "warm"]
+__all__ = ["CATALOG_TYPES", "by_id", "is_reserved", "merged_search"]

@@ -56,12 +56,6 @@ def _ensure(types: Iterable[str]) -> Any:
         return _index
 
 
-def warm(types: Iterable[str] = CATALOG_TYPES) -> None:
-    """Index the shipped definitions in a background thread (``serve`` does it after start-up); a
-    daemon thread, so stopping the server never waits for it."""
-    threading.Thread(target=_ensure, args=(list(types),), name="catalog-index", daemon=True).start()
-
-
 async def _catalog(query: SearchQuery) -> SearchPage:
     index = await asyncio.to_thread(_ensure, query.resource_types)
     page: SearchPage = await index.search(dataclasses.replace(query, access=None))  # public definitions

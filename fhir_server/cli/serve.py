@@ -81,7 +81,6 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise serving.fail(str(exc), serving.EXIT_USAGE) from None
         settings.log_level, settings.log_format = log_level, log_format
-        settings.warm_catalog = True
         serving.check_port(host, port)
         serving.check_store(settings)
         if not settings.auth:
