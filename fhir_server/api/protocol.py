@@ -17,9 +17,8 @@ same chunk is parsed as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import orjson
 

@@ -60,7 +60,9 @@ def check_store(settings: Settings) -> None:
         raise fail(str(exc), EXIT_UNAVAILABLE) from None
 
 
-def run(app: Any, host: str, port: int, log_config: dict[str, Any], log_level: str, max_header_bytes: int) -> None:
+def run(
+    app: Any, host: str, port: int, log_config: dict[str, Any], log_level: str, max_header_bytes: int
+) -> None:
     """Serve ``app`` until interrupted (uvicorn's own access log off: ours logs one line a request)."""
     import uvicorn
 
