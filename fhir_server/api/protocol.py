@@ -97,13 +97,14 @@ def uvicorn_options(max_header_bytes: int) -> dict[str, Any]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return  # discarded while the refusal lingers
+            received = len(data)  # the limit counts bytes as sent, before any percent-encoding
             if self._in_request_line:
                 data, finished = encode_request_line(data)
                 self._in_request_line = not finished
             super().data_received(data)
             if not self._in_head:
                 return
-            self._head_bytes += len(data)  # a chunk that ends inside a head is all head bytes
+            self._head_bytes += received  # a chunk that ends inside a head is all head bytes
             if self._head_bytes > max_header_bytes and not self.transport.is_closing():
                 self._refused = True
                 self.transport.write(_refusal(max_header_bytes))
