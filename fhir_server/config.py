@@ -69,3 +69,9 @@ class Settings:
     store_timeout_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_STORE_TIMEOUT", 10.0))
     # Where the front page (GET /) links for documentation; no link when empty.
     docs_url: str = field(default_factory=lambda: os.environ.get("TERMTEM_DOCS_URL", ""))
+    # --- background jobs (fhir_server.jobs) ---
+    # Jobs one server process runs at once; a job's lease (seconds) lapses this long after its process
+    # died, and then any process sharing the store resumes it; idle runners look for work this often.
+    job_workers: int = field(default_factory=lambda: _env_int("TERMTEM_JOB_WORKERS", 4))
+    job_lease_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_JOB_LEASE", 30.0))
+    job_poll_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_JOB_POLL", 2.0))

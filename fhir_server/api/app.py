@@ -34,15 +34,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         app.state.store = TimedStore(store or create_store(settings), metrics)
         if owned:
             await open_store(app.state.store, settings)
-        from fhir_server.interactions.startup import prepare_store, release_store
+        from fhir_server.interactions.startup import prepare_store, release_store, start_jobs
 
         await prepare_store(app.state.store, settings)
+        app.state.jobs = await start_jobs(app.state.store, settings)
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
-            await release_store(app.state.store)
+            await release_store(app.state.store, app.state.jobs)
             if owned:
                 await app.state.store.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +16,9 @@ from fhir_server.config import Settings
 from fhir_server.interactions import writes
 from fhir_server.interactions.context import RequestContext
 from fhir_server.storage.base import Store
+
+if TYPE_CHECKING:
+    from fhir_server.jobs import JobRunner
 
 log = logging.getLogger("termtem")
 
@@ -66,13 +69,30 @@ async def prepare_store(store: Store, settings: Settings) -> None:
 
     async for stored in store.iterate("SearchParameter"):
         registry.on_search_parameter_written(orjson.loads(stored.body))
-    # Parameters whose reindex finished become usable; unfinished jobs carry on from their checkpoint.
-    started = await reindex.resume(store)
-    await reindex.settle(started, timeout=10)
+    # Parameters whose reindex finished become usable; unfinished jobs wait for a job runner.
+    await reindex.resume(store)
 
 
-async def release_store(store: Store) -> None:
-    """Shutdown: background jobs stop at a checkpoint before the store closes."""
+async def start_jobs(store: Store, settings: Settings) -> JobRunner:
+    """Start this process's job runner; small reindex jobs get a few seconds to finish first, so a
+    restarted server answers searches on new parameters as soon as it can."""
+    from fhir_server import jobs
     from fhir_server.search import reindex
 
-    await reindex.stop_all()
+    runner = jobs.JobRunner(
+        store,
+        concurrency=settings.job_workers,
+        lease_seconds=settings.job_lease_seconds,
+        poll_seconds=settings.job_poll_seconds,
+    )
+    await runner.start()
+    pending = await reindex.resume(store)
+    if pending:
+        await jobs.wait_for(store, pending, timeout=10)
+    return runner
+
+
+async def release_store(store: Store, runner: JobRunner | None = None) -> None:
+    """Shutdown: running jobs stop at a checkpoint (and resume later) before the store closes."""
+    if runner is not None:
+        await runner.stop()

@@ -6,6 +6,7 @@ process; ``redact.redact_url`` is for printing any store or server URL.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,9 +34,10 @@ def install(app: FastAPI, settings: Settings) -> Metrics:
     after: Callable[..., Awaitable[None]] | None = getattr(app.state, "after_interaction", None)
     if after is not None:
         app.state.after_interaction = _audit_timed(after, metrics)
-    from fhir_server.search import reindex
+    from fhir_server.jobs import kinds, runner
 
-    register_job_source("reindex", reindex.job_counts)
+    for kind in kinds.names():  # every kind of background job (reindex, export, ...)
+        register_job_source(kind, functools.partial(runner.local_counts, kind))
     return metrics
 
 

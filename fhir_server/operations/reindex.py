@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server import definitions
+from fhir_server import definitions, jobs
 from fhir_server.interactions.errors import FhirError
 from fhir_server.operations.registry import (
     OperationRequest,
@@ -20,16 +20,22 @@ from fhir_server.operations.registry import (
 from fhir_server.search import registry, reindex
 
 
-def _parameters(job: dict[str, Any]) -> dict[str, Any]:
+def _parameters(job: jobs.Job) -> dict[str, Any]:
+    types: list[str] = job.params["types"]
+    checkpoint = job.checkpoint or {}
+    done = len(types) if job.state == "completed" else min(checkpoint.get("typeIndex", 0), len(types))
+    processed = (job.result or {}).get("processed", checkpoint.get("processed", 0))
     params: list[dict[str, Any]] = [
-        {"name": "jobId", "valueString": job["id"]},
-        {"name": "status", "valueCode": job["status"]},
-        {"name": "processed", "valueInteger": job["processed"]},
-        {"name": "typesDone", "valueInteger": min(job["typeIndex"], len(job["types"]))},
-        {"name": "typesTotal", "valueInteger": len(job["types"])},
+        {"name": "jobId", "valueString": job.id},
+        {"name": "status", "valueCode": job.state},
+        {"name": "processed", "valueInteger": processed},
+        {"name": "typesDone", "valueInteger": done},
+        {"name": "typesTotal", "valueInteger": len(types)},
     ]
-    params.extend({"name": "url", "valueUri": u} for u in job["urls"])
-    params.extend({"name": "type", "valueCode": t} for t in job["types"])
+    if job.error:
+        params.append({"name": "error", "valueString": job.error})
+    params.extend({"name": "url", "valueUri": u} for u in job.params["urls"])
+    params.extend({"name": "type", "valueCode": t} for t in types)
     return {"resourceType": "Parameters", "parameter": params}
 
 
@@ -39,6 +45,9 @@ def _flag(value: Any) -> bool:
 
 async def run(request: OperationRequest) -> OperationResult:
     store = request.context.store
+    guard = getattr(store, "guard", None)  # auth on: reindexing touches every resource of a type
+    if guard is not None and not guard.unrestricted():
+        raise guard.forbid("$reindex needs a client that may see every resource (role admin)")
     job_id = parameter_value(request.parameters, "job")
     if job_id:
         job = await reindex.status(store, str(job_id))
@@ -67,10 +76,12 @@ async def run(request: OperationRequest) -> OperationResult:
             "Nothing to reindex: no search parameter is waiting; name a url or a type",
             code="informational",
         )
-    job = await reindex.create_job(store, urls or None, types or None)
+    owner = request.context.principal.client_id if request.context.principal is not None else None
+    job = await reindex.create_job(store, urls or None, types or None, owner=owner)
+    if job.state in ("failed", "cancelled"):  # the same work asked for again: try once more
+        await jobs.remove(store, job.id)
+        job = await reindex.create_job(store, urls or None, types or None, owner=owner)
     if _flag(parameter_value(request.parameters, "wait")):
-        job = await reindex.run_job(store, job["id"])
+        job = await jobs.run_now(store, job.id)
         return OperationResult(_parameters(job))
-    if job["status"] != "complete":
-        reindex.start_job(store, job["id"])
-    return OperationResult(_parameters(job), status=202 if job["status"] != "complete" else 200)
+    return OperationResult(_parameters(job), status=200 if job.state == "completed" else 202)

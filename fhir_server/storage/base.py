@@ -122,3 +122,13 @@ class Store(Protocol):
     async def kv_delete(self, namespace: str, key: str) -> bool: ...
 
     async def kv_list(self, namespace: str) -> list[tuple[str, dict[str, Any]]]: ...
+
+    async def kv_compare_and_set(
+        self, namespace: str, key: str, expected: dict[str, Any] | None, value: dict[str, Any] | None
+    ) -> bool:
+        """Atomically replace the value under ``key`` with ``value`` (None: delete it) if, and only if,
+        the current value equals ``expected`` (None: no value). Returns whether it did.
+
+        Atomic across every process sharing the store, so it is how background jobs are claimed.
+        Equality is of the JSON values (key order does not matter).
+        """

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
 
+from fhir_server import jobs
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search import registry, reindex
 from fhir_server.search.capability import capability_search_params
@@ -25,6 +27,10 @@ SP = {
     "type": "string",
     "expression": "Patient.name.where(use = 'nickname').given",
 }
+
+
+class _Crash(BaseException):
+    """The process dying mid-job: nothing after it runs (no error is recorded, the lease just lapses)."""
 
 
 class _MemoryStore:
@@ -47,7 +53,7 @@ class _MemoryStore:
 
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         if self.fail_after is not None and self.reindexed >= self.fail_after:
-            raise RuntimeError("crash")
+            raise _Crash("the process died")
         from fhir_server.storage.sqlite.index import write_index
 
         rid = self.db.conn.execute(
@@ -65,6 +71,17 @@ class _MemoryStore:
 
     async def kv_list(self, ns: str) -> list[tuple[str, dict[str, Any]]]:
         return [(k, v) for (n, k), v in self.kv.items() if n == ns]
+
+    async def kv_compare_and_set(
+        self, ns: str, key: str, expected: dict[str, Any] | None, value: dict[str, Any] | None
+    ) -> bool:
+        if self.kv.get((ns, key)) != expected:
+            return False
+        if value is None:
+            self.kv.pop((ns, key), None)
+        else:
+            self.kv[(ns, key)] = orjson.loads(orjson.dumps(value))
+        return True
 
 
 @pytest.fixture
@@ -91,13 +108,17 @@ async def test_pending_until_reindexed_then_resumable(custom: Any) -> None:
     store = _MemoryStore(db)
     job = await reindex.create_job(store)
     store.fail_after = 700
-    with pytest.raises(RuntimeError):
-        await reindex.run_job(store, job["id"])
-    saved = await reindex.status(store, job["id"])
-    assert saved is not None and saved["status"] == "running" and saved["processed"] == 500  # checkpoint
+    with pytest.raises(_Crash):
+        await jobs.run_now(store, job.id, lease_seconds=0.2)
+    saved = await reindex.status(store, job.id)
+    assert saved is not None and saved.state == "running" and saved.checkpoint is not None
+    assert saved.checkpoint["processed"] == 500  # the last checkpoint
     store.fail_after = None
-    done = await reindex.run_job(store, job["id"])
-    assert done["status"] == "complete" and done["processed"] == 1201
+    # Nobody may take it over while the dead runner's lease lasts; afterwards anyone resumes it.
+    assert await jobs.runner.claim(store, job.id, "other", 30) is None
+    await asyncio.sleep(0.25)
+    done = await jobs.run_now(store, job.id)
+    assert done.state == "completed" and done.result == {"processed": 1201} and done.attempts == 2
     assert store.reindexed == 700 + 701  # resumed after the checkpoint, not from scratch
     assert db.idset("Patient", "nickname=nok1199") == {"n1199"}
     assert (
@@ -112,7 +133,7 @@ async def test_restart_restores_completed_state(custom: Any) -> None:
     registry.on_search_parameter_written(SP)
     store = _MemoryStore(db)
     job = await reindex.create_job(store)
-    await reindex.run_job(store, job["id"])
+    await jobs.run_now(store, job.id)
     # "restart": the registry forgets, start-up registers the parameter again (pending) and resumes
     registry.unregister_custom(URL)
     registry.on_search_parameter_written(SP)
@@ -123,8 +144,8 @@ async def test_restart_restores_completed_state(custom: Any) -> None:
     registry.on_search_parameter_written({**SP, "expression": "Patient.name.given"})
     started = await reindex.resume(store)
     assert len(started) == 1
-    final = await reindex.wait(started[0])
-    assert final is not None and final["status"] == "complete"
+    final = await jobs.run_now(store, started[0])
+    assert final.state == "completed"
     assert db.idset("Patient", "nickname=nok") == {"n1"}
 
 

@@ -208,3 +208,31 @@ async def test_query_values_are_data_never_operators(any_store: Store, hostile: 
     assert await _ids(any_store, "Patient", urlencode({"identifier": f"s|{hostile}"})) == ["b"]
     await any_store.kv_put("ns", hostile, {"$set": {"a.b": hostile}})
     assert await any_store.kv_get("ns", hostile) == {"$set": {"a.b": hostile}}
+
+
+async def test_key_value_compare_and_set(any_store: Store) -> None:
+    # absent -> present only when expected is None
+    assert await any_store.kv_compare_and_set("jobs", "j", None, {"state": "queued", "n": 1}) is True
+    assert await any_store.kv_compare_and_set("jobs", "j", None, {"state": "other"}) is False
+    # equality is by JSON value, not key order
+    assert await any_store.kv_compare_and_set("jobs", "j", {"n": 1, "state": "queued"}, {"state": "running"})
+    assert await any_store.kv_get("jobs", "j") == {"state": "running"}
+    assert await any_store.kv_compare_and_set("jobs", "j", {"state": "queued"}, {"state": "x"}) is False
+    assert await any_store.kv_get("jobs", "j") == {"state": "running"}
+    # delete when unchanged
+    assert await any_store.kv_compare_and_set("jobs", "j", {"state": "running"}, None) is True
+    assert await any_store.kv_get("jobs", "j") is None
+    assert await any_store.kv_compare_and_set("jobs", "j", None, None) is True
+
+
+async def test_compare_and_set_lets_exactly_one_claimer_win(any_store: Store) -> None:
+    await any_store.kv_put("jobs", "j", {"state": "queued"})
+
+    async def claim(n: int) -> bool:
+        claimed = {"state": "running", "by": n}
+        return await any_store.kv_compare_and_set("jobs", "j", {"state": "queued"}, claimed)
+
+    results = await asyncio.gather(*(claim(n) for n in range(10)))
+    assert sum(results) == 1
+    winner = results.index(True)
+    assert await any_store.kv_get("jobs", "j") == {"state": "running", "by": winner}

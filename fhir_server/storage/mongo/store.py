@@ -183,6 +183,31 @@ class MongoStore:
         docs = await self.kv.find({"n": namespace}).sort([("k", 1)]).to_list()
         return [(doc["k"], orjson.loads(doc["val"])) for doc in docs]
 
+    async def kv_compare_and_set(
+        self, namespace: str, key: str, expected: dict[str, Any] | None, value: dict[str, Any] | None
+    ) -> bool:
+        # Compare by value in Python, then write only if the stored bytes are still the ones compared
+        # (a single-document conditional write is atomic); a concurrent change makes us look again.
+        where = {"n": namespace, "k": key}
+        while True:
+            doc = await self.kv.find_one(where)
+            if (orjson.loads(doc["val"]) if doc else None) != expected:
+                return False
+            if doc is None:
+                if value is None:
+                    return True
+                try:
+                    await self.kv.insert_one({**where, "val": orjson.dumps(value)})
+                    return True
+                except DuplicateKeyError:
+                    continue
+            same = {**where, "val": doc["val"]}
+            if value is None:
+                if (await self.kv.delete_one(same)).deleted_count:
+                    return True
+            elif (await self.kv.update_one(same, {"$set": {"val": orjson.dumps(value)}})).matched_count:
+                return True
+
 
 Pending = tuple[str, StoredResource, Any]  # ("put" | "import", version, index rows)
 

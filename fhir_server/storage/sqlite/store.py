@@ -239,6 +239,30 @@ class SqliteStore:
         ).fetchall()
         return [(key, orjson.loads(value)) for key, value in rows]
 
+    async def kv_compare_and_set(
+        self, namespace: str, key: str, expected: dict[str, Any] | None, value: dict[str, Any] | None
+    ) -> bool:
+        data = orjson.dumps(value) if value is not None else None
+
+        def swap(conn: sqlite3.Connection) -> bool:
+            # Inside BEGIN IMMEDIATE: the write lock is held, also against other processes.
+            where = (namespace, key)
+            row = conn.execute("SELECT value FROM kv WHERE namespace=? AND key=?", where).fetchone()
+            if (orjson.loads(row[0]) if row else None) != expected:
+                return False
+            if data is None:
+                conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+            else:
+                conn.execute(
+                    "INSERT INTO kv(namespace, key, value) VALUES(?,?,?) "
+                    "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
+                    (namespace, key, data),
+                )
+            return True
+
+        async with self.transaction() as tx:
+            return await tx._run(swap)
+
 
 class _SqliteTransaction:
     """A write transaction on the writer thread; writes are buffered until the next hop."""
