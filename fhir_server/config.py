@@ -75,3 +75,20 @@ class Settings:
     job_workers: int = field(default_factory=lambda: _env_int("TERMTEM_JOB_WORKERS", 4))
     job_lease_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_JOB_LEASE", 30.0))
     job_poll_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_JOB_POLL", 2.0))
+    # --- bulk export (fhir_server.export) ---
+    # Where export files are written (default: <data_dir>/exports; share it between server processes).
+    export_dir: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["TERMTEM_EXPORT_DIR"]) if os.environ.get("TERMTEM_EXPORT_DIR") else None
+        )
+    )
+    export_max_running: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_MAX_RUNNING", 2))
+    export_file_max_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_FILE_MAX", 512 << 20))
+    export_page_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_PAGE_BYTES", 4 << 20))
+    export_expire_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_EXPORT_EXPIRE", 86400.0))
+    export_retry_after: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_RETRY_AFTER", 2))
+    # k of k-anonymity for de-identified exports (every birth month x sex x district cell >= k children).
+    export_k: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_K", 5))
+
+    def export_path(self) -> Path:
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"

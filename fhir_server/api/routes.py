@@ -300,6 +300,10 @@ async def _dispatch(fhir: FhirRequest, ctx: RequestContext) -> Response:
         _only(fhir, "GET", "POST")
         return await _search(fhir, ctx, None)
     head = seg[0]
+    if head == "_export":  # Bulk Data status and file URLs
+        from fhir_server.api import export
+
+        return await export.handle(fhir, ctx, seg[1:])
     if head in hosted.TYPES:
         return await hosted.dispatch(fhir, ctx, _operation)
     if len(seg) == 1:

@@ -36,13 +36,14 @@ from fhir_server.cli import (  # noqa: E402
     clients,
     copy,
     demo,
+    export,
     generate,
     importer,
     load,
     serve,
 )
 
-for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup):
+for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup, export):
     _module.register(app)
 
 

@@ -116,6 +116,12 @@ def add(
     agency_ids: list[str] = typer.Option(
         None, "--agency-id", help="An identifier of the agency, SYSTEM|VALUE (repeatable)."
     ),
+    project: str = typer.Option(
+        "",
+        "--project",
+        help="Research project (researchers): de-identified exports of one project share pseudonyms,"
+        " two projects never do (default: the agency).",
+    ),
     store: str = typer.Option(
         None, "--store", help="Store URL (default $TERMTEM_STORE or the local sqlite store)."
     ),
@@ -155,6 +161,7 @@ def add(
         role=role,
         scopes=scopes or role_def.default_scopes,
         jwks=key_set,
+        project=project,
     )
 
     async def work(db: Any) -> agencies.AgencyRecord | None:
@@ -187,7 +194,8 @@ def add(
     if private_path is not None:
         keys.save_private_jwk(private_path, private)
         typer.echo(f"private key written to {private_path} (keep it secret; mode 0600)")
-    typer.echo(f"client {name} registered for {org} as {role} with scopes: {record.scopes}")
+    extra = f" (research project {project})" if project else ""
+    typer.echo(f"client {name} registered for {org} as {role} with scopes: {record.scopes}{extra}")
     if agency is None or agency.agency_type is None:
         typer.echo(
             f"note: {org} has no agency type in the registry, so consents that name agency types do not"

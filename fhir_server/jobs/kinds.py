@@ -19,7 +19,8 @@ class JobKind:
     """``run(job, checkpoint)`` does the work from ``checkpoint`` (None: from the start) and returns the
     job's result (stored on the record). ``on_cancel(store, job)`` undoes partial output after a
     cancellation; ``on_expire(store, job)`` removes a finished job's output when it expires.
-    ``keep_seconds``: how long a finished job stays recorded (None: for ever).
+    ``keep_seconds``: how long a finished job stays recorded (None: for ever); a job whose params hold
+    ``keep_seconds`` keeps that long instead.
     ``max_attempts``: runs that die without finishing (crash, lost lease) before it is marked failed.
     """
 
@@ -52,7 +53,7 @@ def names() -> list[str]:
 
 # Modules that register the server's own kinds: imported before any lookup, so a runner can resume a
 # job of any kind after a restart even if nothing else imported its module yet. Add yours here.
-BUILTIN_MODULES = ("fhir_server.search.reindex",)
+BUILTIN_MODULES = ("fhir_server.search.reindex", "fhir_server.export.job")
 
 
 def _load_builtin() -> None:

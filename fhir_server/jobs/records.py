@@ -87,6 +87,8 @@ def finished(job: Job, state: str, **changes: Any) -> Job:
     """``job`` ended in ``state``: no lease, a finishing time, and an expiry per its kind."""
     kind = kinds.get(job.kind)
     keep = kind.keep_seconds if kind is not None else None
+    if isinstance(job.params.get("keep_seconds"), int | float):
+        keep = float(job.params["keep_seconds"])  # a job's own retention (e.g. an export's expiry setting)
     return job.but(
         state=state,
         lease_holder=None,

@@ -16,11 +16,12 @@ so each is readable at ``OperationDefinition/[id]`` and searchable (``?url=``, `
 from __future__ import annotations
 
 from fhir_server import canonical, definitions
-from fhir_server.operations import everything, reindex, summary, terminology, viewdefinition_run
+from fhir_server.operations import everything, export, reindex, summary, terminology, viewdefinition_run
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
 
 _OD = "http://hl7.org/fhir/OperationDefinition/"
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 _SOF_RUN = "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run"
 
 OPERATIONS: list[Operation] = [
@@ -123,4 +124,7 @@ OPERATIONS: list[Operation] = [
         definition=_SOF_RUN,
         takes_format=True,
     ),
+    Operation("export", export.export, system=True, definition=_BULK + "export"),
+    Operation("export", export.export, ("Patient",), type_level=True, definition=_BULK + "patient-export"),
+    Operation("export", export.export, ("Group",), instance_level=True, definition=_BULK + "group-export"),
 ]

@@ -184,6 +184,21 @@ class Compartment:
 
 
 @dataclass(frozen=True)
+class InCompartments:
+    """In the compartment of any of ``ids`` (None: of any ``compartment_type`` resource) through the
+    reference parameters ``keys``; ``is_self`` matches the compartment type's own resources by id.
+
+    Built by bulk export for cohorts (thousands of children), never parsed from a query string: each
+    backend binds the ids as one value, not one parameter per id.
+    """
+
+    compartment_type: str
+    ids: tuple[str, ...] | None
+    keys: tuple[int, ...] = ()
+    is_self: bool = False
+
+
+@dataclass(frozen=True)
 class SortKey:
     name: str  # parameter code, or _id / _lastUpdated
     table: str | None  # index table for parameters, None for resource columns

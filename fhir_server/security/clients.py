@@ -26,6 +26,9 @@ class ClientRecord:
     role: str
     scopes: str  # the widest scopes it may ask for, space-separated
     jwks: dict[str, Any]  # its public keys
+    # The research project a researcher client works for: de-identified exports of one project share
+    # pseudonyms; two projects never do. Empty: the client's agency is its project.
+    project: str = ""
 
     @property
     def scope_set(self) -> ScopeSet:
@@ -45,6 +48,8 @@ def validate(record: ClientRecord) -> None:
         raise ValueError(f"'{record.id}' is not a valid client name (letters, digits, . _ -; up to 64)")
     check_organization(record.organization)
     roles.get_role(record.role)
+    if record.project and not _NAME.match(record.project):
+        raise ValueError(f"'{record.project}' is not a valid project name (letters, digits, . _ -; up to 64)")
     if not ScopeSet.parse(record.scopes):
         raise ValueError("at least one scope is required")
     keys = record.jwks.get("keys") if isinstance(record.jwks, dict) else None

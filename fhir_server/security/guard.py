@@ -179,6 +179,16 @@ class SecuredStore:
             self.guard.record(stored)
         return page
 
+    async def scan(
+        self, query: Any, after: int = 0, *, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> Any:
+        _search_types(self.guard, query)
+        _enforceable(self.guard, self._inner)
+        page = await self._inner.scan(query, after, limit=limit, max_bytes=max_bytes)
+        for stored in page.resources:
+            self.guard.record(stored)
+        return page
+
     def _whole_store(self, what: str) -> None:
         if not self.guard.unrestricted():
             raise self.guard.forbid(f"{what} needs a client that may see every resource (role admin)")

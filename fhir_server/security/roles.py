@@ -1,7 +1,8 @@
 """Client roles and what each may do at most, whatever scopes it was registered with.
 
 A role fixes the default purpose of use (v3 ActReason), the purposes a request may state instead, and
-caps on the scopes: a researcher never reads directly identifying resources and never writes; an
+caps on the scopes: a researcher never reads directly identifying resources and writes only its own
+cohort Groups; an
 auditor reads AuditEvents and nothing else; a district committee sees aggregated reports and the
 definitions behind them, never a child's record; only admin sees every agency's data without consent.
 """
@@ -21,6 +22,7 @@ class Role:
     purposes: frozenset[str]  # purposes a request may state (X-Purpose-Of-Use)
     default_scopes: str
     read_only: bool = False
+    writable_types: frozenset[str] = frozenset()  # what a read-only role may still write (its own)
     only_types: frozenset[str] | None = None  # the role sees these types and nothing else
     denied_types: frozenset[str] = frozenset()
     unrestricted: bool = False  # sees every agency's data without consent (admin)
@@ -61,8 +63,11 @@ ROLES: dict[str, Role] = {
             "researcher",
             "HRESCH",
             frozenset({"HRESCH"}),
-            "system/*.rs",
+            "system/*.rs system/Group.cruds",
             read_only=True,
+            # Cohorts: a research project defines its own Groups (member lists or member-filter
+            # criteria) and exports them de-identified; a Group is visible to its writer only.
+            writable_types=frozenset({"Group"}),
             denied_types=IDENTIFIED_TYPES | {"AuditEvent"},
         ),
         Role(
@@ -96,7 +101,7 @@ def get_role(name: str) -> Role:
 
 def type_allowed(role: Role, resource_type: str, letter: str) -> bool:
     """The role's cap, applied on top of the token's scopes."""
-    if role.read_only and letter in "cud":
+    if role.read_only and letter in "cud" and resource_type not in role.writable_types:
         return False
     if role.only_types is not None and resource_type not in role.only_types:
         return False

@@ -37,9 +37,13 @@ log = logging.getLogger("termtem.security")
 PURPOSE_HEADER = "x-purpose-of-use"
 EMERGENCY_REASON_HEADER = "x-emergency-reason"
 EMERGENCY = "ETREAT"
-_NO_PATIENTS: dict[str, frozenset[str]] = {}
+_NO_PATIENTS: dict[str, frozenset[str]] = {}  # roles that never go through consent
 # System-level operations any client may call: they read through the caller's own restriction.
-_OPEN_SYSTEM_OPERATIONS = frozenset({"$viewdefinition-run"})  # roles that never go through consent
+_OPEN_SYSTEM_OPERATIONS = frozenset({"$viewdefinition-run"})
+# Bulk export (kick-off at every level, status and file URLs) applies the caller's whole restriction
+# itself, including a researcher's de-identified view of Patients, so the early checks leave it alone.
+_SELF_CHECKED = "$export"
+_EXPORT_FILES = "_export"
 _LETTER = {
     "read": "r",
     "vread": "r",
@@ -58,6 +62,8 @@ def describe(method: str, segments: list[str]) -> tuple[str, str | None, str | N
     if not seg:
         return ("transaction" if method == "POST" else "search-system"), None, None
     head = seg[0]
+    if head == _EXPORT_FILES:
+        return "operation", None, None
     if len(seg) == 1:
         special = {"metadata": "capabilities", "_history": "history-system", "_search": "search-system"}
         if head in special:
@@ -284,6 +290,8 @@ class Security:
             if letter in "cud":
                 _configuration(guard, rtype)
         elif interaction == "operation":
+            if fhir.segments[-1] == _SELF_CHECKED or fhir.segments[0] == _EXPORT_FILES:
+                return
             if rtype:
                 guard.require(rtype, "r", "run operations on")
             elif not guard.principal.role.unrestricted and fhir.segments[0] not in _OPEN_SYSTEM_OPERATIONS:

@@ -92,7 +92,7 @@ def role_cap(scopes: ScopeSet, role: roles.Role) -> ScopeSet:
     kept: list[Scope] = []
     for s in scopes.scopes:
         letters = s.letters
-        if role.read_only:
+        if role.read_only and s.resource_type not in role.writable_types:
             letters = "".join(ch for ch in letters if ch in "rs")
         if role.only_types is not None and s.resource_type != "*" and s.resource_type not in role.only_types:
             letters = ""

@@ -57,6 +57,13 @@ class HistoryPage:
     total: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    resources: list[StoredResource]
+    # Position to continue after, or None when nothing more matches.
+    last: int | None
+
+
 class StoreTransaction(Protocol):
     """Operations inside one atomic, serialised write transaction."""
 
@@ -95,6 +102,17 @@ class Store(Protocol):
 
     async def search(self, query: Any) -> Any:
         """Run a compiled search outside any write transaction (a consistent snapshot)."""
+
+    async def scan(
+        self, query: Any, after: int = 0, *, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> ScanPage:
+        """Current resources matching a compiled search's conditions and ``access``, in storage order
+        after position ``after`` (0: from the start): at most ``limit``, and no more once their bodies
+        add up to ``max_bytes`` (always at least one). Sort, paging, includes and totals are ignored.
+
+        Bulk export reads through this: memory stays bounded by bytes whatever the resources' sizes,
+        and ``last`` is a checkpoint that survives restarts.
+        """
 
     def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         """Every current, non-deleted resource (of one type, or all), streamed (reindex, copy, export)."""

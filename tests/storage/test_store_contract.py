@@ -236,3 +236,60 @@ async def test_compare_and_set_lets_exactly_one_claimer_win(any_store: Store) ->
     assert sum(results) == 1
     winner = results.index(True)
     assert await any_store.kv_get("jobs", "j") == {"state": "running", "by": winner}
+
+
+async def test_scan_is_bounded_by_count_and_bytes_and_resumes_after_a_position(any_store: Store) -> None:
+    from fhir_server.search.query import SearchQuery
+
+    big = "x" * 200_000
+    for n in range(30):
+        fields = {"text": {"status": "generated", "div": big}} if n % 10 == 3 else {}
+        await put(any_store, version("Basic", f"b{n:02d}", 1, "2026-01-01T00:00:00.000Z", "POST", **fields))
+    await put(any_store, version("Patient", "p", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    await put(any_store, version("Basic", "b05", 2, "2026-01-02T00:00:00.000Z", "DELETE"))
+    seen: list[str] = []
+    after, pages = 0, 0
+    while True:
+        page = await any_store.scan(SearchQuery(resource_types=("Basic",)), after, limit=7, max_bytes=100_000)
+        assert len(page.resources) <= 7
+        # a page stops at the resource that crosses the byte budget
+        sizes = [len(r.body) for r in page.resources]
+        assert sum(sizes[:-1]) < 100_000
+        seen += [r.id for r in page.resources]
+        pages += 1
+        if page.last is None:
+            break
+        after = page.last
+    assert seen == [f"b{n:02d}" for n in range(30) if n != 5]  # storage order, live resources only
+    assert pages >= 6  # three 200 kB bodies each end a page early
+
+
+async def test_scan_honours_conditions_access_and_cohorts(any_store: Store) -> None:
+    from fhir_server.search.access import Access, Grant
+    from fhir_server.search.query import InCompartments, SearchQuery
+    from fhir_server.security.access import patient_links
+
+    for child in ("c1", "c2", "c3"):
+        await put(any_store, version("Patient", child, 1, "2026-01-01T00:00:00.000Z", "POST"))
+        for n in range(2):
+            await put(
+                any_store,
+                version("Observation", f"{child}-{n}", 1, "2026-01-01T00:00:00.000Z", "POST",
+                        status="final", code={"text": "w"}, subject={"reference": f"Patient/{child}"}),
+            )
+    await put(any_store, version("Observation", "loose", 1, "2026-01-01T00:00:00.000Z", "POST",
+                                 status="final", code={"text": "w"}))
+    keys = patient_links()["Observation"]
+
+    async def ids(query: SearchQuery) -> list[str]:
+        return [r.id for r in (await any_store.scan(query, 0, limit=100)).resources]
+
+    cohort = InCompartments("Patient", ("c1", "c3"), keys)
+    assert await ids(SearchQuery(("Observation",), (cohort,))) == ["c1-0", "c1-1", "c3-0", "c3-1"]
+    anyone = InCompartments("Patient", None, keys)
+    assert len(await ids(SearchQuery(("Observation",), (anyone,)))) == 6
+    own = InCompartments("Patient", ("c2", "zz"), is_self=True)
+    assert await ids(SearchQuery(("Patient",), (own,))) == ["c2"]
+    access = Access(types=frozenset({"Observation"}), grants=(Grant("Observation", keys, frozenset({"c3"})),))
+    restricted = SearchQuery(("Observation",), (cohort,), access=access)
+    assert await ids(restricted) == ["c3-0", "c3-1"]

@@ -30,6 +30,7 @@ from fhir_server.search.query import (
     CompositeTest,
     Has,
     IdTest,
+    InCompartments,
     LastUpdatedTest,
     Missing,
     OfTypeValue,
@@ -182,6 +183,16 @@ async def compile_condition(cond: Any, resolver: Resolver, access: Access | None
                 }
             }
         }
+    if isinstance(cond, InCompartments):
+        if cond.is_self:
+            head: Filter = {"t": cond.compartment_type}
+            return {**head, "i": {"$in": list(cond.ids)}} if cond.ids is not None else head
+        if not cond.keys:
+            return {"_id": {"$in": []}}
+        match: Filter = {"k": {"$in": list(cond.keys)}, "t": cond.compartment_type}
+        if cond.ids is not None:
+            match["i"] = {"$in": list(cond.ids)}
+        return {ARRAYS["reference"]: {"$elemMatch": match}}
     if isinstance(cond, CompositeTest):
         options = []
         for option in cond.values:

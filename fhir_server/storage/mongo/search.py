@@ -22,6 +22,7 @@ from fhir_server.search.query import (
     page_cursors,
 )
 from fhir_server.search.result import SearchPage
+from fhir_server.storage.base import ScanPage, StoredResource
 from fhir_server.storage.mongo.documents import ARRAYS, RESOURCE_FIELDS, stored
 from fhir_server.storage.mongo.filters import NOT_DELETED, Filter, Resolver, compile_query, visible_filter
 
@@ -307,3 +308,24 @@ def _reverse(inc: Include, frontier: list[dict[str, Any]], access: Access | None
     if inc.source_type:
         flt["t"] = inc.source_type
     return _restricted(flt, access, inc.source_type)
+
+
+async def run_scan(collection: Any, query: SearchQuery, after: int, limit: int, max_bytes: int) -> ScanPage:
+    """``Store.scan``: documents arrive in driver batches (at most 16 MiB each) and reading stops at
+    the byte budget, so a page never holds much more than ``max_bytes``."""
+    flt = await compile_query(query, _resolver(collection, None))
+    cursor = collection.find({"$and": [flt, {"rid": {"$gt": after}}]}, RESOURCE_FIELDS)
+    cursor = cursor.sort([("rid", 1)]).limit(limit)
+    out: list[StoredResource] = []
+    size = 0
+    last = None
+    async for doc in cursor:
+        out.append(stored(doc))
+        last = doc["rid"]
+        size += len(doc["b"])
+        if size >= max_bytes:
+            close = getattr(cursor, "close", None)
+            if close is not None:
+                await close()
+            return ScanPage(out, last)
+    return ScanPage(out, last if len(out) == limit else None)

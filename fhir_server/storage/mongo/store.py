@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 
 from fhir_server.interactions.errors import FhirError
-from fhir_server.storage.base import HistoryPage, HistoryQuery, StoredResource
+from fhir_server.storage.base import HistoryPage, HistoryQuery, ScanPage, StoredResource
 from fhir_server.storage.mongo import schema
 from fhir_server.storage.mongo.connection import check_replica_set, connect
 from fhir_server.storage.mongo.documents import (
@@ -140,6 +140,13 @@ class MongoStore:
             return await run_search(self.resources, query, session)
         finally:
             await session.end_session()
+
+    async def scan(
+        self, query: Any, after: int = 0, *, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> ScanPage:
+        from fhir_server.storage.mongo.search import run_scan
+
+        return await run_scan(self.resources, query, after, limit, max_bytes)
 
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0

@@ -29,6 +29,7 @@ from fhir_server.search.query import (
     Has,
     IdTest,
     Include,
+    InCompartments,
     LastUpdatedTest,
     Missing,
     OfTypeValue,
@@ -45,7 +46,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.search.result import SearchPage
 from fhir_server.search.values import ms_to_instant, normalize, now_ms
-from fhir_server.storage.base import StoredResource
+from fhir_server.storage.base import ScanPage, StoredResource
 
 _TABLES = {
     "string": "sp_string",
@@ -143,6 +144,24 @@ class _Compiler:
                 f" AND {x}.tid = {self.bind(cond.compartment_id)}"
                 f" AND {x}.ttype = {self.bind(cond.compartment_type)})"
             )
+        if isinstance(cond, InCompartments):
+            # Arguments are bound in the order their placeholders appear in the text.
+            ids = orjson.dumps(list(cond.ids)).decode() if cond.ids is not None else None
+            if cond.is_self:
+                head = f"{a}.type = {self.bind(cond.compartment_type)}"
+                if ids is None:
+                    return head
+                return f"({head} AND {a}.id IN (SELECT value FROM json_each({self.bind(ids)})))"
+            if not cond.keys:
+                return "0"
+            x = self.alias("x")
+            sql = (
+                f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey IN ({self.bind(*cond.keys)})"
+                f" AND {x}.ttype = {self.bind(cond.compartment_type)}"
+            )
+            if ids is not None:
+                sql += f" AND {x}.tid IN (SELECT value FROM json_each({self.bind(ids)}))"
+            return sql + ")"
         if isinstance(cond, CompositeTest):
             return self._composite(cond, a)
         raise TypeError(f"unknown condition {cond!r}")
@@ -754,3 +773,30 @@ def _reverse(
     sql += " LIMIT ?"
     args.append(limit + 1)
     return conn.execute(sql, args).fetchall()
+
+
+def run_scan(
+    conn: sqlite3.Connection, query: SearchQuery, after: int, limit: int, max_bytes: int
+) -> ScanPage:
+    """``Store.scan``: rows are read one at a time, so bodies past the byte budget are never loaded."""
+    c = _Compiler(query.access)
+    match = _match(c, query)
+    if match.source == "resource r":
+        sql = f"SELECT {_COLUMNS} FROM resource r WHERE {match.where} AND r.rid > ? ORDER BY r.rid LIMIT ?"
+    else:
+        inner = f"{match.select(f'{match.rid} > ?')} ORDER BY rid LIMIT ?"
+        sql = f"SELECT {_COLUMNS} FROM ({inner}) p JOIN resource r ON r.rid = p.rid ORDER BY r.rid"
+    out: list[StoredResource] = []
+    size = 0
+    last = None
+    cursor = conn.execute(sql, [*c.args, after, limit])
+    try:
+        for row in cursor:
+            out.append(_stored(row))
+            last = row[0]
+            size += len(row[6])
+            if size >= max_bytes:
+                return ScanPage(out, last)
+    finally:
+        cursor.close()
+    return ScanPage(out, last if len(out) == limit else None)

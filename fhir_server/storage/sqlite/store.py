@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from fhir_server.storage.base import HistoryPage, HistoryQuery, Method, StoredResource
+from fhir_server.storage.base import HistoryPage, HistoryQuery, Method, ScanPage, StoredResource
 from fhir_server.storage.files import private_file, readable_by_others
 from fhir_server.storage.sqlite import index as index_tables
 
@@ -187,6 +187,13 @@ class SqliteStore:
         from fhir_server.storage.sqlite.search_sql import run_search
 
         return await self._in_reader(lambda conn: run_search(conn, query))
+
+    async def scan(
+        self, query: Any, after: int = 0, *, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> ScanPage:
+        from fhir_server.storage.sqlite.search_sql import run_scan
+
+        return await self._in_reader(lambda conn: run_scan(conn, query, after, limit, max_bytes))
 
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0

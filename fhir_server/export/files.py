@@ -1,0 +1,117 @@
+"""An export's files: one folder per job, NDJSON files per type split at a size, resumable exactly.
+
+A writer's state (which files, how many bytes and lines each) is part of the job's checkpoint, saved
+only after the bytes are on disk (``fsync``). Resuming truncates the file being written back to the
+checkpointed size and drops any later file, so a restart repeats no line and loses none: the manifest's
+counts stay exact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+_NAME = re.compile(r"^[A-Za-z]+(-[a-z]+)?-\d+\.ndjson$")
+
+
+def job_folder(root: Path, job_id: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise ValueError(f"not an export job id: {job_id!r}")
+    return root / job_id
+
+
+def remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def downloadable(folder: Path, name: str) -> Path | None:
+    """The file ``name`` of an export, if it is an output file that exists (never a path outside)."""
+    if not _NAME.match(name):
+        return None
+    path = folder / name
+    return path if path.is_file() else None
+
+
+@dataclass
+class OutputFile:
+    type: str  # the resource type its lines hold (Bundle for deletions, OperationOutcome for errors)
+    name: str
+    bytes: int = 0
+    count: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "bytes": self.bytes, "count": self.count}
+
+
+@dataclass
+class NdjsonWriter:
+    """Appends lines to ``<prefix>-<n>.ndjson`` files in ``folder``; a new file starts past ``max_bytes``."""
+
+    folder: Path
+    type: str
+    prefix: str
+    max_bytes: int
+    files: list[OutputFile] = field(default_factory=list)
+    _handle: BinaryIO | None = None
+
+    @classmethod
+    def resume(
+        cls, folder: Path, type_: str, prefix: str, max_bytes: int, saved: list[dict[str, Any]]
+    ) -> NdjsonWriter:
+        """A writer continuing from checkpointed ``saved`` file states (empty: a fresh start)."""
+        writer = cls(folder, type_, prefix, max_bytes, [OutputFile(**s) for s in saved])
+        keep = {f.name for f in writer.files}
+        for stale in folder.glob(f"{prefix}-*.ndjson"):
+            if stale.name not in keep:
+                stale.unlink()  # begun after the checkpoint
+        if writer.files:
+            last = writer.files[-1]
+            path = folder / last.name
+            if not path.exists() or path.stat().st_size < last.bytes:
+                raise RuntimeError(f"{path} is shorter than its checkpoint: the export must start again")
+            handle = path.open("r+b")
+            handle.truncate(last.bytes)
+            handle.seek(last.bytes)
+            writer._handle = handle
+        return writer
+
+    def write(self, lines: list[bytes]) -> None:
+        """Append complete lines (each ending in a newline)."""
+        for line in lines:
+            current = self.files[-1] if self.files else None
+            if current is None or (current.count and current.bytes + len(line) > self.max_bytes):
+                current = self._next_file()
+            assert self._handle is not None
+            self._handle.write(line)
+            current.bytes += len(line)
+            current.count += 1
+
+    def _next_file(self) -> OutputFile:
+        self.close()
+        name = f"{self.prefix}-{len(self.files) + 1}.ndjson"
+        self._handle = (self.folder / name).open("wb")
+        out = OutputFile(self.type, name)
+        self.files.append(out)
+        return out
+
+    def sync(self) -> list[dict[str, Any]]:
+        """Make what was written durable; returns the state to checkpoint."""
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        return [f.record() for f in self.files]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    @property
+    def count(self) -> int:
+        return sum(f.count for f in self.files)

@@ -1,0 +1,511 @@
+"""The ``export`` job kind: plan, stream every type into NDJSON files, list deletions, write the manifest.
+
+Phases, each resumable from the job's checkpoint:
+- plan: the caller's restriction, the cohort (Group members or ``patient``), the types, and for
+  de-identified exports the k-anonymity generalisation of every exported child. Cohort and
+  generalisation are written to files in the export folder, so a resumed job uses exactly the same.
+- export: per type, byte-bounded pages from ``Store.scan`` in storage order; each page is transformed
+  and appended in a worker thread (the event loop keeps serving requests); the checkpoint holds the
+  position in the store and the files' sizes, saved after the bytes are on disk.
+- deleted (``_since`` only): resources deleted since then, as transaction Bundles of DELETE entries.
+- finish: the error file, AuditEvents (who, what, how many, and which children), and the manifest,
+  returned as the job's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from fhir_server import canonical, jobs
+from fhir_server.export import cohort, kanon
+from fhir_server.export.caller import Caller, readable, restriction
+from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of, quasi_identifiers
+from fhir_server.export.files import NdjsonWriter, remove_folder
+from fhir_server.export.pseudonyms import Pseudonymiser, project_key
+from fhir_server.export.request import ExportRequest, level_types
+from fhir_server.interactions import shaping
+from fhir_server.interactions.errors import FhirError
+from fhir_server.search.access import Access
+from fhir_server.search.query import AllOf, AnyOf, InCompartments, SearchQuery, parse_search
+from fhir_server.security import access as acc
+from fhir_server.security import audit
+from fhir_server.security.roles import IDENTIFIED_TYPES
+from fhir_server.storage.base import HistoryQuery
+
+KIND = "export"
+DEID_EXTENSION = f"{canonical.BASE}/export/deidentification"
+_CHECKPOINT_SECONDS = 1.0
+_PAGE_ROWS = 2000
+_AUDIT_CHUNK = 200
+_MEMBERS_FILE = ".members.json"
+_LEVELS_FILE = ".kanon.json"
+
+
+def export_types(request: ExportRequest, access: Access | None, deidentify: bool) -> list[str]:
+    """The types this export writes, Patient first, then alphabetical."""
+    if request.types is not None:
+        wanted = list(request.types)
+    else:
+        covered = level_types(request.level)
+        wanted = sorted(t for t in covered if t != "AuditEvent")
+    out = []
+    for rtype in wanted:
+        if not readable(access, rtype):
+            continue
+        if deidentify and (rtype not in acc.patient_links() or rtype in IDENTIFIED_TYPES - {"Patient"}):
+            continue  # de-identified exports hold the children's own data only
+        if rtype == "AuditEvent" and deidentify:
+            continue
+        out.append(rtype)
+    return sorted(out, key=lambda t: (t != "Patient", t))
+
+
+def _query(
+    rtype: str, request: ExportRequest, access: Access | None, members: list[str] | None, base_url: str
+) -> SearchQuery | None:
+    """The scan of one type (None when the type cannot hold data of the cohort)."""
+    conditions: list[Any] = []
+    if request.since:
+        since = parse_search(
+            rtype,
+            [("_lastUpdated", f"ge{request.since}")],
+            base_url=base_url,
+            strict=True,
+            default_count=1,
+            max_count=1,
+        )
+        conditions.extend(since.conditions)
+    filters = request.type_filters.get(rtype)
+    if filters:
+        options = []
+        for text in filters:
+            parsed = parse_search(
+                rtype,
+                parse_qsl(text, keep_blank_values=True),
+                base_url=base_url,
+                strict=False,
+                default_count=1,
+                max_count=1,
+            )
+            options.append(AllOf(parsed.conditions))
+        conditions.append(AnyOf(tuple(options)) if len(options) > 1 else options[0])
+    if request.level != "system":
+        keys = acc.patient_links().get(rtype)
+        ids = tuple(members) if members is not None else None
+        if rtype == "Patient":
+            if ids is not None:
+                conditions.append(InCompartments("Patient", ids, is_self=True))
+        elif keys:
+            conditions.append(InCompartments("Patient", ids, keys))
+        else:
+            return None
+    return SearchQuery((rtype,), tuple(conditions), access=access)
+
+
+@dataclass
+class _Context:
+    """What every run of one export works with (rebuilt on each start from params and plan files)."""
+
+    job: jobs.JobHandle
+    request: ExportRequest
+    caller: Caller | None
+    folder: Path
+    access: Access | None
+    deidentify: bool
+    base_url: str
+    file_max_bytes: int
+    page_bytes: int
+    members: list[str] | None = None
+    levels: dict[str, int] = field(default_factory=dict)
+    deid: Deidentifier | None = None
+    audited: set[str] = field(default_factory=set)
+    pending_audit: set[str] = field(default_factory=set)
+
+
+async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    params = job.params
+    request = ExportRequest.from_record(params["request"])
+    caller = Caller.from_record(params.get("caller"))
+    folder = Path(params["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    deidentify = bool(params["deidentify"])
+    try:
+        access, _ = await restriction(job.store, caller, deidentify)
+    except FhirError as error:
+        return _refused(error)
+    ctx = _Context(
+        job=job,
+        request=request,
+        caller=caller,
+        folder=folder,
+        access=access,
+        deidentify=deidentify,
+        base_url=params["base_url"],
+        file_max_bytes=int(params["file_max_bytes"]),
+        page_bytes=int(params["page_bytes"]),
+    )
+    if deidentify:
+        ctx.deid = Deidentifier(Pseudonymiser(await project_key(job.store, params["project"])))
+    state = dict(checkpoint) if checkpoint else {"phase": "plan"}
+    if state["phase"] == "plan":
+        try:
+            state = await _plan(ctx, params)
+        except FhirError as error:
+            return _refused(error)
+        await job.save(state, done=0, message="planned")
+    else:
+        members = folder / _MEMBERS_FILE
+        ctx.members = orjson.loads(members.read_bytes()) if members.exists() else None
+        levels = folder / _LEVELS_FILE
+        ctx.levels = orjson.loads(levels.read_bytes()) if levels.exists() else {}
+    if state["phase"] == "export":
+        await _export(ctx, state)
+        state = {**state, "phase": "deleted", "typeIndex": 0, "before": None}
+        await job.save(state)
+    if state["phase"] == "deleted":
+        if request.since:
+            await _deleted(ctx, state)
+        state = {**state, "phase": "finish"}
+        await job.save(state)
+    return await _finish(ctx, state, params)
+
+
+def _refused(error: FhirError) -> dict[str, Any]:
+    """A result that polling answers with ``error`` (a refusal found when the job started)."""
+    return {"refused": {"status": error.status, "outcome": error.outcome()}}
+
+
+async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
+    store, request = ctx.job.store, ctx.request
+    members: list[str] | None = None
+    if request.level == "group":
+        stored = await store.read("Group", str(request.group_id))
+        if stored is None or stored.deleted or not acc.visible(ctx.access, "Group", stored.body):
+            raise FhirError(404, f"Group/{request.group_id} is not known", code="not-found")
+        members = await cohort.members(store, orjson.loads(stored.body), ctx.access, ctx.base_url)
+        if request.patients is not None:
+            members = sorted(set(members) & set(request.patients))
+    elif request.patients is not None:
+        members = sorted(await cohort.visible_patients(store, set(request.patients), ctx.access))
+    if members is not None:
+        (ctx.folder / _MEMBERS_FILE).write_bytes(orjson.dumps(members))
+    ctx.members = members
+    types = export_types(request, ctx.access, ctx.deidentify)
+    suppressed = 0
+    if ctx.deid is not None and "Patient" in types:
+        ctx.levels = await _generalise(ctx, int(params["k"]))
+        suppressed = sum(1 for level in ctx.levels.values() if level == SUPPRESSED)
+        (ctx.folder / _LEVELS_FILE).write_bytes(orjson.dumps(ctx.levels))
+    return {
+        "phase": "export",
+        "types": types,
+        "typeIndex": 0,
+        "after": 0,
+        "files": {},
+        "skipped": 0,
+        "children": len(members) if members is not None else None,
+        "suppressedChildren": suppressed,
+    }
+
+
+async def _generalise(ctx: _Context, k: int) -> dict[str, int]:
+    """The k-anonymity level of every child whose Patient this export writes (only non-zero kept)."""
+    assert ctx.deid is not None
+    query = _query("Patient", ctx.request, ctx.access, ctx.members, ctx.base_url)
+    assert query is not None
+    children: list[tuple[str, kanon.QuasiIdentifiers]] = []
+    after = 0
+    while True:
+        page = await ctx.job.store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+        for stored in page.resources:
+            patient = orjson.loads(stored.body)
+            children.append(
+                (stored.id, quasi_identifiers(patient, ctx.deid.pseudonyms.offset_days(stored.id)))
+            )
+        if page.last is None:
+            break
+        after = page.last
+        await asyncio.sleep(0)
+    levels = kanon.generalise(children, k)
+    return {child: level for child, level in levels.items() if level}
+
+
+def _elements_for(request: ExportRequest, rtype: str) -> list[str] | None:
+    if not request.elements:
+        return None
+    out = []
+    for item in request.elements:
+        kind, dot, name = item.partition(".")
+        if not dot:
+            out.append(item)
+        elif kind == rtype:
+            out.append(name)
+    return out or None
+
+
+def _transform(ctx: _Context, rtype: str, resources: list[Any]) -> tuple[list[bytes], int, set[str]]:
+    """Lines for one page (runs in a worker thread); also what was left out and whose data it is."""
+    elements = _elements_for(ctx.request, rtype)
+    lines: list[bytes] = []
+    skipped = 0
+    children: set[str] = set()
+    deid = ctx.deid
+    audit_children = ctx.caller is not None
+    for stored in resources:
+        body = stored.body
+        if deid is None:
+            if audit_children:
+                children |= (
+                    acc.linked_patients(rtype, orjson.loads(body)) if rtype != "Patient" else {stored.id}
+                )
+            if elements:
+                body = shaping.shape(body, rtype, None, elements)
+            elif b"\n" in body or b"\r" in body:
+                body = body.replace(b"\n", b"").replace(b"\r", b"")  # whitespace only: strings escape them
+            lines.append(body + b"\n")
+            continue
+        resource = orjson.loads(body)
+        child = child_of(resource)
+        if child is None:
+            linked = sorted(acc.linked_patients(rtype, resource))
+            child = linked[0] if linked else None
+        level = ctx.levels.get(child, 0) if child is not None else 0
+        if level == SUPPRESSED:
+            skipped += 1
+            continue
+        if child is not None:
+            children.add(child)
+        line = orjson.dumps(deid.resource(resource, child, level))
+        if elements:
+            line = shaping.shape(line, rtype, None, elements)
+        lines.append(line + b"\n")
+    return lines, skipped, children
+
+
+async def _export(ctx: _Context, state: dict[str, Any]) -> None:
+    store, job = ctx.job.store, ctx.job
+    types: list[str] = state["types"]
+    last_save = time.monotonic()
+    while state["typeIndex"] < len(types):
+        rtype = types[state["typeIndex"]]
+        query = _query(rtype, ctx.request, ctx.access, ctx.members, ctx.base_url)
+        writer = NdjsonWriter.resume(
+            ctx.folder, rtype, rtype, ctx.file_max_bytes, state["files"].get(rtype, [])
+        )
+        try:
+            after = state["after"]
+            while query is not None:
+                page = await store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+                if page.resources:
+                    lines, skipped, children = await asyncio.to_thread(_transform, ctx, rtype, page.resources)
+                    await asyncio.to_thread(writer.write, lines)
+                    state["skipped"] += skipped
+                    await _audit_children(ctx, children)
+                if page.last is None:
+                    break
+                after = page.last
+                if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
+                    state["after"] = after
+                    state["files"][rtype] = await asyncio.to_thread(writer.sync)
+                    await job.save(state, done=_written(state), message=_message(state, rtype))
+                    last_save = time.monotonic()
+            state["files"][rtype] = await asyncio.to_thread(writer.sync)
+        finally:
+            writer.close()
+        state["typeIndex"] += 1
+        state["after"] = 0
+        await job.save(state, done=_written(state), message=_message(state, rtype))
+        last_save = time.monotonic()
+
+
+def _written(state: dict[str, Any]) -> int:
+    return sum(f["count"] for files in state["files"].values() for f in files)
+
+
+def _message(state: dict[str, Any], rtype: str) -> str:
+    done = min(state["typeIndex"], len(state["types"]))
+    return f"{_written(state):,} resources written; {rtype} ({done} of {len(state['types'])} types done)"
+
+
+async def _audit_children(ctx: _Context, children: set[str], flush: bool = False) -> None:
+    """AuditEvents naming the children whose data left (so "who saw my child's data" finds exports)."""
+    if ctx.caller is None:
+        return
+    ctx.pending_audit |= children - ctx.audited
+    while len(ctx.pending_audit) >= _AUDIT_CHUNK or (flush and ctx.pending_audit):
+        chunk = sorted(ctx.pending_audit)[:_AUDIT_CHUNK]
+        ctx.pending_audit -= set(chunk)
+        ctx.audited |= set(chunk)
+        record = _audit_record(ctx, 200, f"bulk export {ctx.job.id}: data of these children was exported")
+        record.touched = [("Patient", child, b"") for child in chunk]
+        await audit.write_audit(ctx.job.store, record)
+
+
+def _audit_record(ctx: _Context, status: int, description: str) -> audit.AuditRecord:
+    caller = ctx.caller
+    request = ctx.request
+    return audit.AuditRecord(
+        interaction="operation",
+        outcome_status=status,
+        client_id=caller.client_id if caller else None,
+        organization=caller.organization if caller else None,
+        purpose=caller.purpose if caller else None,
+        resource_type="Group" if request.level == "group" else None,
+        resource_id=request.group_id,
+        query=ctx.job.params.get("request_url"),
+        description=description,
+    )
+
+
+async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
+    """Resources deleted since ``_since`` (visible before deletion, in the cohort), as Bundles."""
+    store, request = ctx.job.store, ctx.request
+    types: list[str] = state["types"]
+    writer = NdjsonWriter.resume(
+        ctx.folder, "Bundle", "Bundle-deleted", ctx.file_max_bytes, state["files"].get("deleted", [])
+    )
+    members = set(ctx.members) if ctx.members is not None else None
+    try:
+        while state["typeIndex"] < len(types):
+            rtype = types[state["typeIndex"]]
+            query = HistoryQuery(
+                resource_type=rtype, since=request.since, count=500, before_seq=state.get("before")
+            )
+            while True:
+                page = await store.history(query)
+                lines = []
+                for entry in page.entries:
+                    line = await _deletion(ctx, entry, members)
+                    if line is not None:
+                        lines.append(line)
+                writer.write(lines)
+                if page.next_before_seq is None:
+                    break
+                query = HistoryQuery(
+                    resource_type=rtype, since=request.since, count=500, before_seq=page.next_before_seq
+                )
+                state["before"] = page.next_before_seq
+                state["files"]["deleted"] = writer.sync()
+                await ctx.job.save(state)
+            state["typeIndex"] += 1
+            state["before"] = None
+            state["files"]["deleted"] = writer.sync()
+            await ctx.job.save(state)
+    finally:
+        writer.close()
+
+
+async def _deletion(ctx: _Context, entry: Any, members: set[str] | None) -> bytes | None:
+    if not entry.deleted:
+        return None
+    store = ctx.job.store
+    current = await store.read(entry.resource_type, entry.id)
+    if current is None or not current.deleted or current.version != entry.version:
+        return None  # created again since: it is in the output, not deleted
+    previous = await store.vread(entry.resource_type, entry.id, entry.version - 1)
+    if (
+        previous is None
+        or not previous.body
+        or not acc.visible(ctx.access, entry.resource_type, previous.body)
+    ):
+        return None
+    resource = orjson.loads(previous.body)
+    child = child_of(resource)
+    if members is not None and (child is None or child not in members):
+        return None
+    rid = entry.id
+    if ctx.deid is not None:
+        if child is not None and ctx.levels.get(child, 0) == SUPPRESSED:
+            return None
+        rid = (
+            ctx.deid.pseudonyms.child(rid)
+            if entry.resource_type == "Patient"
+            else ctx.deid.pseudonyms.reference(entry.resource_type, rid)
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"{entry.resource_type}/{rid}"}}],
+    }
+    return orjson.dumps(bundle) + b"\n"
+
+
+def _file_url(ctx: _Context, name: str) -> str:
+    return f"{ctx.base_url}/_export/{ctx.job.id}/{name}"
+
+
+async def _finish(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    notes = list(ctx.request.notes)
+    if state.get("skipped"):
+        notes.append(
+            f"{state['skipped']} resources of {state['suppressedChildren']} children were left out to keep"
+            f" every birth month, sex and district combination shared by at least {params['k']} children"
+        )
+    errors = []
+    if notes:
+        writer = NdjsonWriter.resume(
+            ctx.folder, "OperationOutcome", "OperationOutcome", ctx.file_max_bytes, []
+        )
+        writer.write([orjson.dumps(_outcome(note)) + b"\n" for note in notes])
+        errors = [f.record() for f in writer.files]
+        writer.close()
+    output = [f for rtype in state["types"] for f in state["files"].get(rtype, []) if f["count"]]
+    deleted = [f for f in state["files"].get("deleted", []) if f["count"]]
+    counts: dict[str, int] = {}
+    for f in output:
+        counts[f["type"]] = counts.get(f["type"], 0) + f["count"]
+    manifest: dict[str, Any] = {
+        "transactionTime": params["transaction_time"],
+        "request": params["request_url"],
+        "requiresAccessToken": True,
+        "output": [
+            {"type": f["type"], "url": _file_url(ctx, f["name"]), "count": f["count"]} for f in output
+        ],
+        "deleted": [
+            {"type": "Bundle", "url": _file_url(ctx, f["name"]), "count": f["count"]} for f in deleted
+        ],
+        "error": [
+            {"type": "OperationOutcome", "url": _file_url(ctx, f["name"]), "count": f["count"]}
+            for f in errors
+        ],
+    }
+    if ctx.deidentify:
+        manifest["extension"] = {
+            DEID_EXTENSION: {
+                "method": f"{canonical.BASE}/export/deidentification-method-v1",
+                "project": params["project_label"],
+                "k": params["k"],
+                "suppressedChildren": state.get("suppressedChildren", 0),
+                "suppressedResources": state.get("skipped", 0),
+                "generalisedChildren": sum(1 for v in ctx.levels.values() if 0 < v < SUPPRESSED),
+            }
+        }
+    await _audit_children(ctx, set(), flush=True)
+    summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "nothing"
+    what = "de-identified " if ctx.deidentify else ""
+    record = _audit_record(ctx, 200, f"bulk export {ctx.job.id} complete: {what}{summary}"[:1000])
+    await audit.write_audit(ctx.job.store, record)
+    return {"manifest": manifest, "counts": counts}
+
+
+def _outcome(note: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": note}],
+    }
+
+
+async def _cleanup(store: Any, job: jobs.Job) -> None:
+    folder = job.params.get("folder")
+    if folder:
+        await asyncio.to_thread(remove_folder, Path(folder))
+
+
+jobs.register(jobs.JobKind(KIND, run, on_cancel=_cleanup, on_expire=_cleanup, keep_seconds=86400.0))
