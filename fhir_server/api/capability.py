@@ -153,6 +153,8 @@ def capability_statement(ctx: RequestContext) -> dict[str, Any]:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "publisher": "Termtem",
         "kind": "instance",
+        # FHIR Bulk Data Access: $export at system, Patient and Group level (fhir_server.export)
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "software": {"name": "Termtem", "version": __version__},
         "implementation": {"description": "Termtem FHIR server", "url": ctx.base_url},
         "fhirVersion": FHIR_VERSION,

@@ -16,6 +16,7 @@ from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access, Grant
 from fhir_server.security import roles
 from fhir_server.security.access import build_access, patient_links
+from fhir_server.security.agencies import AgencyRegistry
 from fhir_server.security.clients import ClientRegistry
 from fhir_server.security.consent import AccessRequest, ConsentBook
 from fhir_server.security.scopes import ScopeSet
@@ -82,7 +83,7 @@ async def from_principal(store: Any, principal: Principal | None, purpose: str |
         scopes=str(principal.scopes),
         purpose=purpose or principal.role.purpose,
         agency_type=principal.agency_type,
-        agency_ids=tuple(sorted(getattr(principal, "agency_ids", ()) or ())),
+        agency_ids=tuple(sorted(principal.agency_ids)),
     )
 
 
@@ -93,19 +94,18 @@ async def current_principal(store: Any, caller: Caller) -> Principal:
         raise FhirError(403, f"Client '{caller.client_id}' is no longer registered", code="forbidden")
     if record.organization != caller.organization:
         raise FhirError(403, f"Client '{caller.client_id}' now belongs to another agency", code="forbidden")
-    fields: dict[str, Any] = {
-        "client_id": record.id,
-        "name": record.name,
-        "organization": record.organization,
-        "agency_type": caller.agency_type,
-        "role": roles.get_role(record.role),
+    agency = await AgencyRegistry(store).get(record.organization)  # what the agency is today
+    return Principal(
+        client_id=record.id,
+        name=record.name,
+        organization=record.organization,
+        agency_type=agency.agency_type if agency is not None else None,
+        role=roles.get_role(record.role),
         # The token's scopes, within what the registry allows the client today.
-        "scopes": ScopeSet.parse(caller.scopes).within(record.scope_set),
-        "token_id": "",
-    }
-    if "agency_ids" in Principal.__dataclass_fields__:
-        fields["agency_ids"] = frozenset(caller.agency_ids)
-    return Principal(**fields)
+        scopes=ScopeSet.parse(caller.scopes).within(record.scope_set),
+        token_id="",
+        agency_ids=frozenset(agency.identifiers) if agency is not None else frozenset(),
+    )
 
 
 async def restriction(
@@ -131,15 +131,14 @@ async def restriction(
         )
     patients: dict[str, frozenset[str]] = {}
     if not role.unrestricted and role.only_types is None:
-        fields: dict[str, Any] = {
-            "organization": principal.organization,
-            "agency_type": principal.agency_type,
-            "purpose": caller.purpose,
-            "when_ms": int(time.time() * 1000),
-        }
-        if "agency_ids" in AccessRequest.__dataclass_fields__:
-            fields["agency_ids"] = frozenset(caller.agency_ids)
-        patients = await ConsentBook().patients_by_class(store, AccessRequest(**fields))
+        request = AccessRequest(
+            principal.organization,
+            principal.agency_type,
+            caller.purpose,
+            int(time.time() * 1000),
+            principal.agency_ids,
+        )
+        patients = await ConsentBook().patients_by_class(store, request)
     access = build_access(principal, patients)
     if access is not None and deidentify and caller.researcher and principal.scopes.allows("Patient", "r"):
         demographics = patients.get("demographics", frozenset())

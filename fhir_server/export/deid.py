@@ -55,6 +55,10 @@ _DROP = frozenset(
     }
 )
 _SKIP = _DROP | {"meta", "id"}  # meta and id are set at the top; elements' own ids are not needed
+# Elements whose values are plain codes and numbers (Coding, Quantity): nothing in them is removed.
+_PLAIN_KEYS = frozenset(
+    {"system", "code", "display", "version", "userSelected", "value", "unit", "comparator"}
+)
 _ATTACHMENT_CONTENT = ("data", "url", "title", "hash")
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(.*)$")
 _LINK_FIELDS = ("subject", "patient", "beneficiary", "for", "individual")
@@ -94,9 +98,9 @@ def child_of(resource: dict[str, Any]) -> str | None:
         for ref in value if isinstance(value, list) else (value,):
             target = ref.get("reference") if isinstance(ref, dict) else None
             if isinstance(target, str):
-                kind, _, id_ = target.rstrip("/").rpartition("/")
+                kind, _, id_ = target.split("/_history/")[0].rstrip("/").rpartition("/")
                 if kind.endswith("Patient") and id_:
-                    return id_.split("/_history")[0]
+                    return id_
     return None
 
 
@@ -169,6 +173,15 @@ class Deidentifier:
 
     def _object(self, node: dict[str, Any], days: int) -> dict[str, Any]:
         # Hot path (every element of every exported resource): type() checks and inlined leaf rules.
+        if type(node.get("value")) is str:
+            return {}  # an Identifier or ContactPoint, whatever element holds it (requisition, ...)
+        if node.keys() <= _PLAIN_KEYS:
+            # Codings and Quantities, the commonest elements: kept whole unless a value needs a rule
+            for value in node.values():
+                if type(value) is str and len(value) >= 10 and value[0].isdigit():
+                    break
+            else:
+                return node
         out: dict[str, Any] = {}
         coding = "code" in node or "system" in node
         attachment = "contentType" in node or "data" in node
@@ -233,6 +246,9 @@ class Deidentifier:
         return items
 
 
+_LABELS = [dict(label) for label in SECURITY_LABELS]
+
+
 def _meta(meta: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(meta, dict):
@@ -241,7 +257,7 @@ def _meta(meta: Any) -> dict[str, Any]:
         tags = [t for t in meta.get("tag", []) if isinstance(t, dict) and t.get("code") == "SUBSETTED"]
         if tags:
             out["tag"] = tags
-    out["security"] = [dict(label) for label in SECURITY_LABELS]
+    out["security"] = _LABELS  # shared and never changed: it is only serialised
     return out
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-_NAME = re.compile(r"^[A-Za-z]+(-[a-z]+)?-\d+\.ndjson$")
+_NAME = re.compile(r"^(deleted-)?[A-Za-z]+-\d+\.ndjson$")
 
 
 def job_folder(root: Path, job_id: str) -> Path:

@@ -129,8 +129,10 @@ class JobHandle:
                 pause_requested=False,
             )
 
-        with contextlib.suppress(JobCancelled):
+        try:
             await self._write(change)
+        except Exception:  # best effort: if it fails, the lease runs out and the job is resumed anyway
+            log.warning("could not give job %s back", self.id, exc_info=True)
 
 
 # kind -> state -> jobs this process ran (running now, or how they ended here): for the metrics.

@@ -55,7 +55,7 @@ CHILDREN = {
 async def _setup(world: World) -> tuple[scene.Scene, Caller]:
     s = await scene.build(world)
     for child, (born, district, delayed, consented) in CHILDREN.items():
-        assert (await s.hospital.put(f"Patient/{child}", _child(child, born, district))).status_code == 201
+        await scene.load_as(world, "Organization/hosp", _child(child, born, district))
         if delayed:
             await s.hospital.create(scene.observation(child, scene.DEVELOPMENT, "DSPM"))
         await s.hospital.create(scene.observation(child, scene.GROWTH, "weight"))

@@ -114,8 +114,8 @@ def _source_secrets(resources: list[dict[str, Any]]) -> dict[str, set[str]]:
                 for given in node.get("given", []):
                     if len(given) > 2:
                         found["name"].add(given)
-            if key in ("identifier", "identifier[]") and isinstance(node.get("value"), str):
-                found["identifier"].add(node["value"])
+            if isinstance(node.get("value"), str) and key not in ("telecom", "telecom[]"):
+                found["identifier"].add(node["value"])  # an Identifier, whatever element holds it
             if key in ("telecom", "telecom[]") and isinstance(node.get("value"), str):
                 found["telecom"].add(node["value"])
             for k, v in node.items():
@@ -149,6 +149,13 @@ async def _population(world: World) -> list[dict[str, Any]]:
         obs = scene.observation(f"twin{n}", scene.GROWTH, "weight")
         obs["id"] = f"twin-growth-{n}"
         obs["note"] = [{"text": f"Malee{n} cried; mother Sukjai{n} worried"}]
+        obs["extension"] = [
+            {
+                "url": "https://example.org/fhir/clinic-number",
+                "valueIdentifier": {"value": f"HN-TWIN-{n:04d}"},
+            },
+            {"url": "https://example.org/fhir/remark", "valueString": f"seen with Sukjai{n}"},
+        ]
         resources.append(obs)
     await _load(world, resources)
     children = [r["id"] for r in resources if r["resourceType"] == "Patient"]

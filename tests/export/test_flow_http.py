@@ -12,15 +12,12 @@ from tests.security import scene
 from tests.security.conftest import Caller, World
 
 
-async def _children(hospital: Caller, n: int) -> list[str]:
+async def _children(world: World, hospital: Caller, n: int) -> list[str]:
     ids = []
     for i in range(n):
         child = f"kid{i}"
-        reply = await hospital.put(
-            f"Patient/{child}",
-            {"resourceType": "Patient", "id": child, "gender": "male", "birthDate": "2021-02-03"},
-        )
-        assert reply.status_code == 201, reply.text
+        patient = {"resourceType": "Patient", "id": child, "gender": "male", "birthDate": "2021-02-03"}
+        await scene.load_as(world, "Organization/hosp", patient)
         for _ in range(2):
             await hospital.create(scene.observation(child, None, "weight"))
         ids.append(child)
@@ -29,7 +26,7 @@ async def _children(hospital: Caller, n: int) -> list[str]:
 
 async def test_get_kick_off_lenient_poll_download_and_exact_counts(world: World) -> None:
     s = await scene.build(world)  # child1, child2 with 3 Observations each, written by the hospital
-    await _children(s.hospital, 3)
+    await _children(world, s.hospital, 3)
     # GET with the lenient header bulk clients send; an unknown parameter is then left out, not refused
     status_url = await kick_off(
         s.hospital,
@@ -192,3 +189,32 @@ async def test_audit_records_who_what_and_how_many(world: World) -> None:
     downloads_before = len(events)
     await download(s.hospital, manifest)
     assert len(await world.audit_events()) > downloads_before  # every download is audited too
+
+
+async def test_capability_statement_advertises_the_export_operations(world: World) -> None:
+    metadata = (await world.http.get("metadata")).json()
+    assert "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data" in metadata["instantiates"]
+    rest = metadata["rest"][0]
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+    assert {"name": "export", "definition": bulk + "export"} in rest["operation"]
+    by_type = {r["type"]: r.get("operation", []) for r in rest["resource"]}
+    assert {"name": "export", "definition": bulk + "patient-export"} in by_type["Patient"]
+    assert {"name": "export", "definition": bulk + "group-export"} in by_type["Group"]
+
+
+async def test_finished_exports_expire_and_their_files_go(tmp_path: Path) -> None:
+    from tests.export.conftest import open_world
+
+    async for world in open_world(tmp_path, export_expire_seconds=3):
+        s = await scene.build(world)
+        status_url = await kick_off(s.hospital, "$export?_type=Observation")
+        manifest = await wait_manifest(s.hospital, status_url)
+        folder = Path(world.app.state.settings.export_path()) / status_url.rsplit("/", 1)[1]
+        assert folder.exists()
+        for _ in range(300):
+            await asyncio.sleep(0.05)
+            if not folder.exists() and (await s.hospital.get(status_url)).status_code == 404:
+                break
+        assert not folder.exists()
+        assert (await s.hospital.get(status_url)).status_code == 404
+        assert (await s.hospital.get(manifest["output"][0]["url"])).status_code == 404

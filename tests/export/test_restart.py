@@ -40,7 +40,11 @@ async def _hospital(world: World) -> Caller:
 
 
 async def test_a_crash_mid_export_resumes_from_the_checkpoint(tmp_path: Path, monkeypatch: Any) -> None:
-    settings = {"export_page_bytes": 3000, "job_lease_seconds": 1.0}
+    from tests.export.conftest import export_settings
+
+    # one store for both servers (a fresh mongomock store per settings would be another database)
+    store_url = export_settings(tmp_path).store_url
+    settings = {"export_page_bytes": 3000, "job_lease_seconds": 1.0, "store_url": store_url}
     status_url = ""
     afters: list[int] = []
 
@@ -54,7 +58,7 @@ async def test_a_crash_mid_export_resumes_from_the_checkpoint(tmp_path: Path, mo
         scan = store.scan
 
         async def slow_scan(query: Any, after: int = 0, scan: Any = scan, **kw: Any) -> Any:
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.15)  # past the first checkpoint (every second) before the end
             return await scan(query, after, **kw)
 
         store.scan = slow_scan

@@ -302,7 +302,8 @@ class _SqliteTransaction:
             await self._run(lambda conn: conn.execute("COMMIT"))
         else:
             self._pending.clear()
-            await self._run(lambda conn: conn.execute("ROLLBACK"))
+            # A task cancelled while its COMMIT ran in the writer thread finds no transaction left.
+            await self._run(lambda conn: conn.execute("ROLLBACK") if conn.in_transaction else None)
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         row = await self._run(

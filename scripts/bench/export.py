@@ -1,0 +1,300 @@
+"""Bulk export benchmark: system export and a researcher's de-identified export, beside a raw SQL scan.
+
+    # on the 1M-resource store the search benchmark builds (built first if missing: ~20 min)
+    python scripts/bench/export.py --store-path /data/search-1m.sqlite
+    python scripts/bench/export.py --store-path /tmp/small.sqlite --resources 20000
+
+Each export runs in its own process (so its peak RSS is its own) through the real export job
+(``fhir_server.export``: byte-bounded scan pages, NDJSON files, checkpoints):
+
+- plain: a system-level export as an unrestricted operator sees it (every type but AuditEvent);
+- de-identified: a Patient-level export as a researcher gets it: the consent restriction compiled into
+  every scan (every child of the store consented, so the consent clause runs in full), pseudonyms,
+  removal, date shifting and k-anonymity (k=5).
+
+The baseline is the raw SQL scan of the same bodies (``SELECT body ... ORDER BY rid``) in the same run.
+RSS is sampled every half second during each export: flat means the export's memory does not grow with
+its size. Nothing is asserted (benchmarks report; tests never assert timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory (MB). RssAnon is the process's own memory; VmRSS adds the file pages it maps
+    (SQLite maps up to 256 MB of the database file: page cache that the kernel can take back)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _types(deidentified: bool) -> list[str]:
+    from fhir_server import definitions
+    from fhir_server.security.access import patient_links
+    from fhir_server.security.roles import IDENTIFIED_TYPES
+
+    if deidentified:
+        return sorted(
+            t for t in patient_links() if t not in IDENTIFIED_TYPES - {"Patient"} and t != "AuditEvent"
+        )
+    return sorted(t for t in definitions.resource_types() if t != "AuditEvent")
+
+
+def raw_scan(path: Path, types: list[str]) -> dict[str, Any]:
+    """The same bodies read by hand-written SQL in storage order: the storage limit."""
+    conn = sqlite3.connect(path)
+    marks = ",".join("?" * len(types))
+    started, count, size = time.perf_counter(), 0, 0
+    for (body,) in conn.execute(
+        f"SELECT body FROM resource WHERE type IN ({marks}) AND method != 'DELETE' ORDER BY rid", types
+    ):
+        count += 1
+        size += len(body)
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {
+        "resources": count,
+        "bytes": size,
+        "seconds": seconds,
+        "per_s": count / seconds if seconds else 0.0,
+    }
+
+
+async def _consented_access(store: Any) -> Any:
+    """A researcher's restriction where every child of the store consented to research for every class."""
+    from fhir_server.search.access import Access, Grant
+    from fhir_server.search.query import SearchQuery
+    from fhir_server.security.access import OWNER_TAG_SYSTEM, open_types, owner_keys, patient_links
+
+    children: set[str] = set()
+    after = 0
+    while True:
+        page = await store.scan(SearchQuery(("Patient",)), after, limit=5000, max_bytes=64 << 20)
+        children |= {s.id for s in page.resources}
+        if page.last is None:
+            break
+        after = page.last
+    everyone = frozenset(children)
+    types = frozenset(_types(True))
+    grants = tuple(Grant(t, keys, everyone) for t, keys in patient_links().items() if t in types)
+    return Access(
+        types=types,
+        open_types=open_types() & types,
+        owner_system=OWNER_TAG_SYSTEM,
+        owner_code="Organization/bench-research",
+        owner_keys=owner_keys(),
+        grants=grants,
+    ), len(children)
+
+
+async def run_export(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
+    """One export through the export job, in this process; returns its throughput and memory."""
+    from fhir_server import jobs
+    from fhir_server.config import Settings
+    from fhir_server.export import job as export_job
+    from fhir_server.export import pseudonyms, service
+    from fhir_server.export.files import remove_folder
+    from fhir_server.storage.sqlite.store import SqliteStore
+
+    url = f"sqlite:///{path}"
+    store = SqliteStore(url)
+    await store.open()
+    had_secret = await store.kv_get(pseudonyms.NAMESPACE, "pseudonym-root") is not None
+    details: dict[str, Any] = {}
+    if deidentified:
+        access, children = await _consented_access(store)
+        details["consented_children"] = children
+
+        async def restriction(store: Any, caller: Any, deidentify: bool) -> Any:
+            return access, None
+
+        export_job.restriction = restriction  # the researcher's view, without a client registry in the store
+    settings = Settings(store_url=url, auth=False)
+    samples: list[float] = []
+    anon: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            samples.append(_rss_mb())
+            anon.append(_rss_mb("RssAnon"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    folder = out / ("deidentified" if deidentified else "plain")
+    started = await service.kick_off(
+        store=store,
+        settings=settings,
+        base_url="file:",
+        parameters={
+            "resourceType": "Parameters",
+            "parameter": ([{"name": "deidentify", "valueString": "true"}] if deidentified else []),
+        },
+        level="patient" if deidentified else "system",
+        group_id=None,
+        prefer={"respond-async": ""},
+        principal=None,
+        purpose=None,
+        request_url="bench",
+        folder=folder,
+        project="bench" if deidentified else None,
+    )
+    rss_before = _rss_mb()
+    sampler.start()
+    t0 = time.perf_counter()
+    job = await jobs.run_now(store, started.job_id)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    result = job.result or {}
+    if job.state != "completed" or "manifest" not in result:
+        raise RuntimeError(f"export {job.state}: {job.error or result}")
+    counts = result["counts"]
+    total = sum(counts.values())
+    manifest = result["manifest"]
+    await jobs.remove(store, started.job_id)
+    if not had_secret:
+        await store.kv_delete(pseudonyms.NAMESPACE, "pseudonym-root")
+    await store.close()
+    size = sum(p.stat().st_size for p in folder.glob("*.ndjson"))
+    remove_folder(folder)
+    return {
+        "resources": total,
+        "bytes_written": size,
+        "seconds": seconds,
+        "per_s": total / seconds if seconds else 0.0,
+        "files": len(manifest["output"]),
+        "rss_before_mb": rss_before,
+        "rss_during_mb": {
+            "min": min(samples, default=rss_before),
+            "max": max(samples, default=rss_before),
+            "samples": len(samples),
+        },
+        "anon_during_mb": {"min": min(anon, default=0.0), "max": max(anon, default=0.0)},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "deidentification": manifest.get("extension"),
+        **details,
+    }
+
+
+def _in_subprocess(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(Path(__file__)),
+        "--store-path",
+        str(path),
+        "--one",
+        "deidentified" if deidentified else "plain",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"export run failed: {done.stderr[-3000:]}")
+    return dict(orjson.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run(path: Path, out: Path) -> dict[str, Any]:
+    """Both exports, each beside the raw scan of the same types."""
+    results: dict[str, Any] = {}
+    for deidentified in (False, True):
+        name = "deidentified" if deidentified else "plain"
+        baseline = raw_scan(path, _types(deidentified))
+        measured = _in_subprocess(path, deidentified, out)
+        results[name] = {**measured, "baseline": baseline}
+    return results
+
+
+def suite(quick: bool, workdir: Path) -> dict[str, Any]:
+    """For ``run_all.py``: quick runs on a small generated store, full runs on the 1M-resource store."""
+    from search import build_store
+
+    resources = 2_000 if quick else 1_000_000
+    path = (
+        workdir if quick else Path(tempfile.gettempdir()) / "termtem-bench"
+    ) / f"search-{resources}.sqlite"
+
+    async def build() -> None:
+        store = await build_store(path, resources, 7, "direct", False)
+        await store.close()
+
+    asyncio.run(build())
+    results = run(path, workdir)
+    from run_all import figure
+
+    figures = [
+        figure(
+            "system export, plain (operator)" if name == "plain" else "researcher export, de-identified",
+            row["per_s"],
+            "resources/s",
+            row["baseline"]["per_s"],
+            "raw SQL scan of the same bodies",
+            higher_is_better=True,
+            peak_rss_mb=row["peak_rss_mb"],
+            resources=row["resources"],
+        )
+        for name, row in results.items()
+    ]
+    return {"figures": figures, "details": {"store": str(path), "generated_resources": resources, **results}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--store-path",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "termtem-bench" / "search-1000000.sqlite",
+    )
+    ap.add_argument(
+        "--resources", type=int, default=1_000_000, help="generated resources if the store is built"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="folder for the export files (removed after)")
+    ap.add_argument("--one", choices=("plain", "deidentified"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="termtem-export-bench-"))
+    if args.one:
+        result = asyncio.run(run_export(args.store_path, args.one == "deidentified", out))
+        print(orjson.dumps(result).decode())
+        return
+    from search import build_store
+
+    async def build() -> None:
+        store = await build_store(args.store_path, args.resources, 7, "direct", False)
+        await store.close()
+
+    asyncio.run(build())
+    results = run(args.store_path, out)
+    for name, row in results.items():
+        base = row["baseline"]
+        print(
+            f"{name:13s} {row['resources']:>10,} resources in {row['seconds']:7.1f} s"
+            f" = {row['per_s']:>9,.0f}/s"
+            f" | raw SQL scan {base['per_s']:>10,.0f}/s ({row['per_s'] / base['per_s']:.2f}x)"
+            f" | peak RSS {row['peak_rss_mb']:.0f} MB; during the export RSS"
+            f" {row['rss_during_mb']['min']:.0f}-{row['rss_during_mb']['max']:.0f} MB,"
+            f" of it anonymous {row['anon_during_mb']['min']:.0f}-{row['anon_during_mb']['max']:.0f} MB"
+        )
+    from common import write_results
+
+    print(f"written {write_results('export', {'store': str(args.store_path), 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()
