@@ -109,7 +109,7 @@ async def current_principal(store: Any, caller: Caller) -> Principal:
 
 
 async def restriction(
-    store: Any, caller: Caller | None, deidentify: bool
+    store: Any, caller: Caller | None, deidentify: bool, consents: ConsentBook | None = None
 ) -> tuple[Access | None, Principal | None]:
     """The caller's ``Access`` now (None: sees everything), and the principal it was built for.
 
@@ -138,7 +138,7 @@ async def restriction(
             int(time.time() * 1000),
             principal.agency_ids,
         )
-        patients = await ConsentBook().patients_by_class(store, request)
+        patients = await (consents or ConsentBook()).patients_by_class(store, request)
     access = build_access(principal, patients)
     if access is not None and deidentify and caller.researcher and principal.scopes.allows("Patient", "r"):
         demographics = patients.get("demographics", frozenset())

@@ -162,7 +162,7 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
             state = await _plan(ctx, params)
         except FhirError as error:
             return _refused(error)
-        await job.save(state, done=0, message="planned")
+        await job.save(state, done=0, message=f"planned: {len(state['types'])} resource types to write")
     else:
         members = folder / _MEMBERS_FILE
         ctx.members = orjson.loads(members.read_bytes()) if members.exists() else None

@@ -34,20 +34,23 @@ async def project_key(store: Any, project: str) -> bytes:
     return hmac.new(root, b"project\x00" + project.encode(), hashlib.sha256).digest()
 
 
-def child_key(patient_id: str) -> str:
-    """What identifies a child for its pseudonym and its date offset.
+def child_key(patient_id: str, same_child: dict[str, str] | None = None) -> str:
+    """What identifies a child for its pseudonym and its date offset: the one place to change.
 
-    Today the Patient id; once identity links land (golden records), the golden Patient's id, so a child
-    registered by several agencies gets one offset (and one pseudonym) in an export.
+    The Patient id, or, where ``same_child`` maps it (the identity layer's golden record of a child
+    registered by several agencies), the golden Patient's id: one child, one pseudonym, one offset.
     """
+    if same_child:
+        return same_child.get(patient_id, patient_id)
     return patient_id
 
 
 class Pseudonymiser:
     """Pseudonyms and offsets under one project key (pure functions of the key and the input)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, same_child: dict[str, str] | None = None) -> None:
         self._key = key
+        self._same_child = same_child
         self._ids: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
 
@@ -63,11 +66,11 @@ class Pseudonymiser:
 
     def child(self, patient_id: str) -> str:
         """The pseudonym of a child (its Patient's pseudonymous id)."""
-        return self.reference("Patient", child_key(patient_id))
+        return self.reference("Patient", child_key(patient_id, self._same_child))
 
     def offset_days(self, patient_id: str) -> int:
         """The child's date shift in days: uniform over [-15, -1] and [1, 15]."""
-        key = child_key(patient_id)
+        key = child_key(patient_id, self._same_child)
         found = self._offsets.get(key)
         if found is None:
             digest = hmac.new(self._key, b"shift\x00" + key.encode(), hashlib.sha256).digest()

@@ -52,11 +52,13 @@ async def kick_off(
     request_url: str,
     folder: Path | None = None,
     project: str | None = None,
+    consents: Any = None,
 ) -> KickOff:
     """Check the request and start the export job; raises ``FhirError`` with the right status.
 
     ``folder`` and ``project`` are for in-process exports by the operator (``termtem export --store``):
-    where the files go, and whose pseudonyms a de-identified export uses.
+    where the files go, and whose pseudonyms a de-identified export uses. ``consents`` is the server
+    process's consent cache, when there is one (the job reads consents afresh when it starts).
     """
     if "respond-async" not in prefer:
         raise FhirError(
@@ -70,7 +72,7 @@ async def kick_off(
     request = parse_request(parameters, level, group_id, lenient=lenient, base_url=base_url)
     caller = await from_principal(store, principal, purpose)
     deidentify = _deidentify(request, caller)
-    access, _ = await restriction(store, caller, deidentify)
+    access, _ = await restriction(store, caller, deidentify, consents)
     _check_types(request, access, deidentify, lenient)
     if level == "group":
         stored = await store.read("Group", str(group_id))

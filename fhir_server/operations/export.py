@@ -27,6 +27,7 @@ async def export(request: OperationRequest) -> OperationResult:
     )
     audit = ctx.extras.get("audit")
     fhir = ctx.extras.get("request")
+    security = getattr(fhir.http.app.state, "security", None) if fhir is not None else None
     started = await service.kick_off(
         store=ctx.store,
         settings=ctx.settings,
@@ -38,6 +39,7 @@ async def export(request: OperationRequest) -> OperationResult:
         principal=ctx.principal,
         purpose=getattr(audit, "purpose", None),
         request_url=str(fhir.http.url) if fhir is not None else ctx.base_url,
+        consents=security.consents if security is not None else None,
     )
     outcome = {
         "resourceType": "OperationOutcome",

@@ -293,3 +293,45 @@ async def test_scan_honours_conditions_access_and_cohorts(any_store: Store) -> N
     access = Access(types=frozenset({"Observation"}), grants=(Grant("Observation", keys, frozenset({"c3"})),))
     restricted = SearchQuery(("Observation",), (cohort,), access=access)
     assert await ids(restricted) == ["c3-0", "c3-1"]
+
+
+async def test_scan_with_large_sets_of_children(any_store: Store) -> None:
+    """Thousands of consented children or cohort members (tested per row, not as a bound list)."""
+    from fhir_server.search.access import Access, Grant
+    from fhir_server.search.query import InCompartments, SearchQuery
+    from fhir_server.security.access import patient_links
+
+    for child in ("c1", "c2", "c3"):
+        await put(any_store, version("Patient", child, 1, "2026-01-01T00:00:00.000Z", "POST"))
+        await put(
+            any_store,
+            version(
+                "Observation",
+                f"{child}-o",
+                1,
+                "2026-01-01T00:00:00.000Z",
+                "POST",
+                status="final",
+                code={"text": "w"},
+                subject={"reference": f"Patient/{child}"},
+            ),
+        )
+    many = tuple(f"x{n}" for n in range(3000))
+    keys = patient_links()["Observation"]
+    cohort = InCompartments("Patient", (*many, "c1", "c3"), keys)
+    consented = Access(
+        types=frozenset({"Observation", "Patient"}),
+        grants=(
+            Grant("Observation", keys, frozenset((*many, "c2", "c3"))),
+            Grant("Patient", (), frozenset((*many, "c2"))),
+        ),
+    )
+
+    async def ids(query: SearchQuery) -> list[str]:
+        return [r.id for r in (await any_store.scan(query, 0, limit=100)).resources]
+
+    assert await ids(SearchQuery(("Observation",), (cohort,))) == ["c1-o", "c3-o"]
+    assert await ids(SearchQuery(("Observation",), (cohort,), access=consented)) == ["c3-o"]
+    assert await ids(SearchQuery(("Patient",), (), access=consented)) == ["c2"]
+    own = InCompartments("Patient", (*many, "c2"), is_self=True)
+    assert await ids(SearchQuery(("Patient",), (own,))) == ["c2"]

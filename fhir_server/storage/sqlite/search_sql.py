@@ -8,6 +8,7 @@ bounded by the page size.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sqlite3
 from dataclasses import dataclass
@@ -64,10 +65,23 @@ _COLUMNS = "r.rid, r.type, r.id, r.version, r.last_updated, r.method, r.body"
 class _Compiler:
     """Builds SQL text and its bound arguments together, so they can never drift apart."""
 
-    def __init__(self, access: Access | None = None) -> None:
+    def __init__(self, access: Access | None = None, *, correlated: bool = False) -> None:
         self.args: list[Any] = []
         self._aliases = itertools.count()
         self.access = access
+        # Access tests as per-row probes (EXISTS on the rid-led indexes) instead of IN-lists: for scans
+        # that read most rows of a type anyway (bulk export), where an IN-list of every resource an
+        # agency owns would be rebuilt for each page. Large sets of children are tested per row by
+        # ``termtem_member`` (a Python set lookup) rather than rebuilt in SQL on every page.
+        self.correlated = correlated
+        self.member_sets: list[frozenset[str]] = []
+
+    def member(self, ids: frozenset[str], column: str) -> str | None:
+        """A per-row membership test of ``column`` in a large set (scans only); None: use an IN-list."""
+        if not self.correlated or len(ids) <= _SMALL_SET:
+            return None
+        self.member_sets.append(ids)
+        return f"termtem_member({self.bind(len(self.member_sets) - 1)}, {column})"
 
     def alias(self, prefix: str) -> str:
         return f"{prefix}{next(self._aliases)}"
@@ -151,10 +165,20 @@ class _Compiler:
                 head = f"{a}.type = {self.bind(cond.compartment_type)}"
                 if ids is None:
                     return head
+                probe = self.member(frozenset(cond.ids or ()), f"{a}.id")
+                if probe is not None:
+                    return f"({head} AND {probe})"
                 return f"({head} AND {a}.id IN (SELECT value FROM json_each({self.bind(ids)})))"
             if not cond.keys:
                 return "0"
             x = self.alias("x")
+            if cond.ids is not None and self.correlated and len(cond.ids) > _SMALL_SET:
+                keys, ctype = self.bind(*cond.keys), self.bind(cond.compartment_type)
+                probe = self.member(frozenset(cond.ids), f"{x}.tid")
+                return (
+                    f"EXISTS (SELECT 1 FROM sp_ref {x} WHERE {x}.rid = {a}.rid AND {x}.pkey IN ({keys})"
+                    f" AND {x}.ttype = {ctype} AND {probe})"
+                )
             sql = (
                 f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey IN ({self.bind(*cond.keys)})"
                 f" AND {x}.ttype = {self.bind(cond.compartment_type)}"
@@ -216,20 +240,36 @@ class _Compiler:
             options.append(f"{a}.type IN ({self.bind(*opened)})")
         if keys:
             o = self.alias("o")
-            options.append(
-                f"{a}.rid IN (SELECT {o}.rid FROM sp_token {o} WHERE {o}.pkey IN ({self.bind(*keys)})"
-                f" AND {o}.code = {self.bind(access.owner_code)}"
-                f" AND {o}.sys = {self.bind(access.owner_system)})"
-            )
+            if self.correlated:
+                options.append(
+                    f"EXISTS (SELECT 1 FROM sp_token {o} WHERE {o}.rid = {a}.rid"
+                    f" AND {o}.pkey IN ({self.bind(*keys)}) AND {o}.code = {self.bind(access.owner_code)}"
+                    f" AND {o}.sys = {self.bind(access.owner_system)})"
+                )
+            else:
+                options.append(
+                    f"{a}.rid IN (SELECT {o}.rid FROM sp_token {o} WHERE {o}.pkey IN ({self.bind(*keys)})"
+                    f" AND {o}.code = {self.bind(access.owner_code)}"
+                    f" AND {o}.sys = {self.bind(access.owner_system)})"
+                )
         options.extend(self._grant(g, a) for g in grants)
         return f"({head} AND ({' OR '.join(options)}))"
 
     def _grant(self, grant: Grant, a: str) -> str:
         parts = [f"{a}.type = {self.bind(grant.resource_type)}"]
         if grant.patients is not None:
-            ids = orjson.dumps(sorted(grant.patients)).decode()
+            ids = _json_ids(grant.patients)
             if not grant.keys:
-                parts.append(f"{a}.id IN (SELECT value FROM json_each({self.bind(ids)}))")
+                probe = self.member(grant.patients, f"{a}.id")
+                parts.append(probe or f"{a}.id IN (SELECT value FROM json_each({self.bind(ids)}))")
+            elif self.correlated and len(grant.patients) > _SMALL_SET:
+                x = self.alias("x")
+                keys = self.bind(*grant.keys)
+                probe = self.member(grant.patients, f"{x}.tid")
+                parts.append(
+                    f"EXISTS (SELECT 1 FROM sp_ref {x} WHERE {x}.rid = {a}.rid"
+                    f" AND {x}.pkey IN ({keys}) AND {x}.ttype = 'Patient' AND {probe})"
+                )
             else:
                 x = self.alias("x")
                 parts.append(
@@ -419,6 +459,17 @@ class _Compiler:
 # current version of live resources (a delete removes them) and every parameter key belongs to one
 # resource type, so a resource matching one of these is already known to be live and of that type.
 _INDEX_ONLY = (ParamTest, CompositeTest, Chain, Missing, Compartment)
+
+
+# Sets of children up to this size are bound as one JSON array (an IN-list SQLite builds per statement,
+# which can drive the lookup from the index); larger ones are probed per row in scans.
+_SMALL_SET = 2000
+
+
+@functools.lru_cache(maxsize=64)
+def _json_ids(patients: frozenset[str]) -> str:
+    """A grant's children as one bound JSON array (the same sets come back page after page)."""
+    return orjson.dumps(sorted(patients)).decode()
 
 
 def _index_only(cond: Any) -> bool:
@@ -779,7 +830,7 @@ def run_scan(
     conn: sqlite3.Connection, query: SearchQuery, after: int, limit: int, max_bytes: int
 ) -> ScanPage:
     """``Store.scan``: rows are read one at a time, so bodies past the byte budget are never loaded."""
-    c = _Compiler(query.access)
+    c = _Compiler(query.access, correlated=True)
     match = _match(c, query)
     if match.source == "resource r":
         sql = f"SELECT {_COLUMNS} FROM resource r WHERE {match.where} AND r.rid > ? ORDER BY r.rid LIMIT ?"
@@ -789,6 +840,10 @@ def run_scan(
     out: list[StoredResource] = []
     size = 0
     last = None
+    sets = c.member_sets
+    conn.create_function(
+        "termtem_member", 2, lambda index, value: value in sets[index], deterministic=True
+    )
     cursor = conn.execute(sql, [*c.args, after, limit])
     try:
         for row in cursor:
