@@ -2,4 +2,6 @@
 
 from fhir_server.cli import main
 
-main()
+# Guarded: worker processes started with "spawn" (export de-identification) import the main module.
+if __name__ == "__main__":
+    main()

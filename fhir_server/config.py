@@ -87,6 +87,8 @@ class Settings:
     export_page_bytes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_PAGE_BYTES", 4 << 20))
     export_expire_seconds: float = field(default_factory=lambda: _env_float("TERMTEM_EXPORT_EXPIRE", 86400.0))
     export_retry_after: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_RETRY_AFTER", 2))
+    # Worker processes that de-identify an export's pages (0: a thread of the server process).
+    export_processes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_PROCESSES", 1))
     # k of k-anonymity for de-identified exports (every birth month x sex x district cell >= k children).
     export_k: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_K", 5))
 

@@ -1,9 +1,9 @@
 """An export's files: one folder per job, NDJSON files per type split at a size, resumable exactly.
 
 A writer's state (which files, how many bytes and lines each) is part of the job's checkpoint, saved
-only after the bytes are on disk (``fsync``). Resuming truncates the file being written back to the
-checkpointed size and drops any later file, so a restart repeats no line and loses none: the manifest's
-counts stay exact.
+only after the bytes it names are on disk (``fsync`` of every file written since the last checkpoint).
+Resuming truncates the file being written back to the checkpointed size and drops any later file, so
+a restart repeats no line and loses none: the manifest's counts stay exact.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ def job_folder(root: Path, job_id: str) -> Path:
     if not re.fullmatch(r"[0-9a-f]{32}", job_id):
         raise ValueError(f"not an export job id: {job_id!r}")
     return root / job_id
+
+
+def make_durable(paths: set[Path]) -> None:
+    """fsync files written and closed earlier (once each), then forget them."""
+    for path in sorted(paths):
+        if path.exists():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    paths.clear()
 
 
 def remove_folder(folder: Path) -> None:
@@ -56,6 +65,7 @@ class NdjsonWriter:
     prefix: str
     max_bytes: int
     files: list[OutputFile] = field(default_factory=list)
+    unsynced: set[Path] = field(default_factory=set)  # files closed since they were last made durable
     _handle: BinaryIO | None = None
 
     @classmethod
@@ -98,17 +108,23 @@ class NdjsonWriter:
         self.files.append(out)
         return out
 
-    def sync(self) -> list[dict[str, Any]]:
-        """Make what was written durable; returns the state to checkpoint."""
-        if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+    def state(self) -> list[dict[str, Any]]:
+        """The files as written so far (durable once ``sync`` has run)."""
         return [f.record() for f in self.files]
 
-    def close(self) -> None:
+    def sync(self) -> list[dict[str, Any]]:
+        """Make everything written durable; returns the state to checkpoint."""
         if self._handle is not None:
             self._handle.flush()
             os.fsync(self._handle.fileno())
+        make_durable(self.unsynced)
+        return self.state()
+
+    def close(self) -> None:
+        """Close the current file (made durable at the next ``sync`` or ``make_durable``)."""
+        if self._handle is not None:
+            self._handle.flush()
+            self.unsynced.add(Path(self._handle.name))
             self._handle.close()
             self._handle = None
 

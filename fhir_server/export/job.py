@@ -15,8 +15,11 @@ Phases, each resumable from the job's checkpoint:
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,12 @@ from urllib.parse import parse_qsl
 import orjson
 
 from fhir_server import canonical, jobs
-from fhir_server.export import cohort, kanon
+from fhir_server.export import cohort, kanon, transform
 from fhir_server.export.caller import Caller, readable, restriction
 from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of, quasi_identifiers
-from fhir_server.export.files import NdjsonWriter, remove_folder
+from fhir_server.export.files import NdjsonWriter, make_durable, remove_folder
 from fhir_server.export.pseudonyms import Pseudonymiser, project_key
 from fhir_server.export.request import ExportRequest, level_types
-from fhir_server.interactions import shaping
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
 from fhir_server.search.query import AllOf, AnyOf, InCompartments, SearchQuery, parse_search
@@ -44,10 +46,9 @@ KIND = "export"
 DEID_EXTENSION = f"{canonical.BASE}/export/deidentification"
 _CHECKPOINT_SECONDS = 1.0
 _PAGE_ROWS = 2000
+_PAGES_BEFORE_WORKERS = 20
 _AUDIT_CHUNK = 200
 _MEMBERS_FILE = ".members.json"
-# The children a resource refers to, for the audit (a byte scan: no parse on the plain export's hot path).
-_PATIENT_REFERENCE = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})(?=["/])')
 _LEVELS_FILE = ".kanon.json"
 
 
@@ -128,6 +129,23 @@ class _Context:
     members: list[str] | None = None
     levels: dict[str, int] = field(default_factory=dict)
     deid: Deidentifier | None = None
+    processes: int = 0  # worker processes that de-identify pages (0: a thread of this process)
+    pool: ProcessPoolExecutor | None = None
+    key: bytes = b""
+    pages: int = 0
+
+    def start_workers(self) -> None:
+        """Past the first pages of a de-identified export, hand the rest to worker processes (small
+        exports never pay for starting them)."""
+        self.pages += 1
+        if self.processes and self.pool is None and self.pages >= _PAGES_BEFORE_WORKERS:
+            # Fresh interpreters (spawn): forking a process that runs threads and an event loop is unsafe.
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=transform.init_worker,
+                initargs=(self.key, None, self.levels),
+            )
     audited: set[str] = field(default_factory=set)
     pending_audit: set[str] = field(default_factory=set)
 
@@ -153,9 +171,12 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         base_url=params["base_url"],
         file_max_bytes=int(params["file_max_bytes"]),
         page_bytes=int(params["page_bytes"]),
+        processes=int(params.get("processes", 0)) if deidentify else 0,
     )
+    key = b""
     if deidentify:
-        ctx.deid = Deidentifier(Pseudonymiser(await project_key(job.store, params["project"])))
+        key = await project_key(job.store, params["project"])
+        ctx.deid = Deidentifier(Pseudonymiser(key))
     state = dict(checkpoint) if checkpoint else {"phase": "plan"}
     if state["phase"] == "plan":
         try:
@@ -169,7 +190,13 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         levels = folder / _LEVELS_FILE
         ctx.levels = orjson.loads(levels.read_bytes()) if levels.exists() else {}
     if state["phase"] == "export":
-        await _export(ctx, state)
+        ctx.key = key
+        try:
+            await _export(ctx, state)
+        finally:
+            if ctx.pool is not None:
+                ctx.pool.shutdown(wait=False, cancel_futures=True)
+                ctx.pool = None
         state = {**state, "phase": "deleted", "typeIndex": 0, "before": None}
         await job.save(state)
     if state["phase"] == "deleted":
@@ -253,93 +280,78 @@ def _elements_for(request: ExportRequest, rtype: str) -> list[str] | None:
     return out or None
 
 
-def _write_page(
-    ctx: _Context, writer: NdjsonWriter, rtype: str, resources: list[Any]
-) -> tuple[int, set[str]]:
-    """Transform one page and append it (one worker-thread hop per page, off the event loop)."""
-    lines, skipped, children = _transform(ctx, rtype, resources)
-    writer.write(lines)
-    return skipped, children
-
-
-def _transform(ctx: _Context, rtype: str, resources: list[Any]) -> tuple[list[bytes], int, set[str]]:
-    """Lines for one page; also how many were left out (k-anonymity) and whose data it is."""
+def _page_function(ctx: _Context, rtype: str) -> Any:
+    """What turns one page of ``rtype`` into lines: in a worker process, or in a thread of this one."""
     elements = _elements_for(ctx.request, rtype)
-    lines: list[bytes] = []
-    skipped = 0
-    children: set[str] = set()
-    deid = ctx.deid
-    audit_children = ctx.caller is not None
-    for stored in resources:
-        body = stored.body
-        if deid is None:
-            if audit_children:
-                if rtype == "Patient":
-                    children.add(stored.id)
-                else:
-                    children.update(m.decode() for m in _PATIENT_REFERENCE.findall(body))
-            if elements:
-                body = shaping.shape(body, rtype, None, elements)
-            elif b"\n" in body or b"\r" in body:
-                body = body.replace(b"\n", b"").replace(b"\r", b"")  # whitespace only: strings escape them
-            lines.append(body + b"\n")
-            continue
-        resource = orjson.loads(body)
-        child = child_of(resource)
-        if child is None:
-            linked = sorted(acc.linked_patients(rtype, resource))
-            child = linked[0] if linked else None
-        level = ctx.levels.get(child, 0) if child is not None else 0
-        if level == SUPPRESSED:
-            skipped += 1
-            continue
-        if child is not None:
-            children.add(child)
-        line = orjson.dumps(deid.resource(resource, child, level))
-        if elements:
-            line = shaping.shape(line, rtype, None, elements)
-        lines.append(line + b"\n")
-    return lines, skipped, children
+    if ctx.deid is None:
+        return functools.partial(transform.plain, rtype, elements=elements, audit=ctx.caller is not None)
+    if ctx.pool is not None:
+        return functools.partial(transform.deid_in_worker, rtype, elements=elements)
+    return functools.partial(transform.deidentified, ctx.deid, ctx.levels, rtype, elements=elements)
 
 
 async def _export(ctx: _Context, state: dict[str, Any]) -> None:
+    """Every type in turn: scan pages, transform them (several pages in flight when worker processes do
+    it), append them in order; the checkpoint names the last page written and the files' sizes."""
     store, job = ctx.job.store, ctx.job
+    loop = asyncio.get_running_loop()
     types: list[str] = state["types"]
     last_save = time.monotonic()
+    unsynced: set[Path] = set()  # files finished since the last checkpoint: made durable before it
+
+    async def checkpoint(writer: NdjsonWriter | None, rtype: str) -> None:
+        nonlocal last_save
+        if writer is not None:
+            state["files"][rtype] = await asyncio.to_thread(writer.sync)
+        await asyncio.to_thread(make_durable, unsynced)
+        await job.save(state, done=_written(state), message=_message(state, rtype))
+        last_save = time.monotonic()
+
     while state["typeIndex"] < len(types):
         rtype = types[state["typeIndex"]]
         query = _query(rtype, ctx.request, ctx.access, ctx.members, ctx.base_url)
-        writer = NdjsonWriter.resume(
-            ctx.folder, rtype, rtype, ctx.file_max_bytes, state["files"].get(rtype, [])
-        )
+        saved = state["files"].get(rtype, [])
+        writer = NdjsonWriter.resume(ctx.folder, rtype, rtype, ctx.file_max_bytes, saved)
+        inflight: deque[tuple[asyncio.Future[transform.Result], int | None]] = deque()
         try:
             after = state["after"]
-            while query is not None:
-                page = await store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
-                if page.resources:
-                    skipped, children = await asyncio.to_thread(
-                        _write_page, ctx, writer, rtype, page.resources
-                    )
-                    state["skipped"] += skipped
-                    await _audit_children(ctx, children)
-                if page.last is None:
-                    break
-                after = page.last
-                if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
-                    state["after"] = after
-                    state["files"][rtype] = await asyncio.to_thread(writer.sync)
-                    await job.save(state, done=_written(state), message=_message(state, rtype))
-                    last_save = time.monotonic()
-            state["files"][rtype] = await asyncio.to_thread(writer.sync)
+            done = query is None
+            while not done or inflight:
+                depth = ctx.processes + 1 if ctx.pool is not None else 1
+                if not done and len(inflight) < depth:
+                    page = await store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+                    rows = [(s.id, s.body) for s in page.resources]
+                    if rows:
+                        ctx.start_workers()
+                        work = _page_function(ctx, rtype)
+                        inflight.append((loop.run_in_executor(ctx.pool, work, rows), page.last))
+                    done = page.last is None
+                    after = page.last if page.last is not None else after
+                    if not done and len(inflight) < depth:
+                        continue
+                if not inflight:
+                    continue
+                future, last = inflight.popleft()
+                lines, skipped, children = await future
+                await asyncio.to_thread(writer.write, lines)
+                state["skipped"] += skipped
+                await _audit_children(ctx, children)
+                if last is not None and time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
+                    state["after"] = last  # every page up to this one is in the file
+                    await checkpoint(writer, rtype)
         finally:
+            for future, _ in inflight:
+                future.cancel()
             writer.close()
+        state["files"][rtype] = writer.state()
+        unsynced |= writer.unsynced
         state["typeIndex"] += 1
         state["after"] = 0
-        # A finished type is checkpointed with the next save (a crash before it redoes the type from
-        # its last checkpoint: its file is cut back to that size and later files are dropped).
+        # A finished type reaches the checkpoint with the next save (a crash before it redoes the type
+        # from its last checkpoint: its file is cut back to that size and later files are dropped).
         if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
-            await job.save(state, done=_written(state), message=_message(state, rtype))
-            last_save = time.monotonic()
+            await checkpoint(None, rtype)
+    await asyncio.to_thread(make_durable, unsynced)
 
 
 def _written(state: dict[str, Any]) -> int:
@@ -389,6 +401,7 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
         ctx.folder, "Bundle", "deleted-Bundle", ctx.file_max_bytes, state["files"].get("deleted", [])
     )
     members = set(ctx.members) if ctx.members is not None else None
+    last_save = time.monotonic()
     try:
         while state["typeIndex"] < len(types):
             rtype = types[state["typeIndex"]]
@@ -409,12 +422,17 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
                     resource_type=rtype, since=request.since, count=500, before_seq=page.next_before_seq
                 )
                 state["before"] = page.next_before_seq
-                state["files"]["deleted"] = writer.sync()
-                await ctx.job.save(state)
+                if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
+                    state["files"]["deleted"] = await asyncio.to_thread(writer.sync)
+                    await ctx.job.save(state)
+                    last_save = time.monotonic()
             state["typeIndex"] += 1
             state["before"] = None
-            state["files"]["deleted"] = writer.sync()
-            await ctx.job.save(state)
+            if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
+                state["files"]["deleted"] = await asyncio.to_thread(writer.sync)
+                await ctx.job.save(state)
+                last_save = time.monotonic()
+        state["files"]["deleted"] = await asyncio.to_thread(writer.sync)
     finally:
         writer.close()
 
@@ -473,6 +491,7 @@ async def _finish(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) 
         writer.write([orjson.dumps(_outcome(note)) + b"\n" for note in notes])
         errors = [f.record() for f in writer.files]
         writer.close()
+        make_durable(writer.unsynced)
     output = [f for rtype in state["types"] for f in state["files"].get(rtype, []) if f["count"]]
     deleted = [f for f in state["files"].get("deleted", []) if f["count"]]
     counts: dict[str, int] = {}

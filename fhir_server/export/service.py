@@ -104,6 +104,7 @@ async def kick_off(
         "transaction_time": now_instant(),
         "file_max_bytes": settings.export_file_max_bytes,
         "page_bytes": settings.export_page_bytes,
+        "processes": settings.export_processes,
         "k": settings.export_k,
         "project": project,
         "project_label": project.split("|", 1)[-1],

@@ -58,6 +58,17 @@ def _types(deidentified: bool) -> list[str]:
     return sorted(t for t in definitions.resource_types() if t != "AuditEvent")
 
 
+async def _quick_store(path: Path, resources: int) -> None:
+    from search import _generated, _load_direct
+
+    from fhir_server.storage.sqlite.store import SqliteStore
+
+    store = SqliteStore(f"sqlite:///{path}")
+    await store.open()
+    await _load_direct(store, _generated(resources, 7), dedupe=False)
+    await store.close()
+
+
 def raw_scan(path: Path, types: list[str]) -> dict[str, Any]:
     """The same bodies read by hand-written SQL in storage order: the storage limit."""
     conn = sqlite3.connect(path)
@@ -105,7 +116,9 @@ async def _consented_access(store: Any) -> Any:
     ), len(children)
 
 
-async def run_export(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
+async def run_export(
+    path: Path, deidentified: bool, out: Path, processes: int = 0, k: int = 5
+) -> dict[str, Any]:
     """One export through the export job, in this process; returns its throughput and memory."""
     from fhir_server import jobs
     from fhir_server.config import Settings
@@ -128,6 +141,8 @@ async def run_export(path: Path, deidentified: bool, out: Path) -> dict[str, Any
 
         export_job.restriction = restriction  # the researcher's view, without a client registry in the store
     settings = Settings(store_url=url, auth=False)
+    settings.export_processes = processes
+    settings.export_k = k
     samples: list[float] = []
     anon: list[float] = []
     stop = threading.Event()
@@ -194,7 +209,11 @@ async def run_export(path: Path, deidentified: bool, out: Path) -> dict[str, Any
     }
 
 
-def _in_subprocess(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
+# (name, de-identified?, worker processes for de-identification)
+SCENARIOS = (("plain", False, 0), ("deidentified", True, 0), ("deidentified, 1 worker", True, 1))
+
+
+def _in_subprocess(path: Path, deidentified: bool, processes: int, out: Path, k: int) -> dict[str, Any]:
     command = [
         sys.executable,
         str(Path(__file__)),
@@ -202,6 +221,10 @@ def _in_subprocess(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
         str(path),
         "--one",
         "deidentified" if deidentified else "plain",
+        "--processes",
+        str(processes),
+        "--k",
+        str(k),
         "--out",
         str(out),
     ]
@@ -211,13 +234,12 @@ def _in_subprocess(path: Path, deidentified: bool, out: Path) -> dict[str, Any]:
     return dict(orjson.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def run(path: Path, out: Path) -> dict[str, Any]:
-    """Both exports, each beside the raw scan of the same types."""
+def run(path: Path, out: Path, k: int = 5) -> dict[str, Any]:
+    """Each scenario beside the raw scan of the same types (measured just before it)."""
     results: dict[str, Any] = {}
-    for deidentified in (False, True):
-        name = "deidentified" if deidentified else "plain"
+    for name, deidentified, processes in SCENARIOS:
         baseline = raw_scan(path, _types(deidentified))
-        measured = _in_subprocess(path, deidentified, out)
+        measured = _in_subprocess(path, deidentified, processes, out, k)
         results[name] = {**measured, "baseline": baseline}
     return results
 
@@ -227,21 +249,24 @@ def suite(quick: bool, workdir: Path) -> dict[str, Any]:
     from search import build_store
 
     resources = 2_000 if quick else 1_000_000
-    path = (
-        workdir if quick else Path(tempfile.gettempdir()) / "termtem-bench"
-    ) / f"search-{resources}.sqlite"
+    if quick:  # generated data only (no Synthea): a smoke run
+        path = workdir / "export-quick.sqlite"
+        asyncio.run(_quick_store(path, resources))
+    else:
+        path = Path(tempfile.gettempdir()) / "termtem-bench" / f"search-{resources}.sqlite"
 
-    async def build() -> None:
-        store = await build_store(path, resources, 7, "direct", False)
-        await store.close()
+        async def build() -> None:
+            store = await build_store(path, resources, 7, "direct", False)
+            await store.close()
 
-    asyncio.run(build())
-    results = run(path, workdir)
+        asyncio.run(build())
+    # k=1 on the small quick store: with a few dozen children k=5 would suppress nearly all of them
+    results = run(path, workdir, k=1 if quick else 5)
     from run_all import figure
 
     figures = [
         figure(
-            "system export, plain (operator)" if name == "plain" else "researcher export, de-identified",
+            "system export, plain (operator)" if name == "plain" else f"researcher export, {name}",
             row["per_s"],
             "resources/s",
             row["baseline"]["per_s"],
@@ -267,10 +292,14 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=None, help="folder for the export files (removed after)")
     ap.add_argument("--one", choices=("plain", "deidentified"), help=argparse.SUPPRESS)
+    ap.add_argument("--processes", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--k", type=int, default=5, help="k of k-anonymity for the de-identified exports")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="termtem-export-bench-"))
     if args.one:
-        result = asyncio.run(run_export(args.store_path, args.one == "deidentified", out))
+        result = asyncio.run(
+            run_export(args.store_path, args.one == "deidentified", out, args.processes, args.k)
+        )
         print(orjson.dumps(result).decode())
         return
     from search import build_store
@@ -280,11 +309,11 @@ def main() -> None:
         await store.close()
 
     asyncio.run(build())
-    results = run(args.store_path, out)
+    results = run(args.store_path, out, args.k)
     for name, row in results.items():
         base = row["baseline"]
         print(
-            f"{name:13s} {row['resources']:>10,} resources in {row['seconds']:7.1f} s"
+            f"{name:24s} {row['resources']:>10,} resources in {row['seconds']:7.1f} s"
             f" = {row['per_s']:>9,.0f}/s"
             f" | raw SQL scan {base['per_s']:>10,.0f}/s ({row['per_s'] / base['per_s']:.2f}x)"
             f" | peak RSS {row['peak_rss_mb']:.0f} MB; during the export RSS"

@@ -296,7 +296,7 @@ async def test_scan_honours_conditions_access_and_cohorts(any_store: Store) -> N
 
 
 async def test_scan_with_large_sets_of_children(any_store: Store) -> None:
-    """Thousands of consented children or cohort members (tested per row, not as a bound list)."""
+    """Thousands of consented children or cohort members."""
     from fhir_server.search.access import Access, Grant
     from fhir_server.search.query import InCompartments, SearchQuery
     from fhir_server.security.access import patient_links

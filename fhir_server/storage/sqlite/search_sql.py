@@ -69,16 +69,16 @@ class _Compiler:
         self.args: list[Any] = []
         self._aliases = itertools.count()
         self.access = access
-        # Access tests as per-row probes (EXISTS on the rid-led indexes) instead of IN-lists: for scans
-        # that read most rows of a type anyway (bulk export), where an IN-list of every resource an
-        # agency owns would be rebuilt for each page. Large sets of children are tested per row by
-        # ``termtem_member`` (a Python set lookup) rather than rebuilt in SQL on every page.
+        # Access and cohort tests as per-row probes (EXISTS on the rid-led indexes) instead of IN-lists:
+        # a scan (bulk export) walks a type in rid order anyway, and an IN-list (every resource an agency
+        # owns, or of the consented children) would be rebuilt for each page. Sets of children are
+        # tested by ``termtem_member``, a lookup in the Python set, instead of being bound as JSON.
         self.correlated = correlated
         self.member_sets: list[frozenset[str]] = []
 
     def member(self, ids: frozenset[str], column: str) -> str | None:
-        """A per-row membership test of ``column`` in a large set (scans only); None: use an IN-list."""
-        if not self.correlated or len(ids) <= _SMALL_SET:
+        """A per-row membership test of ``column`` in ``ids`` (scans only); None: use an IN-list."""
+        if not self.correlated:
             return None
         self.member_sets.append(ids)
         return f"termtem_member({self.bind(len(self.member_sets) - 1)}, {column})"
@@ -172,12 +172,12 @@ class _Compiler:
             if not cond.keys:
                 return "0"
             x = self.alias("x")
-            if cond.ids is not None and self.correlated and len(cond.ids) > _SMALL_SET:
+            if self.correlated:
                 keys, ctype = self.bind(*cond.keys), self.bind(cond.compartment_type)
-                probe = self.member(frozenset(cond.ids), f"{x}.tid")
+                probe = self.member(frozenset(cond.ids), f"{x}.tid") if cond.ids is not None else None
                 return (
                     f"EXISTS (SELECT 1 FROM sp_ref {x} WHERE {x}.rid = {a}.rid AND {x}.pkey IN ({keys})"
-                    f" AND {x}.ttype = {ctype} AND {probe})"
+                    f" AND {x}.ttype = {ctype}{f' AND {probe}' if probe else ''})"
                 )
             sql = (
                 f"{a}.rid IN (SELECT {x}.rid FROM sp_ref {x} WHERE {x}.pkey IN ({self.bind(*cond.keys)})"
@@ -262,7 +262,7 @@ class _Compiler:
             if not grant.keys:
                 probe = self.member(grant.patients, f"{a}.id")
                 parts.append(probe or f"{a}.id IN (SELECT value FROM json_each({self.bind(ids)}))")
-            elif self.correlated and len(grant.patients) > _SMALL_SET:
+            elif self.correlated:
                 x = self.alias("x")
                 keys = self.bind(*grant.keys)
                 probe = self.member(grant.patients, f"{x}.tid")
@@ -459,11 +459,6 @@ class _Compiler:
 # current version of live resources (a delete removes them) and every parameter key belongs to one
 # resource type, so a resource matching one of these is already known to be live and of that type.
 _INDEX_ONLY = (ParamTest, CompositeTest, Chain, Missing, Compartment)
-
-
-# Sets of children up to this size are bound as one JSON array (an IN-list SQLite builds per statement,
-# which can drive the lookup from the index); larger ones are probed per row in scans.
-_SMALL_SET = 2000
 
 
 @functools.lru_cache(maxsize=64)
