@@ -5,8 +5,9 @@ Phases, each resumable from the job's checkpoint:
   de-identified exports the k-anonymity generalisation of every exported child. Cohort and
   generalisation are written to files in the export folder, so a resumed job uses exactly the same.
 - export: per type, byte-bounded pages from ``Store.scan`` in storage order; each page is transformed
-  and appended in a worker thread (the event loop keeps serving requests); the checkpoint holds the
-  position in the store and the files' sizes, saved after the bytes are on disk.
+  off the event loop (a thread; de-identification moves to worker processes once an export is past
+  its first pages) and appended in order; the checkpoint holds the position of the last page written
+  and the files' sizes, saved after the bytes are on disk.
 - deleted (``_since`` only): resources deleted since then, as transaction Bundles of DELETE entries.
 - finish: the error file, AuditEvents (who, what, how many, and which children), and the manifest,
   returned as the job's result.

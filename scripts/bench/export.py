@@ -35,6 +35,7 @@ import orjson
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from common import percentile  # noqa: E402
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
@@ -87,6 +88,32 @@ def raw_scan(path: Path, types: list[str]) -> dict[str, Any]:
         "seconds": seconds,
         "per_s": count / seconds if seconds else 0.0,
     }
+
+
+async def _probe_ids(store: Any) -> list[tuple[str, str]]:
+    from fhir_server.search.query import SearchQuery
+
+    page = await store.scan(SearchQuery(("Observation",)), 0, limit=200)
+    return [(s.resource_type, s.id) for s in page.resources] or [("Patient", "none")]
+
+
+async def _read_latencies(
+    store: Any, ids: list[tuple[str, str]], seconds: float, until: Any = None
+) -> list[float]:
+    """Point reads every 10 ms on the export's own event loop, as interactive requests would be served
+    beside it (ms each): how much the export delays them."""
+    out: list[float] = []
+    deadline = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < deadline and not (until is not None and until.done()):
+        rtype, id_ = ids[n % len(ids)]
+        n += 1
+        started = time.perf_counter()
+        await asyncio.sleep(0)  # waits for the loop like a request would
+        await store.read(rtype, id_)
+        out.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.01)
+    return out
 
 
 async def _consented_access(store: Any) -> Any:
@@ -172,12 +199,22 @@ async def run_export(
         project="bench" if deidentified else None,
     )
     rss_before = _rss_mb()
+    probe_ids = await _probe_ids(store)
+    idle = await _read_latencies(store, probe_ids, 2.0)
     sampler.start()
     t0 = time.perf_counter()
-    job = await jobs.run_now(store, started.job_id)
+    export_task = asyncio.ensure_future(jobs.run_now(store, started.job_id))
+    busy: list[float] = []
+    while not export_task.done():
+        busy += await _read_latencies(store, probe_ids, 1.0, until=export_task)
+    job = await export_task
     seconds = time.perf_counter() - t0
     stop.set()
     sampler.join()
+    details["read_latency_ms"] = {
+        "idle": {"p50": percentile(idle, 50), "p99": percentile(idle, 99), "n": len(idle)},
+        "during_export": {"p50": percentile(busy, 50), "p99": percentile(busy, 99), "n": len(busy)},
+    }
     result = job.result or {}
     if job.state != "completed" or "manifest" not in result:
         raise RuntimeError(f"export {job.state}: {job.error or result}")
@@ -319,6 +356,12 @@ def main() -> None:
             f" | peak RSS {row['peak_rss_mb']:.0f} MB; during the export RSS"
             f" {row['rss_during_mb']['min']:.0f}-{row['rss_during_mb']['max']:.0f} MB,"
             f" of it anonymous {row['anon_during_mb']['min']:.0f}-{row['anon_during_mb']['max']:.0f} MB"
+        )
+        lat = row["read_latency_ms"]
+        print(
+            f"{'':24s} a point read on the same event loop: idle p50 {lat['idle']['p50']:.2f} /"
+            f" p99 {lat['idle']['p99']:.2f} ms; during the export p50 {lat['during_export']['p50']:.2f} /"
+            f" p99 {lat['during_export']['p99']:.2f} ms"
         )
     from common import write_results
 

@@ -195,8 +195,8 @@ async def test_cancel_running_and_queued_jobs(stores: tuple[Store, Store]) -> No
     await runner.start()
     try:
         running = await jobs.submit(store, "test-count", {"n": 500, "delay": 0.01})
-        queued = await jobs.submit(store, "test-count", {"n": 1})
         await _until(lambda: _steps(running.id, 2))
+        queued = await jobs.submit(store, "test-count", {"n": 1})  # waits: the one slot is taken
         # cancelled through the other "process": the runner stops the job at its next checkpoint
         assert (await jobs.cancel(other, queued.id)).state == "cancelled"  # type: ignore[union-attr]
         asked = await jobs.cancel(other, running.id)
