@@ -60,6 +60,10 @@ _PLAIN_KEYS = frozenset(
     {"system", "code", "display", "version", "userSelected", "value", "unit", "comparator"}
 )
 _ATTACHMENT_CONTENT = ("data", "url", "title", "hash")
+# Members only a HumanName or an Address has: such an element goes whole, whatever it is called.
+_PERSONAL_SHAPES = frozenset(
+    {"family", "given", "prefix", "suffix", "line", "city", "postalCode", "district"}
+)
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(.*)$")
 _LINK_FIELDS = ("subject", "patient", "beneficiary", "for", "individual")
 
@@ -173,8 +177,10 @@ class Deidentifier:
 
     def _object(self, node: dict[str, Any], days: int) -> dict[str, Any]:
         # Hot path (every element of every exported resource): type() checks and inlined leaf rules.
-        if type(node.get("value")) is str:
-            return {}  # an Identifier or ContactPoint, whatever element holds it (requisition, ...)
+        if type(node.get("value")) is str or not node.keys().isdisjoint(_PERSONAL_SHAPES):
+            # an Identifier or ContactPoint, a HumanName or an Address, whatever element holds it
+            # (requisition, valueIdentifier, valueHumanName, locationAddress, ...)
+            return {}
         if node.keys() <= _PLAIN_KEYS:
             # Codings and Quantities, the commonest elements: kept whole unless a value needs a rule
             for value in node.values():

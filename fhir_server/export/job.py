@@ -147,6 +147,7 @@ class _Context:
                 initializer=transform.init_worker,
                 initargs=(self.key, None, self.levels),
             )
+
     audited: set[str] = field(default_factory=set)
     pending_audit: set[str] = field(default_factory=set)
 

@@ -179,7 +179,8 @@ async def owned_job(store: Any, job_id: str, client_id: str | None) -> jobs.Job:
     except ValueError:
         raise FhirError(404, f"No export '{job_id[:64]}'", code="not-found") from None
     job = await jobs.get(raw_store(store), job_id)
-    if job is None or job.kind != KIND or job.owner != client_id or job.state == "cancelled":
+    gone = job is not None and (job.state == "cancelled" or job.cancel_requested)  # DELETEd
+    if job is None or job.kind != KIND or job.owner != client_id or gone:
         raise FhirError(404, f"No export '{job_id}'", code="not-found")
     return job
 

@@ -55,7 +55,13 @@ def test_everything_identifying_goes_and_references_are_pseudonyms() -> None:
         "authoredOn": "2024-03-10T09:00:00+07:00",
         "note": [{"text": "mother called"}],
         "patientInstruction": "bring the yellow book",
-        "extension": [{"url": "u1", "valueString": "free text"}, {"url": "u2", "valueBoolean": True}],
+        "extension": [
+            {"url": "u1", "valueString": "free text"},
+            {"url": "u2", "valueBoolean": True},
+            {"url": "u3", "valueHumanName": {"family": "Maidenname"}},
+            {"url": "u4", "valueAddress": {"line": ["99 Sukhumvit"], "city": "Khlong Toei"}},
+            {"url": "u5", "valueContactPoint": {"system": "phone", "value": "0899999999"}},
+        ],
         "contained": [{"resourceType": "Practitioner", "id": "c1", "name": [{"family": "Anan"}]}],
     }
     out = deid.resource(resource, "p1")
@@ -78,7 +84,22 @@ def test_everything_identifying_goes_and_references_are_pseudonyms() -> None:
     for gone in ("text", "identifier", "requisition", "note", "patientInstruction"):
         assert gone not in out
     text = str(out)
-    for secret in ("Somchai", "Anan", "REF-1", "REQ-9", "1234", "sr1", "o1", "mother", "yellow", "free text"):
+    for secret in (
+        "Somchai",
+        "Anan",
+        "REF-1",
+        "REQ-9",
+        "1234",
+        "sr1",
+        "o1",
+        "mother",
+        "yellow",
+        "free text",
+        "Maidenname",
+        "Sukhumvit",
+        "Khlong",
+        "0899999999",
+    ):
         assert secret not in text, secret
 
 
