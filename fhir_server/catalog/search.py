@@ -94,10 +94,15 @@ async def merged_search(ctx: Any, query: SearchQuery) -> SearchPage:
         page.matches = [*page.matches, *shipped.matches]
         page.included = [*page.included, *shipped.included]
         page.next_cursor = _tag(shipped.next_cursor)
+        if not _wants_total(query):  # the store's own count of a complete page covers its part only
+            complete = page.total is not None and shipped.next_cursor is None
+            page.total = page.total + len(shipped.matches) if complete else None
     else:
         peek = dataclasses.replace(query, cursor=None, count=1, total="none", includes=(), revincludes=())
         if (await _catalog(peek)).matches:
             page.next_cursor = encode_cursor({"k": [], "r": 0, _MARK: 1, _START: 1})
+            if not _wants_total(query):
+                page.total = None
     return page
 
 

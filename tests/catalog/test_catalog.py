@@ -47,6 +47,9 @@ async def test_read_vread_and_the_r4_id_hint(client: httpx.AsyncClient) -> None:
 async def test_search_by_url_id_and_parameters(client: httpx.AsyncClient) -> None:
     by_url = (await client.get(f"ValueSet?url={GENDER_VS}")).json()
     assert [r["id"] for r in _matches(by_url)] == ["administrative-gender"]
+    assert by_url["total"] == 1  # a complete first page counts the shipped matches too
+    first_of_many = (await client.get("ValueSet?_count=2")).json()
+    assert len(_matches(first_of_many)) == 2 and "total" not in first_of_many  # unknown unless asked
     assert _matches((await client.get("ValueSet?_id=administrative-gender")).json())[0]["url"] == GENDER_VS
     system = "http://hl7.org/fhir/administrative-gender"
     assert [r["id"] for r in _matches((await client.get(f"CodeSystem?url={system}")).json())] == [
