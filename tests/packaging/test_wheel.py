@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import free_port
@@ -146,7 +147,7 @@ def test_the_package_comes_from_the_wheel(installed: Installed) -> None:
     assert version.returncode == 0 and version.stdout.startswith("termtem 0.")
 
 
-def test_import_load_and_serve_from_the_installed_wheel(installed: Installed) -> None:
+def test_import_load_export_and_serve_from_the_installed_wheel(installed: Installed) -> None:
     formats = installed.package_dir() / "mapping" / "formats"
     store = f"sqlite:///{installed.workdir / 'data' / 'termtem.sqlite'}"
     for name, sample in SAMPLES.items():
@@ -156,6 +157,11 @@ def test_import_load_and_serve_from_the_installed_wheel(installed: Installed) ->
     first = sorted(bundle.glob("*.json"))[0]
     loaded = installed.run("load", str(first), "--store", store)
     assert loaded.returncode == 0, loaded.stderr
+    exported = installed.run("export", "exported", "--store", store, "--type", "Patient")
+    assert exported.returncode == 0, exported.stderr
+    patients_file = installed.workdir / "exported" / "Patient-1.ndjson"
+    assert len(patients_file.read_text(encoding="utf-8").splitlines()) > 10
+    assert (installed.workdir / "exported" / "manifest.json").is_file()
 
     port = free_port()
     server = installed.start("serve", "--port", str(port), "--store", store, "--auth", "off")
@@ -173,6 +179,11 @@ def test_import_load_and_serve_from_the_installed_wheel(installed: Installed) ->
         # and a load over HTTP into the installed server
         over_http = installed.run("load", str(sorted(bundle.glob("*.json"))[1]), "--server", base)
         assert over_http.returncode == 0, over_http.stderr
+        # and a Bulk Data export from the installed server
+        bulk = installed.run("export", "bulk", "--server", base, "--type", "Patient")
+        assert bulk.returncode == 0, bulk.stderr
+        manifest = orjson.loads((installed.workdir / "bulk" / "manifest.json").read_bytes())
+        assert {o["type"] for o in manifest["output"]} == {"Patient"}
     finally:
         _stop(server)
 
