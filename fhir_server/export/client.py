@@ -17,6 +17,9 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server.export.files import open_private, private_write
+from fhir_server.storage.files import private_dir
+
 Progress = Callable[[str], None]
 
 
@@ -94,7 +97,7 @@ async def from_server(
     headers = {"Accept": "application/fhir+json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # new folders 0700, files 0600: children's data
     async with httpx.AsyncClient(base_url=base.rstrip("/") + "/", headers=headers, timeout=120) as http:
         query = urlencode(options.query())
         prefer = "respond-async, handling=lenient" if options.lenient else "respond-async"
@@ -124,7 +127,7 @@ async def from_server(
                 ) as got:
                     if got.status_code != 200:
                         raise ExportFailed(f"download of {name} answered {got.status_code}")
-                    with target.open("wb") as out:
+                    with open_private(target) as out:
                         async for chunk in got.aiter_bytes():
                             out.write(chunk)
                             lines += chunk.count(b"\n")
@@ -136,7 +139,7 @@ async def from_server(
                 if progress is not None:
                     progress(f"downloaded {name}")
         await http.delete(status_url)  # the server may free the files now
-    (folder / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    private_write(folder / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return ExportResult(folder, manifest, counts, files)
 
 
@@ -204,7 +207,7 @@ async def from_store(
     ]
     for entry in (e for part in ("output", "deleted", "error") for e in manifest[part]):
         entry["url"] = entry["url"].rsplit("/", 1)[-1]  # relative: the files sit beside the manifest
-    (folder / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    private_write(folder / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     counts: dict[str, int] = {}
     for entry in manifest["output"]:
         counts[entry["type"]] = counts.get(entry["type"], 0) + entry["count"]

@@ -18,6 +18,21 @@ from typing import Any, BinaryIO
 _NAME = re.compile(r"^(deleted-)?[A-Za-z]+-\d+\.ndjson$")
 
 
+def private_write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole, readable by this user only (export files hold children's data)."""
+    with open_private(path) as handle:
+        handle.write(data)
+
+
+def open_private(path: Path) -> BinaryIO:
+    """Open ``path`` for writing (truncated) with mode 0600 from the moment it exists."""
+    return open(path, "wb", opener=_private_opener)  # the caller closes it
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def job_folder(root: Path, job_id: str) -> Path:
     if not re.fullmatch(r"[0-9a-f]{32}", job_id):
         raise ValueError(f"not an export job id: {job_id!r}")
@@ -103,7 +118,7 @@ class NdjsonWriter:
     def _next_file(self) -> OutputFile:
         self.close()
         name = f"{self.prefix}-{len(self.files) + 1}.ndjson"
-        self._handle = (self.folder / name).open("wb")
+        self._handle = open_private(self.folder / name)
         out = OutputFile(self.type, name)
         self.files.append(out)
         return out

@@ -32,7 +32,7 @@ from fhir_server import canonical, jobs
 from fhir_server.export import cohort, kanon, transform
 from fhir_server.export.caller import Caller, readable, restriction
 from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of, quasi_identifiers
-from fhir_server.export.files import NdjsonWriter, make_durable, remove_folder
+from fhir_server.export.files import NdjsonWriter, make_durable, private_write, remove_folder
 from fhir_server.export.pseudonyms import Pseudonymiser, project_key
 from fhir_server.export.request import ExportRequest, level_types
 from fhir_server.interactions.errors import FhirError
@@ -42,6 +42,7 @@ from fhir_server.security import access as acc
 from fhir_server.security import audit
 from fhir_server.security.roles import IDENTIFIED_TYPES
 from fhir_server.storage.base import HistoryQuery
+from fhir_server.storage.files import private_dir
 
 KIND = "export"
 DEID_EXTENSION = f"{canonical.BASE}/export/deidentification"
@@ -157,7 +158,7 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
     request = ExportRequest.from_record(params["request"])
     caller = Caller.from_record(params.get("caller"))
     folder = Path(params["folder"])
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # 0700: the files hold children's data (and are 0600 themselves)
     deidentify = bool(params["deidentify"])
     try:
         access, _ = await restriction(job.store, caller, deidentify)
@@ -227,14 +228,14 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
     elif request.patients is not None:
         members = sorted(await cohort.visible_patients(store, set(request.patients), ctx.access))
     if members is not None:
-        (ctx.folder / _MEMBERS_FILE).write_bytes(orjson.dumps(members))
+        private_write(ctx.folder / _MEMBERS_FILE, orjson.dumps(members))
     ctx.members = members
     types = export_types(request, ctx.access, ctx.deidentify)
     suppressed = 0
     if ctx.deid is not None and "Patient" in types:
         ctx.levels = await _generalise(ctx, int(params["k"]))
         suppressed = sum(1 for level in ctx.levels.values() if level == SUPPRESSED)
-        (ctx.folder / _LEVELS_FILE).write_bytes(orjson.dumps(ctx.levels))
+        private_write(ctx.folder / _LEVELS_FILE, orjson.dumps(ctx.levels))
     return {
         "phase": "export",
         "types": types,

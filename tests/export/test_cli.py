@@ -41,6 +41,7 @@ def test_export_from_a_running_server(live_server: str, tmp_path: Path) -> None:
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert {e["type"]: e["count"] for e in manifest["output"]} == {"Patient": 3, "Observation": 3}
     assert sorted(p["id"] for p in _lines(out / "Patient-1.ndjson")) == ["c0", "c1", "c2"]
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in out.iterdir())  # downloads are private
     assert "6 resources in 2 files" in result.output
     # the status URL was deleted after the download: the server has let the files go
     assert httpx.get(manifest["output"][0]["url"], timeout=60).status_code == 404
@@ -80,6 +81,8 @@ def test_export_straight_from_a_store_deidentified(tmp_path: Path) -> None:
         == 6
     )
     text = (out / "Patient-1.ndjson").read_text() if (out / "Patient-1.ndjson").exists() else ""
+    assert out.stat().st_mode & 0o777 == 0o700  # a new folder, private like its files
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in out.iterdir())
     assert "Family" not in text and "p0" not in text
     assert "de-identified (k=5" in result.output
     again = runner.invoke(

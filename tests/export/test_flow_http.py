@@ -100,6 +100,9 @@ async def test_delete_cancels_and_removes_files_and_only_the_owner_sees_a_job(wo
     job_id = status_url.rsplit("/", 1)[1]
     folder = Path(world.app.state.settings.export_path()) / job_id
     assert any(folder.glob("*.ndjson"))
+    # children's data: the folder and every file in it are this user's only
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in folder.iterdir())
     file_url = manifest["output"][0]["url"]
     # another agency's client: the job and its files do not exist for it
     for url in (status_url, file_url):
