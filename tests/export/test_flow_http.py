@@ -221,3 +221,27 @@ async def test_finished_exports_expire_and_their_files_go(tmp_path: Path) -> Non
         assert not folder.exists()
         assert (await s.hospital.get(status_url)).status_code == 404
         assert (await s.hospital.get(manifest["output"][0]["url"])).status_code == 404
+
+
+async def test_polling_faster_than_retry_after_is_throttled(tmp_path: Path) -> None:
+    from tests.export.conftest import open_world
+
+    async for world in open_world(tmp_path, job_workers=1):
+        s = await scene.build(world)
+        runner = world.app.state.jobs
+        await runner.stop()  # nothing runs: the export stays in progress while it is polled
+        try:
+            status_url = await kick_off(s.hospital, "$export?_type=Observation")
+            first = await s.hospital.get(status_url)
+            assert first.status_code == 202 and first.headers["x-progress"]
+            retry = int(first.headers["retry-after"])
+            again = await s.hospital.get(status_url)  # at once, ignoring Retry-After
+            assert again.status_code == 429 and again.headers["retry-after"] == str(retry)
+            assert again.json()["issue"][0]["code"] == "throttled"
+            await asyncio.sleep(retry + 0.1)
+            assert (await s.hospital.get(status_url)).status_code == 202  # a patient poller is answered
+        finally:
+            await runner.start()
+        await asyncio.sleep(retry + 0.1)
+        manifest = await wait_manifest(s.hospital, status_url)
+        assert {e["type"]: e["count"] for e in manifest["output"]} == {"Observation": 6}
