@@ -153,3 +153,58 @@ CS_WELLBEING_SCORE = "th-wellbeing-score"  # overall: the worst dimension level 
 PROFILE_WELLBEING_SCORE = "th-wellbeing-score"  # one scored dimension (or the overall level) of a flower
 QUESTIONNAIRE_WELLBEING = "th-wellbeing-flower"  # the four-dimension assessment, shipped as data
 # --- end of the summary block ---
+
+# --- Pregnancy, birth and newborn (issue 22) --------------------------------------------------------
+# The mother's pregnancy is an EpisodeOfCare of the mother; antenatal and postnatal visits, screening
+# results and the delivery are hers (her compartment). The newborn's birth record (birth encounter,
+# birth observations, newborn-care visits) is the child's own and points at the mother's episode.
+PROFILE_PREGNANCY = "th-pregnancy"  # EpisodeOfCare: gravida, LMP, EDC, outcome
+PROFILE_PREGNANCY_STATUS = "th-pregnancy-status"  # Observation LOINC 82810-3 (as TH Core's, back-ported)
+PROFILE_ANTENATAL_VISIT = "th-antenatal-visit"  # Encounter: gestational age, ANC period, result
+PROFILE_ANTENATAL_SCREENING = "th-antenatal-screening"  # Observation: VDRL, HBsAg, HIV, thalassaemia, Hct
+PROFILE_DELIVERY = "th-delivery"  # Procedure: the mother's delivery (date, place, method, births)
+PROFILE_BIRTH = "th-birth"  # Encounter of the newborn: its birth, linked to the mother's pregnancy
+PROFILE_BIRTH_OBSERVATION = "th-birth-observation"  # Observation: weight, GA at birth, Apgar, TSH
+PROFILE_PERINATAL_VISIT = "th-perinatal-visit"  # Encounter: postnatal (mother), newborn care (child)
+PROFILE_PERINATAL_RISK = "th-perinatal-risk"  # Observation: a risk flag computed from the data
+PROFILE_NEWBORN_VITAMIN_K = "th-newborn-vitamin-k"  # MedicationAdministration: vitamin K at birth
+
+EXT_GRAVIDA = "th-gravida"  # EpisodeOfCare: which pregnancy of the mother (1, 2, ...)
+EXT_LAST_MENSTRUAL_PERIOD = "th-last-menstrual-period"  # EpisodeOfCare: LMP (date)
+EXT_ESTIMATED_DELIVERY_DATE = "th-estimated-delivery-date"  # EpisodeOfCare: EDC (date)
+EXT_PREGNANCY_OUTCOME = "th-pregnancy-outcome"  # EpisodeOfCare, Procedure: ICD-10 outcome of delivery
+EXT_GESTATIONAL_AGE = "th-gestational-age"  # Encounter: completed weeks of pregnancy at the visit
+EXT_ANC_PERIOD = "th-anc-period"  # Encounter: the 43-file ANC period (ANCNO 1-5)
+EXT_VISIT_RESULT = "th-visit-result"  # Encounter: normal / abnormal / unknown
+EXT_BIRTH_PLACE_TYPE = "th-birth-place-type"  # Procedure, Encounter: hospital, health centre, home, ...
+EXT_BIRTH_ATTENDANT = "th-birth-attendant"  # Procedure, Encounter: doctor, nurse, ..., self
+EXT_DELIVERY_METHOD = "th-delivery-method"  # Procedure, Encounter: normal, caesarean, vacuum, ...
+EXT_LIVE_BIRTHS = "th-live-births"  # Procedure: number born alive
+EXT_STILLBIRTHS = "th-stillbirths"  # Procedure: number stillborn
+EXT_PERSON_RECORD = "th-person-record"  # RelatedPerson: the Patient record of the same person (mother)
+# HL7's R4 extension naming the episode of care an Observation or Procedure belongs to.
+EXT_WORKFLOW_EPISODE = "http://hl7.org/fhir/StructureDefinition/workflow-episodeOfCare"
+
+CS_PERINATAL_RISK = "th-perinatal-risk"  # low-birth-weight, preterm, teenage-mother, ...
+CS_PERINATAL_EVENT = "th-perinatal-event"  # pregnancy, antenatal, delivery, birth, postnatal, newborn-care
+CS_PERINATAL_SCREENING = "th-perinatal-screening"  # vdrl hbsag hiv thalassaemia haematocrit newborn-tsh
+CS_MOPH_SCREENING_RESULT = "moph-screening-result"  # PRENATAL *_RESULT, THALASSEMIA: 1 2 3 4 9
+CS_MOPH_ANC_PERIOD = "moph-anc-period"  # ANC.ANCNO 1-5
+CS_MOPH_VISIT_RESULT = "moph-visit-result"  # ANCRESULT, PPRESULT, BCARERESULT: 1 2 9
+CS_MOPH_BIRTH_PLACE = "moph-birth-place"  # LABOR/NEWBORN.BPLACE 1-5
+CS_MOPH_DELIVERY_TYPE = "moph-delivery-type"  # LABOR/NEWBORN.BTYPE 1-6
+CS_MOPH_BIRTH_ATTENDANT = "moph-birth-attendant"  # LABOR/NEWBORN.BDOCTOR 1-6
+CS_MOPH_NEWBORN_FOOD = "moph-newborn-food"  # NEWBORNCARE.FOOD 1-4
+
+# A newborn registered before it has a CID: "<mother's CID>-<birth date YYYYMMDD>-<birth order>"
+# (birth order 1 for a singleton, 1, 2, ... for twins). Exact equality means the same child, so a
+# later record carrying it (and the CID) is the same Patient.
+NEWBORN_ID_SYSTEM = f"{BASE}/id/th-newborn"
+
+SP_OBSERVATION_BIRTH_WEIGHT = "Observation-birth-weight"  # Observation?birth-weight=lt2500
+SP_OBSERVATION_GESTATIONAL_AGE = "Observation-gestational-age"  # at birth, weeks
+SP_ENCOUNTER_GESTATIONAL_AGE = "Encounter-gestational-age"  # at an antenatal visit, weeks
+SP_EPISODE_OF_CARE = "clinical-episode-of-care"  # Observation, Procedure: the pregnancy they belong to
+SP_EPISODEOFCARE_EDC = "EpisodeOfCare-edc"  # expected delivery date of a pregnancy
+SP_RELATEDPERSON_PERSON_RECORD = "RelatedPerson-person-record"  # the mother's own Patient
+# --- end of the pregnancy block ---

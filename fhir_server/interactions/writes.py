@@ -23,6 +23,7 @@ from fhir_server.storage.base import Method, StoredResource, StoreTransaction
 SERVER_TAG_PREFIX = f"{canonical.BASE}/tag/"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _last_instant = ""
+_PERINATAL_TYPES = frozenset({"Observation", "EpisodeOfCare", "Encounter", "Procedure"})
 
 
 def now_instant() -> str:
@@ -194,6 +195,11 @@ async def write_version(
         from fhir_server.wellbeing import scoring
 
         await scoring.on_written(tx, written or stored, resource)
+    elif resource_type in _PERINATAL_TYPES:
+        # Perinatal risk flags rest on these records: derived in the same transaction (fhir_server.perinatal).
+        from fhir_server import perinatal
+
+        await perinatal.on_written(tx, written or stored, resource)
     return written
 
 
@@ -252,6 +258,10 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         from fhir_server.wellbeing import scoring
 
         await scoring.on_deleted(tx, current)
+    if current.resource_type in _PERINATAL_TYPES:
+        from fhir_server import perinatal
+
+        await perinatal.on_deleted(tx, current)
     if current.resource_type == "SearchParameter":
         from fhir_server.search.registry import on_search_parameter_deleted
 

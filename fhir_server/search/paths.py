@@ -77,6 +77,8 @@ _STEP = re.compile(
     r"\.(?:(?P<field>[A-Za-z][A-Za-z0-9_]*)(?![A-Za-z0-9_(])"
     r"|where\(resolve\(\)\s+is\s+(?P<resolve>[A-Za-z]+)\)"
     r"|where\((?P<wfield>[A-Za-z]+)\s*=\s*'(?P<wvalue>[^']*)'\)"
+    r"|where\((?P<cfield>[A-Za-z]+)\.coding\.exists\(system\s*=\s*'(?P<csystem>[^']*)'\s+and\s+"
+    r"code\s*=\s*'(?P<ccode>[^']*)'\)\)"
     r"|(?:ofType|as)\((?P<oftype>[A-Za-z]+)\)"
     r"|extension\('(?P<ext>[^']+)'\))"
 )
@@ -96,6 +98,8 @@ def _steps(path: str) -> list[tuple[str, ...]]:
             steps.append(("resolve", m["resolve"]))
         elif m["wfield"]:
             steps.append(("where", m["wfield"], m["wvalue"]))
+        elif m["cfield"]:
+            steps.append(("where-coded", m["cfield"], m["csystem"], m["ccode"]))
         elif m["oftype"]:
             steps.append(("oftype", m["oftype"]))
         else:
@@ -179,6 +183,8 @@ def _compile_steps(steps: list[tuple[str, ...]], ctx: Context | None) -> Accesso
             funcs.append(_resolve_step(step[1]))
         elif kind == "where":
             funcs.append(_where_step(step[1], step[2]))
+        elif kind == "where-coded":
+            funcs.append(_where_coded_step(step[1], step[2], step[3]))
         elif kind == "ext":
             funcs.append(_ext_step(step[1]))
             ctx = ("Extension", "Extension")
@@ -257,6 +263,22 @@ def _resolve_step(wanted: str) -> Accessor:
 def _where_step(field: str, value: str) -> Accessor:
     def step(root: dict[str, Any], items: list[Item]) -> list[Item]:
         return [(v, t) for v, t in items if isinstance(v, dict) and v.get(field) == value]
+
+    return step
+
+
+def _where_coded_step(field: str, system: str, code: str) -> Accessor:
+    """``where(code.coding.exists(system = 'S' and code = 'C'))``: items whose concept has that coding
+    (an Observation of one LOINC code, say), so a parameter on one kind of Observation stays compiled."""
+
+    def has_coding(concept: Any) -> bool:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        return isinstance(codings, list) and any(
+            isinstance(c, dict) and c.get("system") == system and c.get("code") == code for c in codings
+        )
+
+    def step(root: dict[str, Any], items: list[Item]) -> list[Item]:
+        return [(v, t) for v, t in items if isinstance(v, dict) and any(map(has_coding, _each(v.get(field))))]
 
     return step
 
@@ -393,7 +415,7 @@ def context_of(resource_type: str, expression: str) -> Context | None:
     ctx: Context | None = (resource_type, resource_type)
     for step in _steps(alt[len(resource_type) :]):
         if step[0] != "field" or ctx is None:
-            return None if step[0] != "where" else ctx
+            return None if step[0] not in ("where", "where-coded") else ctx
         elems = _elements(ctx[0])
         element = elems.get(f"{ctx[1]}.{step[1]}")
         if element is None:
@@ -492,7 +514,7 @@ def _final_element(resource_type: str, alt: str) -> dict[str, Any] | None:
     element: dict[str, Any] | None = None
     choice = False
     for step in steps:
-        if step[0] == "where":
+        if step[0] in ("where", "where-coded"):
             continue
         if step[0] == "oftype" and choice and element is not None:
             # a choice narrowed to one type: keep the choice element's binding, take the type

@@ -52,11 +52,36 @@ TYPE_CLASS = {
     "QuestionnaireResponse": "wellbeing",
 }
 DEFAULT_CLASS = "health-condition"
+_PERINATAL = "perinatal"
 OBSERVATION_CLASS = {
     canonical.structure_definition(canonical.PROFILE_GROWTH): "growth",
     canonical.structure_definition(canonical.PROFILE_DEVELOPMENTAL_SCREENING): "development",
     canonical.structure_definition(canonical.PROFILE_WELLBEING): "wellbeing",
     canonical.structure_definition(canonical.PROFILE_WELLBEING_SCORE): "wellbeing",
+    canonical.structure_definition(canonical.PROFILE_PREGNANCY_STATUS): _PERINATAL,
+    canonical.structure_definition(canonical.PROFILE_ANTENATAL_SCREENING): _PERINATAL,
+    canonical.structure_definition(canonical.PROFILE_BIRTH_OBSERVATION): _PERINATAL,
+    canonical.structure_definition(canonical.PROFILE_PERINATAL_RISK): _PERINATAL,
+}
+# Types whose data class depends on the Thai profile a resource claims (else TYPE_CLASS / default).
+# Pregnancy, birth and newborn records are "perinatal": the mother's (episode, visits, screening,
+# delivery) link to her Patient, the newborn's to the child, so a child's consent never reaches the
+# mother's records (docs/consent-and-authority.md, "A mother's pregnancy records").
+PROFILE_CLASS: dict[str, dict[str, str]] = {
+    "Observation": OBSERVATION_CLASS,
+    "EpisodeOfCare": {canonical.structure_definition(canonical.PROFILE_PREGNANCY): _PERINATAL},
+    "Encounter": {
+        canonical.structure_definition(p): _PERINATAL
+        for p in (
+            canonical.PROFILE_ANTENATAL_VISIT,
+            canonical.PROFILE_BIRTH,
+            canonical.PROFILE_PERINATAL_VISIT,
+        )
+    },
+    "Procedure": {canonical.structure_definition(canonical.PROFILE_DELIVERY): _PERINATAL},
+    "MedicationAdministration": {
+        canonical.structure_definition(canonical.PROFILE_NEWBORN_VITAMIN_K): _PERINATAL
+    },
 }
 
 
@@ -95,10 +120,11 @@ def owner_keys() -> dict[str, int]:
 
 
 def data_class(resource_type: str, profiles: list[str] | tuple[str, ...] = ()) -> str:
-    if resource_type == "Observation":
+    by_profile = PROFILE_CLASS.get(resource_type)
+    if by_profile:
         for url in profiles:
-            if url in OBSERVATION_CLASS:
-                return OBSERVATION_CLASS[url]
+            if url in by_profile:
+                return by_profile[url]
     return TYPE_CLASS.get(resource_type, DEFAULT_CLASS)
 
 
@@ -136,14 +162,14 @@ def build_access(
     for rtype, keys in links.items():
         if rtype not in readable or rtype in opened or rtype == "AuditEvent":
             continue
-        if rtype == "Observation":
+        by_profile = PROFILE_CLASS.get(rtype)
+        if by_profile:
             profile_key = param_key(rtype, "_profile")
-            named = tuple(sorted(OBSERVATION_CLASS))
-            for url, cls in OBSERVATION_CLASS.items():
+            named = tuple(sorted(by_profile))
+            for url, cls in by_profile.items():
                 grants.append(Grant(rtype, keys, patients.get(cls, frozenset()), profile_key, (url,)))
-            grants.append(
-                Grant(rtype, keys, patients.get(DEFAULT_CLASS, frozenset()), profile_key, (), named)
-            )
+            fallback = TYPE_CLASS.get(rtype, DEFAULT_CLASS)
+            grants.append(Grant(rtype, keys, patients.get(fallback, frozenset()), profile_key, (), named))
             continue
         grants.append(Grant(rtype, keys, patients.get(data_class(rtype), frozenset())))
     return Access(

@@ -50,6 +50,7 @@ DATA_CLASSES = (
     "wellbeing",
     "referral",
     "social-welfare",
+    "perinatal",
 )
 
 
