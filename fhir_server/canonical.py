@@ -204,7 +204,8 @@ NEWBORN_ID_SYSTEM = f"{BASE}/id/th-newborn"
 SP_OBSERVATION_BIRTH_WEIGHT = "Observation-birth-weight"  # Observation?birth-weight=lt2500
 SP_OBSERVATION_GESTATIONAL_AGE = "Observation-gestational-age"  # at birth, weeks
 SP_ENCOUNTER_GESTATIONAL_AGE = "Encounter-gestational-age"  # at an antenatal visit, weeks
-SP_EPISODE_OF_CARE = "clinical-episode-of-care"  # Observation, Procedure: the pregnancy they belong to
+SP_OBSERVATION_EPISODE_OF_CARE = "Observation-episode-of-care"  # the pregnancy a screening result is in
+SP_PROCEDURE_EPISODE_OF_CARE = "Procedure-episode-of-care"  # the pregnancy a delivery ended
 SP_EPISODEOFCARE_EDC = "EpisodeOfCare-edc"  # expected delivery date of a pregnancy
 SP_RELATEDPERSON_PERSON_RECORD = "RelatedPerson-person-record"  # the mother's own Patient
 # --- end of the pregnancy block ---
