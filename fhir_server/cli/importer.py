@@ -103,19 +103,22 @@ def _records(format_name: str, paths: list[Path], check: ResourceCheck | None,
             continue
         counts["records"] += 1
         counts["resources"] += len(item.entries)
+        errors.extend(item.warnings)  # written, but reported
         yield item
 
 
 def _count_rejected(errors: list[RowError]) -> int:
-    return len({(e.file, e.row, e.table) for e in errors})
+    return len({(e.file, e.row, e.table) for e in errors if e.severity == "error"})
 
 
 def write_error_report(path: Path, errors: list[RowError]) -> None:
-    """CSV (``.csv``) or JSON (anything else) with file, row, field and reason of every problem."""
+    """CSV (``.csv``) or JSON (anything else) with file, row, field and reason of every problem (a kept
+    but implausible value has severity ``warning``)."""
     rows = [e.as_dict() for e in errors]
     if path.suffix.lower() == ".csv":
         with path.open("w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["file", "table", "row", "field", "reason"])
+            fields = ["file", "table", "row", "field", "reason", "severity"]
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="error")
             writer.writeheader()
             writer.writerows(rows)
     else:

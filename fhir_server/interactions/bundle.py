@@ -472,6 +472,10 @@ async def _transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[
     async with ctx.store.transaction() as tx:
         ids = _Identities()
         await _resolve(ctx, tx, entries, ids)
+        announce = getattr(tx, "will_create", None)  # the security layer's store: new Patients are ours
+        for entry in entries:
+            if announce is not None and entry.creates and entry.id:
+                announce(entry.resource_type, entry.id)
         cache: dict[str, str] = {}
         bodies: dict[int, bytes | None] = {}
         for e in entries:

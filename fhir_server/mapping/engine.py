@@ -20,7 +20,7 @@ from fhir_server.mapping.model import MappedRecord, RowError
 from fhir_server.mapping.readers import ReaderError, SourceRecord
 from fhir_server.mapping.spec import FormatSpec, SourceSpec, SpecError, load_format
 from fhir_server.mapping.template import Renderer, TemplateError, lookup_path
-from fhir_server.mapping.values import RULES, ValueRuleError
+from fhir_server.mapping.values import RULES, ValueRuleError, ValueRuleWarning
 
 # Namespace of the deterministic fullUrls: the same business identifier always gives the same urn:uuid.
 _NAMESPACE = uuid.UUID("6f1c3b52-8d0e-5a7e-9b1f-2f0c6d7e8a90")
@@ -83,6 +83,7 @@ class Mapper:
         self.validate = validate
         self.indexes: dict[str, _Index] = {}
         self.accepted: dict[str, set[tuple[str, ...]]] = {}
+        self._warnings: list[tuple[str, str]] = []  # of the record being mapped
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -127,12 +128,13 @@ class Mapper:
                 yield from self.map_record(source, record)
 
     def _add_to_index(self, source: SourceSpec, record: SourceRecord) -> None:
-        index = self.indexes.get(source.table)
+        assert source.index is not None
+        options = source.index
+        name = str(options.get("name", source.table))  # a table can be indexed on several keys
+        index = self.indexes.get(name)
         if index is None:
-            assert source.index is not None
-            options = source.index
             index = _Index(list(options["key"]), bool(options.get("many")), options.get("columns"))
-            self.indexes[source.table] = index
+            self.indexes[name] = index
         index.add(record, self._rename(source, record.data))
 
     @staticmethod
@@ -154,29 +156,40 @@ class Mapper:
             return
         data = self._rename(source, record.data)
         headers = {source.columns[k]: k for k in record.data if k in source.columns}
-        if source.requires:
-            table = source.requires["table"]
-            key = tuple(str(data.get(k, "")).strip() for k in source.requires["key"])
+        requirements = source.requires if isinstance(source.requires, list) else [source.requires]
+        missing = False
+        for requirement in requirements if source.requires else []:
+            table = requirement["table"]
+            key = tuple(str(data.get(k, "")).strip() for k in requirement["key"])
             if key not in self.accepted.get(table, set()):
-                names = "/".join(source.requires["key"])
-                yield error(names, f"no accepted {table} record for {names} {'/'.join(key)}")
-                return
+                names = "/".join(requirement["key"])
+                what = requirement.get("what", f"{table} record")
+                yield error(names, f"no accepted {what} for {names} {'/'.join(key)}")
+                missing = True
+        if missing:
+            return
         schema_errors = list(self.spec.validator_for(source).iter_errors(data))
         if schema_errors:
             for found in sorted(schema_errors, key=lambda e: list(map(str, e.absolute_path))):
                 field, reason = _schema_error(found)
                 yield error(headers.get(field, field), reason)
             return
+        self._warnings = []
         try:
             entries = self._entries(source, data, headers)
         except _RecordErrors as exc:
             for field, reason in exc.errors:
                 yield error(field, reason)
             return
-        if source.provides:
-            key = tuple(str(data.get(k, "")).strip() for k in source.provides)
-            self.accepted.setdefault(source.table, set()).add(key)
-        yield MappedRecord(record.file, record.row, record.table, entries)
+        provided = source.provides if isinstance(source.provides, dict) else {source.table: source.provides}
+        for table, key_names in provided.items() if source.provides else []:
+            key = tuple(str(data.get(k, "")).strip() for k in key_names)
+            self.accepted.setdefault(table, set()).add(key)
+        warnings = [
+            RowError(record.file, record.row, field, reason, record.table, severity="warning")
+            for field, reason in self._warnings
+        ]
+        yield MappedRecord(record.file, record.row, record.table, entries, warnings)
 
     def _entries(self, source: SourceSpec, data: dict[str, Any], headers: Mapping[str, str]
                  ) -> list[dict[str, Any]]:
@@ -185,15 +198,17 @@ class Mapper:
         if errors:
             raise _RecordErrors(errors)
         refs: dict[str, str] = {}
-        planned: list[tuple[dict[str, Any], Mapping[str, Any], MutableMapping[str, str], str, str]] = []
+        planned: list[
+            tuple[dict[str, Any], Mapping[str, Any], MutableMapping[str, str], list[tuple[str, str]]]
+        ] = []
         self._plan(source.resources, scope, refs, planned, errors, headers)
         if errors:
             raise _RecordErrors(errors)
         entries = []
-        for spec_item, item_scope, item_refs, system, value in planned:
+        for spec_item, item_scope, item_refs, identities in planned:
             renderer = Renderer(item_refs, self._renderer_fields(errors, headers))
             try:
-                entry = self._entry(spec_item, item_scope, renderer, system, value)
+                entry = self._entry(spec_item, item_scope, renderer, identities)
             except TemplateError as exc:
                 raise SpecError(f"{self.spec.name}: {exc}") from exc
             entries.append(entry)
@@ -235,11 +250,11 @@ class Mapper:
                         self._plan(spec_item["resources"], item_scope, ChainMap({}, refs), planned, errors,
                                    headers)
                 continue
-            identity = self._identity(spec_item, scope)
-            if identity is None:
+            identities = self._identities(spec_item, scope)
+            if not identities:
                 errors.append(("", f"no business identifier to key the {spec_item['resourceType']} on"))
                 continue
-            system, value = identity
+            system, value = identities[0]
             url = full_url(spec_item["resourceType"], system, value)
             if "ref" in spec_item:
                 refs[spec_item["ref"]] = url
@@ -248,10 +263,12 @@ class Mapper:
                 if alias:
                     root = refs.maps[-1] if isinstance(refs, ChainMap) else refs
                     root[str(alias)] = url
-            planned.append((spec_item, scope, refs, system, value))
+            planned.append((spec_item, scope, refs, identities))
 
-    def _identity(self, spec_item: dict[str, Any], scope: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _identities(self, spec_item: dict[str, Any], scope: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The business identifiers present, in the spec's order (the first keys the fullUrl)."""
         renderer = Renderer({}, lambda s, i, o: {})
+        found: list[tuple[str, str]] = []
         for candidate in spec_item["identity"]:
             try:
                 system = renderer.render(candidate["system"], scope)
@@ -259,11 +276,16 @@ class Mapper:
             except TemplateError as exc:
                 raise SpecError(f"{self.spec.name}: {exc}") from exc
             if system and value not in (None, ""):
-                return str(system), str(value)
-        return None
+                found.append((str(system), str(value)))
+        return found
 
-    def _entry(self, spec_item: dict[str, Any], scope: Mapping[str, Any], renderer: Renderer, system: str,
-               value: str) -> dict[str, Any]:
+    def _entry(self, spec_item: dict[str, Any], scope: Mapping[str, Any], renderer: Renderer,
+               identities: list[tuple[str, str]]) -> dict[str, Any]:
+        """One entry. With ``"match": "any"`` its condition is any of the identifiers present (a child
+        first written under a temporary identifier is found again when its CID arrives), and the
+        resource carries them all; otherwise the first."""
+        system, value = identities[0]
+        keys = identities if spec_item.get("match") == "any" else identities[:1]
         resource_type = spec_item["resourceType"]
         body = renderer.render(spec_item.get("body", {}), scope) or {}
         resource: dict[str, Any] = {"resourceType": resource_type}
@@ -272,10 +294,13 @@ class Mapper:
             resource["meta"] = {"profile": [profile]}
         resource.update(body)
         identifiers = resource.setdefault("identifier", [])
-        if not any(i.get("system") == system and i.get("value") == value for i in identifiers):
-            identifiers.append({"system": system, "value": value})
+        for key_system, key_value in keys:
+            if not any(i.get("system") == key_system and i.get("value") == key_value for i in identifiers):
+                identifiers.append({"system": key_system, "value": key_value})
         url = full_url(resource_type, system, value)
         query = identifier_query(system, value)
+        if len(keys) > 1:
+            query += "".join("," + identifier_query(s, v).removeprefix("identifier=") for s, v in keys[1:])
         if spec_item.get("method", "update") == "create":
             request = {"method": "POST", "url": resource_type, "ifNoneExist": query}
         else:
@@ -298,6 +323,9 @@ class Mapper:
             where = label + _field_label(spec_field, headers, name)
             try:
                 scope[name] = self._field(spec_field, data, scope)
+            except ValueRuleWarning as warning:
+                scope[name] = warning.value
+                self._warnings.append((where, warning.reason))
             except ValueRuleError as exc:
                 reason = exc.reason
                 if isinstance(data, dict) and data.get("__where__"):
@@ -330,8 +358,15 @@ class Mapper:
             key = tuple(str(lookup_path(data, k) or "").strip() for k in spec_field["on"])
             raw = index.find(key) if index else []
             rule = rule or "raw"
+        elif "accepted" in spec_field:
+            # True when a record of that kind was accepted for this key (a pregnancy, a person), else none.
+            key = tuple(str(lookup_path(data, k) or "").strip() for k in spec_field["on"])
+            raw = True if key in self.accepted.get(spec_field["accepted"], set()) else None
+            rule = rule or "raw"
         else:
-            raise SpecError(f"{self.spec.name}: a field needs value, from, join, var, vars or lookup")
+            raise SpecError(
+                f"{self.spec.name}: a field needs value, from, join, var, vars, lookup or accepted"
+            )
         try:
             value = RULES[rule or "text"](raw, spec_field.get("args", {}))
         except KeyError as exc:

@@ -19,9 +19,13 @@ class RowError:
     field: str
     reason: str
     table: str = ""
+    severity: str = "error"  # "warning": the record was written, the value kept, but it looks wrong
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.severity == "error":
+            del out["severity"]  # the report's plain rows are errors
+        return out
 
 
 @dataclass
@@ -36,6 +40,8 @@ class MappedRecord:
     row: int
     table: str
     entries: list[dict[str, Any]] = field(default_factory=list)
+    # Implausible values kept as they are (severity "warning"): reported, not rejected.
+    warnings: list[RowError] = field(default_factory=list)
 
     @property
     def resources(self) -> list[dict[str, Any]]:

@@ -28,8 +28,10 @@ class SourceSpec:
     schema: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     index: dict[str, Any] | None = None
-    provides: list[str] | None = None
-    requires: dict[str, Any] | None = None
+    # Keys of accepted records that later tables need: a list (under this table's name) or
+    # {name: key columns} (a LABOR row also provides a PREGNANCY).
+    provides: list[str] | dict[str, list[str]] | None = None
+    requires: dict[str, Any] | list[dict[str, Any]] | None = None
     fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: list[dict[str, Any]] = field(default_factory=list)
 

@@ -28,6 +28,16 @@ class ValueRuleError(ValueError):
         self.reason = reason
 
 
+class ValueRuleWarning(Exception):
+    """A value that is kept but looks implausible: ``value`` is used, ``reason`` goes in the report as a
+    warning (the record is still written)."""
+
+    def __init__(self, reason: str, value: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.value = value
+
+
 _THAI_DIGITS = str.maketrans("๐๑๒๓๔๕๖๗๘๙", "0123456789")
 
 _THAI_MONTHS: dict[str, int] = {}
@@ -276,13 +286,34 @@ def decimal(raw: Any, args: dict[str, Any]) -> float | None:
         return None
     low, high = args.get("min"), args.get("max")
     if (low is not None and number < low) or (high is not None and number > high):
-        raise ValueRuleError(f"{number:g} is outside {low}-{high}")
+        template = args.get("below" if low is not None and number < low else "above")
+        raise ValueRuleError(
+            template.format(value=f"{number:g}") if template else f"{number:g} is outside {low}-{high}"
+        )
     places = args.get("places")
-    return round(number, int(places)) if places is not None else number
+    result = round(number, int(places)) if places is not None else number
+    _check_plausible(number, result, args.get("plausible"))
+    return result
+
+
+def _check_plausible(number: float, result: Any, plausible: dict[str, Any] | None) -> None:
+    """Warn (keeping the value) when a number is possible but outside its usual range."""
+    if not plausible:
+        return
+    low, high = plausible.get("min"), plausible.get("max")
+    if low is not None and number < low:
+        raise ValueRuleWarning(plausible["below"].format(value=f"{number:g}"), result)
+    if high is not None and number > high:
+        raise ValueRuleWarning(plausible["above"].format(value=f"{number:g}"), result)
 
 
 def integer(raw: Any, args: dict[str, Any]) -> int | None:
-    number = decimal(raw, args)
+    try:
+        number = decimal(raw, args)
+    except ValueRuleWarning as warning:
+        if warning.value != int(warning.value):
+            raise ValueRuleError(f"{warning.value:g} is not a whole number") from None
+        raise ValueRuleWarning(warning.reason, int(warning.value)) from None
     if number is None:
         return None
     if number != int(number):
@@ -514,3 +545,90 @@ def items(raw: Any, args: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 
 RULES["items"] = items
+
+
+# --- pregnancy and birth (43-file PRENATAL, ANC, LABOR, POSTNATAL, NEWBORN, NEWBORNCARE) --------------
+
+
+def time_of_day(raw: Any, args: dict[str, Any]) -> str | None:
+    """``HHMMSS`` (or ``HHMM``, ``HH:MM[:SS]``) as ``HH:MM:SS``."""
+    value = _clean(raw)
+    if value is None:
+        return None
+    value = thai_digits(value).replace(":", "").replace(".", "")
+    if not re.fullmatch(r"\d{4}|\d{6}", value):
+        raise ValueRuleError(f"{value!r} is not a time (HHMMSS)")
+    hh, mm, ss = int(value[:2]), int(value[2:4]), int(value[4:6] or 0)
+    if hh > 23 or mm > 59 or ss > 59:
+        raise ValueRuleError(f"{value!r} is not a real time")
+    return f"{hh:02d}:{mm:02d}:{ss:02d}"
+
+
+def date_time(raw: Any, args: dict[str, Any]) -> str | None:
+    """``[date, time]`` (ISO date, ``HH:MM:SS``) as a FHIR dateTime in Bangkok time; the date alone when
+    the time is unknown."""
+    day, time = [*list(raw or []), None, None][:2]
+    if not day:
+        return None
+    return f"{day}T{time}{args.get('tz', '+07:00')}" if time else str(day)
+
+
+def weeks_between(raw: Any, args: dict[str, Any]) -> int | None:
+    """Completed weeks from the first ISO date to the second (range and plausibility as ``integer``)."""
+    start, end = [*list(raw or []), None, None][:2]
+    if not start or not end:
+        return None
+    days = (date.fromisoformat(str(end)[:10]) - date.fromisoformat(str(start)[:10])).days
+    return integer(days // 7, args)
+
+
+def not_before(raw: Any, args: dict[str, Any]) -> Any:
+    """``[later, earlier]``: the later value, or an error (``reason`` with {0}, {1}) when it comes first
+    (with ``drop``: no value)."""
+    later, earlier = [*list(raw or []), None, None][:2]
+    if later and earlier and str(later)[:10] < str(earlier)[:10]:
+        if args.get("drop"):  # another table's value, rejected there: not carried over here
+            return None
+        raise ValueRuleError(args["reason"].format(later, earlier))
+    return later
+
+
+def warn_unless_equal(raw: Any, args: dict[str, Any]) -> Any:
+    """``[a, b]``: ``a``, with a warning (``reason`` with {0}, {1}) when both are known and differ."""
+    first_value, second = [*list(raw or []), None, None][:2]
+    if first_value not in (None, "") and second not in (None, "") and first_value != second:
+        raise ValueRuleWarning(args["reason"].format(first_value, second), first_value)
+    return first_value
+
+
+def newborn_id(raw: Any, args: dict[str, Any]) -> str | None:
+    """``[mother's CID, birth date, birth order]`` as the temporary identifier of a newborn without a
+    CID: ``<CID>-<YYYYMMDD>-<order>`` (see ``canonical.NEWBORN_ID_SYSTEM``)."""
+    mother, born, order = [*list(raw or []), None, None, None][:3]
+    if not mother or not born or not order:
+        return None
+    return f"{mother}-{str(born)[:10].replace('-', '')}-{order}"
+
+
+def pregnancy_status(raw: Any, args: dict[str, Any]) -> str | None:
+    """``[LMP, as of]``: ``finished`` once more than ``weeks`` (default 44) have passed since the LMP (the
+    pregnancy has ended, wherever), else ``active``."""
+    lmp, as_of = [*list(raw or []), None, None][:2]
+    if not lmp:
+        return None
+    when = date.fromisoformat(str(as_of)[:10]) if as_of else date.today()
+    passed = (when - date.fromisoformat(str(lmp)[:10])).days / 7
+    return "finished" if passed > float(args.get("weeks", 44)) else "active"
+
+
+RULES.update(
+    {
+        "time": time_of_day,
+        "date_time": date_time,
+        "weeks_between": weeks_between,
+        "not_before": not_before,
+        "warn_unless_equal": warn_unless_equal,
+        "newborn_id": newborn_id,
+        "pregnancy_status": pregnancy_status,
+    }
+)

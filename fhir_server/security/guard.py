@@ -248,6 +248,13 @@ class _SecuredTransaction:
         self._guard.deny(f"{resource_type}/{id_} exists but is hidden from this client")
         return None
 
+    def will_create(self, resource_type: str, id_: str) -> None:
+        """A Patient this transaction creates under a new id is the writer's own: entries that run before
+        its write (a transaction runs POSTs before PUTs) may refer to it. If its write fails, so does the
+        whole transaction."""
+        if resource_type == "Patient":
+            self._guard.children_seen.setdefault(id_, True)
+
     async def resolve_reference(self, resource_type: str, id_: str) -> StoredResource | None:
         """A referenced resource for a validation rule: the caller's view, with nothing recorded."""
         stored = await self._tx.read(resource_type, id_)

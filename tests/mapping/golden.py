@@ -28,4 +28,6 @@ def run(format_name: str, *paths: Path) -> dict[str, Any]:
             errors.append({**item.as_dict(), "file": item.file.replace(str(MAPPINGS) + "/", "")})
         else:
             records.append(item)
+            for warning in item.warnings:  # kept values that look wrong: reported beside the errors
+                errors.append({**warning.as_dict(), "file": warning.file.replace(str(MAPPINGS) + "/", "")})
     return {"bundles": list(to_transaction_bundles(records, batch_size=1000)), "errors": errors}

@@ -23,7 +23,8 @@ def test_same_cid_from_moph43_and_childcare_sheet_is_one_patient() -> None:
     a, b, c = (_patient_for(x, "1103700123458") for x in (moph, care, case))
     assert a["fullUrl"] == b["fullUrl"] == c["fullUrl"]
     cid_query = "identifier=https://terms.sil-th.org/id/th-cid|1103700123458"
-    assert a["request"]["url"] == f"Patient?{cid_query}"
+    # The 43-file Patient is found by its CID or its PID (a newborn's CID arrives after its PID).
+    assert a["request"]["url"] == f"Patient?{cid_query},https://terms.sil-th.org/hcode/5/99901/PID|1001"
     assert b["request"]["ifNoneExist"] == cid_query == c["request"]["ifNoneExist"]
     # The mother named by CID in PERSON and the mother named on the sheet are one RelatedPerson.
     mothers = [e for x in (moph, care) for e in x if e["resource"]["resourceType"] == "RelatedPerson"
@@ -60,11 +61,12 @@ def test_every_write_is_conditional_on_a_business_identifier() -> None:
             request, resource = entry["request"], entry["resource"]
             query = request.get("ifNoneExist") or request["url"].partition("?")[2]
             assert request["method"] in ("POST", "PUT") and query.startswith("identifier=")
-            system, _, value = query.removeprefix("identifier=").partition("|")
             from urllib.parse import unquote
 
-            assert {"system": unquote(system), "value": unquote(value)} in [
-                {"system": i["system"], "value": i["value"]} for i in resource["identifier"]]
+            for token in query.removeprefix("identifier=").split(","):  # any of them (43-file Patients)
+                system, _, value = token.partition("|")
+                assert {"system": unquote(system), "value": unquote(value)} in [
+                    {"system": i["system"], "value": i["value"]} for i in resource["identifier"]]
             assert "id" not in resource
 
 
