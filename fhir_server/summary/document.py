@@ -21,6 +21,7 @@ from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import not_found
 from fhir_server.security import access as acc
 from fhir_server.summary import (
+    birth,
     development,
     gather,
     growth,
@@ -37,6 +38,7 @@ from fhir_server.summary.terms import display
 SUMMARY_ID_SYSTEM = f"{canonical.BASE}/id/child-summary"
 _LINK_FIELD = {
     "Observation": "subject",
+    "Encounter": "subject",
     "Immunization": "patient",
     "ServiceRequest": "subject",
     "Task": "for",
@@ -52,6 +54,7 @@ _EMPTY_TEXT = {
 Builder = Callable[[Record], Section]
 # (section, kinds of data it shows, builder); guardians is a sub-section of identity.
 SECTIONS: list[tuple[str, tuple[tuple[str, str | None], ...], Builder]] = [
+    ("birth", birth.BIRTH_KINDS, birth.build),
     ("growth", growth.GROWTH_KINDS, growth.build),
     ("development", development.DEVELOPMENT_KINDS, development.build),
     ("immunization", immunization.IMMUNIZATION_KINDS, immunization.build),

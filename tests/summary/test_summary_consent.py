@@ -16,7 +16,7 @@ from tests.security.scene import consent
 from tests.summary.support import full_record, load_full_record, sections
 
 SHOWN = {"identity", "growth", "development", "consents"}  # Consent resources are demographics-class
-WITHHELD = {"guardians", "immunization", "referrals", "wellbeing"}
+WITHHELD = {"guardians", "birth", "immunization", "referrals", "wellbeing"}
 
 
 async def _setup(world: World) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -96,7 +96,7 @@ async def test_a_school_sees_the_consented_sections_only(world: World) -> None:
     described = [e["outcomeDesc"] for e in events]
     assert (
         "child summary: shown identity, growth, development, consents;"
-        " withheld guardians, immunization, referrals, wellbeing"
+        " withheld guardians, birth, immunization, referrals, wellbeing"
     ) in described
 
 

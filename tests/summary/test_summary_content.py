@@ -68,6 +68,7 @@ async def test_every_section_holds_what_was_written(client: httpx.AsyncClient) -
     assert list(found) == [
         "identity",
         "guardians",
+        "birth",
         "growth",
         "development",
         "immunization",
