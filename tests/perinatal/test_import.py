@@ -112,6 +112,12 @@ async def test_two_pregnancies_one_with_twins_import_linked_and_flagged(world: W
     assert ("Observation", "8339-4") in seen and ("Observation", "low-birth-weight") in seen
     assert any(kind == "Encounter" for kind, _ in seen)
 
+    # The mother's $everything holds her pregnancy, her antenatal visits and her delivery.
+    hers = await centre.get(f"Patient/{older['id']}/$everything")
+    assert hers.status_code == 200, hers.text
+    kinds = {e["resource"]["resourceType"] for e in hers.json()["entry"]}
+    assert {"EpisodeOfCare", "Encounter", "Procedure"} <= kinds
+
     # A second import of the same export writes no new version of anything.
     before = await _versions(centre)
     await _import(centre, SAMPLE)
