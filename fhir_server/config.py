@@ -13,14 +13,28 @@ def default_store_url() -> str:
     return os.environ.get("TERMTEM_STORE") or f"sqlite:///{DEFAULT_DATA_DIR / 'termtem.sqlite'}"
 
 
+class BadSetting(ValueError):
+    """An environment variable whose value the server cannot use (the commands end with this one line)."""
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    return int(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadSetting(f"{name} must be a whole number, not {raw[:40]!r}") from None
 
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
-    return float(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadSetting(f"{name} must be a number of seconds, not {raw[:40]!r}") from None
 
 
 @dataclass

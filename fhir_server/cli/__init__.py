@@ -50,11 +50,12 @@ for _module in (serve, load, generate, demo, importer, clients, agencies, copy, 
 def main() -> None:
     """The ``termtem`` entry point: a store that cannot be used ends any command with one line."""
     from fhir_server.cli.serving import EXIT_UNAVAILABLE, EXIT_USAGE, fail
+    from fhir_server.config import BadSetting
     from fhir_server.storage import BadStoreUrl, StoreError
 
     try:
         app()
-    except BadStoreUrl as exc:
+    except (BadStoreUrl, BadSetting) as exc:
         raise SystemExit(fail(str(exc), EXIT_USAGE).exit_code) from None
     except StoreError as exc:
         raise SystemExit(fail(str(exc), EXIT_UNAVAILABLE).exit_code) from None

@@ -48,6 +48,13 @@ def test_bad_store_urls_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert expected in _one_error_line(result)
 
 
+def test_an_unusable_environment_value_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for name, value in (("TERMTEM_MAX_COUNT", "lots"), ("TERMTEM_STORE_TIMEOUT", "10s")):
+        result = _termtem("serve", "--port", str(free_port()), cwd=tmp_path, env={name: value})
+        assert result.returncode == 2, result.stderr
+        assert name in _one_error_line(result) and repr(value) in result.stderr
+
+
 def test_an_unreachable_store_fails_fast_without_its_password(tmp_path: Path) -> None:
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
