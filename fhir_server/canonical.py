@@ -209,3 +209,12 @@ SP_PROCEDURE_EPISODE_OF_CARE = "Procedure-episode-of-care"  # the pregnancy a de
 SP_EPISODEOFCARE_EDC = "EpisodeOfCare-edc"  # expected delivery date of a pregnancy
 SP_RELATEDPERSON_PERSON_RECORD = "RelatedPerson-person-record"  # the mother's own Patient
 # --- end of the pregnancy block ---
+
+# --- Identity (issue 14, fhir_server/identity): golden records, links and review -------------------
+IDENTITY_TAG_SYSTEM = f"{BASE}/tag/identity"  # server-set tag codes: golden, review, retired
+EXT_IDENTITY_SOURCE = "th-identity-source"  # any element of a golden record: the source record it came from
+EXT_IDENTITY_LINK = "th-identity-link"  # golden Patient.link: assurance, method, rule, when, by
+EXT_IDENTITY_CANDIDATE = "th-identity-candidate"  # golden Patient: a probable match waiting for review
+EXT_IDENTITY_NOT_MATCH = "th-identity-not-match"  # golden Patient: a steward said "not the same child"
+EXT_GUARDIAN_IDENTIFIER = "th-guardian-identifier"  # golden Patient.contact: the guardian's CID
+# --- end of the identity block ---

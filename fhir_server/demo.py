@@ -215,6 +215,7 @@ async def prepare_demo(
             f"{len(summary.failures)} generated bundle(s) were refused; first: {first.source}: {first.reason}"
         )
     calls = _calls(picker, ids)
+    calls += await _one_child_across_agencies(store_url, seed, children, ids)
     demo = DemoData(store_url, data_dir, picker.children, summary.created + summary.updated, calls)
     saved.write_bytes(
         orjson.dumps(
@@ -223,6 +224,64 @@ async def prepare_demo(
         )
     )
     return demo
+
+
+_REGISTERED_AGAIN = 12  # children the demo has registered again by other agencies
+
+
+async def _one_child_across_agencies(
+    store_url: str, seed: int, children: int, ids: dict[str, str]
+) -> list[ExampleCall]:
+    """Register a few children again at the agencies near them (each agency's own record, with the
+    usual slips), and show one child as every agency knows it: linked under one golden record."""
+    from collections import defaultdict
+
+    from fhir_server.synthetic.registrations import NoiseConfig, registrations
+
+    by_agency: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    per_child: Counter[str] = Counter()
+    noise = NoiseConfig(twins=0.0, cid_typo=0.0, missing_cid={})  # linked on their CIDs, for a clear example
+    for registration in registrations(seed, min(children, _REGISTERED_AGAIN), noise=noise):
+        if f"urn:uuid:{registration.child}" not in ids:
+            continue
+        per_child[registration.child] += 1
+        by_agency[registration.organization].extend(registration.resources)
+    if not per_child:
+        return []
+    for organization, resources in by_agency.items():
+        target = StoreTarget(store_url, organization)
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                for r in resources
+            ],
+        }
+        try:
+            status, response = await target.submit(orjson.dumps(bundle))
+        finally:
+            await target.close()
+        if status != 200:
+            issue = (response.get("issue") or [{}])[0]
+            raise DemoLoadError(
+                f"registering children again at {organization} failed: {issue.get('diagnostics')}"
+            )
+    child, agencies = per_child.most_common(1)[0]
+    record = ids[f"urn:uuid:{child}"]
+    golden = f"{canonical.IDENTITY_TAG_SYSTEM}|golden"
+    return [
+        ExampleCall(
+            f"One child with {agencies + 1} records from different agencies: its golden record (the"
+            " merged identity, each element naming the record it came from)",
+            f"Patient?link={record}&_tag={_q(golden)}",
+        ),
+        ExampleCall(
+            "Every agency's own record of that child (:mdm follows the identity links)",
+            f"Patient?_id:mdm={record.split('/', 1)[1]}",
+        ),
+        ExampleCall("Everything about that child, from every agency", f"{record}/$everything?_count=50"),
+    ]
 
 
 def example_commands(base_url: str, calls: list[ExampleCall]) -> list[str]:

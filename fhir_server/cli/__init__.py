@@ -38,12 +38,13 @@ from fhir_server.cli import (  # noqa: E402
     demo,
     export,
     generate,
+    identity,
     importer,
     load,
     serve,
 )
 
-for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup, export):
+for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup, export, identity):
     _module.register(app)
 
 

@@ -180,13 +180,13 @@ async def _resolve(
             if_none_exist = entry.request.get("ifNoneExist")
             if if_none_exist:
                 found = await conditional.matches(ctx, tx, resource_type, if_none_exist)
-                entry.existing = _single(entry, found, "ifNoneExist")
+                entry.existing = await _single(tx, entry, found, "ifNoneExist", if_none_exist)
             entry.id = entry.existing.id if entry.existing else writes.new_id()
             entry.creates = entry.existing is None
         elif entry.method == "PUT":
             if query:
                 found = await conditional.matches(ctx, tx, resource_type, query)
-                match = _single(entry, found, "conditional update")
+                match = await _single(tx, entry, found, "conditional update", query)
                 body_id = orjson.loads(entry.raw or b"{}").get("id")
                 entry.id = match.id if match else (body_id or writes.new_id())
                 entry.creates = match is None and not body_id  # a create under a server-assigned id
@@ -203,10 +203,16 @@ async def _resolve(
         ids.add(entry)
 
 
-def _single(entry: _Entry, found: list[StoredResource], what: str) -> StoredResource | None:
+async def _single(
+    tx: StoreTransaction, entry: _Entry, found: list[StoredResource], what: str, query: str
+) -> StoredResource | None:
     if len(found) > 1:
+        detail = await conditional.duplicates_detail(tx, entry.resource_type, query, found)
         raise _fail(
-            entry, f"{what} criteria match {len(found)} resources", status=412, code="multiple-matches"
+            entry,
+            f"{what}: {detail}" if detail else f"{what} criteria match {len(found)} resources",
+            status=412,
+            code="multiple-matches",
         )
     return found[0] if found else None
 
@@ -239,9 +245,13 @@ async def _conditional_reference(ctx: RequestContext, tx: StoreTransaction, entr
     writes.check_type_known(resource_type)
     found = await conditional.matches(ctx, tx, resource_type, query)
     if len(found) != 1:
+        detail = await conditional.duplicates_detail(tx, resource_type, query, found)
         raise _fail(
             entry,
-            f"the conditional reference '{value}' matches {len(found)} resources; it must match exactly one",
+            f"the conditional reference '{value}': {detail}"
+            if detail
+            else f"the conditional reference '{value}' matches {len(found)} resources;"
+            " it must match exactly one",
             status=412 if found else 404,
             code="not-found" if not found else "multiple-matches",
         )
@@ -313,7 +323,7 @@ async def _run_write(ctx: RequestContext, tx: StoreTransaction, entry: _Entry, b
     kind, patch = _patch_body(entry)
     if entry.query:
         found = await conditional.matches(ctx, tx, entry.resource_type, entry.query)
-        match = _single(entry, found, "conditional patch")
+        match = await _single(tx, entry, found, "conditional patch", entry.query)
         if match is None:
             raise _fail(
                 entry, "no resource matches the conditional patch criteria", status=404, code="not-found"
@@ -468,8 +478,40 @@ async def _pause(index: int) -> None:
 
 
 async def _transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, Any]]:
+    from fhir_server.identity.hooks import IdentityConflict
+
+    try:
+        return await _run_transaction(ctx, entries)
+    except IdentityConflict as conflict:
+        raise _identity_error(entries, conflict) from None
+
+
+def _identity_error(entries: list[_Entry], conflict: Any) -> FhirError:
+    """Two entries that write the same child: name both entries (nothing was written)."""
+    at = [
+        next((e.index for e in entries if e.resource_type == "Patient" and e.id == s), -1)
+        for s in conflict.sources
+    ]
+    if -1 in at:
+        return conflict  # type: ignore[no-any-return]
+    nid = conflict.identifier
+    first, second = sorted(at)
+    return FhirError(
+        409,
+        f"Bundle.entry[{first}] and Bundle.entry[{second}] both write a Patient with {nid.kind.upper()}"
+        f" {nid.value} ({nid.system}). One child has one record per agency, so the transaction is refused"
+        " rather than making a duplicate; send the child in one entry.",
+        code="duplicate",
+        expression=[
+            f"Bundle.entry[{first}].resource.identifier",
+            f"Bundle.entry[{second}].resource.identifier",
+        ],
+    )
+
+
+async def _run_transaction(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         ids = _Identities()
         await _resolve(ctx, tx, entries, ids)
         announce = getattr(tx, "will_create", None)  # the security layer's store: new Patients are ours
@@ -525,7 +567,7 @@ async def _batch(ctx: RequestContext, entries: list[_Entry]) -> list[dict[str, A
             if entry.method in ("GET", "HEAD"):
                 results[entry.index] = await _run_read(ctx, entry)
                 continue
-            async with ctx.store.transaction() as tx:
+            async with writes.transaction(ctx.store) as tx:
                 ids = _Identities()
                 await _resolve(ctx, tx, [entry], ids)
                 ids.targets = {**done.targets, **ids.targets}

@@ -16,7 +16,7 @@ async def create(
     writes.check_type_known(resource_type)
     raw = body if isinstance(body, bytes) else None
     resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         result = await create_in(ctx, tx, resource_type, resource, raw, if_none_exist=if_none_exist)
     return result
 
@@ -33,9 +33,7 @@ async def create_in(
 ) -> Outcome:
     """Create inside an open transaction (bundles call this directly). The id of the body is ignored."""
     if if_none_exist:
-        existing = conditional.single(
-            await conditional.matches(ctx, tx, resource_type, if_none_exist), "If-None-Exist"
-        )
+        existing = await conditional.find_one(ctx, tx, resource_type, if_none_exist, "If-None-Exist")
         if existing is not None:
             return Outcome(200, stored=existing, location=location(ctx.base_url, existing))
     issues = await writes.check_content(ctx, resource, tx, size=len(raw or b""))

@@ -18,7 +18,7 @@ async def delete(
 ) -> Outcome:
     writes.check_type_known(resource_type)
     expected = parse_if_match(if_match)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         return await delete_in(ctx, tx, resource_type, id_, expected_version=expected)
 
 
@@ -46,7 +46,7 @@ async def delete_in(
 
 async def conditional_delete(ctx: RequestContext, resource_type: str, query: str) -> Outcome:
     writes.check_type_known(resource_type)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         return await conditional_delete_in(ctx, tx, resource_type, query)
 
 

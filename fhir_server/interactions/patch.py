@@ -42,7 +42,7 @@ async def patch(
 ) -> Outcome:
     writes.check_type_known(resource_type)
     expected = parse_if_match(if_match)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         result = await patch_in(ctx, tx, resource_type, id_, patch_format, body, expected_version=expected)
     return result
 
@@ -90,10 +90,8 @@ async def conditional_patch(
 ) -> Outcome:
     writes.check_type_known(resource_type)
     expected = parse_if_match(if_match)
-    async with ctx.store.transaction() as tx:
-        match = conditional.single(
-            await conditional.matches(ctx, tx, resource_type, query), "Conditional patch"
-        )
+    async with writes.transaction(ctx.store) as tx:
+        match = await conditional.find_one(ctx, tx, resource_type, query, "Conditional patch")
         if match is None:
             raise FhirError(404, "No resource matches the conditional patch criteria", code="not-found")
         return await patch_in(ctx, tx, resource_type, match.id, patch_format, body, expected_version=expected)

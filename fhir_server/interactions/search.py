@@ -24,7 +24,15 @@ def _query(
     params: list[tuple[str, str]],
     compartment: tuple[str, str] | None,
 ) -> SearchQuery:
+    from fhir_server.identity.conditional import search_params
+
     settings = ctx.settings
+    if resource_type is not None:
+        types: tuple[str, ...] | None = (resource_type,)
+    else:
+        named = [t.strip() for n, v in params if n == "_type" for t in v.split(",")]
+        types = tuple(named) or None
+    params = search_params(types, params, compartment)
     return parse_search(
         resource_type,
         params,
@@ -134,6 +142,9 @@ async def search(
     compartment: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """``GET [base]/[type]?...``, ``POST [type]/_search``, system and compartment search."""
+    from fhir_server.identity.links import expand_mdm
+
+    params = await expand_mdm(ctx.store, resource_type, params)
     query = _query(ctx, resource_type, params, compartment)
     page: SearchPage
     if resource_type in catalog.CATALOG_TYPES and compartment is None:

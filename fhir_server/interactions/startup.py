@@ -44,7 +44,7 @@ def shipped_resources() -> list[dict[str, Any]]:
 async def load_resources(ctx: RequestContext, resources: Iterable[dict[str, Any]]) -> int:
     """Store each resource under its own id unless already stored unchanged; returns how many changed."""
     changed = 0
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         for resource in resources:
             resource = dict(resource)
             resource_type, id_ = resource["resourceType"], resource["id"]
@@ -89,6 +89,9 @@ async def start_jobs(store: Store, settings: Settings) -> JobRunner:
     pending = await reindex.resume(store)
     if pending:
         await jobs.wait_for(store, pending, timeout=10)
+    from fhir_server.identity import job as identity_job
+
+    await identity_job.resume(store)  # an unfinished linking of stored Patients carries on
     return runner
 
 
@@ -96,3 +99,6 @@ async def release_store(store: Store, runner: JobRunner | None = None) -> None:
     """Shutdown: running jobs stop at a checkpoint (and resume later) before the store closes."""
     if runner is not None:
         await runner.stop()
+    from fhir_server.identity import job as identity_job
+
+    await identity_job.stop_all()

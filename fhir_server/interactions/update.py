@@ -65,7 +65,7 @@ async def update(
     raw = body if isinstance(body, bytes) else None
     resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
     expected = parse_if_match(if_match)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         result = await update_in(ctx, tx, resource_type, id_, resource, raw, expected_version=expected)
     return result
 
@@ -118,7 +118,7 @@ async def conditional_update(
     raw = body if isinstance(body, bytes) else None
     resource = await offload.run(len(raw or b""), writes.parse_resource, body, resource_type)
     expected = parse_if_match(if_match)
-    async with ctx.store.transaction() as tx:
+    async with writes.transaction(ctx.store) as tx:
         result = await conditional_update_in(
             ctx, tx, resource_type, query, resource, raw, expected_version=expected
         )
@@ -135,7 +135,7 @@ async def conditional_update_in(
     *,
     expected_version: int | None = None,
 ) -> Outcome:
-    match = conditional.single(await conditional.matches(ctx, tx, resource_type, query), "Conditional update")
+    match = await conditional.find_one(ctx, tx, resource_type, query, "Conditional update")
     body_id = resource.get("id")
     if match is not None:
         if body_id is not None and body_id != match.id:

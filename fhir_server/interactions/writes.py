@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,10 @@ from fhir_server import canonical, definitions, fhirjson
 from fhir_server.interactions import offload
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
-from fhir_server.storage.base import Method, StoredResource, StoreTransaction
+from fhir_server.storage.base import Method, Store, StoredResource, StoreTransaction
+
+# Types whose writes change who a child is (fhir_server.identity links them to the child's golden record).
+_IDENTITY_TYPES = ("Patient", "RelatedPerson")
 
 # Tags under this prefix are set by the server (e.g. the writing agency), never by clients.
 SERVER_TAG_PREFIX = f"{canonical.BASE}/tag/"
@@ -176,6 +181,10 @@ async def write_version(
     method: Method,
 ) -> StoredResource:
     """Store ``resource`` as the next version after ``current`` (or version 1)."""
+    if resource_type in _IDENTITY_TYPES:
+        from fhir_server.identity import hooks
+
+        hooks.before_write(resource_type, id_, resource, current)
     version = (current.version + 1) if current else 1
     last_updated = now_instant()
     data, rows = await offload.run(
@@ -200,6 +209,8 @@ async def write_version(
         from fhir_server import perinatal
 
         await perinatal.on_written(tx, written or stored, resource)
+    if resource_type in _IDENTITY_TYPES:
+        await hooks.after_write(tx, written or stored, resource)
     return written
 
 
@@ -213,6 +224,16 @@ def _stamped_and_indexed(
 ) -> tuple[bytes, Any]:
     data = stamp(body, resource, resource_type, id_, version, last_updated)
     return data, index_rows(resource)
+
+
+@asynccontextmanager
+async def transaction(store: Store) -> AsyncIterator[StoreTransaction]:
+    """A write transaction for interactions: identity links of the records it changes are made once,
+    just before it commits (``fhir_server.identity.hooks``)."""
+    from fhir_server.identity import hooks
+
+    async with store.transaction() as tx, hooks.deferred(tx):
+        yield tx
 
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +271,10 @@ def unchanged(current: StoredResource | None, resource: dict[str, Any], body: by
 
 
 async def delete_version(tx: StoreTransaction, current: StoredResource) -> StoredResource:
+    if current.resource_type in _IDENTITY_TYPES:
+        from fhir_server.identity import hooks
+
+        hooks.before_write(current.resource_type, current.id, None, current)
     tombstone = StoredResource(
         current.resource_type, current.id, current.version + 1, now_instant(), "DELETE", b""
     )
@@ -262,6 +287,8 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         from fhir_server import perinatal
 
         await perinatal.on_deleted(tx, current)
+    if current.resource_type in _IDENTITY_TYPES:
+        await hooks.after_write(tx, tombstone, orjson.loads(current.body) if current.body else None)
     if current.resource_type == "SearchParameter":
         from fhir_server.search.registry import on_search_parameter_deleted
 

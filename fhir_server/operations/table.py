@@ -16,7 +16,15 @@ so each is readable at ``OperationDefinition/[id]`` and searchable (``?url=``, `
 from __future__ import annotations
 
 from fhir_server import canonical, definitions
-from fhir_server.operations import everything, export, reindex, summary, terminology, viewdefinition_run
+from fhir_server.operations import (
+    everything,
+    export,
+    identity,
+    reindex,
+    summary,
+    terminology,
+    viewdefinition_run,
+)
 from fhir_server.operations.registry import Operation
 from fhir_server.operations.validate import validate_operation
 
@@ -88,6 +96,33 @@ OPERATIONS: list[Operation] = [
         definition=f"{canonical.BASE}/OperationDefinition/Patient-summary",
         takes_format=True,  # _format=html: the printable page
     ),
+    Operation(
+        "match",
+        identity.match,
+        ("Patient",),
+        type_level=True,
+        get_allowed=False,
+        definition=_OD + "Patient-match",
+    ),
+    *[
+        Operation(
+            name,
+            handler,
+            ("Patient",),
+            type_level=True,
+            affects_state=name != "identity-links",
+            definition=f"{canonical.BASE}/OperationDefinition/{name}",
+        )
+        for name, handler in (
+            ("identity-links", identity.links),
+            ("identity-link", identity.link),
+            ("identity-unlink", identity.unlink),
+            ("identity-merge", identity.merge),
+            ("identity-unmerge", identity.unmerge),
+            ("identity-not-match", identity.not_match),
+            ("identity-link-existing", identity.link_existing),
+        )
+    ],
     Operation(
         "reindex",
         reindex.run,

@@ -147,9 +147,17 @@ def readable_types(principal: Principal) -> frozenset[str]:
 
 
 def build_access(
-    principal: Principal, patients: dict[str, frozenset[str]], *, emergency: bool = False
+    principal: Principal,
+    patients: dict[str, frozenset[str]],
+    *,
+    emergency: bool = False,
+    golden: frozenset[str] = frozenset(),
 ) -> Access | None:
-    """The caller's restriction; None when it may see everything it can name (an admin with */r)."""
+    """The caller's restriction; None when it may see everything it can name (an admin with */r).
+
+    ``golden``: the golden records (``fhir_server.identity``) of the children the caller serves, which
+    it may read (identity data only: a golden record holds nothing else).
+    """
     readable = readable_types(principal)
     everything = frozenset(definitions.resource_types())
     if principal.role.unrestricted or principal.role.only_types is not None:
@@ -172,6 +180,8 @@ def build_access(
             grants.append(Grant(rtype, keys, patients.get(fallback, frozenset()), profile_key, (), named))
             continue
         grants.append(Grant(rtype, keys, patients.get(data_class(rtype), frozenset())))
+    if golden and "Patient" in readable and "Patient" not in opened:
+        grants.append(Grant("Patient", (), golden))
     return Access(
         types=readable,
         open_types=opened,

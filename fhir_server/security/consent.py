@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -215,18 +215,37 @@ def _patient_classes(consents: list[dict[str, Any]], req: AccessRequest) -> set[
     return allowed
 
 
+class Children(Protocol):
+    """Which Patient records are one child (``fhir_server.identity.book.IdentityBook``)."""
+
+    version: int
+
+    def child(self, patient_id: str) -> str | None: ...
+
+    def linked(self, patient_id: str) -> frozenset[str]: ...
+
+
 @dataclass
 class _View:
-    """One caller kind's answer: children per data class, valid until the next period boundary."""
+    """One caller kind's answer: children per data class, valid until the next period boundary.
+
+    ``classes`` holds child keys (a golden record's id, or a Patient id not linked to one); the answer
+    names every Patient record of each child.
+    """
 
     request: AccessRequest
     valid_until: float
     classes: dict[str, set[str]]
+    children: Children | None = None
     frozen: dict[str, frozenset[str]] | None = None
 
     def answer(self) -> dict[str, frozenset[str]]:
         if self.frozen is None:
-            self.frozen = {c: frozenset(ids) for c, ids in self.classes.items()}
+            linked = self.children.linked if self.children is not None else None
+            self.frozen = {
+                c: frozenset(i for key in keys for i in linked(key)) if linked else frozenset(keys)
+                for c, keys in self.classes.items()
+            }
         return self.frozen
 
     def update(self, patient: str, consents: list[dict[str, Any]]) -> None:
@@ -258,6 +277,25 @@ class ConsentBook:
         self._boundaries: dict[str, list[float]] = {}
         self._views: dict[tuple[str, str | None, str, frozenset[str]], _View] = {}
         self._lock = asyncio.Lock()  # one refresh at a time: concurrent requests share its result
+        # A child's Consents decide for all its records across agencies (fhir_server.identity): they
+        # are grouped by child, and regrouped whenever the links change.
+        self._children: Children | None = None
+        self._children_version: int | None = None
+
+    def _key(self, patient: str) -> str:
+        children = self._children
+        return (children.child(patient) or patient) if children is not None else patient
+
+    def _grouped(self) -> dict[str, list[dict[str, Any]]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for patient, consents in self._by_patient.items():
+            groups.setdefault(self._key(patient), []).extend(consents)
+        return groups
+
+    def _group_of(self, key: str) -> list[dict[str, Any]]:
+        children = self._children
+        members = children.linked(key) if children is not None else frozenset({key})
+        return [c for m in members for c in self._by_patient.get(m, [])]
 
     def _forget(self, consent_id: str) -> str | None:
         old = self._by_id.pop(consent_id, None)
@@ -307,11 +345,12 @@ class ConsentBook:
             if patient := await self._learn(store, stored.id, orjson.loads(stored.body)):
                 touched.add(patient)
         new_bounds = [b for e in page.entries for b in self._boundaries.get(e.id, [])]
+        keys = {self._key(patient) for patient in touched}
         for view in self._views.values():
             later = [b for b in new_bounds if b > view.request.when_ms]
             view.valid_until = min([view.valid_until, *later])
-            for patient in touched:
-                view.update(patient, self._by_patient.get(patient, []))
+            for key in keys:
+                view.update(key, self._group_of(key))
         return True
 
     async def _refresh(self, store: Store) -> None:
@@ -328,19 +367,31 @@ class ConsentBook:
             self._generation = generation
             self._since = newest.last_updated if newest else None
 
-    async def patients_by_class(self, store: Store, req: AccessRequest) -> dict[str, frozenset[str]]:
-        """For each data class, the children whose Consents let the caller see that class now."""
+    async def patients_by_class(
+        self, store: Store, req: AccessRequest, children: Children | None = None
+    ) -> dict[str, frozenset[str]]:
+        """For each data class, the Patient ids whose Consents let the caller see that class now.
+
+        With ``children`` (the identity links), a child's Consents are decided together, whichever of
+        its records each names (permits add up, an explicit deny wins), and the answer holds every
+        record of each child.
+        """
         await self._refresh(store)
+        if children is not None and (
+            children is not self._children or children.version != self._children_version
+        ):
+            self._children, self._children_version = children, children.version
+            self._views = {}
         key = (req.organization, req.agency_type, req.purpose, req.agency_ids)
         view = self._views.get(key)
         if view is not None and view.request.when_ms <= req.when_ms < view.valid_until:
             return view.answer()
         classes: dict[str, set[str]] = {c: set() for c in DATA_CLASSES}
-        for patient, consents in self._by_patient.items():
+        for child, consents in self._grouped().items():
             for data_class in _patient_classes(consents, req):
-                classes[data_class].add(patient)
+                classes[data_class].add(child)
         bounds = (b for bs in self._boundaries.values() for b in bs if b > req.when_ms)
-        view = _View(req, min(bounds, default=math.inf), classes)
+        view = _View(req, min(bounds, default=math.inf), classes, self._children)
         if len(self._views) > 1024:
             self._views.clear()
         self._views[key] = view

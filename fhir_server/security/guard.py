@@ -236,6 +236,16 @@ class _SecuredTransaction:
         """As ``SecuredStore.definitions_reader``, inside this transaction (a bundle sees its own writes)."""
         return self._tx
 
+    @property
+    def unguarded(self) -> StoreTransaction:
+        """The transaction without this caller's restrictions, for the server's own bookkeeping that
+        must commit with the caller's change (golden records of ``fhir_server.identity``)."""
+        return self._tx
+
+    def record_server_write(self, stored: StoredResource) -> None:
+        """A version the server wrote on the caller's behalf: named in the request's AuditEvent."""
+        self._guard.record(stored)
+
     async def read(self, resource_type: str, id_: str) -> StoredResource | None:
         """A resource the caller may not see reads as one that does not exist (or 403 when configured),
         so every interaction built on it answers for a hidden resource exactly as for an unknown one."""

@@ -4,7 +4,9 @@ A role fixes the default purpose of use (v3 ActReason), the purposes a request m
 caps on the scopes: a researcher never reads directly identifying resources and writes only its own
 cohort Groups; an
 auditor reads AuditEvents and nothing else; a district committee sees aggregated reports and the
-definitions behind them, never a child's record; only admin sees every agency's data without consent.
+definitions behind them, never a child's record; a data steward sees the identity of every child
+(Patient and RelatedPerson records, nothing clinical or social) to review and correct record linkage;
+only admin sees every agency's data without consent.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 # Resources whose content directly identifies a person (names, citizen ids, addresses).
 IDENTIFIED_TYPES = frozenset({"Patient", "RelatedPerson", "Person"})
+# What a data steward reads: the identity data class (children and their guardians), no other data.
+IDENTITY_TYPES = frozenset({"Patient", "RelatedPerson"})
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,22 @@ ROLES: dict[str, Role] = {
             only_types=COMMITTEE_TYPES,
             aggregates_only=True,
         ),
+        Role(
+            "steward",
+            "HOPERAT",
+            frozenset({"HOPERAT"}),
+            "system/Patient.rs system/RelatedPerson.rs",
+            read_only=True,
+            only_types=IDENTITY_TYPES,
+        ),
         Role("admin", "HOPERAT", frozenset({"HOPERAT"}), "system/*.cruds", unrestricted=True),
     )
 }
+
+
+def may_steward_identity(role: Role) -> bool:
+    """Who may link, unlink, merge and review children's records (``fhir_server.identity``)."""
+    return role.unrestricted or role.name == "steward"
 
 
 def get_role(name: str) -> Role:

@@ -105,7 +105,9 @@ class Security:
         self.consents = ConsentBook()
         self._tokens: TokenService | None = None
         self._store: Store | None = None
-        self._access_cache: dict[tuple[Any, ...], tuple[dict[str, frozenset[str]], Access | None]] = {}
+        self._access_cache: dict[
+            tuple[Any, ...], tuple[dict[str, frozenset[str]], Access | None, frozenset[str]]
+        ] = {}
 
     def tokens(self, store: Store) -> TokenService:
         if self._tokens is None or self._store is not store:
@@ -191,30 +193,49 @@ class Security:
             await self._prestamp(fhir, ctx, guard, rtype, rid)
         role = principal.role
         patients: dict[str, frozenset[str]] = _NO_PATIENTS
-        if not role.unrestricted and role.only_types is None and reason is None:
-            request = AccessRequest(
-                principal.organization,
-                principal.agency_type,
-                purpose,
-                int(time.time() * 1000),
-                principal.agency_ids,
-            )
-            patients = await self.consents.patients_by_class(ctx.store, request)
-        guard.access = self._access(principal, patients, reason is not None)
+        golden: frozenset[str] = frozenset()
+        if not role.unrestricted and role.only_types is None:
+            # One child across agencies (fhir_server.identity): the golden records of the children
+            # this agency serves, and consents decided per child over all its records.
+            from fhir_server.identity.book import current
+
+            children = await current(ctx.store)
+            golden = children.served(principal.organization)
+            if reason is None:
+                request = AccessRequest(
+                    principal.organization,
+                    principal.agency_type,
+                    purpose,
+                    int(time.time() * 1000),
+                    principal.agency_ids,
+                )
+                patients = await self.consents.patients_by_class(ctx.store, request, children)
+        guard.access = self._access(principal, patients, reason is not None, golden)
         ctx.store = SecuredStore(ctx.store, guard)
 
     def _access(
-        self, principal: Principal, patients: dict[str, frozenset[str]], emergency: bool
+        self,
+        principal: Principal,
+        patients: dict[str, frozenset[str]],
+        emergency: bool,
+        golden: frozenset[str] = frozenset(),
     ) -> Access | None:
         """``build_access``, reused while the same consent view serves the same kind of caller."""
-        key = (str(principal.scopes), principal.role.name, principal.organization, emergency, id(patients))
+        key = (
+            str(principal.scopes),
+            principal.role.name,
+            principal.organization,
+            emergency,
+            id(patients),
+            id(golden),
+        )
         cached = self._access_cache.get(key)
-        if cached is not None and cached[0] is patients:
+        if cached is not None and cached[0] is patients and cached[2] is golden:
             return cached[1]
-        access = build_access(principal, patients, emergency=emergency)
+        access = build_access(principal, patients, emergency=emergency, golden=golden)
         if len(self._access_cache) > 1024:
             self._access_cache.clear()
-        self._access_cache[key] = (patients, access)
+        self._access_cache[key] = (patients, access, golden)
         return access
 
     async def _authenticate(self, fhir: FhirRequest, ctx: RequestContext) -> Principal:

@@ -26,11 +26,13 @@ _BEYOND_COMPARTMENT: dict[str, tuple[str, ...]] = {"Task": ("subject",)}
 async def child_patient_ids(ctx: RequestContext, patient_id: str) -> list[str]:
     """The Patient ids holding this child's data that the caller may use, ``patient_id`` first.
 
-    Today the one id asked for; the identity layer (golden record over each agency's source
-    Patients) widens this to every linked record of the child. Consent still decides, per resource,
-    what of each the caller sees: these ids only say whose data to look for.
+    The identity layer's links: the child's golden record and every agency's source record linked
+    to it (``fhir_server.identity.links``). Consent still decides, per resource, what of each the
+    caller sees: these ids only say whose data to look for.
     """
-    return [patient_id]
+    from fhir_server.identity.links import child_patient_ids as linked
+
+    return await linked(ctx.store, patient_id)
 
 
 @cache

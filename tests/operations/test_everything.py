@@ -68,6 +68,13 @@ def _ids(bundle: dict[str, Any]) -> set[str]:
     }
 
 
+async def _golden(client: httpx.AsyncClient, patient: str) -> str:
+    """The child's golden record (fhir_server.identity): part of the child's record, linked to Patient/a."""
+    tag = "https://termtem.org/fhir/tag/identity|golden"
+    reply = await client.get("Patient", params={"link": f"Patient/{patient}", "_tag": tag})
+    return f"Patient/{reply.json()['entry'][0]['resource']['id']}"
+
+
 def _link(bundle: dict[str, Any], relation: str) -> str | None:
     return next((lk["url"] for lk in bundle["link"] if lk["relation"] == relation), None)
 
@@ -88,7 +95,8 @@ async def test_everything_is_the_patient_and_its_compartment(client: httpx.Async
     assert reply.status_code == 200, reply.text
     bundle = reply.json()
     assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
-    assert _ids(bundle) == A_ALL  # not Patient/b, its Observation, nor the Organization
+    # Not Patient/b, its Observation, nor the Organization; the child's golden record is part of it.
+    assert _ids(bundle) == A_ALL | {await _golden(client, "a")}
     assert _link(bundle, "next") is None
     assert _link(bundle, "self").startswith("http://testserver/fhir/Patient/a/$everything")
     # The stored bytes go out as they are.
@@ -106,7 +114,13 @@ async def test_everything_is_the_patient_and_its_compartment(client: httpx.Async
 async def test_type_narrows_to_the_named_types(client: httpx.AsyncClient) -> None:
     await _world(client)
     bundle = (await client.get("Patient/a/$everything", params={"_type": "Patient,Observation"})).json()
-    assert _ids(bundle) == {"Patient/a", "Observation/a-obs0", "Observation/a-obs1", "Observation/a-obs2"}
+    assert _ids(bundle) == {
+        "Patient/a",
+        await _golden(client, "a"),
+        "Observation/a-obs0",
+        "Observation/a-obs1",
+        "Observation/a-obs2",
+    }
     bundle = (await client.get("Patient/a/$everything", params={"_type": "Encounter"})).json()
     assert _ids(bundle) == {"Encounter/a-enc"}
 
@@ -142,8 +156,8 @@ async def test_paging_follows_next_links_to_every_resource_once(client: httpx.As
             parts = urlsplit(url)
             assert parts.path == "/fhir/Patient/a/$everything"
             assert dict(parse_qsl(parts.query))["_count"] == "2"
-    assert pages == 3
-    assert sorted(seen) == sorted(A_ALL)
+    assert pages == 4
+    assert sorted(seen) == sorted(A_ALL | {await _golden(client, "a")})
     # Paging keeps the filters: _type and _since travel in the next link.
     first = (await client.get("Patient/a/$everything", params={"_count": "1", "_type": "Observation"})).json()
     follow = (await client.get(_link(first, "next"))).json()
@@ -209,7 +223,8 @@ async def test_referral_tasks_episodes_and_referenced_agencies_come_too(client: 
     for resource in (referral, task, episode, other_task):
         await _put(client, resource)
     bundle = (await client.get("Patient/a/$everything")).json()
-    assert _ids(bundle) == A_ALL | {"ServiceRequest/a-ref", "Task/a-task", "EpisodeOfCare/a-episode"}
+    golden = await _golden(client, "a")
+    assert _ids(bundle) == A_ALL | {golden, "ServiceRequest/a-ref", "Task/a-task", "EpisodeOfCare/a-episode"}
     assert _included(bundle) == {"Organization/org"}  # referenced, so it comes as an include
     narrowed = (await client.get("Patient/a/$everything", params={"_type": "Task,EpisodeOfCare"})).json()
     assert _ids(narrowed) == {"Task/a-task", "EpisodeOfCare/a-episode"}

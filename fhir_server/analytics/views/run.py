@@ -67,7 +67,21 @@ async def _search_pages(
 async def visible_bodies(
     ctx: RequestContext, resource_type: str, options: RunOptions
 ) -> AsyncIterator[bytes]:
-    """The stored JSON of every ``resource_type`` resource the caller may see (filtered by options)."""
+    """The stored JSON of every ``resource_type`` resource the caller may see (filtered by options).
+
+    Golden Patients (``fhir_server.identity``) are left out, as in searches: views count the records
+    agencies keep, and each child's golden record would count it once more.
+    """
+    from fhir_server.identity.model import is_golden_body
+
+    async for body in _visible_bodies(ctx, resource_type, options):
+        if resource_type != "Patient" or not is_golden_body(body):
+            yield body
+
+
+async def _visible_bodies(
+    ctx: RequestContext, resource_type: str, options: RunOptions
+) -> AsyncIterator[bytes]:
     params: list[tuple[str, str]] = []
     if options.since:
         params.append(("_lastUpdated", f"ge{options.since}"))

@@ -1,0 +1,180 @@
+"""Who is linked to whom, in memory, for the read paths (access decisions, ``$everything``, ``:mdm``).
+
+The golden records in the store are the truth; this book is a per-process view of them, kept in step
+the way the consent book is: each use looks up the newest Patient history entry (one indexed query)
+and, when it moved, reads only the Patient versions written since (with a few seconds of overlap, so a
+transaction that committed late is not missed; applying a version twice changes nothing). A source's
+writing agency comes along, so "which children does this agency serve" needs no query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fhir_server.identity.model import GoldenState, is_golden
+from fhir_server.storage.base import HistoryQuery, StoredResource
+
+_OVERLAP = timedelta(seconds=5)
+_CHANGES_PAGE = 2000  # more changes than this since the last look: read every Patient again
+
+
+def _earlier(instant: str) -> str:
+    moment = datetime.strptime(instant[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC) - _OVERLAP
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class IdentityBook:
+    """Links of one store, refreshed on use (one instance per store per process: ``book_for``)."""
+
+    def __init__(self) -> None:
+        self._generation: tuple[str, int, str] | bool | None = False
+        self._since: str | None = None
+        self._lock = asyncio.Lock()
+        self.golden_of: dict[str, str] = {}  # source id -> golden id
+        self.sources: dict[str, frozenset[str]] = {}  # golden id -> source ids
+        self.replaced_by: dict[str, str] = {}  # retired golden -> the golden it was merged into
+        self.owner: dict[str, str] = {}  # source id -> Organization/ID that wrote it
+        self._kept: dict[str, set[str]] = {}  # Organization/ID -> the source ids it wrote
+        self.version = 0  # bumped whenever links or owners change (cache key for access decisions)
+        self._served: dict[str, frozenset[str]] = {}
+
+    # --- questions --------------------------------------------------------------------------------
+
+    def child(self, patient_id: str) -> str | None:
+        """The golden record of the child ``patient_id`` belongs to (itself for a golden record)."""
+        seen = 0
+        current = self.golden_of.get(patient_id, patient_id)
+        while current in self.replaced_by and seen < 16:
+            current, seen = self.replaced_by[current], seen + 1
+        return current if current in self.sources else None
+
+    def linked(self, patient_id: str) -> frozenset[str]:
+        """Every Patient id of the child: its golden record and all linked source records."""
+        golden = self.child(patient_id)
+        if golden is None:
+            return frozenset({patient_id})
+        return self.sources[golden] | {golden}
+
+    def served(self, organization: str) -> frozenset[str]:
+        """Golden records of the children ``organization`` serves (it keeps a linked source record)."""
+        found = self._served.get(organization)
+        if found is None:
+            kept = self._kept.get(organization, ())
+            found = frozenset(g for s in kept if (g := self.golden_of.get(s)))
+            if len(self._served) > 4096:
+                self._served.clear()
+            self._served[organization] = found
+        return found
+
+    def expand(self, patients: frozenset[str]) -> frozenset[str]:
+        """``patients`` with every record linked to each of them."""
+        out = set(patients)
+        for patient in patients:
+            out |= self.linked(patient)
+        return frozenset(out)
+
+    # --- keeping in step --------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._served = {}
+
+    def _apply(self, stored: StoredResource, previous_was_golden: bool) -> None:
+        pid = stored.id
+        if stored.deleted or not stored.body:
+            if pid in self.sources or previous_was_golden:
+                for source in self.sources.pop(pid, frozenset()):
+                    if self.golden_of.get(source) == pid:
+                        del self.golden_of[source]
+                self.replaced_by.pop(pid, None)
+            self._set_owner(pid, None)
+            return
+        resource = orjson.loads(stored.body)
+        if not is_golden(resource):
+            from fhir_server.security.access import owner_of
+
+            self._set_owner(pid, owner_of(resource))
+            return
+        state = GoldenState.read(pid, resource)
+        before = self.sources.get(pid, frozenset())
+        now = frozenset(state.sources())
+        for source in before - now:
+            if self.golden_of.get(source) == pid:
+                del self.golden_of[source]
+        for source in now:
+            self.golden_of[source] = pid
+        self.sources[pid] = now
+        if state.replaced_by:
+            self.replaced_by[pid] = state.replaced_by
+        else:
+            self.replaced_by.pop(pid, None)
+
+    def _set_owner(self, source: str, owner: str | None) -> None:
+        before = self.owner.pop(source, None)
+        if before is not None:
+            self._kept.get(before, set()).discard(source)
+        if owner is not None:
+            self.owner[source] = owner
+            self._kept.setdefault(owner, set()).add(source)
+
+    async def _reload(self, store: Any) -> None:
+        self.golden_of, self.sources, self.replaced_by, self.owner, self._kept = {}, {}, {}, {}, {}
+        async for stored in store.iterate("Patient"):
+            self._apply(stored, False)
+
+    async def _apply_changes(self, store: Any) -> bool:
+        if self._since is None:
+            return False
+        page = await store.history(
+            HistoryQuery(
+                resource_type="Patient", since=_earlier(self._since), count=_CHANGES_PAGE, before_seq=2**62
+            )
+        )
+        if page.next_before_seq is not None:
+            return False
+        for stored in reversed(page.entries):  # oldest first: the last version of each record wins
+            self._apply(stored, stored.id in self.sources)
+        return True
+
+    async def refresh(self, store: Any) -> None:
+        """Bring the book up to date with ``store`` (the server's own, unrestricted store)."""
+        page = await store.history(HistoryQuery(resource_type="Patient", count=1, before_seq=2**62))
+        newest = page.entries[0] if page.entries else None
+        generation = (newest.id, newest.version, newest.last_updated) if newest else None
+        if generation == self._generation:
+            return
+        async with self._lock:
+            if generation == self._generation:
+                return
+            if self._generation is False or not await self._apply_changes(store):
+                await self._reload(store)
+            self._generation = generation
+            self._since = newest.last_updated if newest else None
+            self._changed()
+
+
+_books: dict[int, tuple[Any, IdentityBook]] = {}
+
+
+def book_for(store: Any) -> IdentityBook:
+    """The book of ``store`` (the backend itself, not a request's secured view of it)."""
+    inner = getattr(store, "_inner", store)
+    key = id(inner)
+    entry = _books.get(key)
+    if entry is None or entry[0] is not inner:
+        if len(_books) > 64:
+            _books.clear()
+        entry = _books[key] = (inner, IdentityBook())
+    return entry[1]
+
+
+async def current(store: Any) -> IdentityBook:
+    """The up-to-date book of ``store``."""
+    inner = getattr(store, "_inner", store)
+    book = book_for(inner)
+    await book.refresh(inner)
+    return book

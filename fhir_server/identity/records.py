@@ -1,0 +1,149 @@
+"""Reading and writing golden records inside a store transaction (the server's own bookkeeping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_server.identity import golden as golden_content
+from fhir_server.identity.model import GOLDEN, TAG_SYSTEM, GoldenState, is_golden
+from fhir_server.storage.base import StoredResource
+
+PATIENT = "Patient"
+
+
+@dataclass
+class Golden:
+    """A golden record as read in a transaction: its stored version (None when new) and its state."""
+
+    id: str
+    stored: StoredResource | None
+    state: GoldenState
+    content: dict[str, Any]
+
+    @staticmethod
+    def of(stored: StoredResource) -> Golden:
+        content = orjson.loads(stored.body) if stored.body else {}
+        return Golden(stored.id, stored, GoldenState.read(stored.id, content), content)
+
+
+async def search(
+    tx: Any, resource_type: str, params: list[tuple[str, str]], count: int = 50
+) -> list[StoredResource]:
+    """Current resources matching ``params`` (parsed strictly), read in ``tx`` or on a store."""
+    from fhir_server.search.query import parse_search
+
+    query = parse_search(
+        resource_type, params, base_url="", strict=True, default_count=count, max_count=count
+    )
+    query.total = "none"
+    page = await tx.search(query)
+    return list(page.matches)
+
+
+def golden_tag() -> tuple[str, str]:
+    return ("_tag", f"{TAG_SYSTEM}|{GOLDEN}")
+
+
+async def golden_of(tx: Any, source_id: str) -> Golden | None:
+    """The active golden record a source record is linked to."""
+    found = await search(tx, PATIENT, [("link", f"Patient/{source_id}"), golden_tag()], count=5)
+    for stored in found:
+        golden = Golden.of(stored)
+        if golden.state.link_of(source_id) is not None:
+            return golden
+    return None
+
+
+async def goldens_of(tx: Any, source_ids: list[str]) -> dict[str, Golden]:
+    """source id -> its golden record, for several sources at once."""
+    out: dict[str, Golden] = {}
+    for start in range(0, len(source_ids), 50):
+        chunk = source_ids[start : start + 50]
+        refs = ",".join(f"Patient/{s}" for s in chunk)
+        for stored in await search(tx, PATIENT, [("link", refs), golden_tag()], count=200):
+            golden = Golden.of(stored)
+            for sid in golden.state.sources():
+                if sid in chunk:
+                    out[sid] = golden
+    return out
+
+
+async def goldens_with(tx: Any, tokens: list[str]) -> list[Golden]:
+    """Active golden records carrying any of these ``system|value`` identifiers."""
+    if not tokens:
+        return []
+    found = await search(tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=50)
+    return [Golden.of(s) for s in found]
+
+
+async def read_golden(tx: Any, id_: str) -> Golden | None:
+    stored = await tx.read(PATIENT, id_)
+    if stored is None or stored.deleted:
+        return None
+    content = orjson.loads(stored.body)
+    return Golden.of(stored) if is_golden(content) else None
+
+
+async def guardians_of(tx: Any, source_id: str) -> list[tuple[str, dict[str, Any]]]:
+    found = await search(tx, "RelatedPerson", [("patient", f"Patient/{source_id}")], count=20)
+    return [(s.id, orjson.loads(s.body)) for s in found]
+
+
+Known = dict[str, tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]]  # source -> content, guardians
+
+
+async def sources_of(
+    tx: Any, state: GoldenState, known: Known | None = None
+) -> tuple[golden_content.Sources, golden_content.Guardians]:
+    sources: golden_content.Sources = {}
+    guardians: golden_content.Guardians = {}
+    for sid in state.sources():
+        if known and sid in known:
+            sources[sid], guardians[sid] = known[sid]
+            continue
+        stored = await tx.read(PATIENT, sid)
+        if stored is None or stored.deleted:
+            continue
+        sources[sid] = orjson.loads(stored.body)
+        guardians[sid] = await guardians_of(tx, sid)
+    return sources, guardians
+
+
+def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    return {**{k: v for k, v in resource.items() if k not in ("id", "meta")}, "meta": meta}
+
+
+async def save(tx: Any, golden: Golden, known: Known | None = None) -> StoredResource | None:
+    """Write the golden record as its state now says (a new version only when something changed).
+
+    A golden record left with no source (every source deleted) is deleted: the server keeps no
+    identity that no agency holds any more. Returns the version written, if any.
+    """
+    from fhir_server.interactions import writes
+
+    state = golden.state
+    current = golden.stored
+    if not state.links and not state.retired:
+        if current is None or current.deleted:
+            return None
+        tombstone = StoredResource(
+            PATIENT, golden.id, current.version + 1, writes.now_instant(), "DELETE", b""
+        )
+        await tx.delete(tombstone)
+        golden.stored = tombstone
+        return tombstone
+    sources, guardians = await sources_of(tx, state, known)
+    content = {"resourceType": PATIENT, "id": golden.id, **golden_content.build(state, sources, guardians)}
+    if current is not None and not current.deleted and _comparable(golden.content) == _comparable(content):
+        return None
+    version = current.version + 1 if current is not None else 1
+    last_updated = writes.now_instant()
+    data = writes.stamp(None, content, PATIENT, golden.id, version, last_updated)
+    stored = StoredResource(PATIENT, golden.id, version, last_updated, "PUT" if current else "POST", data)
+    await tx.put(stored, writes.index_rows(content))
+    golden.stored, golden.content = stored, content
+    return stored

@@ -1,0 +1,121 @@
+"""Who sees what once records are linked (auth on): golden identity, consent per child, :mdm, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.identity.helpers import GOLDEN_TAG, child
+from tests.security.conftest import World
+from tests.security.scene import GROWTH, consent, observation
+
+KITTI = "1103700123458"
+
+
+@pytest.fixture
+async def scene(world: World) -> dict[str, Any]:
+    callers = {
+        "admin": await world.caller("admin", "Organization/ops", "admin"),
+        "childcare": await world.caller("cc-app", "Organization/cc", "childcare"),
+        "hospital": await world.caller("hosp-app", "Organization/hosp", "hospital"),
+        "school": await world.caller("school-app", "Organization/school1", "school"),
+        "other": await world.caller("school-b", "Organization/school2", "school"),
+    }
+    born_2010 = {"birth": "2010-03-15"}  # old enough to consent for itself (no guardian needed)
+    ids = {
+        "cc": (await callers["childcare"].create(child(KITTI, **born_2010)))["id"],
+        "hosp": (await callers["hospital"].create(child(KITTI, **born_2010)))["id"],
+        "school": (await callers["school"].create(child(KITTI, **born_2010)))["id"],
+    }
+    reply = await callers["admin"].get(f"Patient?link=Patient/{ids['cc']}&_tag={GOLDEN_TAG}")
+    ids["golden"] = reply.json()["entry"][0]["resource"]["id"]
+    ids["cc-growth"] = (await callers["childcare"].create(observation(ids["cc"], GROWTH, "w")))["id"]
+    ids["hosp-growth"] = (await callers["hospital"].create(observation(ids["hosp"], GROWTH, "w")))["id"]
+    ids["hosp-diagnosis"] = (await callers["hospital"].create(observation(ids["hosp"], None, "dx")))["id"]
+    return {**callers, "ids": ids}
+
+
+def _ids(bundle: dict[str, Any]) -> set[str]:
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if e["search"]["mode"] == "match"
+    }
+
+
+async def test_golden_record_is_read_by_agencies_serving_the_child_only(
+    scene: dict[str, Any], world: World
+) -> None:
+    ids = scene["ids"]
+    for name in ("childcare", "hospital", "school"):
+        reply = await scene[name].get(f"Patient/{ids['golden']}")
+        assert reply.status_code == 200, (name, reply.text)
+    hidden = await scene["other"].get(f"Patient/{ids['golden']}")
+    unknown = await scene["other"].get("Patient/no-such-child")
+    assert hidden.status_code == unknown.status_code == 404
+    assert hidden.json()["issue"][0]["diagnostics"] == f"Patient/{ids['golden']} is not known"
+    # Serving a child opens its identity, not the other agencies' records or their data.
+    assert (await scene["school"].get(f"Patient/{ids['hosp']}")).status_code == 404
+    assert (await scene["school"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+    # The look-up is audited with the golden record as the entity.
+    events = [
+        e
+        for e in await world.audit_events()
+        if e["agent"][0]["who"].get("identifier", {}).get("value") == "school-app"
+    ]
+    assert any(
+        f"Patient/{ids['golden']}" in {x["what"]["reference"] for x in e.get("entity", []) if "what" in x}
+        for e in events
+    )
+
+
+async def test_everything_and_mdm_follow_the_links(scene: dict[str, Any]) -> None:
+    ids, school = scene["ids"], scene["school"]
+    # Without consent the school's $everything over the links is its own record and the golden record.
+    own = _ids((await school.get(f"Patient/{ids['golden']}/$everything")).json())
+    assert own == {f"Patient/{ids['school']}", f"Patient/{ids['golden']}"}
+    # The childcare centre (serving the child, keeping its record) records the child's consent for growth.
+    agreement = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",), purposes=("COC",))
+    assert (await scene["childcare"].post("Consent", agreement)).status_code == 201, "consent"
+    seen = _ids((await school.get(f"Patient/{ids['school']}/$everything")).json())
+    assert seen == own | {f"Observation/{ids['cc-growth']}", f"Observation/{ids['hosp-growth']}"}
+    # The :mdm modifier finds what every linked record holds, from any of the child's ids.
+    for start in (ids["school"], ids["golden"], ids["hosp"]):
+        found = (await school.get(f"Observation?subject:mdm=Patient/{start}")).json()
+        assert _ids(found) == {f"Observation/{ids['cc-growth']}", f"Observation/{ids['hosp-growth']}"}, start
+    plain = (await school.get(f"Observation?subject=Patient/{ids['school']}")).json()
+    assert _ids(plain) == set()  # without :mdm, only what names the school's own record
+    everyone = (await scene["hospital"].get(f"Patient?_id:mdm={ids['hosp']}")).json()
+    assert _ids(everyone) == {f"Patient/{ids['hosp']}", f"Patient/{ids['golden']}"}
+    bad = await school.get(f"Observation?code:mdm=Patient/{ids['school']}")
+    assert bad.status_code == 400 and ":mdm" in bad.text
+    # References to a source record keep working.
+    assert (await scene["hospital"].get(f"Observation?subject=Patient/{ids['hosp']}")).json()["entry"]
+
+
+async def test_consent_is_per_child_across_agencies(scene: dict[str, Any]) -> None:
+    ids, school = scene["ids"], scene["school"]
+    permit = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",))
+    assert (await scene["childcare"].post("Consent", permit)).status_code == 201
+    assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 200  # the hospital's too
+    # A deny recorded by the hospital on its own record of the child wins for every record.
+    deny = consent(ids["hosp"], actors=("Organization/school1",), classes=("growth",), kind="deny")
+    assert (await scene["hospital"].post("Consent", deny)).status_code == 201
+    for obs in ("cc-growth", "hosp-growth"):
+        assert (await school.get(f"Observation/{ids[obs]}")).status_code == 404, obs
+
+
+async def test_serving_follows_links_for_consent_authority(scene: dict[str, Any]) -> None:
+    ids = scene["ids"]
+    # The school keeps a record of the child, so it may record consent naming the golden record or
+    # another agency's record of it; an agency that keeps none may not.
+    about_golden = consent(ids["golden"], actors=("Organization/school2",), classes=("demographics",))
+    assert (await scene["school"].post("Consent", about_golden)).status_code == 201
+    about_hospital = consent(ids["hosp"], actors=("Organization/school2",), classes=("demographics",))
+    refused = await scene["other"].post("Consent", about_hospital)
+    assert refused.status_code in (403, 422), refused.text
+    # school2 now sees the child's records (demographics) through the consent on the golden record.
+    assert (await scene["other"].get(f"Patient/{ids['hosp']}")).status_code == 200
+    assert (await scene["other"].get(f"Patient/{ids['golden']}")).status_code == 200
+    assert (await scene["other"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
