@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server.identity import serving
 from fhir_server.identity.model import GoldenState, is_golden
 from fhir_server.storage.base import HistoryQuery, StoredResource
 
@@ -38,6 +39,7 @@ class IdentityBook:
         self.sources: dict[str, frozenset[str]] = {}  # golden id -> source ids
         self.replaced_by: dict[str, str] = {}  # retired golden -> the golden it was merged into
         self.owner: dict[str, str] = {}  # source id -> Organization/ID that wrote it
+        self.states: dict[str, GoldenState] = {}  # golden id -> its links, in the order they were made
         self._kept: dict[str, set[str]] = {}  # Organization/ID -> the source ids it wrote
         self.version = 0  # bumped whenever links or owners change (cache key for access decisions)
         self._served: dict[str, frozenset[str]] = {}
@@ -59,12 +61,22 @@ class IdentityBook:
             return frozenset({patient_id})
         return self.sources[golden] | {golden}
 
+    def spoken_for(self, organization: str, patient_id: str) -> frozenset[str]:
+        """The records of ``patient_id``'s child that ``organization`` speaks for
+        (``fhir_server.identity.serving``: a link never serves the agency whose write made it)."""
+        golden = self.child(patient_id)
+        if golden is None:
+            return frozenset({patient_id}) if self.owner.get(patient_id) == organization else frozenset()
+        return serving.spoken_for(self.states[golden], self.owner, organization)
+
     def served(self, organization: str) -> frozenset[str]:
-        """Golden records of the children ``organization`` serves (it keeps a linked source record)."""
+        """Golden records of the children ``organization`` serves as a whole (it speaks for every
+        record of the child: ``spoken_for``), whose merged identity it may therefore read."""
         found = self._served.get(organization)
         if found is None:
             kept = self._kept.get(organization, ())
-            found = frozenset(g for s in kept if (g := self.golden_of.get(s)))
+            goldens = {g for s in kept if (g := self.golden_of.get(s))}
+            found = frozenset(g for g in goldens if g in self.spoken_for(organization, g))
             if len(self._served) > 4096:
                 self._served.clear()
             self._served[organization] = found
@@ -87,6 +99,7 @@ class IdentityBook:
         pid = stored.id
         if stored.deleted or not stored.body:
             if pid in self.sources or previous_was_golden:
+                self.states.pop(pid, None)
                 for source in self.sources.pop(pid, frozenset()):
                     if self.golden_of.get(source) == pid:
                         del self.golden_of[source]
@@ -108,6 +121,7 @@ class IdentityBook:
         for source in now:
             self.golden_of[source] = pid
         self.sources[pid] = now
+        self.states[pid] = state
         if state.replaced_by:
             self.replaced_by[pid] = state.replaced_by
         else:
@@ -123,6 +137,7 @@ class IdentityBook:
 
     async def _reload(self, store: Any) -> None:
         self.golden_of, self.sources, self.replaced_by, self.owner, self._kept = {}, {}, {}, {}, {}
+        self.states = {}
         async for stored in store.iterate("Patient"):
             self._apply(stored, False)
 

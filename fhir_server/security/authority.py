@@ -36,17 +36,19 @@ def holds_authority_over_every_child(role: Role) -> bool:
 async def serves_child(reader: Any, organization: str, patient_id: str) -> bool:
     """Whether ``organization`` (``Organization/ID``) serves the child ``Patient/patient_id``.
 
-    An agency serves a child when it keeps a record of the child: the current version of the Patient
-    resource, or of any source record linked to the same child (``fhir_server.identity``: one child's
-    records across agencies share a server-managed golden record), was written by that agency, as the
-    server's writing-agency tag records (clients cannot set or change that tag). Data about the child
-    written by an agency does not count on its own: an agency may write such data under a consent or
-    in an emergency, and neither may become the authority to grant itself more. ``reader`` is the store
-    or a store transaction, unrestricted.
+    An agency serves a child when it keeps the child's record: the current version of the Patient
+    resource was written by that agency, as the server's writing-agency tag records (clients cannot
+    set or change that tag). Across agencies (``fhir_server.identity``: one child's source records
+    share a server-managed golden record) it also serves the records linked to the child after its
+    own, and all of them once a data steward made or confirmed its link; never, through a link its
+    own write made, the records that were there before (``fhir_server.identity.serving``). Data about
+    the child written by an agency does not count on its own: an agency may write such data under a
+    consent or in an emergency, and neither may become the authority to grant itself more. ``reader``
+    is the store or a store transaction, unrestricted.
     """
-    from fhir_server.identity.serving import serving_agencies
+    from fhir_server.identity.serving import serves
 
-    return organization in await serving_agencies(reader, patient_id)
+    return await serves(reader, organization, patient_id)
 
 
 def consent_patient(consent: dict[str, Any]) -> str | None:

@@ -30,7 +30,7 @@ import orjson
 
 from fhir_server import canonical
 from fhir_server.search.values import date_range
-from fhir_server.security.authority import consent_patient, counts
+from fhir_server.security.authority import ADMIN, authority_mark, consent_patient, counts
 from fhir_server.storage.base import HistoryQuery, Store
 
 _AGENCY_TYPE_EXT = canonical.structure_definition(canonical.EXT_CONSENT_AGENCY_TYPE)
@@ -224,37 +224,31 @@ class Children(Protocol):
 
     def linked(self, patient_id: str) -> frozenset[str]: ...
 
+    def spoken_for(self, organization: str, patient_id: str) -> frozenset[str]: ...
+
 
 @dataclass
 class _View:
-    """One caller kind's answer: children per data class, valid until the next period boundary.
-
-    ``classes`` holds child keys (a golden record's id, or a Patient id not linked to one); the answer
-    names every Patient record of each child.
-    """
+    """One caller kind's answer: Patient records per data class, valid until the next period boundary."""
 
     request: AccessRequest
     valid_until: float
     classes: dict[str, set[str]]
-    children: Children | None = None
     frozen: dict[str, frozenset[str]] | None = None
 
     def answer(self) -> dict[str, frozenset[str]]:
         if self.frozen is None:
-            linked = self.children.linked if self.children is not None else None
-            self.frozen = {
-                c: frozenset(i for key in keys for i in linked(key)) if linked else frozenset(keys)
-                for c, keys in self.classes.items()
-            }
+            self.frozen = {c: frozenset(ids) for c, ids in self.classes.items()}
         return self.frozen
 
-    def update(self, patient: str, consents: list[dict[str, Any]]) -> None:
-        allowed = _patient_classes(consents, self.request)
-        for data_class, ids in self.classes.items():
-            if data_class in allowed:
-                ids.add(patient)
-            else:
-                ids.discard(patient)
+    def update(self, decided: dict[str, set[str]]) -> None:
+        """Apply one child's decisions: record id -> the data classes the caller may see of it."""
+        for record, allowed in decided.items():
+            for data_class, ids in self.classes.items():
+                if data_class in allowed:
+                    ids.add(record)
+                else:
+                    ids.discard(record)
         self.frozen = None
 
 
@@ -296,6 +290,38 @@ class ConsentBook:
         children = self._children
         members = children.linked(key) if children is not None else frozenset({key})
         return [c for m in members for c in self._by_patient.get(m, [])]
+
+    def _covers(self, consent: dict[str, Any]) -> frozenset[str]:
+        """The records of its child a counted Consent decides for: all of them when an admin recorded
+        it, else those its recording agency speaks for (``fhir_server.identity.serving``: an agency
+        whose own write linked its record to a child already kept elsewhere does not decide for the
+        records that were there before)."""
+        from fhir_server.security.access import owner_of
+
+        patient = consent_patient(consent) or ""
+        children = self._children
+        if children is None:
+            return frozenset({patient})
+        recorder = owner_of(consent)
+        if recorder is None or authority_mark(consent) == ADMIN:
+            return children.linked(patient)
+        return children.spoken_for(recorder, patient)
+
+    def _decide(self, key: str, consents: list[dict[str, Any]], req: AccessRequest) -> dict[str, set[str]]:
+        """For each record of the child ``key``, the data classes its applicable Consents open."""
+        children = self._children
+        members = children.linked(key) if children is not None else frozenset({key})
+        covers = [(consent, self._covers(consent)) for consent in consents]
+        decided: dict[str, set[str]] = {}
+        memo: dict[tuple[int, ...], set[str]] = {}
+        for record in members:
+            applicable = tuple(i for i, (_, covered) in enumerate(covers) if record in covered)
+            if applicable not in memo:
+                memo[applicable] = (
+                    _patient_classes([covers[i][0] for i in applicable], req) if applicable else set()
+                )
+            decided[record] = memo[applicable]
+        return decided
 
     def _forget(self, consent_id: str) -> str | None:
         old = self._by_id.pop(consent_id, None)
@@ -350,7 +376,7 @@ class ConsentBook:
             later = [b for b in new_bounds if b > view.request.when_ms]
             view.valid_until = min([view.valid_until, *later])
             for key in keys:
-                view.update(key, self._group_of(key))
+                view.update(self._decide(key, self._group_of(key), view.request))
         return True
 
     async def _refresh(self, store: Store) -> None:
@@ -373,8 +399,8 @@ class ConsentBook:
         """For each data class, the Patient ids whose Consents let the caller see that class now.
 
         With ``children`` (the identity links), a child's Consents are decided together, whichever of
-        its records each names (permits add up, an explicit deny wins), and the answer holds every
-        record of each child.
+        its records each names (permits add up, an explicit deny wins), each for the records of the
+        child its recorder speaks for (``_covers``); the answer names records, not children.
         """
         await self._refresh(store)
         if children is not None and (
@@ -388,10 +414,11 @@ class ConsentBook:
             return view.answer()
         classes: dict[str, set[str]] = {c: set() for c in DATA_CLASSES}
         for child, consents in self._grouped().items():
-            for data_class in _patient_classes(consents, req):
-                classes[data_class].add(child)
+            for record, allowed in self._decide(child, consents, req).items():
+                for data_class in allowed:
+                    classes[data_class].add(record)
         bounds = (b for bs in self._boundaries.values() for b in bs if b > req.when_ms)
-        view = _View(req, min(bounds, default=math.inf), classes, self._children)
+        view = _View(req, min(bounds, default=math.inf), classes)
         if len(self._views) > 1024:
             self._views.clear()
         self._views[key] = view

@@ -44,25 +44,42 @@ def _ids(bundle: dict[str, Any]) -> set[str]:
     }
 
 
-async def test_golden_record_is_read_by_agencies_serving_the_child_only(
+def _params(**values: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": k, "valueReference": {"reference": v}} for k, v in values.items()],
+    }
+
+
+async def test_golden_record_is_read_by_agencies_serving_the_whole_child_only(
     scene: dict[str, Any], world: World
 ) -> None:
     ids = scene["ids"]
-    for name in ("childcare", "hospital", "school"):
-        reply = await scene[name].get(f"Patient/{ids['golden']}")
-        assert reply.status_code == 200, (name, reply.text)
-    hidden = await scene["other"].get(f"Patient/{ids['golden']}")
+    # The childcare centre kept the child first: the hospital's and the school's writes joined its
+    # child, so it speaks for every record and reads the merged identity.
+    assert (await scene["childcare"].get(f"Patient/{ids['golden']}")).status_code == 200
+    # The hospital and the school linked themselves (their writes carried the CID): that alone opens
+    # nothing, and the golden record answers exactly as one that does not exist.
     unknown = await scene["other"].get("Patient/no-such-child")
-    assert hidden.status_code == unknown.status_code == 404
-    assert hidden.json()["issue"][0]["diagnostics"] == f"Patient/{ids['golden']} is not known"
+    for name in ("hospital", "school", "other"):
+        hidden = await scene[name].get(f"Patient/{ids['golden']}")
+        assert hidden.status_code == unknown.status_code == 404, name
+        assert hidden.json()["issue"][0]["diagnostics"] == f"Patient/{ids['golden']} is not known"
     # Serving a child opens its identity, not the other agencies' records or their data.
-    assert (await scene["school"].get(f"Patient/{ids['hosp']}")).status_code == 404
-    assert (await scene["school"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+    assert (await scene["childcare"].get(f"Patient/{ids['hosp']}")).status_code == 404
+    assert (await scene["childcare"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+    # A data steward confirms the hospital's link: now it serves the whole child.
+    confirmed = await scene["admin"].post(
+        "Patient/$identity-link", _params(source=f"Patient/{ids['hosp']}", target=f"Patient/{ids['golden']}")
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert (await scene["hospital"].get(f"Patient/{ids['golden']}")).status_code == 200
+    assert (await scene["school"].get(f"Patient/{ids['golden']}")).status_code == 404
     # The look-up is audited with the golden record as the entity.
     events = [
         e
         for e in await world.audit_events()
-        if e["agent"][0]["who"].get("identifier", {}).get("value") == "school-app"
+        if e["agent"][0]["who"].get("identifier", {}).get("value") == "hosp-app"
     ]
     assert any(
         f"Patient/{ids['golden']}" in {x["what"]["reference"] for x in e.get("entity", []) if "what" in x}
@@ -72,9 +89,11 @@ async def test_golden_record_is_read_by_agencies_serving_the_child_only(
 
 async def test_everything_and_mdm_follow_the_links(scene: dict[str, Any]) -> None:
     ids, school = scene["ids"], scene["school"]
-    # Without consent the school's $everything over the links is its own record and the golden record.
-    own = _ids((await school.get(f"Patient/{ids['golden']}/$everything")).json())
-    assert own == {f"Patient/{ids['school']}", f"Patient/{ids['golden']}"}
+    # Without consent the school's $everything over the links is its own record.
+    own = _ids((await school.get(f"Patient/{ids['school']}/$everything")).json())
+    assert own == {f"Patient/{ids['school']}"}
+    first = _ids((await scene["childcare"].get(f"Patient/{ids['cc']}/$everything")).json())
+    assert first == {f"Patient/{ids['cc']}", f"Patient/{ids['golden']}", f"Observation/{ids['cc-growth']}"}
     # The childcare centre (serving the child, keeping its record) records the child's consent for growth.
     agreement = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",), purposes=("COC",))
     assert (await scene["childcare"].post("Consent", agreement)).status_code == 201, "consent"
@@ -86,8 +105,11 @@ async def test_everything_and_mdm_follow_the_links(scene: dict[str, Any]) -> Non
         assert _ids(found) == {f"Observation/{ids['cc-growth']}", f"Observation/{ids['hosp-growth']}"}, start
     plain = (await school.get(f"Observation?subject=Patient/{ids['school']}")).json()
     assert _ids(plain) == set()  # without :mdm, only what names the school's own record
-    everyone = (await scene["hospital"].get(f"Patient?_id:mdm={ids['hosp']}")).json()
-    assert _ids(everyone) == {f"Patient/{ids['hosp']}", f"Patient/{ids['golden']}"}
+    everyone = (await scene["childcare"].get(f"Patient?_id:mdm={ids['cc']}")).json()
+    assert _ids(everyone) == {f"Patient/{ids['cc']}", f"Patient/{ids['golden']}"}
+    assert _ids((await scene["hospital"].get(f"Patient?_id:mdm={ids['hosp']}")).json()) == {
+        f"Patient/{ids['hosp']}"
+    }
     bad = await school.get(f"Observation?code:mdm=Patient/{ids['school']}")
     assert bad.status_code == 400 and ":mdm" in bad.text
     # References to a source record keep working.
@@ -99,19 +121,28 @@ async def test_consent_is_per_child_across_agencies(scene: dict[str, Any]) -> No
     permit = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",))
     assert (await scene["childcare"].post("Consent", permit)).status_code == 201
     assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 200  # the hospital's too
-    # A deny recorded by the hospital on its own record of the child wins for every record.
+    # A deny recorded by the hospital on its own record wins for the records it speaks for (its own and
+    # the school's, linked after it), not for the childcare centre's, kept before the hospital came.
     deny = consent(ids["hosp"], actors=("Organization/school1",), classes=("growth",), kind="deny")
     assert (await scene["hospital"].post("Consent", deny)).status_code == 201
+    assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+    assert (await school.get(f"Observation/{ids['cc-growth']}")).status_code == 200
+    # The childcare centre's deny wins for every record.
+    deny = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",), kind="deny")
+    assert (await scene["childcare"].post("Consent", deny)).status_code == 201
     for obs in ("cc-growth", "hosp-growth"):
         assert (await school.get(f"Observation/{ids[obs]}")).status_code == 404, obs
 
 
 async def test_serving_follows_links_for_consent_authority(scene: dict[str, Any]) -> None:
     ids = scene["ids"]
-    # The school keeps a record of the child, so it may record consent naming the golden record or
-    # another agency's record of it; an agency that keeps none may not.
+    # The childcare centre speaks for every record of the child: it may record consent naming the
+    # golden record or another agency's record of it; the school, which linked itself last, may not,
+    # and an agency that keeps no record of the child may not either.
     about_golden = consent(ids["golden"], actors=("Organization/school2",), classes=("demographics",))
-    assert (await scene["school"].post("Consent", about_golden)).status_code == 201
+    refused = await scene["school"].post("Consent", about_golden)
+    assert refused.status_code == 422 and "which is not known" in refused.text, refused.text  # hidden
+    assert (await scene["childcare"].post("Consent", about_golden)).status_code == 201
     about_hospital = consent(ids["hosp"], actors=("Organization/school2",), classes=("demographics",))
     refused = await scene["other"].post("Consent", about_hospital)
     assert refused.status_code in (403, 422), refused.text
@@ -119,3 +150,27 @@ async def test_serving_follows_links_for_consent_authority(scene: dict[str, Any]
     assert (await scene["other"].get(f"Patient/{ids['hosp']}")).status_code == 200
     assert (await scene["other"].get(f"Patient/{ids['golden']}")).status_code == 200
     assert (await scene["other"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+
+
+async def test_seeing_the_child_is_not_speaking_for_it(scene: dict[str, Any]) -> None:
+    ids = scene["ids"]
+    # The childcare centre shares the child's demographics with the hospital: the hospital now sees the
+    # golden record and the childcare centre's record, yet it linked itself after them, so it may not
+    # record consent for them.
+    shared = consent(
+        ids["golden"], actors=("Organization/hosp",), classes=("demographics",), purposes=("TREAT",)
+    )
+    assert (await scene["childcare"].post("Consent", shared)).status_code == 201
+    assert (await scene["hospital"].get(f"Patient/{ids['cc']}")).status_code == 200
+    assert (await scene["hospital"].get(f"Patient/{ids['golden']}")).status_code == 200
+    for named in ("cc", "golden"):
+        grant = consent(ids[named], actors=("Organization/school2",), classes=("growth",))
+        refused = await scene["hospital"].post("Consent", grant)
+        assert refused.status_code == 403, refused.text
+        assert "serves" in refused.json()["issue"][0]["diagnostics"]
+    # Its own record and the school's (linked after it) it speaks for: a consent naming either decides
+    # for both, and never for the childcare centre's data.
+    grant = consent(ids["school"], actors=("Organization/school2",), classes=("growth",))
+    assert (await scene["hospital"].post("Consent", grant)).status_code == 201
+    assert (await scene["other"].get(f"Observation/{ids['hosp-growth']}")).status_code == 200
+    assert (await scene["other"].get(f"Observation/{ids['cc-growth']}")).status_code == 404

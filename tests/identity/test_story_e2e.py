@@ -108,7 +108,22 @@ async def test_one_child_three_agencies_and_the_school_sees_what_consent_allows(
     assert (await school.get(f"Patient/{golden['id']}")).status_code == 404
     assert (await school.get(f"Patient/{owners['Organization/hosp']}/$everything")).status_code == 404
 
-    # The guardian's consent, recorded by the health centre (an agency serving the child).
+    # Each agency's write linked its own record to the child the childcare centre kept first: that
+    # opens the merged identity to the childcare centre only (a link never serves the agency whose own
+    # write made it, fhir_server.identity.serving) until a data steward confirms the health centre's.
+    assert (await childcare.get(f"Patient/{golden['id']}")).status_code == 200
+    assert (await health.get(f"Patient/{golden['id']}")).status_code == 404
+    confirm = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "source", "valueReference": {"reference": f"Patient/{owners['Organization/hc']}"}},
+            {"name": "target", "valueReference": {"reference": f"Patient/{golden['id']}"}},
+        ],
+    }
+    assert (await admin.post("Patient/$identity-link", confirm)).status_code == 200
+    assert (await health.get(f"Patient/{golden['id']}")).status_code == 200
+
+    # The guardian's consent, recorded by the health centre (now serving the whole child).
     mother = next(
         e["resource"]["id"]
         for e in (await health.get(f"RelatedPerson?patient=Patient/{owners['Organization/hc']}")).json()[
@@ -145,8 +160,8 @@ async def test_one_child_three_agencies_and_the_school_sees_what_consent_allows(
     }
     assert ("Observation", "health-condition") in hidden and ("Immunization", "immunization") in hidden
     assert ("RelatedPerson", "family") in hidden
-    # The golden record is the child's identity: agencies serving the child see it, and the school
-    # now too, since the consent shares demographics (each agency's record of them) with it.
+    # The golden record is the child's identity: agencies serving the whole child see it, and the
+    # school now too, since the consent shares demographics (each agency's record of them) with it.
     assert ("Patient", golden["id"]) in expected
     assert (await school.get(f"Patient/{golden['id']}")).status_code == 200
     assert (await health.get(f"Patient/{golden['id']}")).status_code == 200

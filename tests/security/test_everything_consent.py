@@ -36,6 +36,13 @@ async def _events(world: World, client: str) -> list[dict[str, Any]]:
     ]
 
 
+async def _golden(s: scene.Scene, child: str) -> str:
+    """The child's golden record (fhir_server.identity), linked to its source record."""
+    tag = "https://termtem.org/fhir/tag/identity|golden"
+    reply = await s.admin.get(f"Patient?link=Patient/{child}&_tag={tag}")
+    return f"Patient/{reply.json()['entry'][0]['resource']['id']}"
+
+
 async def test_agency_without_consent_gets_nothing_and_is_audited(s: scene.Scene) -> None:
     for child in ("child1", "child2"):
         reply = await s.other_school.get(f"Patient/{child}/$everything")
@@ -61,6 +68,7 @@ async def test_consented_agency_gets_exactly_the_permitted_classes(s: scene.Scen
         f"Observation/{ids['child1-growth']}",
         f"Observation/{ids['child1-dev']}",
         f"Consent/{ids['consent']}",  # the consent itself is demographics, which it shares
+        await _golden(s, "child1"),  # the child's merged identity (fhir_server.identity): demographics
     }
     assert _ids(reply.json()) == permitted  # never the diagnosis (health-condition), never child2
     # Full pages under consent: walking _count=1 pages yields exactly the permitted set.
