@@ -51,10 +51,16 @@ def _patient_id(value: str) -> str | None:
 
 async def expand_mdm(
     store: Any, resource_type: str | None, params: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Rewrite ``name:mdm=Patient/X`` as ``name=<every Patient linked to X>`` (400 where it cannot apply)."""
+) -> tuple[list[tuple[str, str]], dict[tuple[str, str], tuple[str, str]]]:
+    """Rewrite ``name:mdm=Patient/X`` as ``name=<every Patient linked to X>`` (400 where it cannot apply).
+
+    Also returns each rewritten parameter mapped back to the one the client sent: the links of the
+    answer show that, never the linked ids (which would tell a caller the records of a child it may
+    not see, and tell a hidden child from a missing one).
+    """
+    shown: dict[tuple[str, str], tuple[str, str]] = {}
     if not any(name.endswith(f":{MODIFIER}") for name, _ in params):
-        return params
+        return params, shown
     out: list[tuple[str, str]] = []
     for name, value in params:
         code, _, modifier = name.partition(":")
@@ -78,5 +84,7 @@ async def expand_mdm(
                 )
             ids.extend(await child_patient_ids(store, pid))
         unique = list(dict.fromkeys(ids))
-        out.append((code, ",".join(unique if code == "_id" else [f"Patient/{i}" for i in unique])))
-    return out
+        expanded = (code, ",".join(unique if code == "_id" else [f"Patient/{i}" for i in unique]))
+        out.append(expanded)
+        shown[expanded] = (name, value)
+    return out, shown

@@ -144,8 +144,10 @@ async def search(
     """``GET [base]/[type]?...``, ``POST [type]/_search``, system and compartment search."""
     from fhir_server.identity.links import expand_mdm
 
-    params = await expand_mdm(ctx.store, resource_type, params)
+    params, sent = await expand_mdm(ctx.store, resource_type, params)
     query = _query(ctx, resource_type, params, compartment)
+    if sent:  # links show the :mdm parameter as sent, not the linked ids it stands for
+        query.applied = [sent.get(item, item) for item in query.applied]
     page: SearchPage
     if resource_type in catalog.CATALOG_TYPES and compartment is None:
         page = await catalog.merged_search(ctx, query)  # the store's, then HL7's shipped definitions

@@ -7,7 +7,9 @@ way in. These tests play an agency that never served the child and sends the chi
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
+import orjson
 import pytest
 
 from tests.identity.helpers import CID, GOLDEN_TAG, child
@@ -37,8 +39,8 @@ def _match(cid: str) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": child(cid)}]}
 
 
-def _comparable(bundle: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in bundle.items() if k not in ("id", "meta", "link")}
+def _comparable(bundle: dict[str, Any], *, links: bool = False) -> dict[str, Any]:
+    return {k: v for k, v in bundle.items() if k not in ("id", "meta") and (links or k != "link")}
 
 
 async def test_match_answers_for_a_hidden_child_as_for_a_missing_one(victim: dict[str, Any]) -> None:
@@ -103,3 +105,21 @@ async def test_a_record_moved_onto_a_known_cid_gains_nothing(victim: dict[str, A
     assert (await attacker.get(f"Patient/{ids['golden']}")).status_code == 404
     refused = await attacker.post("Consent", consent(ids["golden"], actors=("Organization/rogue",)))
     assert refused.status_code == 422 and "which is not known" in refused.text, refused.text
+
+
+async def test_mdm_answers_for_a_hidden_child_as_for_a_missing_one(victim: dict[str, Any]) -> None:
+    ids, attacker = victim["ids"], victim["attacker"]
+    hidden = await attacker.get(f"Observation?subject:mdm=Patient/{ids['cc']}")
+    missing = await attacker.get("Observation?subject:mdm=Patient/no-such-child")
+    assert hidden.status_code == missing.status_code == 200
+    assert ids["golden"] not in hidden.text  # the links show the parameter as sent, not the linked ids
+
+    def shape(reply: Any, named: str) -> str:
+        return orjson.dumps(_comparable(reply.json(), links=True)).decode().replace(named, "X")
+
+    assert shape(hidden, ids["cc"]) == shape(missing, "no-such-child")
+    # The agency serving the child gets its records, and the same self link.
+    served = await victim["childcare"].get(f"Observation?subject:mdm=Patient/{ids['golden']}")
+    assert {e["resource"]["id"] for e in served.json()["entry"]} == {ids["cc-growth"]}
+    self_link = unquote(served.json()["link"][0]["url"])
+    assert f"subject:mdm=Patient/{ids['golden']}" in self_link and ids["cc"] not in self_link
