@@ -63,7 +63,7 @@ class IdentityBook:
 
     def spoken_for(self, organization: str, patient_id: str) -> frozenset[str]:
         """The records of ``patient_id``'s child that ``organization`` speaks for
-        (``fhir_server.identity.serving``: a link never serves the agency whose write made it)."""
+        (``fhir_server.identity.serving``: only a data steward's link carries authority)."""
         golden = self.child(patient_id)
         if golden is None:
             return frozenset({patient_id}) if self.owner.get(patient_id) == organization else frozenset()

@@ -1,21 +1,19 @@
 """Which of a child's records an agency speaks for: serving a child, following the links safely.
 
 An agency serves a child when it keeps a record of the child (``fhir_server.security.authority.
-serves_child``, the one definition, asks here). Across agencies the links widen that, in one direction
-only, so that a link never serves the agency whose own write made it:
+serves_child``, the one definition, asks here). Across agencies the links widen that only where a data
+steward stands behind them, so that no agency gains anything through a link its own write made:
 
-- an agency speaks for its own source records of the child;
-- for the records linked to the child *after* its own (those agencies' writes joined a child it already
-  kept: they chose to add their record to it);
-- for every record of the child once a data steward made or confirmed its link (a manual link, or a
-  merge).
+- an agency speaks for its own source records of the child, and for the golden record while every
+  record of the child is its own;
+- an agency whose record a data steward linked or confirmed (a manual link: ``$identity-link``, or a
+  merge) speaks for every record of the child, the golden record included.
 
-A link made automatically because an agency's write carried a CID the child already has gives that
-agency nothing over the records that were there before: knowing a child's citizen ID must not open the
-child's merged identity (addresses, guardians) nor let the agency record consent that opens the other
-agencies' data. The golden record (the merged identity) is spoken for by an agency that speaks for all
-of the child's records. A steward confirms a later agency's link (``$identity-link`` on its record)
-when it should see the whole child.
+Automatic links (a write carrying a CID, G-code or passport the child already has) keep one child one
+child for identity bookkeeping, ``$everything`` and ``:mdm``, but carry no authority: a CID is printed on
+every ID card, so an agency that sends one (or registered it first, before the child's own agencies)
+must not read the child's merged identity (addresses, guardians) nor record consent that opens the
+other agencies' data.
 """
 
 from __future__ import annotations
@@ -30,20 +28,17 @@ from fhir_server.identity.model import MANUAL, GoldenState, is_golden
 
 
 def spoken_for(state: GoldenState, owners: Mapping[str, str | None], organization: str) -> frozenset[str]:
-    """The ids (sources, and the golden record when all of them) of one child that ``organization``
-    speaks for. ``state.links`` is in the order the records joined the child; ``owners`` maps a source
-    id to the agency that wrote it."""
-    ranks = [-1 if link.method == MANUAL else position for position, link in enumerate(state.links)]
-    own = [
-        rank for rank, link in zip(ranks, state.links, strict=True) if owners.get(link.source) == organization
-    ]
-    if not own:
+    """The ids (sources, and the golden record where it applies) of one child that ``organization``
+    speaks for; ``owners`` maps a source id to the agency that wrote it."""
+    mine = [link for link in state.links if owners.get(link.source) == organization]
+    if not mine:
         return frozenset()
-    first = min(own)
-    covered = {link.source for rank, link in zip(ranks, state.links, strict=True) if rank >= first}
-    if len(covered) == len(state.links):
-        covered.add(state.id)
-    return frozenset(covered)
+    if any(link.method == MANUAL for link in mine):
+        return frozenset({*state.sources(), state.id})
+    own = {link.source for link in mine}
+    if len(own) == len(state.links):
+        own.add(state.id)
+    return frozenset(own)
 
 
 async def records_spoken_for(reader: Any, organization: str, patient_id: str) -> frozenset[str]:

@@ -39,9 +39,9 @@ async def serves_child(reader: Any, organization: str, patient_id: str) -> bool:
     An agency serves a child when it keeps the child's record: the current version of the Patient
     resource was written by that agency, as the server's writing-agency tag records (clients cannot
     set or change that tag). Across agencies (``fhir_server.identity``: one child's source records
-    share a server-managed golden record) it also serves the records linked to the child after its
-    own, and all of them once a data steward made or confirmed its link; never, through a link its
-    own write made, the records that were there before (``fhir_server.identity.serving``). Data about
+    share a server-managed golden record) it serves all of the child's records once a data steward
+    linked or confirmed its record; an automatic link (a shared CID) carries no authority, so no
+    agency gains any through a link its own write made (``fhir_server.identity.serving``). Data about
     the child written by an agency does not count on its own: an agency may write such data under a
     consent or in an emergency, and neither may become the authority to grant itself more. ``reader``
     is the store or a store transaction, unrestricted.

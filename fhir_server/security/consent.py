@@ -293,9 +293,8 @@ class ConsentBook:
 
     def _covers(self, consent: dict[str, Any]) -> frozenset[str]:
         """The records of its child a counted Consent decides for: all of them when an admin recorded
-        it, else those its recording agency speaks for (``fhir_server.identity.serving``: an agency
-        whose own write linked its record to a child already kept elsewhere does not decide for the
-        records that were there before)."""
+        it, else those its recording agency speaks for (``fhir_server.identity.serving``: its own
+        records, or all of the child's once a data steward linked or confirmed its record)."""
         from fhir_server.security.access import owner_of
 
         patient = consent_patient(consent) or ""

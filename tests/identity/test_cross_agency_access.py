@@ -51,30 +51,34 @@ def _params(**values: str) -> dict[str, Any]:
     }
 
 
+async def _confirm(scene: dict[str, Any], source: str) -> None:
+    """A data steward confirms the link of ``source`` to the child's golden record (a manual link)."""
+    ids = scene["ids"]
+    reply = await scene["admin"].post(
+        "Patient/$identity-link", _params(source=f"Patient/{ids[source]}", target=f"Patient/{ids['golden']}")
+    )
+    assert reply.status_code == 200, reply.text
+
+
 async def test_golden_record_is_read_by_agencies_serving_the_whole_child_only(
     scene: dict[str, Any], world: World
 ) -> None:
     ids = scene["ids"]
-    # The childcare centre kept the child first: the hospital's and the school's writes joined its
-    # child, so it speaks for every record and reads the merged identity.
-    assert (await scene["childcare"].get(f"Patient/{ids['golden']}")).status_code == 200
-    # The hospital and the school linked themselves (their writes carried the CID): that alone opens
-    # nothing, and the golden record answers exactly as one that does not exist.
+    # Three agencies' writes carried the CID: automatic links, none of which carries authority, so no
+    # agency reads the merged identity, which answers exactly as a Patient that does not exist.
     unknown = await scene["other"].get("Patient/no-such-child")
-    for name in ("hospital", "school", "other"):
+    for name in ("childcare", "hospital", "school", "other"):
         hidden = await scene[name].get(f"Patient/{ids['golden']}")
         assert hidden.status_code == unknown.status_code == 404, name
         assert hidden.json()["issue"][0]["diagnostics"] == f"Patient/{ids['golden']} is not known"
-    # Serving a child opens its identity, not the other agencies' records or their data.
-    assert (await scene["childcare"].get(f"Patient/{ids['hosp']}")).status_code == 404
-    assert (await scene["childcare"].get(f"Observation/{ids['hosp-growth']}")).status_code == 404
     # A data steward confirms the hospital's link: now it serves the whole child.
-    confirmed = await scene["admin"].post(
-        "Patient/$identity-link", _params(source=f"Patient/{ids['hosp']}", target=f"Patient/{ids['golden']}")
-    )
-    assert confirmed.status_code == 200, confirmed.text
+    await _confirm(scene, "hosp")
     assert (await scene["hospital"].get(f"Patient/{ids['golden']}")).status_code == 200
-    assert (await scene["school"].get(f"Patient/{ids['golden']}")).status_code == 404
+    for name in ("childcare", "school"):
+        assert (await scene[name].get(f"Patient/{ids['golden']}")).status_code == 404, name
+    # Serving a child opens its identity, not the other agencies' records or their data.
+    assert (await scene["hospital"].get(f"Patient/{ids['cc']}")).status_code == 404
+    assert (await scene["hospital"].get(f"Observation/{ids['cc-growth']}")).status_code == 404
     # The look-up is audited with the golden record as the entity.
     events = [
         e
@@ -89,12 +93,13 @@ async def test_golden_record_is_read_by_agencies_serving_the_whole_child_only(
 
 async def test_everything_and_mdm_follow_the_links(scene: dict[str, Any]) -> None:
     ids, school = scene["ids"], scene["school"]
-    # Without consent the school's $everything over the links is its own record.
+    # Without consent each agency's $everything over the links is what it wrote.
     own = _ids((await school.get(f"Patient/{ids['school']}/$everything")).json())
     assert own == {f"Patient/{ids['school']}"}
     first = _ids((await scene["childcare"].get(f"Patient/{ids['cc']}/$everything")).json())
-    assert first == {f"Patient/{ids['cc']}", f"Patient/{ids['golden']}", f"Observation/{ids['cc-growth']}"}
-    # The childcare centre (serving the child, keeping its record) records the child's consent for growth.
+    assert first == {f"Patient/{ids['cc']}", f"Observation/{ids['cc-growth']}"}
+    # Confirmed by a steward, the childcare centre records the child's consent for growth.
+    await _confirm(scene, "cc")
     agreement = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",), purposes=("COC",))
     assert (await scene["childcare"].post("Consent", agreement)).status_code == 201, "consent"
     seen = _ids((await school.get(f"Patient/{ids['school']}/$everything")).json())
@@ -107,41 +112,45 @@ async def test_everything_and_mdm_follow_the_links(scene: dict[str, Any]) -> Non
     assert _ids(plain) == set()  # without :mdm, only what names the school's own record
     everyone = (await scene["childcare"].get(f"Patient?_id:mdm={ids['cc']}")).json()
     assert _ids(everyone) == {f"Patient/{ids['cc']}", f"Patient/{ids['golden']}"}
-    assert _ids((await scene["hospital"].get(f"Patient?_id:mdm={ids['hosp']}")).json()) == {
-        f"Patient/{ids['hosp']}"
-    }
+    hospital = (await scene["hospital"].get(f"Patient?_id:mdm={ids['hosp']}")).json()
+    assert _ids(hospital) == {f"Patient/{ids['hosp']}"}
     bad = await school.get(f"Observation?code:mdm=Patient/{ids['school']}")
     assert bad.status_code == 400 and ":mdm" in bad.text
     # References to a source record keep working.
     assert (await scene["hospital"].get(f"Observation?subject=Patient/{ids['hosp']}")).json()["entry"]
 
 
-async def test_consent_is_per_child_across_agencies(scene: dict[str, Any]) -> None:
+async def test_consent_decides_for_the_records_its_recorder_speaks_for(scene: dict[str, Any]) -> None:
     ids, school = scene["ids"], scene["school"]
+    # Before any steward confirmed it, the childcare centre's consent covers its own record only.
     permit = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",))
     assert (await scene["childcare"].post("Consent", permit)).status_code == 201
-    assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 200  # the hospital's too
-    # A deny recorded by the hospital on its own record wins for the records it speaks for (its own and
-    # the school's, linked after it), not for the childcare centre's, kept before the hospital came.
+    assert (await school.get(f"Observation/{ids['cc-growth']}")).status_code == 200
+    assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 404
+    # Confirmed, the same consent covers every agency's record of the child.
+    await _confirm(scene, "cc")
+    assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 200
+    # A deny recorded by the hospital (not confirmed) on its own record wins for its own record only.
     deny = consent(ids["hosp"], actors=("Organization/school1",), classes=("growth",), kind="deny")
     assert (await scene["hospital"].post("Consent", deny)).status_code == 201
     assert (await school.get(f"Observation/{ids['hosp-growth']}")).status_code == 404
     assert (await school.get(f"Observation/{ids['cc-growth']}")).status_code == 200
-    # The childcare centre's deny wins for every record.
+    # The confirmed childcare centre's deny wins for every record.
     deny = consent(ids["cc"], actors=("Organization/school1",), classes=("growth",), kind="deny")
     assert (await scene["childcare"].post("Consent", deny)).status_code == 201
     for obs in ("cc-growth", "hosp-growth"):
         assert (await school.get(f"Observation/{ids[obs]}")).status_code == 404, obs
 
 
-async def test_serving_follows_links_for_consent_authority(scene: dict[str, Any]) -> None:
+async def test_serving_follows_confirmed_links_for_consent_authority(scene: dict[str, Any]) -> None:
     ids = scene["ids"]
-    # The childcare centre speaks for every record of the child: it may record consent naming the
-    # golden record or another agency's record of it; the school, which linked itself last, may not,
-    # and an agency that keeps no record of the child may not either.
+    # Naming the golden record takes speaking for the whole child: without it the golden record is
+    # hidden and the Consent is refused as one naming a child that does not exist.
     about_golden = consent(ids["golden"], actors=("Organization/school2",), classes=("demographics",))
-    refused = await scene["school"].post("Consent", about_golden)
-    assert refused.status_code == 422 and "which is not known" in refused.text, refused.text  # hidden
+    for name in ("school", "childcare"):
+        refused = await scene[name].post("Consent", about_golden)
+        assert refused.status_code == 422 and "which is not known" in refused.text, (name, refused.text)
+    await _confirm(scene, "cc")
     assert (await scene["childcare"].post("Consent", about_golden)).status_code == 201
     about_hospital = consent(ids["hosp"], actors=("Organization/school2",), classes=("demographics",))
     refused = await scene["other"].post("Consent", about_hospital)
@@ -154,9 +163,10 @@ async def test_serving_follows_links_for_consent_authority(scene: dict[str, Any]
 
 async def test_seeing_the_child_is_not_speaking_for_it(scene: dict[str, Any]) -> None:
     ids = scene["ids"]
-    # The childcare centre shares the child's demographics with the hospital: the hospital now sees the
-    # golden record and the childcare centre's record, yet it linked itself after them, so it may not
-    # record consent for them.
+    # The confirmed childcare centre shares the child's demographics with the hospital: the hospital
+    # now sees the golden record and the childcare centre's record, yet its own link is automatic, so
+    # it may not record consent for them.
+    await _confirm(scene, "cc")
     shared = consent(
         ids["golden"], actors=("Organization/hosp",), classes=("demographics",), purposes=("TREAT",)
     )
@@ -168,9 +178,8 @@ async def test_seeing_the_child_is_not_speaking_for_it(scene: dict[str, Any]) ->
         refused = await scene["hospital"].post("Consent", grant)
         assert refused.status_code == 403, refused.text
         assert "serves" in refused.json()["issue"][0]["diagnostics"]
-    # Its own record and the school's (linked after it) it speaks for: a consent naming either decides
-    # for both, and never for the childcare centre's data.
-    grant = consent(ids["school"], actors=("Organization/school2",), classes=("growth",))
+    # On its own record it may: that consent decides for its own record, never the childcare centre's.
+    grant = consent(ids["hosp"], actors=("Organization/school2",), classes=("growth",))
     assert (await scene["hospital"].post("Consent", grant)).status_code == 201
     assert (await scene["other"].get(f"Observation/{ids['hosp-growth']}")).status_code == 200
     assert (await scene["other"].get(f"Observation/{ids['cc-growth']}")).status_code == 404

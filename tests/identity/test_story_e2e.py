@@ -108,11 +108,11 @@ async def test_one_child_three_agencies_and_the_school_sees_what_consent_allows(
     assert (await school.get(f"Patient/{golden['id']}")).status_code == 404
     assert (await school.get(f"Patient/{owners['Organization/hosp']}/$everything")).status_code == 404
 
-    # Each agency's write linked its own record to the child the childcare centre kept first: that
-    # opens the merged identity to the childcare centre only (a link never serves the agency whose own
-    # write made it, fhir_server.identity.serving) until a data steward confirms the health centre's.
-    assert (await childcare.get(f"Patient/{golden['id']}")).status_code == 200
-    assert (await health.get(f"Patient/{golden['id']}")).status_code == 404
+    # Each agency's write linked its own record to the child: automatic links carry no authority
+    # (fhir_server.identity.serving), so no agency reads the merged identity or speaks for the others'
+    # records until a data steward confirms its link; here the health centre's.
+    for agency in (childcare, health, hospital):
+        assert (await agency.get(f"Patient/{golden['id']}")).status_code == 404
     confirm = {
         "resourceType": "Parameters",
         "parameter": [
@@ -123,7 +123,7 @@ async def test_one_child_three_agencies_and_the_school_sees_what_consent_allows(
     assert (await admin.post("Patient/$identity-link", confirm)).status_code == 200
     assert (await health.get(f"Patient/{golden['id']}")).status_code == 200
 
-    # The guardian's consent, recorded by the health centre (now serving the whole child).
+    # The guardian's consent, recorded by the health centre (now speaking for the whole child).
     mother = next(
         e["resource"]["id"]
         for e in (await health.get(f"RelatedPerson?patient=Patient/{owners['Organization/hc']}")).json()[

@@ -1,5 +1,5 @@
 """``$summary`` follows the identity links (auth on): one child's growth from two agencies, for a school
-under the consent the agency that kept the child first recorded; nothing for an agency without one."""
+under the consent of an agency a data steward confirmed; nothing for an agency without one."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ async def test_summary_of_any_record_covers_every_agency_as_consent_allows(world
     cc_weight = "Observation/" + (await childcare.create(observation(cc, GROWTH, "w")))["id"]
     hosp_weight = "Observation/" + (await hospital.create(observation(hosp, GROWTH, "w")))["id"]
     golden = (await admin.get(f"Patient?link=Patient/{cc}&_tag={GOLDEN_TAG}")).json()["entry"][0]["resource"]
+    # A data steward confirms the childcare centre's link: it now speaks for the whole child.
+    confirm = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "source", "valueReference": {"reference": f"Patient/{cc}"}},
+            {"name": "target", "valueReference": {"reference": f"Patient/{golden['id']}"}},
+        ],
+    }
+    assert (await admin.post("Patient/$identity-link", confirm)).status_code == 200
     grant = consent(cc, actors=("Organization/school1",), classes=("demographics", "growth"))
     assert (await childcare.post("Consent", grant)).status_code == 201
 
@@ -31,8 +40,8 @@ async def test_summary_of_any_record_covers_every_agency_as_consent_allows(world
         assert reply.status_code == 200, reply.text
         growth = sections(reply.json())["growth"]
         assert entry_ids(reply.json(), growth) == {cc_weight, hosp_weight}, start
-    # The hospital linked itself to the child the childcare centre kept: it may not see the childcare
-    # centre's growth data, and a summary never shows part of a section, so growth is withheld.
+    # The hospital's link is automatic: it may not see the childcare centre's growth data, and a
+    # summary never shows part of a section, so growth is withheld.
     own = (await hospital.get(f"Patient/{hosp}/$summary")).json()
     assert sections(own)["growth"]["emptyReason"]["coding"][0]["code"] == "withheld"
     # A school without consent: the child answers as one that does not exist.
