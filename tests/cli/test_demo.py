@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 _CHILDREN = "25"
-_STARTUP_SECONDS = 60
+_STARTUP_SECONDS = 120  # generous: a busy 2-core machine (each Patient is linked on write)
 
 
 def _free_port() -> int:
@@ -124,7 +124,7 @@ def test_every_printed_example_works_against_the_demo(tmp_path: Path) -> None:
         assert "AUTHENTICATION IS OFF" in output
         assert f"FHIR base URL: http://127.0.0.1:{demo.port}/fhir" in output
         urls = _curl_urls(output)
-        assert len(urls) == 5, output
+        assert len(urls) == 8, output  # 5 about one child's record, 3 about one child across agencies
         assert all(u.startswith(f"http://127.0.0.1:{demo.port}/fhir/") for u in urls)
         kinds = set()
         for url in urls:
@@ -142,6 +142,11 @@ def test_every_printed_example_works_against_the_demo(tmp_path: Path) -> None:
             if "filter=" in url:
                 wanted = httpx.URL(url).params["filter"]
                 assert any(wanted in c["display"] for c in results)  # type: ignore[index]
+            if "identity%7Cgolden" in url or "identity|golden" in url:  # the golden record, 2+ sources
+                links = [lk for lk in results[0]["link"] if lk["type"] == "seealso"]  # type: ignore[index]
+                assert len(results) == 1 and len(links) >= 2, response.text[:500]
+            if ":mdm=" in url or "%3Amdm=" in url:  # every agency's record, and the golden one
+                assert len(results) >= 3, response.text[:500]
         assert kinds == {"Patient", "Observation", "Task", "ValueSet"}
         demo.process.terminate()
         demo.process.wait(timeout=20)
