@@ -152,7 +152,13 @@ def latin_key(text: str, loose: bool = False) -> str:
 @dataclass(frozen=True)
 class NamePart:
     thai: str = ""  # thai_key; empty for a name written only in Latin letters
-    latin: str = ""  # latin_key of the English form, or the romanised Thai
+    english: str = ""  # latin_key of a name written in Latin letters
+
+    @property
+    def latin(self) -> str:
+        """The English form, or the Thai romanised: computed only when a Thai name meets one written
+        in Latin letters (romanising loads pythainlp's word list, over a second on first use)."""
+        return self.english or romanised(self.thai)
 
     @property
     def sounds(self) -> tuple[str, str]:
@@ -215,7 +221,7 @@ def _part(text: str, thai: bool) -> NamePart:
         return NamePart()
     if thai:
         key = thai_key(text)
-        return NamePart(key, romanised(key))
+        return NamePart(key)
     return NamePart("", latin_key(text))
 
 
@@ -235,7 +241,7 @@ def read_names(resource: dict[str, Any]) -> tuple[list[Name], set[str]]:
                 nicknames.add(key)
             continue
         entry = Name(_part(given, thai), _part(family, thai))
-        if entry.given.latin or entry.family.latin or entry.given.thai or entry.family.thai:
+        if entry.given.english or entry.family.english or entry.given.thai or entry.family.thai:
             names.append(entry)
     return names, nicknames
 
