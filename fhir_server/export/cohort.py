@@ -118,6 +118,9 @@ def _listed(group: dict[str, Any]) -> set[str]:
 
 async def _matching(store: Any, expression: str, access: Access | None, base_url: str) -> set[str]:
     rtype, params = _parse_filter(expression, base_url)
+    from fhir_server.identity.conditional import search_params
+
+    params = search_params((rtype,), params, None)  # golden records are no members (fhir_server.identity)
     query = parse_search(rtype, params, base_url=base_url, strict=True, default_count=_PAGE, max_count=_PAGE)
     query.access = access
     found: set[str] = set()

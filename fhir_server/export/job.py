@@ -102,6 +102,17 @@ def _query(
             )
             options.append(AllOf(parsed.conditions))
         conditions.append(AnyOf(tuple(options)) if len(options) > 1 else options[0])
+    if rtype == "Patient":
+        # The identity layer's golden records (a server-managed merged identity per child) stay out,
+        # as in searches that do not ask for them: each child once per agency that keeps it.
+        from fhir_server.identity.conditional import search_params
+
+        left_out = search_params(("Patient",), [], None)
+        conditions.extend(
+            parse_search(
+                "Patient", left_out, base_url=base_url, strict=True, default_count=1, max_count=1
+            ).conditions
+        )
     if request.level != "system":
         keys = acc.patient_links().get(rtype)
         ids = tuple(members) if members is not None else None
