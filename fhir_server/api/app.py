@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             yield
         finally:
             app.state.ready = False
+            from fhir_server.analytics.service import stop_analytics
+
+            await stop_analytics(app.state)
             await release_store(app.state.store, app.state.jobs)
             if owned:
                 await app.state.store.close()

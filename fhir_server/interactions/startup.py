@@ -32,6 +32,7 @@ def shipped_resources() -> list[dict[str, Any]]:
         ("fhir_server.analytics.views.library", "shipped_views"),
         ("fhir_server.wellbeing", "shipped_resources"),
         ("fhir_server.operations.published", "operation_definitions"),
+        ("fhir_server.analytics.measures.library", "shipped_measures"),
     ):
         try:
             provider = getattr(__import__(module, fromlist=[function]), function)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from fhir_server import canonical, definitions
 from fhir_server.operations import (
+    evaluate_measure,
     everything,
     export,
     identity,
@@ -162,4 +163,12 @@ OPERATIONS: list[Operation] = [
     Operation("export", export.export, system=True, definition=_BULK + "export"),
     Operation("export", export.export, ("Patient",), type_level=True, definition=_BULK + "patient-export"),
     Operation("export", export.export, ("Group",), instance_level=True, definition=_BULK + "group-export"),
+    Operation(
+        "evaluate-measure",
+        evaluate_measure.evaluate_measure,
+        ("Measure",),
+        type_level=True,
+        instance_level=True,
+        definition=_OD + "Measure-evaluate-measure",
+    ),
 ]
