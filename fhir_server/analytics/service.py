@@ -48,7 +48,8 @@ class Figures:
 
 
 def dashboard_periods(today: date) -> list[tuple[str, date, date]]:
-    """The last eight calendar quarters (trends) and the twelve months up to today (the map)."""
+    """The last eight calendar quarters (trends), the last two calendar years, and the twelve months up
+    to today (the map's default), oldest first."""
     quarter = (today.month - 1) // 3
     year = today.year
     out = []
@@ -61,6 +62,7 @@ def dashboard_periods(today: date) -> list[tuple[str, date, date]]:
         if quarter < 0:
             quarter, year = 3, year - 1
     out.reverse()
+    out += [(str(y), date(y, 1, 1), date(y, 12, 31)) for y in (today.year - 2, today.year - 1)]
     out.append(("12m", today - timedelta(days=364), today))
     return out
 

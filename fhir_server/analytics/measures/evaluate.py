@@ -123,7 +123,8 @@ def group_sql(
     )
     sql = (
         f"WITH t AS (SELECT {', '.join(columns)} FROM (VALUES {values}) _p(key, pstart, pend)"
-        f" CROSS JOIN {plan.unit} u LEFT JOIN children c ON c.patient_id = u.patient_id WHERE {subject.sql(plan)})"
+        f" CROSS JOIN {plan.unit} u LEFT JOIN children c ON c.patient_id = u.patient_id"
+        f" WHERE {subject.sql(plan)})"
         f" SELECT _period, [{grouping}] AS _g, [{keys}] AS _k, {', '.join(measures)} FROM t"
         f" GROUP BY GROUPING SETS ({sets})"
     )
