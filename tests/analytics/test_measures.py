@@ -251,7 +251,7 @@ async def test_nutrition_status(world: tuple[Population, Analytics]) -> None:
 
 
 async def test_subject_district_matches_the_district_stratum(world: tuple[Population, Analytics]) -> None:
-    pop, analytics = world
+    _, analytics = world
     overall = await run(analytics, "dspm-coverage")
     stratum = max(overall.groups[3].strata["district"], key=lambda s: s.populations["denominator"].count)
     assert stratum.value is not None
