@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     if store is not None:
         app.state.store = TimedStore(store, metrics)
     app.add_route("/", home.front_page, methods=["GET", "HEAD"])
+    from fhir_server.dashboard.http import install as install_dashboard
+
+    install_dashboard(app, settings)
     base = settings.base_path.rstrip("/")
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.add_route(base, routes.handle, methods=methods)

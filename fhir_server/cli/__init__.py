@@ -42,9 +42,25 @@ from fhir_server.cli import (  # noqa: E402
     importer,
     load,
     serve,
+    users,
+    view,
 )
 
-for _module in (serve, load, generate, demo, importer, clients, agencies, copy, backup, export, identity):
+for _module in (
+    serve,
+    load,
+    generate,
+    demo,
+    importer,
+    clients,
+    agencies,
+    copy,
+    backup,
+    export,
+    identity,
+    view,
+    users,
+):
     _module.register(app)
 
 
