@@ -226,8 +226,8 @@ class _Dashboard:
         body = pages.export_csv(figures, params.get("indicator"), params.get("period"), _lang(request))
         await _audit(request, user, 200, f"dashboard export {params.get('indicator')} {params.get('period')}")
         label = f"{params.get('indicator', 'indicator')}-{params.get('period', '12m')}"
-        name = "termtem-" + "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-" for ch in label)[:80]
-        name += ".csv"
+        safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-") else "-" for ch in label)
+        name = f"termtem-{safe[:80]}.csv"
         return Response(
             body,
             media_type="text/csv; charset=utf-8",
