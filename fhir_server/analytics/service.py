@@ -34,6 +34,11 @@ def refresh_interval() -> float:
     return float(os.environ.get("TERMTEM_ANALYTICS_REFRESH_SECONDS", "5"))
 
 
+def figures_interval() -> float:
+    """At most one recomputation of the dashboard's figures in this many seconds (busy servers)."""
+    return float(os.environ.get("TERMTEM_ANALYTICS_FIGURES_SECONDS", "30"))
+
+
 @dataclass
 class Figures:
     """What the dashboard shows, computed after each change: per period, measure and group, the whole
@@ -79,6 +84,7 @@ class Analytics:
         self._plans: dict[str, tuple[str, MeasurePlan]] = {}
         self.figures: Figures | None = None
         self.error: str | None = None
+        self._stale = False  # the warehouse changed since the figures were computed
 
     # -- lifetime -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,14 +122,19 @@ class Analytics:
             except Exception:
                 log.exception("analytics refresh failed")
 
-    async def refresh(self) -> bool:
-        """Apply the store's changes now (tests and the CLI call this instead of waiting)."""
+    async def refresh(self, *, figures_now: bool = False) -> bool:
+        """Apply the store's changes now; the figures follow at once when ``figures_now`` or when the
+        last computation is older than ``figures_interval()``. True when anything changed."""
         await self.ready()
         async with self._lock:
             changed = await self.warehouse.refresh(self.store)
             if changed:
                 self._cache.clear()
+                self._stale = True
+            due = self.figures is None or time.time() - self.figures.computed_at >= figures_interval()
+            if self._stale and (figures_now or due):
                 await self._compute_figures()
+                self._stale = False
             return changed
 
     async def stop(self) -> None:
