@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fhir_server.analytics.measures.evaluate import evaluate  # noqa: E402
-from fhir_server.analytics.measures.library import shipped_measures  # noqa: E402
-from fhir_server.analytics.service import Analytics, _district_only  # noqa: E402
-from fhir_server.analytics.views import output  # noqa: E402
-from fhir_server.analytics.views.library import shipped_view, shipped_views  # noqa: E402
-from fhir_server.storage.sqlite.store import SqliteStore  # noqa: E402
-from scripts.bench.common import machine, percentile, write_results  # noqa: E402
+from fhir_server.analytics.measures.evaluate import evaluate
+from fhir_server.analytics.measures.library import shipped_measures
+from fhir_server.analytics.service import Analytics, _district_only
+from fhir_server.analytics.views import output
+from fhir_server.analytics.views.library import shipped_view, shipped_views
+from fhir_server.storage.sqlite.store import SqliteStore
+from scripts.bench.common import machine, percentile, write_results
 
 LOCK = Path("/work/bench-1m.lock")
 
@@ -210,7 +210,7 @@ async def main() -> None:
                 }
             store = SqliteStore(f"sqlite:///{store_path}")
             await store.open()
-            count = sum(1 for _ in store._conn.execute("SELECT 1 FROM resource"))  # noqa: SLF001
+            count = sum(1 for _ in store._conn.execute("SELECT 1 FROM resource"))
             results["store"]["resources"] = count
             print(f"store: {count:,} resources ({results['store']['kind']})", flush=True)
 
