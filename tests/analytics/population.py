@@ -26,18 +26,21 @@ def _owner(resource: dict[str, Any]) -> str | None:
 
 
 async def load_population(
-    store: Any, seed: int, children: int, *, tag_owners: bool = False
+    store: Any, seed: int, children: int, *, tag_owners: bool = False, consents: bool = True
 ) -> list[dict[str, Any]]:
     """Write the generated agencies and households in one import; returns every resource written.
 
     With ``tag_owners`` each record carries the writing-agency tag of the agency that made it, so
-    consent-bound callers see their own agency's records.
+    consent-bound callers see their own agency's records; without ``consents`` the guardians' consents
+    are left out, so such a caller sees exactly its own agency's records.
     """
     written: list[dict[str, Any]] = []
     versions = []
     when = now_instant()
     for batch in generate(seed, children=children):
         for resource in batch:
+            if not consents and resource["resourceType"] == "Consent":
+                continue
             resource = dict(resource)
             owner = _owner(resource) if tag_owners else None
             if owner:

@@ -175,3 +175,43 @@ def test_shipped_measures_and_the_reports_are_valid_r4() -> None:
     for measure in shipped_measures():
         errors = [i for i in validate(measure, []) if i["severity"] in ("error", "fatal")]
         assert errors == [], (measure["id"], errors)
+
+
+async def test_other_roles_count_what_they_may_see(world: World) -> None:
+    from fhir_server.security.access import OWNER_TAG_SYSTEM
+
+    # no consents: this agency sees exactly the records it wrote
+    written = await load_population(world.store, seed=33, children=200, tag_owners=True, consents=False)
+
+    def owner(resource: dict[str, Any]) -> str | None:
+        return next(
+            (t["code"] for t in resource.get("meta", {}).get("tag", []) if t["system"] == OWNER_TAG_SYSTEM),
+            None,
+        )
+
+    children = [r for r in written if r["resourceType"] == "Patient"]
+    centre = max({owner(c) for c in children}, key=lambda o: sum(owner(c) == o for c in children))
+    assert centre is not None
+    caller = await world.caller("centre", centre, "health-centre")
+    reply = await caller.get(f"Measure/dspm-suspected-delay/$evaluate-measure?{PERIOD}")
+    assert reply.status_code == 200, reply.text
+    year = DEFAULT_REFERENCE_DATE.year - 1
+    # with plain loops: children this centre wrote, screened in the year by this centre
+    assert len(children) == 200
+    screened = set()
+    for o in written:
+        if (
+            o["resourceType"] == "Observation"
+            and owner(o) == centre
+            and "th-developmental-screening" in str(o.get("meta", {}).get("profile"))
+            and o["effectiveDateTime"].startswith(str(year))
+        ):
+            screened.add(o["subject"]["reference"].split("/")[1])
+    mine = {c["id"] for c in children if owner(c) == centre}
+    expected = len(screened & mine)
+    assert expected > 0
+    got = reply.json()["group"][0]["population"][0]["count"]
+    assert got == expected
+    admin = await world.caller("admin", "Organization/ops", "admin")
+    everything = (await admin.get(f"Measure/dspm-suspected-delay/$evaluate-measure?{PERIOD}")).json()
+    assert everything["group"][0]["population"][0]["count"] > got
