@@ -278,10 +278,11 @@ def _check_constants(resource: dict[str, Any], constants: dict[str, list[Any]]) 
 
 
 def _value(column: Column, items: list[Any], resource: dict[str, Any]) -> Any:
-    if column.collection:
-        return [_scalar(column, v) for v in items]
     if not items:
-        return None
+        return [] if column.collection else None
+    convert = _CONVERTERS.get(column.type, _untyped)
+    if column.collection:
+        return [convert(v) for v in items]
     if len(items) > 1:
         rid = f"{resource.get('resourceType')}/{resource.get('id')}"
         raise ViewError(
@@ -289,40 +290,70 @@ def _value(column: Column, items: list[Any], resource: dict[str, Any]) -> Any:
             " narrow the path (for example with first())",
             f"{column.where}.path",
         )
-    return _scalar(column, items[0])
+    value = items[0]
+    if type(value) is str and column.type not in _NUMERIC_OR_BOOLEAN:  # the common case, fast
+        return value
+    return convert(value)
 
 
-def _scalar(column: Column, value: Any) -> Any:
-    ctype = column.type
+def _as_integer(value: Any) -> int | None:
+    if isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal | float) and value == int(value):
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    return None
+
+
+def _as_decimal(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    return float(value)
+
+
+def _as_boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
-    if ctype in INTEGER_TYPES:
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, Decimal | float) and value == int(value):
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
-            return int(value)
-        return None
-    if ctype in DECIMAL_TYPES:
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int | float | Decimal):
-            return float(value)
-        return None
-    if ctype in BOOLEAN_TYPES:
-        return value if isinstance(value, bool) else None
-    if ctype is not None:
-        return (
-            value
-            if isinstance(value, str)
-            else (("true" if value else "false") if isinstance(value, bool) else str(value))
-        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _untyped(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
     if isinstance(value, Decimal):
         return float(value)
     return value
+
+
+_CONVERTERS: dict[str | None, Any] = {t: _as_integer for t in INTEGER_TYPES}
+_CONVERTERS.update({t: _as_decimal for t in DECIMAL_TYPES})
+_CONVERTERS.update({t: _as_boolean for t in BOOLEAN_TYPES})
+_NUMERIC_OR_BOOLEAN = frozenset(INTEGER_TYPES | DECIMAL_TYPES | BOOLEAN_TYPES | {None})
+
+
+class _TextConverters(dict):  # type: ignore[type-arg]
+    """Any other declared type (string, code, date, ...) is text."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        return default if key is None else _as_text
+
+
+_CONVERTERS = _TextConverters(_CONVERTERS)
 
 
 def _rows(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
@@ -339,7 +370,10 @@ def _rows(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
 
 def _rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
     resource = env.resource
-    head = tuple(_value(c, c.path.run([node], env), resource) for c in select.columns)
+    focus = [node]
+    head = tuple([_value(c, c.path.run(focus, env), resource) for c in select.columns])
+    if not select.selects and not select.union_all:
+        return [head]
     combined: list[tuple[Any, ...]] = [head]
     for sub in select.selects:
         part = _rows(sub, node, env)
