@@ -1,10 +1,10 @@
 """The analytics warehouse: the shipped views materialised in DuckDB and kept up to date incrementally.
 
 Measures run on these tables, never on the FHIR store. ``build`` fills them from the store once;
-``refresh`` then reads the store's history since the last watermark and replaces the rows of exactly the
-resources that changed (a view's rows depend on their own resource only, so this is exact). The derived
-``growth_z`` table (one row per growth visit of a child under five, with WHO z-scores) is recomputed for
-the children whose measurements or details changed.
+``refresh`` then follows the store's change feed from the last change number it applied and replaces
+the rows of exactly the resources that changed (a view's rows depend on their own resource only, so
+this is exact). The derived ``growth_z`` table (one row per growth visit of a child under five, with
+WHO z-scores) is recomputed for the children whose measurements or details changed.
 
 The warehouse holds every agency's data and is for the server itself: callers reach it only through
 aggregates (``fhir_server.analytics.measures``), suppressed for roles that see aggregates only.
@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ import pyarrow as pa
 from fhir_server.analytics.growth import who_zscores
 from fhir_server.analytics.views.definition import View
 from fhir_server.analytics.views.library import shipped_view, shipped_views
-from fhir_server.storage.base import HistoryQuery
 
 log = logging.getLogger("termtem.analytics")
 
-_OVERLAP = timedelta(seconds=5)  # history is re-read this far back: a late commit is never missed
+# The change feed is re-read this many numbers back each time: a transaction that took its number
+# before a later one but committed after it (possible on MongoDB) is still seen.
+_MARGIN = 200
 _BATCH = 2000
 _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 _WEIGHT, _HEIGHTS = "29463-7", ("8302-2", "8306-3")
@@ -100,11 +101,10 @@ class Warehouse:
         for view in self.views:
             self.by_type.setdefault(view.resource_type, []).append(view)
         self.generation = 0
-        self.watermark: str | None = None
+        self.watermark = 0  # the store's change number the tables are up to date with
         self.built = False
         self.last_refresh_seconds = 0.0
-        self._applied: dict[tuple[str, str], int] = {}  # versions applied inside the overlap window
-        self._load_meta()
+        self._applied: dict[tuple[str, str], int] = {}  # versions applied inside the re-read margin
 
     # -- DuckDB access (one thread at a time) -------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -120,25 +120,11 @@ class Warehouse:
         with self._lock:
             self._db.close()
 
-    def _load_meta(self) -> None:
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            rows = dict(self._db.execute("SELECT key, value FROM _meta").fetchall())
-        version = orjson.dumps([v.source for v in self.views]).decode()
-        if rows.get("views") == version and rows.get("watermark"):
-            self.watermark = rows["watermark"]
-            self.built = True
-        self._views_version = version
-
-    def _save_meta(self) -> None:
-        self._db.execute("INSERT OR REPLACE INTO _meta VALUES ('watermark', ?)", [self.watermark])
-        self._db.execute("INSERT OR REPLACE INTO _meta VALUES ('views', ?)", [self._views_version])
-
     # -- building ---------------------------------------------------------------------------------
     async def build(self, store: Any) -> None:
         """Fill every table from the store (the start of a new warehouse)."""
         started = time.perf_counter()
-        watermark = _now_instant()
+        watermark = await store.last_change()
         rows: dict[str, list[tuple[Any, ...]]] = {view.name or "": [] for view in self.views}
         for rtype, views in self.by_type.items():
             batch: list[bytes] = []
@@ -153,7 +139,7 @@ class Warehouse:
         self.last_refresh_seconds = time.perf_counter() - started
         log.info("analytics warehouse built in %.1f s", self.last_refresh_seconds)
 
-    def _replace_all(self, rows: dict[str, list[tuple[Any, ...]]], watermark: str) -> None:
+    def _replace_all(self, rows: dict[str, list[tuple[Any, ...]]], watermark: int) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             for view in self.views:
@@ -164,32 +150,26 @@ class Warehouse:
             self._db.execute(f"CREATE OR REPLACE TABLE growth_z AS SELECT * FROM ({_empty_growth_z()})")
             self._recompute_growth_z(None)
             self.watermark = watermark
-            self._save_meta()
             self._db.execute("COMMIT")
             self.generation += 1
             self.built = True
 
     # -- incremental refresh ----------------------------------------------------------------------
-    async def changes(self, store: Any) -> dict[tuple[str, str], tuple[int, bytes]]:
-        """The newest version and body (empty when deleted) of every resource of a warehouse type
-        changed since the watermark and not applied yet."""
-        assert self.watermark is not None
-        since = _instant_minus(self.watermark, _OVERLAP)
+    async def changes(self, store: Any) -> tuple[dict[tuple[str, str], tuple[int, bytes]], int]:
+        """The newest version and body (empty when deleted) of every warehouse-type resource changed
+        after the watermark and not applied yet, and the new watermark."""
         found: dict[tuple[str, str], tuple[int, bytes]] = {}
-        seen: set[tuple[str, str]] = set()
-        before: int | None = None
+        after = max(0, self.watermark - _MARGIN)
+        newest = self.watermark
         while True:
-            page = await store.history(HistoryQuery(since=since, count=1000, before_seq=before))
-            for entry in page.entries:
+            batch = await store.changes(after, 1000)
+            for number, entry in batch:
+                after = newest = max(newest, number)
                 key = (entry.resource_type, entry.id)
-                if entry.resource_type not in self.by_type or key in seen:
-                    continue
-                seen.add(key)
-                if self._applied.get(key) != entry.version:
+                if entry.resource_type in self.by_type and self._applied.get(key, 0) < entry.version:
                     found[key] = (entry.version, entry.body)
-            if page.next_before_seq is None:
-                return found
-            before = page.next_before_seq
+            if len(batch) < 1000:
+                return found, newest
 
     async def refresh(self, store: Any) -> bool:
         """Bring the tables up to date; True when anything changed."""
@@ -197,10 +177,9 @@ class Warehouse:
             await self.build(store)
             return True
         started = time.perf_counter()
-        watermark = _now_instant()
-        changed = await self.changes(store)
+        changed, watermark = await self.changes(store)
         if not changed:
-            self.watermark = max(self.watermark or "", _instant_minus(watermark, _OVERLAP))
+            self.watermark = watermark
             return False
         rows: dict[str, list[tuple[Any, ...]]] = {view.name or "": [] for view in self.views}
         for rtype, views in self.by_type.items():
@@ -245,7 +224,6 @@ class Warehouse:
             if touched_patients:
                 self._recompute_growth_z(sorted(touched_patients))
             self.watermark = watermark
-            self._save_meta()
             self._db.execute("COMMIT")
             self.generation += 1
 
@@ -308,12 +286,3 @@ def _rows_into(views: list[View], bodies: Iterable[bytes], rows: dict[str, list[
                 log.warning("view %s skipped %s/%s", view.name, view.resource_type, key)
                 continue
             rows[view.name or ""].extend((*row, key) for row in made)
-
-
-def _now_instant() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _instant_minus(instant: str, delta: timedelta) -> str:
-    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - delta
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

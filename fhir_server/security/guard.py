@@ -201,6 +201,14 @@ class SecuredStore:
         self._whole_store("Reading the whole history")
         return self._inner.iterate_history()
 
+    async def changes(self, after: int, limit: int = 500) -> list[tuple[int, StoredResource]]:
+        self._whole_store("Reading the change feed")
+        return list(await self._inner.changes(after, limit))
+
+    async def last_change(self) -> int:
+        self._whole_store("Reading the change feed")
+        return int(await self._inner.last_change())
+
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         self._whole_store("Reindexing")
         await self._inner.reindex(resource, index)

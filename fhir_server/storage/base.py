@@ -120,6 +120,13 @@ class Store(Protocol):
     def iterate_history(self) -> AsyncIterator[StoredResource]:
         """Every version of every resource in commit order, streamed (store copy)."""
 
+    async def changes(self, after: int, limit: int = 500) -> list[tuple[int, StoredResource]]:
+        """The change feed: versions whose change number is above ``after``, oldest first, with their
+        numbers (every version gets one when written, and they only grow). Analytics follows it."""
+
+    async def last_change(self) -> int:
+        """The newest change number (0 for an empty store)."""
+
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         """Replace the index rows of the current version of ``resource`` (a ``$reindex`` job)."""
 

@@ -115,6 +115,23 @@ async def test_iterate_streams_current_resources(any_store: Store) -> None:
     assert len(history) == 1201
 
 
+async def test_change_feed(any_store: Store) -> None:
+    assert await any_store.last_change() == 0
+    assert await any_store.changes(0) == []
+    await put(any_store, version("Patient", "a", 1, "2025-01-01T00:00:00.000Z", "POST"))
+    await put(any_store, version("Patient", "b", 1, "2025-01-01T00:00:01.000Z", "POST"))
+    start = await any_store.last_change()
+    await put(any_store, version("Patient", "a", 2, "2025-01-01T00:00:02.000Z", gender="male"))
+    await put(any_store, version("Patient", "b", 2, "2025-01-01T00:00:03.000Z", "DELETE"))
+    feed = await any_store.changes(start)
+    assert [(r.id, r.version, r.deleted) for _, r in feed] == [("a", 2, False), ("b", 2, True)]
+    numbers = [n for n, _ in feed]
+    assert numbers == sorted(numbers) and numbers[0] > start and numbers[-1] == await any_store.last_change()
+    first = await any_store.changes(0, limit=3)
+    assert [(r.id, r.version) for _, r in first] == [("a", 1), ("b", 1), ("a", 2)]
+    assert await any_store.changes(numbers[-1]) == []
+
+
 async def test_key_value_area(any_store: Store) -> None:
     assert await any_store.kv_get("clients", "a") is None
     await any_store.kv_put("clients", "a", {"role": "school"})

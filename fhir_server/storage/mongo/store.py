@@ -161,6 +161,15 @@ class MongoStore:
                 last = doc["rid"]
                 yield stored(doc)
 
+    async def changes(self, after: int, limit: int = 500) -> list[tuple[int, StoredResource]]:
+        query = self.history_collection.find({"_id": {"$gt": after}}).sort([("_id", 1)]).limit(limit)
+        return [(int(doc["_id"]), stored(doc)) for doc in await query.to_list()]
+
+    async def last_change(self) -> int:
+        query = self.history_collection.find({}, {"_id": 1}).sort([("_id", -1)]).limit(1)
+        docs = await query.to_list()
+        return int(docs[0]["_id"]) if docs else 0
+
     async def iterate_history(self) -> AsyncIterator[StoredResource]:
         last = 0
         while True:

@@ -205,6 +205,13 @@ class SqliteStore:
                 last = rid
                 yield stored
 
+    async def changes(self, after: int, limit: int = 500) -> list[tuple[int, StoredResource]]:
+        return await self._in_reader(partial(_history_batch, after=after, size=limit))
+
+    async def last_change(self) -> int:
+        row = await self._in_reader(lambda conn: conn.execute("SELECT max(seq) FROM history").fetchone())
+        return int(row[0] or 0)
+
     async def iterate_history(self) -> AsyncIterator[StoredResource]:
         last = 0
         while True:
