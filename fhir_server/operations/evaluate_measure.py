@@ -206,6 +206,9 @@ async def _evaluate_visible(
         def __init__(self) -> None:
             self.options = RunOptions()
 
+        async def last_change(self) -> int:
+            return 0  # built for this request only: never refreshed from the change feed
+
         async def iterate(self, resource_type: str) -> Any:
             async for body in visible_bodies(request.context, resource_type, self.options):
                 yield _Body(body)
