@@ -24,6 +24,7 @@ import orjson
 from fhir_server.analytics.measures.evaluate import MeasureResult, Subject, evaluate, evaluate_periods
 from fhir_server.analytics.measures.library import shipped_measures
 from fhir_server.analytics.measures.plan import MeasurePlan, compile_measure
+from fhir_server.analytics.measures.protect import cell_key_secret, perturbed
 from fhir_server.analytics.warehouse import Warehouse
 
 log = logging.getLogger("termtem.analytics")
@@ -42,7 +43,7 @@ def figures_interval() -> float:
 @dataclass
 class Figures:
     """What the dashboard shows, computed after each change: per period, measure and group, the whole
-    of Bangkok and each district."""
+    of Bangkok and each district, as aggregate-only roles may see them (perturbed by cell key)."""
 
     generation: int
     computed_at: float
@@ -85,6 +86,7 @@ class Analytics:
         self.figures: Figures | None = None
         self.error: str | None = None
         self._stale = False  # the warehouse changed since the figures were computed
+        self._secret: str | None = None  # for cell keys (aggregate-only figures)
 
     # -- lifetime -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,16 +159,36 @@ class Analytics:
         self._plans[key] = (stamp, plan)
         return plan
 
+    async def secret(self) -> str:
+        if self._secret is None:
+            self._secret = await cell_key_secret(self.store)
+        return self._secret
+
     async def evaluate(
-        self, plan: MeasurePlan, start: date, end: date, subject: Subject | None = None, stratify: bool = True
+        self,
+        plan: MeasurePlan,
+        start: date,
+        end: date,
+        subject: Subject | None = None,
+        stratify: bool = True,
+        *,
+        protected: bool = False,
     ) -> MeasureResult:
+        """The measure's result; ``protected`` gives what an aggregate-only role may see (perturbed by
+        cell key; small cells are withheld by the report)."""
         await self.ready()
-        key = (plan.url, plan.version, id(plan), start, end, subject, stratify, self.warehouse.generation)
+        key = (plan.url, plan.version, id(plan), start, end, subject, stratify, protected)
+        key += (self.warehouse.generation,)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        result = await asyncio.to_thread(evaluate, self.warehouse.query, plan, start, end, subject, stratify)
+        secret = await self.secret() if protected else None
+        result = await asyncio.to_thread(
+            evaluate, self.warehouse.query, plan, start, end, subject, stratify, secret
+        )
+        if protected:
+            result = perturbed(result)
         self._cache[key] = result
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -177,13 +199,14 @@ class Analytics:
         started = time.perf_counter()
         periods = dashboard_periods(date.today())
         results: dict[tuple[str, str], MeasureResult] = {}
+        secret = await self.secret()
         for measure in shipped_measures():
             plan = self.plan(measure)
             by_period = await asyncio.to_thread(
-                evaluate_periods, self.warehouse.query, _district_only(plan), periods, None, True
+                evaluate_periods, self.warehouse.query, _district_only(plan), periods, None, True, secret
             )
             for key, result in by_period.items():
-                results[(key, plan.id)] = result
+                results[(key, plan.id)] = perturbed(result)
         agencies: dict[str, list[dict[str, Any]]] = {}
         rows = self.warehouse.query(
             "SELECT organization_id, name, name_en, kind, district_code FROM agencies"

@@ -4,8 +4,9 @@ Parameters: ``periodStart``, ``periodEnd`` (dates; required), ``measure`` (at ty
 id or canonical URL), ``reportType`` (``summary`` default, or ``individual``) and
 ``subject`` (``Patient/[id]``, ``Group/[id]``, or ``Organization/[id]``: a district office stands for
 its district, any other agency for the units it serves). Admins and committees get figures from the
-analytics warehouse (committees with cells under five children suppressed); any other role gets them
-computed from what it may see.
+analytics warehouse (committees: whole calendar quarters or years only, cells under five children
+withheld and every figure perturbed by its cell key, see ``analytics.measures.protect``); any other role
+gets them computed from what it may see.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 
 from fhir_server.analytics.measures.evaluate import Subject, evaluate
 from fhir_server.analytics.measures.plan import MeasureError, MeasurePlan, compile_measure
+from fhir_server.analytics.measures.protect import published_period
 from fhir_server.analytics.measures.report import measure_report
 from fhir_server.analytics.service import analytics_of
 from fhir_server.interactions.errors import FhirError, bad_request
@@ -170,6 +172,15 @@ async def evaluate_measure(request: OperationRequest) -> OperationResult:
             f"Role '{role.name}' sees summary reports only, never one child's or a list of children",
             code="forbidden",
         )
+    if aggregates_only and not published_period(start, end):
+        raise FhirError(
+            403,
+            f"Role '{role.name}' may ask for a whole calendar quarter or a whole calendar year"
+            " (e.g. periodStart=2025-04-01&periodEnd=2025-06-30, or periodStart=2025&periodEnd=2025):"
+            " figures over overlapping periods of one's choosing could be subtracted to reveal small cells",
+            code="forbidden",
+            expression=["periodStart", "periodEnd"],
+        )
     if report_type == "individual" and not str(
         (subject_param or {}).get("reference") if isinstance(subject_param, dict) else subject_param or ""
     ).startswith("Patient/"):
@@ -184,7 +195,9 @@ async def evaluate_measure(request: OperationRequest) -> OperationResult:
         ) from None
     subject = await _subject(request, plan, subject_param)
     guard = request.context.extras.get("guard")
-    if guard is None or guard.unrestricted() or aggregates_only:
+    if aggregates_only:
+        result = await analytics.evaluate(plan, start, end, subject, protected=True)
+    elif guard is None or guard.unrestricted():
         result = await analytics.evaluate(plan, start, end, subject)
     else:
         result = await _evaluate_visible(request, plan, start, end, subject)

@@ -56,8 +56,8 @@ async def test_committee_gets_small_cells_suppressed(world: World) -> None:
             assert {"url": DATA_ABSENT, "valueCode": "masked"} in cell["extension"]
             assert {"url": EXT_SUPPRESSED, "valueString": "<5"} in cell["extension"]
             masked += 1
-        else:
-            assert cell["count"] == truth, label
+        else:  # shown, with the cell key's bounded noise (see test_disclosure)
+            assert cell["count"] >= 5 and abs(cell["count"] - truth) <= 2, label
             visible += 1
     assert masked and visible
     from fhir_server.validation.validator import validate

@@ -20,6 +20,7 @@ RunSql = Callable[[str], list[tuple[Any, ...]]]
 class Cell:
     count: int  # units (children, referrals, requests)
     children: int  # distinct children among them
+    key: int | None = None  # cell key (sum of the children's secret record keys), when asked for
 
 
 @dataclass
@@ -95,10 +96,20 @@ Period = tuple[str, date, date]  # key, first day, last day
 
 
 def group_sql(
-    plan: MeasurePlan, group: GroupPlan, periods: list[Period], subject: Subject, stratify: bool
+    plan: MeasurePlan,
+    group: GroupPlan,
+    periods: list[Period],
+    subject: Subject,
+    stratify: bool,
+    cell_secret: str | None = None,
 ) -> str:
-    """One statement for every period and stratum of a group (periods joined in as a small table)."""
+    """One statement for every period and stratum of a group (periods joined in as a small table).
+
+    With ``cell_secret`` each cell also gets its cell key (``protect`` turns it into noise): the sum of
+    its distinct children's record keys, a record key being the MD5 of the secret and the child's id."""
     columns = ["_p.key AS _period", f"{child_key()} AS _child"]
+    if cell_secret is not None:
+        columns.append(f"md5_number_lower({quote(cell_secret)} || {child_key()}) AS _rk")
     strata = group.stratifiers if stratify else []
     for i, name in enumerate(strata):
         columns.append(f"{stratifier_sql(name, plan)} AS _s{i}")
@@ -112,6 +123,8 @@ def group_sql(
     for condition in counted.values():
         measures.append(f"count(*) FILTER (WHERE {condition})")
         measures.append(f"count(DISTINCT _child) FILTER (WHERE {condition})")
+        if cell_secret is not None:
+            measures.append(f"COALESCE(sum(DISTINCT _rk) FILTER (WHERE {condition}), 0) % {2**32}")
     if "measure-observation" in group.populations:
         aggregate = {"mean": "avg"}.get(group.aggregate, group.aggregate)
         measures.append(f"{aggregate}(_obs) FILTER (WHERE {counted['measure-population']})")
@@ -131,7 +144,8 @@ def group_sql(
     return sql.replace("$period_start", "_p.pstart").replace("$period_end", "_p.pend")
 
 
-def _score(scoring: str, cells: dict[str, Cell], observed: Any) -> float | None:
+def score_of(scoring: str, cells: dict[str, Cell], observed: Any) -> float | None:
+    """A group's or stratum's score from its cells (and, for continuous variables, the aggregate)."""
     if scoring == "proportion":
         den, num = cells.get("denominator"), cells.get("numerator")
         if den is None or num is None or den.count == 0:
@@ -149,8 +163,11 @@ def evaluate(
     end: date,
     subject: Subject | None = None,
     stratify: bool = True,
+    cell_secret: str | None = None,
 ) -> MeasureResult:
-    return evaluate_periods(run_sql, plan, [("period", start, end)], subject, stratify)["period"]
+    return evaluate_periods(run_sql, plan, [("period", start, end)], subject, stratify, cell_secret)[
+        "period"
+    ]
 
 
 def evaluate_periods(
@@ -159,12 +176,15 @@ def evaluate_periods(
     periods: list[Period],
     subject: Subject | None = None,
     stratify: bool = True,
+    cell_secret: str | None = None,
 ) -> dict[str, MeasureResult]:
-    """Every period's result, each group computed in one statement for all periods."""
+    """Every period's result, each group computed in one statement for all periods (with cell keys
+    when ``cell_secret`` is given)."""
     subject = subject or Subject()
     out = {key: MeasureResult(plan, start, end, []) for key, start, end in periods}
     for group in plan.groups:
-        rows = run_sql(group_sql(plan, group, periods, subject, stratify))
+        rows = run_sql(group_sql(plan, group, periods, subject, stratify, cell_secret))
+        width = 2 if cell_secret is None else 3
         counted = list(_effective(group.populations))
         strata = group.stratifiers if stratify else []
         results = {key: GroupResult(group, {}, None, {name: [] for name in strata}) for key, _, _ in periods}
@@ -173,10 +193,15 @@ def evaluate_periods(
             flags, keys = row[1], row[2]
             numbers = row[3:]
             cells = {
-                code: Cell(int(numbers[2 * i]), int(numbers[2 * i + 1])) for i, code in enumerate(counted)
+                code: Cell(
+                    int(numbers[width * i]),
+                    int(numbers[width * i + 1]),
+                    None if width == 2 else int(numbers[width * i + 2]),
+                )
+                for i, code in enumerate(counted)
             }
-            observed = numbers[2 * len(counted)] if "measure-observation" in group.populations else None
-            score = _score(group.scoring, cells, observed)
+            observed = numbers[width * len(counted)] if "measure-observation" in group.populations else None
+            score = score_of(group.scoring, cells, observed)
             open_sets = [i for i, flag in enumerate(flags) if flag == 0] if strata else []
             if not open_sets:
                 result.populations, result.score = cells, score
@@ -187,7 +212,7 @@ def evaluate_periods(
         for key, result in results.items():
             if not result.populations:
                 result.populations = {code: Cell(0, 0) for code in counted}
-                result.score = _score(group.scoring, result.populations, None)
+                result.score = score_of(group.scoring, result.populations, None)
             for items in result.strata.values():
                 items.sort(key=lambda s: (s.value is None, s.value or ""))
             out[key].groups.append(result)
