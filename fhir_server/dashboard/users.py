@@ -9,6 +9,7 @@ site sees the same people.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -27,6 +28,9 @@ MIN_PASSWORD = 10
 DASHBOARD_ROLES = ("committee", "admin")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# One password check at a time per known user in this process: parallel guesses would otherwise each
+# read the same failure count and never reach the lock.
+_CHECKING: dict[str, asyncio.Lock] = {}
 
 
 class UserError(ValueError):
@@ -130,21 +134,36 @@ class UserRegistry:
             raise UserError(f"choose a password of at least {MIN_PASSWORD} characters")
         if password.lower() in (user.username.lower(), user.display_name.lower()):
             raise UserError("the password must not be your name")
-        user.password_hash = hash_password(password)
+        user.password_hash = await asyncio.to_thread(hash_password, password)
         user.link_digest, user.link_expires = "", 0.0
         user.failures, user.locked_until = 0, 0.0
         await self.save(user)
 
     async def check_password(self, username: str, password: str) -> User | None:
-        """The user when the password is right; failures count towards a temporary lock."""
-        user = await self.get(username)
+        """The user when the password is right; failures count towards a temporary lock.
+
+        The hashing runs off the event loop (a flood of sign-ins must not stall the API), and an unknown
+        or locked name costs the same work as a known one, so timing tells nothing."""
+        if await self.get(username) is None:
+            await asyncio.to_thread(hash_password, password)
+            return None
+        lock = _CHECKING.setdefault(username, asyncio.Lock())
+        async with lock:
+            return await self._check(username, password)
+
+    async def _check(self, username: str, password: str) -> User | None:
+        user = await self.get(username)  # read again under the lock: the failure count is current
         if user is None:
-            hash_password(password)  # the same work as for a known name: timing tells nothing
             return None
         now = time.time()
         if user.locked_until > now:
+            await asyncio.to_thread(hash_password, password)
             return None
-        if user.password_hash and password_matches(password, user.password_hash):
+        if user.password_hash:
+            matches = await asyncio.to_thread(password_matches, password, user.password_hash)
+        else:  # no password chosen yet: the same work, and never a match
+            matches = not await asyncio.to_thread(hash_password, password)
+        if matches:
             user.failures = 0
             await self.save(user)
             return user

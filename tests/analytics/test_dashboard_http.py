@@ -3,7 +3,9 @@ read the store (only the cached figures)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,16 @@ async def test_figures_follow_changes(tmp_path: Path) -> None:
         assert (
             analytics.figures is not None and analytics.figures.generation == analytics.warehouse.generation
         )
+
+
+async def test_parallel_guesses_still_lock_the_account(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, auth=True, data_dir=tmp_path / "data")
+    async with running_app(settings) as (app, _):
+        users = UserRegistry(app.state.store)
+        user, _ = await users.add("somchai", "สมชาย", "Organization/khet-1", "committee")
+        await users.set_password(user, "the right password")
+        guesses = await asyncio.gather(*(users.check_password("somchai", f"guess {i}") for i in range(12)))
+        assert guesses == [None] * 12
+        held = await users.get("somchai")
+        assert held is not None and held.locked_until > time.time()
+        assert await users.check_password("somchai", "the right password") is None  # locked
