@@ -257,3 +257,63 @@ async def test_subject_district_matches_the_district_stratum(world: tuple[Popula
     assert stratum.value is not None
     one = await run(analytics, "dspm-coverage", Subject(district=stratum.value))
     assert one.groups[3].populations == stratum.populations
+
+
+async def test_help_requests_by_type_and_days_to_first_action(world: tuple[Population, Analytics]) -> None:
+    """The generated population has no requests for help: these are written here, by hand."""
+    from statistics import median
+
+    from fhir_server.interactions.writes import now_instant, stamp
+    from fhir_server.search.extract import extract_index
+    from fhir_server.storage.base import StoredResource
+
+    pop, analytics = world
+    task_code = canonical.code_system("th-task-code")
+    kinds = ("food", "shelter", "violence")
+    written = []
+    for i, child in enumerate(pop.children[:14]):
+        received = START + timedelta(days=20 * i)
+        acted = received + timedelta(days=i % 5) if i % 4 else None
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "id": f"help-{i}",
+            "status": "in-progress" if acted else "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": task_code, "code": "help-request-triage"}]},
+            "for": {"reference": f"Patient/{child['id']}"},
+            "reasonCode": {"coding": [{"code": kinds[i % 3]}]},
+            "authoredOn": f"{received.isoformat()}T09:00:00+07:00",
+        }
+        if i == 13:  # received before the period: not counted
+            task["authoredOn"] = f"{(START - timedelta(days=3)).isoformat()}T09:00:00+07:00"
+        if acted:
+            task["executionPeriod"] = {"start": f"{acted.isoformat()}T10:00:00+07:00"}
+        written.append(task)
+    when = now_instant()
+    await analytics.store.import_versions(
+        [
+            (
+                StoredResource("Task", t["id"], 1, when, "PUT", stamp(None, t, "Task", t["id"], 1, when)),
+                extract_index(t),
+            )
+            for t in written
+        ]
+    )
+    assert await analytics.refresh(figures_now=True)
+    result = await run(analytics, "help-requests")
+    counted = [t for t in written if during(day_of(t["authoredOn"]))]
+    assert len(counted) == 13
+    assert counts(result, 0) == {"initial-population": 13}
+    strata = result.groups[0].strata["request-type"]
+    by_type = {s.value: s.populations["initial-population"].count for s in strata}
+    expected: dict[str, int] = defaultdict(int)
+    for t in counted:
+        expected[t["reasonCode"]["coding"][0]["code"]] += 1
+    assert by_type == dict(expected)
+    days = [
+        (day_of(t["executionPeriod"]["start"]) - day_of(t["authoredOn"])).days  # type: ignore[operator]
+        for t in counted
+        if "executionPeriod" in t
+    ]
+    assert result.groups[1].populations["measure-population"].count == len(days)
+    assert result.groups[1].score == pytest.approx(median(days))
