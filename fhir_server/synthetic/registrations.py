@@ -180,7 +180,11 @@ def _birth(rng: random.Random, born: str, noise: NoiseConfig, kind: str) -> str:
     year, month, day = int(born[:4]), int(born[5:7]), int(born[8:10])
     if day <= 12 and day != month and rng.random() < noise.swapped_day_month:
         month, day = day, month
-    if kind in ("hospital", "childcare-centre", "social-welfare") and rng.random() < noise.buddhist_year:
+    # A Buddhist-era year in a FHIR date; 29 February of a leap year is no date in the BE year (a server
+    # refuses it, so no client can store it): such a child keeps its CE year.
+    writes_be = kind in ("hospital", "childcare-centre", "social-welfare")
+    be_year = writes_be and rng.random() < noise.buddhist_year
+    if be_year and (month, day) != (2, 29):
         year += 543
     return f"{year:04d}-{month:02d}-{day:02d}"
 

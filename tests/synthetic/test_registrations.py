@@ -59,3 +59,14 @@ def test_twins_share_all_but_their_names_and_cids() -> None:
         given_a = {r.patient["name"][0]["given"][0] for r in a}
         given_b = {r.patient["name"][0]["given"][0] for r in b}
         assert not given_a & given_b
+
+
+def test_a_leap_day_keeps_its_christian_era_year() -> None:
+    """29 February of a leap year is no date in its Buddhist-era year: no client could store it."""
+    import random
+
+    from fhir_server.synthetic.registrations import _birth
+
+    always = NoiseConfig(buddhist_year=1.0, swapped_day_month=0.0)
+    assert _birth(random.Random(1), "2024-03-01", always, "hospital") == "2567-03-01"
+    assert _birth(random.Random(1), "2024-02-29", always, "hospital") == "2024-02-29"
