@@ -202,3 +202,22 @@ def test_shipped_views_compile_and_run_on_a_generated_population() -> None:
     assert counts["immunisations"] == immunisations > 0
     tasks = sum(1 for r in resources if r["resourceType"] == "Task")
     assert counts["referrals"] == tasks
+
+
+def test_children_view_leaves_golden_records_out() -> None:
+    """A child known to two agencies has two source Patients and one server-managed golden Patient
+    (fhir_server.identity): the golden one is no child of its own in the views and the measures."""
+    from fhir_server import canonical
+    from fhir_server.analytics.views.library import shipped_view
+
+    tagged = [
+        {"resourceType": "Patient", "id": f"{code}-1", "meta": {"tag": [{"system": system, "code": code}]}}
+        for system, code in (
+            (canonical.IDENTITY_TAG_SYSTEM, "golden"),
+            (canonical.IDENTITY_TAG_SYSTEM, "retired"),
+            ("https://termtem.org/fhir/tag/writing-agency", "Organization/hc-1"),
+        )
+    ]
+    children = shipped_view("children")
+    rows = rows_of(children, [*PATIENTS, *tagged])
+    assert [r[0] for r in rows] == ["p1", "p2", "Organization/hc-1-1"]
