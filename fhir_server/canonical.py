@@ -218,3 +218,23 @@ EXT_IDENTITY_CANDIDATE = "th-identity-candidate"  # golden Patient: a probable m
 EXT_IDENTITY_NOT_MATCH = "th-identity-not-match"  # golden Patient: a steward said "not the same child"
 EXT_GUARDIAN_IDENTIFIER = "th-guardian-identifier"  # golden Patient.contact: the guardian's CID
 # --- end of the identity block ---
+
+# --- Workflow (issue 16): referrals, requests for help, deadlines, subscriptions ------------------
+SP_TASK_DUE_DATE = "Task-due-date"  # Task?due-date=lt2026-01-01 (Task.restriction.period.end)
+SP_TASK_OVERDUE = "Task-overdue"  # Task?overdue=true: open and past due (computed when searched)
+SP_PATIENT_DISTRICT = "Patient-district"  # Patient?district=<DOPA 4-digit code>; Task?patient.district=
+QUESTIONNAIRE_HELP_REQUEST = "th-help-request"  # the อพม. Smart request for help
+CS_HELP_PROBLEM = "th-help-problem"  # poverty, violence, neglect, disability, homelessness, education
+CS_HELP_URGENCY = "th-help-urgency"
+CS_WORKFLOW_TASK = "th-workflow-task"  # triage
+# Server-set tags on referral versions: who made the change, and the status a task was put on hold from.
+TAG_CHANGED_BY = "changed-by"
+TAG_HELD_FROM = "held-from"
+
+
+def tag_system(id_: str) -> str:
+    """System of one of the server's own tags (clients cannot set these)."""
+    return f"{BASE}/tag/{id_}"
+
+
+# --- end of the workflow block ---

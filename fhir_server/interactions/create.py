@@ -36,6 +36,7 @@ async def create_in(
         existing = await conditional.find_one(ctx, tx, resource_type, if_none_exist, "If-None-Exist")
         if existing is not None:
             return Outcome(200, stored=existing, location=location(ctx.base_url, existing))
+    raw = await writes.prepare(ctx, tx, resource_type, resource, raw, None)
     issues = await writes.check_content(ctx, resource, tx, size=len(raw or b""))
     stored = await writes.write_version(
         tx, resource_type, id_ or writes.new_id(), resource, raw, current=None, method="POST"

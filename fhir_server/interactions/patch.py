@@ -69,6 +69,7 @@ async def patch_in(
     # Each patch may add nesting: the result must stay within the limit a whole body has.
     await offload.run(size, fhirjson.check_depth, new_body, ctx.settings.max_json_depth)
     resource = await offload.run(size, writes.parse_resource, new_body, resource_type)
+    new_body = await writes.prepare(ctx, tx, resource_type, resource, new_body, current) or new_body
     issues = await writes.check_content(ctx, resource, tx, size=size)
     if await offload.run(size, writes.unchanged, current, resource, new_body):
         await writes.authorize_unchanged(tx, current, resource)

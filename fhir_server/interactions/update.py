@@ -94,6 +94,7 @@ async def update_in(
     current = await tx.read(resource_type, id_)
     check_version(current, expected_version, f"{resource_type}/{id_}")
     size = len(raw or b"")
+    raw = await writes.prepare(ctx, tx, resource_type, resource, raw, current)
     issues = await writes.check_content(ctx, resource, tx, size=size)
     if await offload.run(size, writes.unchanged, current, resource, raw):
         assert current is not None

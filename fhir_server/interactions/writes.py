@@ -139,6 +139,31 @@ async def check_content(
     return issues
 
 
+async def prepare(
+    ctx: RequestContext,
+    tx: StoreTransaction,
+    resource_type: str,
+    resource: dict[str, Any],
+    raw: bytes | None,
+    current: StoredResource | None,
+) -> bytes | None:
+    """What the server itself completes in a version before it is compared and stored (workflow rules:
+    a referral's status change checked, agencies named by identifier resolved, due dates, who changed
+    it). Changes ``resource`` in place; returns the bytes to store (the client's, with the members the
+    server changed replaced, so everything else keeps its exact text)."""
+    from fhir_server.workflow import prepare_write
+
+    changed = await prepare_write(ctx.store, tx, resource_type, resource, current)
+    if raw is None:
+        return None
+    for name in sorted(changed):
+        if name in resource:
+            raw = fhirjson.replace_member(raw, name, resource[name])
+        else:
+            raw = fhirjson.build_object([(k, v) for k, v in fhirjson.members(raw) if k != name])
+    return raw
+
+
 def _meta(resource: dict[str, Any], version: int, last_updated: str) -> dict[str, Any]:
     meta = resource.get("meta")
     meta = dict(meta) if isinstance(meta, dict) else {}
@@ -211,6 +236,7 @@ async def write_version(
         await perinatal.on_written(tx, written or stored, resource)
     if resource_type in _IDENTITY_TYPES:
         await hooks.after_write(tx, written or stored, resource)
+    await _after_write(tx, written or stored, current)
     return written
 
 
@@ -234,6 +260,13 @@ async def transaction(store: Store) -> AsyncIterator[StoreTransaction]:
 
     async with store.transaction() as tx, hooks.deferred(tx):
         yield tx
+
+
+async def _after_write(tx: StoreTransaction, stored: StoredResource, current: StoredResource | None) -> None:
+    """Consequences of a stored version, in the same transaction (workflow rules)."""
+    from fhir_server.workflow import after_write
+
+    await after_write(tx, stored, current)
 
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +322,7 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         await perinatal.on_deleted(tx, current)
     if current.resource_type in _IDENTITY_TYPES:
         await hooks.after_write(tx, tombstone, orjson.loads(current.body) if current.body else None)
+    await _after_write(tx, tombstone, current)
     if current.resource_type == "SearchParameter":
         from fhir_server.search.registry import on_search_parameter_deleted
 

@@ -50,6 +50,16 @@ def capability_search_params(resource_type: str) -> list[dict[str, Any]]:
         if p.url:
             entry["definition"] = p.url
         out.append(entry)
+    for code, url in registry.computed_parameters(resource_type):
+        definition = registry.definition(url) or {}
+        out.append(
+            {
+                "name": code,
+                "type": "special",
+                "definition": url,
+                "documentation": definition.get("description", "Computed when searched."),
+            }
+        )
     return out
 
 

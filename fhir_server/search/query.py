@@ -432,6 +432,9 @@ class _Parser:
             return LastUpdatedTest(tuple(_date_value(name, v) for v in split_escaped(raw, ",")))
         param = registry.get(rtype, code)
         if param is None:
+            builder = registry.computed(rtype, code)
+            if builder is not None:
+                return builder(self, name, raw, depth)
             self.unknown(name, f"not defined for {rtype}")
             return None
         registry.check_usable(param, name)

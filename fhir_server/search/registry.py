@@ -26,6 +26,13 @@ _by_url: dict[str, dict[str, Any]] = {}
 _custom: dict[str, dict[str, SearchParam]] = {}  # type -> code -> param
 _custom_urls: dict[str, list[tuple[str, str]]] = {}  # url -> [(type, code)]
 _pending: set[str] = set()  # urls of custom params whose reindex has not completed
+# Computed parameters: (type, code) -> builder(parser, name, value) returning a condition made of other
+# parameters' tests (``Task?overdue=true`` is "open status and due date before now"). Nothing is indexed
+# for them; their definitions ship as SearchParameter resources of type ``special``.
+_computed: dict[tuple[str, str], tuple[str, Any]] = {}
+# Modules that register computed parameters, imported on first use (like the job kinds).
+COMPUTED_MODULES = ("fhir_server.workflow.deadlines",)
+_computed_loaded = False
 
 
 def _param(base: str, sp: dict[str, Any], custom: bool = False) -> SearchParam:
@@ -82,6 +89,35 @@ def get(resource_type: str, code: str) -> SearchParam | None:
     if custom and code in custom:
         return custom[code]
     return _load_core().get(resource_type, {}).get(code)
+
+
+def register_computed(resource_type: str, code: str, url: str, builder: Any) -> None:
+    """Add a computed parameter: ``builder(parser, name, value)`` returns the condition it stands for."""
+    _computed[(resource_type, code)] = (url, builder)
+
+
+def _load_computed() -> None:
+    global _computed_loaded
+    if _computed_loaded:
+        return
+    _computed_loaded = True
+    import importlib
+
+    for module in COMPUTED_MODULES:
+        importlib.import_module(module)
+
+
+def computed(resource_type: str, code: str) -> Any | None:
+    """The builder of a computed parameter, or None."""
+    _load_computed()
+    entry = _computed.get((resource_type, code))
+    return entry[1] if entry else None
+
+
+def computed_parameters(resource_type: str) -> list[tuple[str, str]]:
+    """(code, definition url) of the computed parameters of a type (for the CapabilityStatement)."""
+    _load_computed()
+    return sorted((code, url) for (rtype, code), (url, _) in _computed.items() if rtype == resource_type)
 
 
 def definition(url: str) -> dict[str, Any] | None:
@@ -220,6 +256,10 @@ def on_search_parameter_written(resource: dict[str, Any]) -> None:
         return
     _load_core()
     if url in _by_url and url not in _custom_urls:
+        return
+    _load_computed()
+    if any(entry_url == url for entry_url, _ in _computed.values()):
+        _by_url[url] = resource  # built in: computed when searched, nothing to index
         return
     if resource.get("status") == "retired":
         unregister_custom(url)

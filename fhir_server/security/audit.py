@@ -68,6 +68,8 @@ class AuditRecord:
     touched: list[tuple[str, str, bytes]] = field(default_factory=list)
     # Refusals the answer did not show (a hidden resource answered exactly as an unknown one).
     denials: list[str] = field(default_factory=list)
+    # What the request changed in a workflow (a referral moving from received to accepted, ...).
+    notes: list[str] = field(default_factory=list)
 
 
 def _children(resource_type: str, id_: str, body: bytes) -> set[str]:
@@ -192,6 +194,8 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
         },
     }
     description = record.description or f"HTTP {record.outcome_status}"
+    if record.notes and record.outcome_status < 400:
+        description = f"{description}; {'; '.join(record.notes)}"
     if record.denials:
         description = (
             f"{description}; refused, answered as for an unknown resource: {'; '.join(record.denials)}"

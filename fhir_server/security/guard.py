@@ -38,6 +38,8 @@ class Guard:
         self.children_seen: dict[str, bool] = {}  # child id -> the caller may see it (for writes)
         # The request body was stamped with the caller's agency before the write path saw it.
         self.prestamped = False
+        # What the request changed in a workflow (a referral's status), for the AuditEvent's description.
+        self.notes: list[str] = []
 
     def require(self, resource_type: str, letter: str, what: str) -> None:
         if not self.principal.may(resource_type, letter):
@@ -71,6 +73,10 @@ class Guard:
     def deny(self, reason: str) -> None:
         if len(self.denials) < 20:
             self.denials.append(reason)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < 50:
+            self.notes.append(text)
 
 
 # Backends whose search compiles ``SearchQuery.access`` into the query itself. Any other backend would
@@ -335,6 +341,36 @@ class _SecuredTransaction:
             raise guard.forbid(f"{rtype}/{current.id}: {refusal}")
         raise self._other_agency(current)
 
+    def _check_referral(
+        self, id_: str, current: StoredResource | None, body: dict[str, Any], owner: str
+    ) -> None:
+        """Who may move a referral Task: each status change belongs to the party
+        ``referrals.TRANSITIONS`` names."""
+        organization = self._guard.principal.organization
+        if current is None or current.deleted:
+            return  # where a new one starts is checked on the write path (workflow/referrals.py)
+        existing = orjson.loads(current.body)
+        refusal = referrals.transition_role_refusal(
+            existing, body, organization, is_requester=owner == organization
+        )
+        if refusal is not None:
+            raise self._guard.forbid(f"Task/{id_}: {refusal}")
+
+    @property
+    def principal(self) -> Principal:
+        """The caller whose request this transaction serves (for server-made follow-up writes)."""
+        return self._guard.principal
+
+    def note(self, text: str) -> None:
+        """Say in the request's AuditEvent what a write changed in a workflow."""
+        self._guard.note(text)
+
+    def as_server(self) -> StoreTransaction:
+        """The transaction without this caller's restrictions, for changes the server itself makes as a
+        consequence of an allowed write (a referral's ServiceRequest kept in step with its Task); what
+        it writes is still recorded in this request's audit."""
+        return _ServerWrites(self._tx, self._guard)  # type: ignore[return-value]
+
     def _other_agency(self, current: StoredResource) -> FhirError:
         return self._guard.forbid(
             f"{current.resource_type}/{current.id} was written by another agency;"
@@ -428,6 +464,8 @@ class _SecuredTransaction:
         exists = current is not None and not current.deleted
         guard.require(resource_type, "u" if exists else "c", "update" if exists else "create")
         owner = await self._check_owner(resource_type, id_, current, body, method)
+        if resource_type == "Task" and not guard.unrestricted():
+            self._check_referral(id_, current, body, owner)
         claimed = acc.owner_of(body)
         if (
             claimed is not None
@@ -475,6 +513,29 @@ class _SecuredTransaction:
         current = await self._tx.read(rtype, tombstone.id)
         await self._check_owner(rtype, tombstone.id, current, None, "DELETE")
         await self._tx.delete(tombstone)
+
+
+class _ServerWrites:
+    """The inner transaction for server-made writes; every version written is named in the audit."""
+
+    def __init__(self, tx: StoreTransaction, guard: Guard) -> None:
+        self._tx = tx
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    @property
+    def principal(self) -> Principal:
+        return self._guard.principal
+
+    def note(self, text: str) -> None:
+        self._guard.note(text)
+
+    async def put(self, resource: StoredResource, index: Any) -> StoredResource:
+        stored = await self._tx.put(resource, index)
+        self._guard.record(stored)
+        return stored
 
 
 def _where(resource_type: str, resource: dict[str, Any], child: str) -> str:

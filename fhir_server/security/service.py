@@ -377,6 +377,7 @@ class Security:
         if guard is not None:
             record.touched = guard.touched
             record.denials = guard.denials
+            record.notes = guard.notes
         if record.outcome_status >= 400 and response is not None:
             record.description = _diagnostics(response)
         if record.emergency_reason is not None and response is not None:

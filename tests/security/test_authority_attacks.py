@@ -324,12 +324,12 @@ async def test_attack_6_referral_task_changes_only_as_its_roles_allow(s: scene.S
         reply = await s.school.put(url, changed)
         assert reply.status_code == 403, (element, reply.text)
         assert f"Task.{element}" in reply.json()["issue"][0]["diagnostics"]
-    accepted = await s.school.put(
-        url, {**seen, "status": "accepted", "businessStatus": {"text": "seen by the school nurse"}}
+    received = await s.school.put(
+        url, {**seen, "status": "received", "businessStatus": {"text": "seen by the school nurse"}}
     )
-    assert accepted.status_code == 200, accepted.text
+    assert received.status_code == 200, received.text
     stored = (await s.hospital.get(url)).json()
-    assert stored["for"] == {"reference": "Patient/child1"} and stored["status"] == "accepted"
+    assert stored["for"] == {"reference": "Patient/child1"} and stored["status"] == "received"
     # The ServiceRequest is the requester's alone.
     referral = (await s.school.get(f"ServiceRequest/{request['id']}")).json()
     moved = await s.school.put(f"ServiceRequest/{request['id']}", {**referral, "status": "completed"})

@@ -141,11 +141,11 @@ async def test_assigned_agency_may_update_a_referral_task(world: World) -> None:
         }
     )
     seen = (await s.school.get(f"Task/{task['id']}")).json()
-    seen["status"] = "accepted"
-    accepted = await s.school.put(f"Task/{task['id']}", {k: v for k, v in seen.items() if k != "meta"})
-    assert accepted.status_code == 200, accepted.text
-    assert accepted.json()["meta"]["tag"][0]["code"] == "Organization/hosp"  # still the hospital's record
-    assert (await s.hospital.get(f"Task/{task['id']}")).json()["status"] == "accepted"
+    seen["status"] = "received"
+    received = await s.school.put(f"Task/{task['id']}", {k: v for k, v in seen.items() if k != "meta"})
+    assert received.status_code == 200, received.text
+    assert received.json()["meta"]["tag"][0]["code"] == "Organization/hosp"  # still the hospital's record
+    assert (await s.hospital.get(f"Task/{task['id']}")).json()["status"] == "received"
     seen["owner"] = {"reference": "Organization/school2"}
     assert (await s.school.put(f"Task/{task['id']}", seen)).status_code == 403
     assert (await s.other_school.get(f"Task/{task['id']}")).status_code == 404
