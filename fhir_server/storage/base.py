@@ -12,9 +12,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+def instant_now() -> str:
+    """The current time as a FHIR instant in UTC with milliseconds (for what backends record)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +70,27 @@ class ScanPage:
     last: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event recorded in the same transaction as the write that caused it (the outbox).
+
+    ``number`` counts the events of one ``stream`` from 1, without gaps, in commit order (a
+    subscription's event number); ``seq`` orders every event in the store (never reused).
+    """
+
+    stream: str
+    number: int
+    seq: int
+    recorded: str  # FHIR instant, when the event was recorded
+    payload: dict[str, Any]
+
+
 class StoreTransaction(Protocol):
     """Operations inside one atomic, serialised write transaction."""
+
+    # The store this transaction writes to, without any caller's restrictions (for server-side
+    # bookkeeping on the write path, such as the subscription engine of that store).
+    store: Store
 
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
         """The current version, a tombstone if deleted, or None if never created."""
@@ -82,6 +107,11 @@ class StoreTransaction(Protocol):
 
     async def delete(self, tombstone: StoredResource) -> None:
         """Record a deletion as a new version with an empty body; index rows go away."""
+
+    async def outbox_put(self, stream: str, payload: dict[str, Any]) -> None:
+        """Record an event on ``stream`` with this transaction: it exists if and only if the transaction
+        commits, numbered after every event of the stream committed before it (so a crash between a
+        write and whatever delivers its events never loses one)."""
 
 
 class Store(Protocol):
@@ -137,6 +167,26 @@ class Store(Protocol):
         rows, none for a tombstone) when it is newer than the current one. No version checks: the
         caller streams another store's ``iterate_history`` into an empty store.
         """
+
+    # The outbox: events recorded by ``StoreTransaction.outbox_put`` (subscription notifications,
+    # work for background jobs), read by whoever delivers them, from any process sharing the store.
+    async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
+        """Events of ``stream`` numbered above ``after``, oldest first, at most ``limit``."""
+
+    async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
+        """Events of every stream with ``seq`` above ``seq``, in ``seq`` order (finding new work)."""
+
+    async def outbox_last(self, stream: str) -> int:
+        """The number of the stream's last event (0 when it has none), trimmed ones included."""
+
+    async def outbox_trim(self, stream: str, through: int) -> int:
+        """Forget the stream's events numbered up to ``through``; returns how many went. Numbering
+        carries on after the last event ever recorded."""
+
+    async def outbox_wait(self, after_seq: int, timeout: float) -> int:
+        """Return once an event with ``seq`` above ``after_seq`` may exist: at once when one does,
+        as soon as this process commits one, else after ``timeout`` seconds (other processes'
+        commits are seen by looking again). Returns the highest ``seq`` recorded so far (0: none)."""
 
     # A small key/value area for server state that is not FHIR content: the client registry,
     # replay caches, job checkpoints. Values are JSON-compatible dicts.

@@ -352,3 +352,64 @@ async def test_scan_with_large_sets_of_children(any_store: Store) -> None:
     assert await ids(SearchQuery(("Patient",), (), access=consented)) == ["c2"]
     own = InCompartments("Patient", (*many, "c2"), is_self=True)
     assert await ids(SearchQuery(("Patient",), (own,))) == ["c2"]
+
+
+# --- the outbox: events recorded with the write that caused them ---------------------------------
+
+
+async def test_outbox_events_commit_with_their_transaction(any_store: Store) -> None:
+    async with any_store.transaction() as tx:
+        await tx.put(version("Basic", "e", 1, "2026-01-01T00:00:00.000Z", "POST"), None)
+        await tx.outbox_put("sub/a", {"focus": "Basic/e", "version": 1})
+        await tx.outbox_put("sub/b", {"focus": "Basic/e"})
+        await tx.outbox_put("sub/a", {"focus": "Basic/e", "version": 1, "again": True})
+    with pytest.raises(RuntimeError):
+        async with any_store.transaction() as tx:
+            await tx.put(version("Basic", "f", 1, "2026-01-01T00:00:00.000Z", "POST"), None)
+            await tx.outbox_put("sub/a", {"focus": "Basic/f"})
+            raise RuntimeError("the write fails: its event must not exist")
+    async with any_store.transaction() as tx:
+        await tx.outbox_put("sub/a", {"focus": "Basic/g"})
+    events = await any_store.outbox_read("sub/a")
+    expected = [(1, "Basic/e"), (2, "Basic/e"), (3, "Basic/g")]
+    assert [(e.number, e.payload["focus"]) for e in events] == expected
+    assert events[0].recorded.endswith("Z") and events[0].seq < events[1].seq < events[2].seq
+    assert [e.number for e in await any_store.outbox_read("sub/a", after=1, limit=1)] == [2]
+    assert await any_store.outbox_last("sub/a") == 3 and await any_store.outbox_last("nothing") == 0
+    every = await any_store.outbox_since(0)
+    assert [(e.stream, e.number) for e in every] == [("sub/a", 1), ("sub/b", 1), ("sub/a", 2), ("sub/a", 3)]
+    assert [e.number for e in await any_store.outbox_since(every[1].seq)] == [2, 3]
+
+
+async def test_outbox_numbers_have_no_gaps_under_concurrency_and_survive_trimming(any_store: Store) -> None:
+    async def record(i: int) -> None:
+        async with any_store.transaction() as tx:
+            await asyncio.sleep(0)
+            await tx.outbox_put("busy", {"i": i})
+
+    await asyncio.gather(*(record(i) for i in range(20)))
+    events = await any_store.outbox_read("busy", limit=100)
+    assert [e.number for e in events] == list(range(1, 21))
+    assert sorted(e.payload["i"] for e in events) == list(range(20))
+    assert await any_store.outbox_trim("busy", 15) == 15
+    assert [e.number for e in await any_store.outbox_read("busy")] == [16, 17, 18, 19, 20]
+    await record(99)
+    assert (await any_store.outbox_read("busy", after=20))[0].number == 21
+    assert await any_store.outbox_last("busy") == 21
+
+
+async def test_outbox_wait_wakes_on_a_commit(any_store: Store) -> None:
+    started = asyncio.get_running_loop().time()
+    assert await any_store.outbox_wait(0, timeout=0.05) == 0  # nothing yet: waits out the timeout
+    assert asyncio.get_running_loop().time() - started >= 0.04
+    waiter = asyncio.ensure_future(any_store.outbox_wait(0, timeout=30))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    async with any_store.transaction() as tx:
+        await tx.outbox_put("s", {})
+    last = (await any_store.outbox_since(0))[-1].seq
+    assert await asyncio.wait_for(waiter, timeout=5) == last
+    started = asyncio.get_running_loop().time()
+    assert await any_store.outbox_wait(last - 1, timeout=30) == last  # one exists already: at once
+    assert asyncio.get_running_loop().time() - started < 5
+    assert await any_store.outbox_wait(10**12, timeout=0) == last  # the latest, without waiting

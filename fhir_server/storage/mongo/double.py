@@ -205,6 +205,14 @@ class DoubleCollection:
         self._before(session, flt)
         return self.raw.delete_one(flt)
 
+    async def delete_many(self, flt: dict[str, Any], *, session: Any = None) -> Any:
+        await _io()
+        self._maybe_fail(session)
+        if session is not None and session.in_transaction:
+            for doc in list(self.raw.find(flt)):
+                session.saw(self, doc["_id"], doc)
+        return self.raw.delete_many(flt)
+
     async def create_index(self, keys: list[tuple[str, int]], **options: Any) -> str:
         return self.raw.create_index(keys, **options)  # type: ignore[no-any-return]
 

@@ -13,6 +13,9 @@ HISTORY = "history"
 KV = "kv"
 COUNTERS = "counters"
 SEQUENCE = "seq"  # the counters document that numbers every committed version
+OUTBOX = "outbox"
+OUTBOX_SEQUENCE = "outbox"  # the counters document that numbers every outbox event
+OUTBOX_STREAM = "outbox:"  # + stream: the counters document numbering one stream's events
 
 Keys = list[tuple[str, int]]
 
@@ -46,13 +49,21 @@ HISTORY_INDEXES: dict[str, Keys] = {
     "updated": [("lu", 1)],
 }
 
-UNIQUE = {(RESOURCES, "rid"), (HISTORY, "version")}
+OUTBOX_INDEXES: dict[str, Keys] = {
+    "stream_number": [("s", 1), ("n", 1)],
+}
+
+UNIQUE = {(RESOURCES, "rid"), (HISTORY, "version"), (OUTBOX, "stream_number")}
 
 
 def index_specs() -> list[tuple[str, str, Keys, dict[str, Any]]]:
     """(collection, name, keys, options) for every index the store creates at start-up."""
     out = []
-    for collection, table in ((RESOURCES, RESOURCE_INDEXES), (HISTORY, HISTORY_INDEXES)):
+    for collection, table in (
+        (RESOURCES, RESOURCE_INDEXES),
+        (HISTORY, HISTORY_INDEXES),
+        (OUTBOX, OUTBOX_INDEXES),
+    ):
         for name, keys in table.items():
             options: dict[str, Any] = {"name": name}
             if (collection, name) in UNIQUE:

@@ -23,7 +23,14 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 
 from fhir_server.interactions.errors import FhirError
-from fhir_server.storage.base import HistoryPage, HistoryQuery, ScanPage, StoredResource
+from fhir_server.storage.base import (
+    HistoryPage,
+    HistoryQuery,
+    OutboxEvent,
+    ScanPage,
+    StoredResource,
+    instant_now,
+)
 from fhir_server.storage.mongo import schema
 from fhir_server.storage.mongo.connection import check_replica_set, connect
 from fhir_server.storage.mongo.documents import (
@@ -63,6 +70,8 @@ class MongoStore:
         self._database_name = database
         self._lock = asyncio.Lock()
         self._double = url.startswith("mongomock://")
+        # Set (and replaced) whenever this process commits outbox events: wakes ``outbox_wait``.
+        self._outbox_signal: asyncio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -76,6 +85,7 @@ class MongoStore:
         self.history_collection = db[schema.HISTORY]
         self.kv = db[schema.KV]
         self.counters = db[schema.COUNTERS]
+        self.outbox = db[schema.OUTBOX]
         for collection, _, keys, options in schema.index_specs():
             await db[collection].create_index(keys, **options)
         await self.kv.create_index([("n", 1), ("k", 1)], name="namespace_key", unique=True)
@@ -102,6 +112,10 @@ class MongoStore:
                 raise
             else:
                 await tx._commit()
+                if tx._outbox_used:
+                    signal, self._outbox_signal = self._outbox_signal, None
+                    if signal is not None:
+                        signal.set()
 
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         # One document, so atomic on its own; only the version that was indexed is touched.
@@ -181,6 +195,39 @@ class MongoStore:
                 last = doc["_id"]
                 yield stored(doc)
 
+    # -- outbox --------------------------------------------------------------------------------
+    async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
+        docs = await self.outbox.find({"s": stream, "n": {"$gt": after}}).sort([("n", 1)]).limit(
+            limit).to_list()
+        return [_event(d) for d in docs]
+
+    async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
+        docs = await self.outbox.find({"_id": {"$gt": seq}}).sort([("_id", 1)]).limit(limit).to_list()
+        return [_event(d) for d in docs]
+
+    async def outbox_last(self, stream: str) -> int:
+        doc = await self.counters.find_one({"_id": schema.OUTBOX_STREAM + stream})
+        return int(doc["n"]) if doc else 0
+
+    async def outbox_trim(self, stream: str, through: int) -> int:
+        result = await self.outbox.delete_many({"s": stream, "n": {"$lte": through}})
+        return int(result.deleted_count)
+
+    async def outbox_wait(self, after_seq: int, timeout: float) -> int:
+        if self._outbox_signal is None:
+            self._outbox_signal = asyncio.Event()
+        signal = self._outbox_signal
+        latest = await self._latest_seq()
+        if latest > after_seq or timeout <= 0:
+            return latest
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), timeout)
+        return await self._latest_seq()
+
+    async def _latest_seq(self) -> int:
+        docs = await self.outbox.find({}, {"_id": 1}).sort([("_id", -1)]).limit(1).to_list()
+        return int(docs[0]["_id"]) if docs else 0
+
     # -- key/value -----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
         doc = await self.kv.find_one({"n": namespace, "k": key})
@@ -226,6 +273,11 @@ class MongoStore:
 
 
 Pending = tuple[str, StoredResource, Any]  # ("put" | "import", version, index rows)
+OutboxItem = tuple[str, str, bytes]  # stream, recorded instant, payload JSON
+
+
+def _event(doc: dict[str, Any]) -> OutboxEvent:
+    return OutboxEvent(doc["s"], int(doc["n"]), int(doc["_id"]), doc["r"], orjson.loads(doc["p"]))
 
 
 class _MongoTransaction:
@@ -233,10 +285,13 @@ class _MongoTransaction:
 
     def __init__(self, store: MongoStore) -> None:
         self._store = store
+        self.store = store
         self._session: Any = None
         self._pending: list[Pending] = []
         self._log: list[tuple[str, Any, Any]] = []
         self._needs_replay = False
+        self._outbox: list[OutboxItem] = []
+        self._outbox_used = False
 
     # -- the StoreTransaction face -------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
@@ -262,6 +317,10 @@ class _MongoTransaction:
 
     async def delete(self, tombstone: StoredResource) -> None:
         self._pending.append(("put", tombstone, None))
+
+    async def outbox_put(self, stream: str, payload: dict[str, Any]) -> None:
+        self._outbox.append((stream, instant_now(), orjson.dumps(payload)))
+        self._outbox_used = True
 
     # -- session plumbing ----------------------------------------------------------------------
     async def _begin(self) -> None:
@@ -301,6 +360,8 @@ class _MongoTransaction:
                 page = await run_search(self._store.resources, subject, self._session)
                 if _fingerprint(page) != result:
                     raise _conflict("resources matching the search changed during the transaction; retry")
+            elif kind == "outbox":
+                await self._write_outbox(subject)
             else:
                 await self._write(subject)
         self._needs_replay = False
@@ -312,6 +373,8 @@ class _MongoTransaction:
 
     async def _rollback(self) -> None:
         self._pending.clear()
+        self._outbox.clear()
+        self._outbox_used = False
         await self._abort()
         await self._end()
 
@@ -350,11 +413,34 @@ class _MongoTransaction:
         return stored(doc) if doc else None
 
     async def _flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        await self._run(lambda: self._write(batch))
-        self._log.append(("write", batch, None))
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await self._run(lambda: self._write(batch))
+            self._log.append(("write", batch, None))
+        if self._outbox:
+            events, self._outbox = self._outbox, []
+            await self._run(lambda: self._write_outbox(events))
+            self._log.append(("outbox", events, None))
+
+    async def _write_outbox(self, events: list[OutboxItem]) -> None:
+        """Number the events (store-wide and per stream) inside the transaction: the counters are
+        written by every transaction that records events, so such transactions commit one at a time
+        across processes and numbers follow commit order."""
+        store, session = self._store, self._session
+        counter = await store.counters.find_one_and_update(
+            {"_id": schema.OUTBOX_SEQUENCE}, {"$inc": {"n": len(events)}}, upsert=True,
+            return_document=ReturnDocument.AFTER, session=session,
+        )
+        first = counter["n"] - len(events) + 1
+        docs = []
+        for offset, (stream, recorded, payload) in enumerate(events):
+            numbered = await store.counters.find_one_and_update(
+                {"_id": schema.OUTBOX_STREAM + stream}, {"$inc": {"n": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER, session=session,
+            )
+            docs.append({"_id": first + offset, "s": stream, "n": numbered["n"], "r": recorded,
+                         "p": payload})
+        await store.outbox.insert_many(docs, session=session)
 
     async def _write(self, batch: list[Pending]) -> None:
         store, session = self._store, self._session

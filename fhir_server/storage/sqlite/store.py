@@ -10,6 +10,7 @@ writer thread together with the next read or the commit, so a plain create costs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -22,7 +23,15 @@ from typing import Any, TypeVar
 
 import orjson
 
-from fhir_server.storage.base import HistoryPage, HistoryQuery, Method, ScanPage, StoredResource
+from fhir_server.storage.base import (
+    HistoryPage,
+    HistoryQuery,
+    Method,
+    OutboxEvent,
+    ScanPage,
+    StoredResource,
+    instant_now,
+)
 from fhir_server.storage.files import private_file, readable_by_others
 from fhir_server.storage.sqlite import index as index_tables
 
@@ -41,6 +50,11 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS history_updated ON history(last_updated)",
     """CREATE TABLE IF NOT EXISTS kv(
         namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(namespace, key))""",
+    # The outbox: AUTOINCREMENT so a sequence number is never reused after events are trimmed.
+    """CREATE TABLE IF NOT EXISTS outbox(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, number INTEGER NOT NULL,
+        recorded TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, number))""",
+    "CREATE TABLE IF NOT EXISTS outbox_stream(stream TEXT PRIMARY KEY, last INTEGER NOT NULL)",
 ]
 
 _COLUMNS = "type, id, version, last_updated, method, body"
@@ -70,6 +84,8 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         self._reader_connections: list[sqlite3.Connection] = []
         self._reader_connections_lock = threading.Lock()
+        # Set (and replaced) whenever this process commits outbox events: wakes ``outbox_wait``.
+        self._outbox_signal: asyncio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -157,6 +173,13 @@ class SqliteStore:
                 raise
             else:
                 await tx._finish(commit=True)
+                if tx._outbox:
+                    self._outbox_committed()
+
+    def _outbox_committed(self) -> None:
+        signal, self._outbox_signal = self._outbox_signal, None
+        if signal is not None:
+            signal.set()
 
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         async with self.transaction() as tx:
@@ -222,6 +245,50 @@ class SqliteStore:
                 last = seq
                 yield stored
 
+    # -- outbox --------------------------------------------------------------------------------
+    async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
+        rows = self._conn.execute(
+            "SELECT stream, number, seq, recorded, payload FROM outbox WHERE stream=? AND number>? "
+            "ORDER BY number LIMIT ?",
+            (stream, after, limit),
+        ).fetchall()
+        return [_event(r) for r in rows]
+
+    async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
+        rows = self._conn.execute(
+            "SELECT stream, number, seq, recorded, payload FROM outbox WHERE seq>? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        return [_event(r) for r in rows]
+
+    async def outbox_last(self, stream: str) -> int:
+        row = self._conn.execute("SELECT last FROM outbox_stream WHERE stream=?", (stream,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def outbox_trim(self, stream: str, through: int) -> int:
+        async with self.transaction() as tx:
+            cursor = await tx._run(
+                lambda conn: conn.execute(
+                    "DELETE FROM outbox WHERE stream=? AND number<=?", (stream, through)
+                )
+            )
+        return int(cursor.rowcount)
+
+    async def outbox_wait(self, after_seq: int, timeout: float) -> int:
+        if self._outbox_signal is None:
+            self._outbox_signal = asyncio.Event()
+        signal = self._outbox_signal
+        latest = self._latest_seq()
+        if latest > after_seq or timeout <= 0:
+            return latest
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), timeout)
+        return self._latest_seq()
+
+    def _latest_seq(self) -> int:
+        row = self._conn.execute("SELECT max(seq) FROM outbox").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
     # -- key/value -----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
         row = self._conn.execute(
@@ -283,8 +350,10 @@ class _SqliteTransaction:
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
+        self.store = store
         self._pending: list[Callable[[sqlite3.Connection], Any]] = []
         self._begun = False
+        self._outbox = False
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         pending, self._pending = self._pending, []
@@ -331,6 +400,27 @@ class _SqliteTransaction:
 
     async def delete(self, tombstone: StoredResource) -> None:
         self._pending.append(lambda conn: _put(conn, tombstone, None))
+
+    async def outbox_put(self, stream: str, payload: dict[str, Any]) -> None:
+        data, recorded = orjson.dumps(payload), instant_now()
+        self._outbox = True
+        self._pending.append(lambda conn: _outbox_put(conn, stream, recorded, data))
+
+
+def _outbox_put(conn: sqlite3.Connection, stream: str, recorded: str, data: bytes) -> None:
+    (number,) = conn.execute(
+        "INSERT INTO outbox_stream(stream, last) VALUES(?, 1) "
+        "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING last",
+        (stream,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO outbox(stream, number, recorded, payload) VALUES(?,?,?,?)",
+        (stream, number, recorded, data),
+    )
+
+
+def _event(row: tuple[Any, ...]) -> OutboxEvent:
+    return OutboxEvent(row[0], int(row[1]), int(row[2]), row[3], orjson.loads(row[4]))
 
 
 def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
