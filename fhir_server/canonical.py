@@ -226,7 +226,9 @@ SP_PATIENT_DISTRICT = "Patient-district"  # Patient?district=<DOPA 4-digit code>
 QUESTIONNAIRE_HELP_REQUEST = "th-help-request"  # the อพม. Smart request for help
 CS_HELP_PROBLEM = "th-help-problem"  # poverty, violence, neglect, disability, homelessness, education
 CS_HELP_URGENCY = "th-help-urgency"
-CS_WORKFLOW_TASK = "th-workflow-task"  # triage
+CS_WORKFLOW = "th-workflow"  # triage (Task.code), help-case (EpisodeOfCare.type), overdue-notice
+HELP_REQUEST_SYSTEM = f"{BASE}/id/help-request"  # the case and triage task of one request (value: QR id)
+OVERDUE_NOTICE_SYSTEM = f"{BASE}/id/overdue-notice"  # one notice per referral and due date
 # Server-set tags on referral versions: who made the change, and the status a task was put on hold from.
 TAG_CHANGED_BY = "changed-by"
 TAG_HELD_FROM = "held-from"

@@ -31,21 +31,26 @@ def set_agency(
 ) -> None:
     """Set an agency's type (and identifiers). Its clients' next tokens carry the change."""
     from fhir_server.security.agencies import AgencyRecord, AgencyRegistry
+    from fhir_server.workflow.agencies import resolve_stored
 
-    async def work(db: Any) -> AgencyRecord:
+    async def work(db: Any) -> tuple[AgencyRecord, list[str]]:
         registry = AgencyRegistry(db)
         known = await registry.get(organization)
         kind = agency_type if agency_type is not None else (known.agency_type if known else None)
         ids = tuple(identifiers) if identifiers else (known.identifiers if known else ())
-        return await registry.set(AgencyRecord(organization, kind, ids))
+        record = await registry.set(AgencyRecord(organization, kind, ids))
+        # Referrals that named the agency by one of these identifiers now refer to it.
+        return record, await resolve_stored(db)
 
     try:
-        record = with_store(store, work)
+        record, resolved = with_store(store, work)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     ids = ", ".join(record.identifiers) or "no identifiers"
     typer.echo(f"{record.organization}: type {record.agency_type or '(none)'}; {ids}")
+    if resolved:
+        typer.echo(f"{len(resolved)} stored resources naming it by identifier now refer to it")
 
 
 @agency_app.command("list")

@@ -178,13 +178,18 @@ def add(
         await ClientRegistry(db).add(record)
         if agency_type is None and not wanted_ids:
             return known
-        return await registry.set(
+        updated = await registry.set(
             agencies.AgencyRecord(
                 org,
                 agency_type or (known.agency_type if known else None),
                 (*(known.identifiers if known else ()), *wanted_ids),
             )
         )
+        if wanted_ids:  # referrals that named the agency by these identifiers now refer to it
+            from fhir_server.workflow.agencies import resolve_stored
+
+            await resolve_stored(db)
+        return updated
 
     try:
         agency = with_store(store, work)

@@ -33,6 +33,7 @@ def shipped_resources() -> list[dict[str, Any]]:
         ("fhir_server.wellbeing", "shipped_resources"),
         ("fhir_server.operations.published", "operation_definitions"),
         ("fhir_server.analytics.measures.library", "shipped_measures"),
+        ("fhir_server.workflow.help_requests", "shipped_resources"),
     ):
         try:
             provider = getattr(__import__(module, fromlist=[function]), function)

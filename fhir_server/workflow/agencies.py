@@ -88,3 +88,51 @@ async def resolve_for_write(store: Any, resource_type: str, resource: dict[str, 
     if not needs_resolving(resource_type, resource):
         return set()
     return resolve(resource_type, resource, await identifier_index(store))
+
+
+async def resolve_stored(store: Any) -> list[str]:
+    """Bring stored resources that name a now-registered agency by identifier only up to date: each gets
+    the agency's reference in a new version written by the server (``changed-by`` = server). Run after
+    the agency registry changes (``termtem agency set``, ``termtem client add --agency-id``). Returns
+    the resources changed (``Type/id``)."""
+    import orjson
+
+    from fhir_server import fhirjson
+    from fhir_server.interactions import writes
+    from fhir_server.search.query import parse_search
+    from fhir_server.workflow.referrals import CHANGED_BY, set_tag
+
+    index = await identifier_index(store)
+    changed: list[str] = []
+    for resource_type, codes in SEARCH_CODES.items():
+        candidates: set[str] = set()
+        for key in index:
+            for code in codes:
+                query = parse_search(
+                    resource_type,
+                    [(f"{code}:identifier", key), ("_count", "1000")],
+                    base_url="",
+                    strict=True,
+                    default_count=1000,
+                    max_count=1000,
+                )
+                page = await store.search(query)
+                candidates.update(m.id for m in page.matches)
+        for resource_id in sorted(candidates):
+            async with store.transaction() as tx:
+                current = await tx.read(resource_type, resource_id)
+                if current is None or current.deleted:
+                    continue
+                resource = orjson.loads(current.body)
+                members = resolve(resource_type, resource, index)
+                if not members:
+                    continue
+                set_tag(resource, CHANGED_BY, "server", "agency registry: identifier resolved")
+                body = current.body
+                for name in sorted(members):
+                    body = fhirjson.replace_member(body, name, resource[name])
+                await writes.write_version(
+                    tx, resource_type, resource_id, resource, body, current=current, method="PUT"
+                )
+            changed.append(f"{resource_type}/{resource_id}")
+    return changed

@@ -28,7 +28,7 @@ from fhir_server.security.referrals import OPEN_STATUSES
 PRIORITIES = ("routine", "urgent", "asap", "stat")
 _CATEGORY_SYSTEMS = (
     canonical.code_system(canonical.CS_REFERRAL_CATEGORY),
-    canonical.code_system(canonical.CS_WORKFLOW_TASK),
+    canonical.code_system(canonical.CS_WORKFLOW),
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -31,5 +31,11 @@ async def prepare_write(
 
 async def after_write(tx: StoreTransaction, stored: StoredResource, current: StoredResource | None) -> None:
     """Consequences of a stored version, in the same transaction."""
-    if stored.resource_type == "Task" and not stored.deleted:
+    if stored.deleted:
+        return
+    if stored.resource_type == "Task":
         await referrals.after_task_write(tx, stored, current)
+    elif stored.resource_type == "QuestionnaireResponse":
+        from fhir_server.workflow import help_requests
+
+        await help_requests.after_response_write(tx.store, tx, stored, current)

@@ -68,5 +68,7 @@ def task(
 def moved(current: dict[str, Any], status: str, **changes: Any) -> dict[str, Any]:
     """The Task as the owner sends it back with a new status (server tags are the server's to set)."""
     body = {k: v for k, v in current.items() if k != "meta"}
-    body["meta"] = {"profile": current.get("meta", {}).get("profile", [])}
+    profile = current.get("meta", {}).get("profile")
+    if profile:
+        body["meta"] = {"profile": profile}
     return {**body, "status": status, **changes}
