@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("termtem-data")
+_ON = ("on", "true", "1", "yes")
 
 
 def default_store_url() -> str:
@@ -105,6 +106,32 @@ class Settings:
     export_processes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_PROCESSES", 1))
     # k of k-anonymity for de-identified exports (every birth month x sex x district cell >= k children).
     export_k: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_K", 5))
+
+    # --- subscriptions and referral deadlines (fhir_server.subscriptions, fhir_server.workflow) ---
+    # How long a failing rest-hook endpoint is retried (exponential back-off) before its subscription
+    # goes to ``error`` (its events stay retrievable with $events).
+    subscription_retry_seconds: int = field(
+        default_factory=lambda: _env_int("TERMTEM_SUBSCRIPTION_RETRY", 24 * 3600)
+    )
+    # Endpoints on loopback addresses (and plain http, only to them): local receivers, tests, demos.
+    subscription_loopback: bool = field(
+        default_factory=lambda: os.environ.get("TERMTEM_SUBSCRIPTION_LOOPBACK", "off").lower() in _ON
+    )
+    # Private, link-local and other non-public networks endpoints may be in (CIDRs, comma-separated);
+    # by default only public addresses are allowed (no server-side request forgery).
+    subscription_allowed_networks: str = field(
+        default_factory=lambda: os.environ.get("TERMTEM_SUBSCRIPTION_ALLOWED_NETWORKS", "")
+    )
+    # Seconds one notification request may take.
+    subscription_timeout: float = field(
+        default_factory=lambda: float(os.environ.get("TERMTEM_SUBSCRIPTION_TIMEOUT") or 10)
+    )
+    # Days delivered events stay retrievable with $events.
+    subscription_keep_days: int = field(
+        default_factory=lambda: _env_int("TERMTEM_SUBSCRIPTION_KEEP_DAYS", 30)
+    )
+    # How often (seconds) open referrals are checked for passing their due date.
+    overdue_sweep_seconds: int = field(default_factory=lambda: _env_int("TERMTEM_OVERDUE_SWEEP", 300))
 
     def export_path(self) -> Path:
         return self.export_dir if self.export_dir is not None else self.data_dir / "exports"

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from fhir_server import observability
 from fhir_server.api import home, routes
@@ -69,6 +70,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     install_dashboard(app, settings)
     base = settings.base_path.rstrip("/")
+    from fhir_server.subscriptions import websocket as subscription_websocket
+
+    async def _websocket(connection: WebSocket) -> None:
+        from fhir_server.api.urls import base_url
+
+        http_base = base_url(connection, settings)  # type: ignore[arg-type]
+        await subscription_websocket.serve(connection, connection.app.state.store, settings, http_base)
+
+    app.router.add_websocket_route(base + subscription_websocket.PATH, _websocket)
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.add_route(base, routes.handle, methods=methods)
     app.add_route(base + "/{path:path}", routes.handle, methods=methods)

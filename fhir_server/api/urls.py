@@ -32,7 +32,7 @@ def base_url(request: Request, settings: Settings) -> str:
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
     server = request.scope.get("server")
-    scheme = request.url.scheme
+    scheme = {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme)
     if server and server[0]:
         host, port = server[0], server[1] if len(server) > 1 else None
         return listening_base(scheme, str(host), port, settings.base_path)

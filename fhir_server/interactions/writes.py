@@ -151,9 +151,12 @@ async def prepare(
     a referral's status change checked, agencies named by identifier resolved, due dates, who changed
     it). Changes ``resource`` in place; returns the bytes to store (the client's, with the members the
     server changed replaced, so everything else keeps its exact text)."""
+    from fhir_server.subscriptions import prepare_subscription
     from fhir_server.workflow import prepare_write
 
     changed = await prepare_write(ctx.store, tx, resource_type, resource, current)
+    if resource_type == "Subscription":
+        changed |= await prepare_subscription(ctx.settings, tx, resource, current)
     if raw is None:
         return None
     for name in sorted(changed):
@@ -236,7 +239,7 @@ async def write_version(
         await perinatal.on_written(tx, written or stored, resource)
     if resource_type in _IDENTITY_TYPES:
         await hooks.after_write(tx, written or stored, resource)
-    await _after_write(tx, written or stored, current)
+    await _after_write(tx, written or stored, current, rows)
     return written
 
 
@@ -262,11 +265,16 @@ async def transaction(store: Store) -> AsyncIterator[StoreTransaction]:
         yield tx
 
 
-async def _after_write(tx: StoreTransaction, stored: StoredResource, current: StoredResource | None) -> None:
-    """Consequences of a stored version, in the same transaction (workflow rules)."""
+async def _after_write(
+    tx: StoreTransaction, stored: StoredResource, current: StoredResource | None, index: Any
+) -> None:
+    """Consequences of a stored version, in the same transaction: workflow rules, then the events it
+    causes for subscriptions (recorded with the write, so a crash never loses one)."""
+    from fhir_server.subscriptions import record_events
     from fhir_server.workflow import after_write
 
     await after_write(tx, stored, current)
+    await record_events(tx, stored, current, index)
 
 
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +330,7 @@ async def delete_version(tx: StoreTransaction, current: StoredResource) -> Store
         await perinatal.on_deleted(tx, current)
     if current.resource_type in _IDENTITY_TYPES:
         await hooks.after_write(tx, tombstone, orjson.loads(current.body) if current.body else None)
-    await _after_write(tx, tombstone, current)
+    await _after_write(tx, tombstone, current, None)
     if current.resource_type == "SearchParameter":
         from fhir_server.search.registry import on_search_parameter_deleted
 

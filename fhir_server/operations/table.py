@@ -22,6 +22,7 @@ from fhir_server.operations import (
     export,
     identity,
     reindex,
+    subscriptions,
     summary,
     terminology,
     viewdefinition_run,
@@ -31,6 +32,7 @@ from fhir_server.operations.validate import validate_operation
 
 _OD = "http://hl7.org/fhir/OperationDefinition/"
 _BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 _SOF_RUN = "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run"
 
 OPERATIONS: list[Operation] = [
@@ -170,5 +172,28 @@ OPERATIONS: list[Operation] = [
         type_level=True,
         instance_level=True,
         definition=_OD + "Measure-evaluate-measure",
+    ),
+    Operation(
+        "status",
+        subscriptions.subscription_status,
+        ("Subscription",),
+        type_level=True,
+        instance_level=True,
+        definition=_BACKPORT + "backport-subscription-status",
+    ),
+    Operation(
+        "events",
+        subscriptions.subscription_events,
+        ("Subscription",),
+        instance_level=True,
+        definition=_BACKPORT + "backport-subscription-events",
+    ),
+    Operation(
+        "get-ws-binding-token",
+        subscriptions.ws_binding_token,
+        ("Subscription",),
+        instance_level=True,
+        affects_state=True,
+        definition=_BACKPORT + "backport-subscription-get-ws-binding-token",
     ),
 ]

@@ -1,0 +1,391 @@
+"""Delivering notifications: a background job on the shared runner (one per store, held by a lease).
+
+For each subscription the dispatcher keeps a small delivery state in the store's key/value area
+(``subscriptions.delivery``): the last event number the endpoint acknowledged, how many attempts have
+failed since when, and when to try again. It
+
+- sends the handshake to a ``requested`` rest-hook subscription and makes it ``active`` when the
+  endpoint answers 2xx (``error`` after three failed tries); websocket subscriptions become active
+  at once (their clients connect to the server);
+- delivers the events recorded for an ``active`` subscription in order, ``max-count`` per
+  notification, at least once: the state moves on only after a 2xx, so after a crash (even
+  ``kill -9``) the events since the last acknowledged one are sent again, with the same numbers;
+- retries a failing endpoint with exponential back-off (1 s doubling, at most 10 minutes apart)
+  for ``TERMTEM_SUBSCRIPTION_RETRY`` seconds (24 h by default), then sets the subscription to
+  ``error`` with the reason in ``Subscription.error``; its events keep being recorded and stay
+  retrievable with ``$events`` (a client re-requests it to resume delivery from where it stopped);
+- sends heartbeats when nothing was sent for the subscription's heartbeat period, switches a
+  subscription ``off`` once its ``end`` has passed, and forgets delivered events after
+  ``TERMTEM_SUBSCRIPTION_KEEP_DAYS`` days.
+
+Every delivery resolves the endpoint again and checks each address (``endpoints``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from fhir_server import fhirjson
+from fhir_server.security import access as acc
+from fhir_server.storage.base import OutboxEvent
+from fhir_server.subscriptions import endpoints, notifications
+from fhir_server.subscriptions.engine import STREAM_PREFIX, engine_for, read_subscription, stream
+from fhir_server.subscriptions.model import Subscription
+
+log = logging.getLogger("termtem.subscriptions")
+
+STATE_NAMESPACE = "subscriptions.delivery"
+HANDSHAKE_TRIES = 3
+FIRST_RETRY = 1.0  # seconds; doubles on each failure
+LONGEST_RETRY = 600.0
+_RELOAD = 2.0  # seconds between looks at the Subscription resources
+_TRIM_EVERY = 600.0
+
+
+@dataclass
+class DeliveryState:
+    delivered: int = 0  # the last event number the endpoint acknowledged
+    attempts: int = 0  # failures since the last success
+    failing_since: float | None = None  # epoch seconds of the first failure in a row
+    next_attempt: float = 0.0
+    last_error: str | None = None
+    last_sent: float = 0.0
+    version: int = 0  # the Subscription version this state's handshake belongs to
+
+    @classmethod
+    def load(cls, data: dict[str, Any] | None) -> DeliveryState:
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failures in a row (with a little jitter)."""
+    delay = min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+    return float(delay * (1 + random.random() * 0.1))
+
+
+class Dispatcher:
+    def __init__(
+        self, store: Any, settings: Any, base_url: str, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self.policy = endpoints.EndpointPolicy.from_settings(settings)
+        self.http = http or httpx.AsyncClient(follow_redirects=False, timeout=settings.subscription_timeout)
+        self._owns_http = http is None
+        self.states: dict[str, DeliveryState] = {}
+        self._dirty: set[str] = set()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._loaded = 0.0
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._trimmed = 0.0
+        self._known: dict[str, int] = {}  # per subscription, the highest event number known recorded
+
+    async def close(self) -> None:
+        for task in list(self._busy.values()):
+            task.cancel()
+        for task in list(self._busy.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.flush()
+        if self._owns_http:
+            await self.http.aclose()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def step(self, fresh: list[OutboxEvent] = ()) -> None:  # type: ignore[assignment]
+        """One look at every subscription, given the events recorded since the last look: start what
+        is due (deliveries run concurrently, one at a time per subscription)."""
+        now = time.time()
+        for event in fresh:
+            if event.stream.startswith(STREAM_PREFIX):
+                sid = event.stream[len(STREAM_PREFIX) :]
+                self._known[sid] = max(self._known.get(sid, 0), event.number)
+        if now - self._loaded > _RELOAD:
+            await self._reload()
+        for subscription in list(self._subscriptions.values()):
+            if subscription.id in self._busy:
+                continue
+            if await self._due(subscription, now):
+                self._busy[subscription.id] = asyncio.get_running_loop().create_task(self._work(subscription))
+                self._busy[subscription.id].add_done_callback(
+                    lambda _, sid=subscription.id: self._busy.pop(sid, None)
+                )
+        await self.flush()
+        if now - self._trimmed > _TRIM_EVERY:
+            self._trimmed = now
+            await self._trim()
+
+    async def settle(self) -> None:
+        """Wait for the deliveries started so far (tests and shutdown)."""
+        while self._busy:
+            await asyncio.gather(*list(self._busy.values()), return_exceptions=True)
+        await self.flush()
+
+    async def _reload(self) -> None:
+        found: dict[str, Subscription] = {}
+        async for stored in self.store.iterate("Subscription"):
+            subscription = read_subscription(stored)
+            if subscription is not None and subscription.status in ("requested", "active"):
+                found[subscription.id] = subscription
+                if subscription.id not in self._known:
+                    self._known[subscription.id] = await self.store.outbox_last(stream(subscription.id))
+        self._subscriptions = found
+        self._loaded = time.time()
+
+    async def _state(self, subscription_id: str) -> DeliveryState:
+        state = self.states.get(subscription_id)
+        if state is None:
+            state = DeliveryState.load(await self.store.kv_get(STATE_NAMESPACE, subscription_id))
+            self.states[subscription_id] = state
+        return state
+
+    def _changed(self, subscription_id: str) -> None:
+        self._dirty.add(subscription_id)
+
+    async def flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for subscription_id in sorted(dirty):
+            state = self.states.get(subscription_id)
+            if state is not None:
+                await self.store.kv_put(STATE_NAMESPACE, subscription_id, asdict(state))
+
+    async def _due(self, subscription: Subscription, now: float) -> bool:
+        if subscription.end and _passed(subscription.end, now):
+            return True
+        if subscription.status == "requested":
+            state = await self._state(subscription.id)
+            return state.version != subscription.version or now >= state.next_attempt
+        if subscription.channel != "rest-hook":
+            return False
+        state = await self._state(subscription.id)
+        if now < state.next_attempt:
+            return False
+        if self._known.get(subscription.id, 0) > state.delivered:
+            return True
+        return bool(subscription.heartbeat and now - state.last_sent >= subscription.heartbeat)
+
+    async def _work(self, subscription: Subscription) -> None:
+        try:
+            now = time.time()
+            if subscription.end and _passed(subscription.end, now):
+                await self.set_status(subscription, "off", None)
+            elif subscription.status == "requested":
+                await self._activate(subscription)
+            else:
+                await self._deliver(subscription)
+        except Exception:  # one subscription's trouble must not stop the others
+            log.exception("Subscription/%s: delivery failed unexpectedly", subscription.id)
+
+    # --- handshake, events, heartbeats ------------------------------------------------------------
+
+    async def _activate(self, subscription: Subscription) -> None:
+        state = await self._state(subscription.id)
+        if state.version != subscription.version:
+            # A new or re-requested subscription: a fresh handshake; delivery resumes after the last
+            # acknowledged event (nothing already delivered is sent twice, nothing recorded is lost).
+            state.version, state.attempts, state.failing_since = subscription.version, 0, None
+            state.next_attempt, state.last_error = 0.0, None
+            self._changed(subscription.id)
+        if subscription.channel != "rest-hook":
+            await self.set_status(subscription, "active", None)
+            return
+        total = await self.store.outbox_last(stream(subscription.id))
+        note = notifications.bundle(
+            base_url=self.base_url,
+            subscription_id=subscription.id,
+            status="requested",
+            kind="handshake",
+            events_since_start=total,
+            content=subscription.content,
+        )
+        error = await self._post(subscription, note)
+        if error is None:
+            state.attempts, state.failing_since, state.last_error = 0, None, None
+            state.last_sent = time.time()
+            self._changed(subscription.id)
+            await self.set_status(subscription, "active", None)
+            return
+        self._failed(subscription.id, state, error)
+        if state.attempts >= HANDSHAKE_TRIES:
+            await self.set_status(subscription, "error", f"handshake failed: {error}")
+
+    async def _deliver(self, subscription: Subscription) -> None:
+        state = await self._state(subscription.id)
+        while True:
+            events = await self.store.outbox_read(
+                stream(subscription.id), after=state.delivered, limit=subscription.max_count
+            )
+            total = await self.store.outbox_last(stream(subscription.id))
+            self._known[subscription.id] = max(self._known.get(subscription.id, 0), total)
+            if not events:
+                if subscription.heartbeat and time.time() - state.last_sent >= subscription.heartbeat:
+                    note = notifications.bundle(
+                        base_url=self.base_url,
+                        subscription_id=subscription.id,
+                        status="active",
+                        kind="heartbeat",
+                        events_since_start=total,
+                        content=subscription.content,
+                    )
+                    if await self._post(subscription, note) is None:
+                        state.last_sent = time.time()
+                        self._changed(subscription.id)
+                return
+            foci = await self.foci(subscription, events)
+            note = notifications.bundle(
+                base_url=self.base_url,
+                subscription_id=subscription.id,
+                status="active",
+                kind="event-notification",
+                events_since_start=total,
+                foci=foci,
+                content=subscription.content,
+            )
+            error = await self._post(subscription, note)
+            if error is not None:
+                self._failed(subscription.id, state, error)
+                assert state.failing_since is not None
+                if time.time() - state.failing_since >= self.settings.subscription_retry_seconds:
+                    await self.set_status(
+                        subscription,
+                        "error",
+                        f"notifications failed for {self.settings.subscription_retry_seconds} s;"
+                        f" last error: {error}; undelivered events from"
+                        f" {state.delivered + 1} stay retrievable with $events",
+                    )
+                return
+            state.delivered = events[-1].number
+            state.attempts, state.failing_since, state.last_error, state.next_attempt = 0, None, None, 0.0
+            state.last_sent = time.time()
+            self._changed(subscription.id)
+
+    def _failed(self, subscription_id: str, state: DeliveryState, error: str) -> None:
+        now = time.time()
+        state.attempts += 1
+        state.failing_since = state.failing_since or now
+        state.next_attempt = now + backoff(state.attempts)
+        state.last_error = error[:500]
+        self._changed(subscription_id)
+        log.info(
+            "Subscription/%s: delivery failed (%s); next try in %.0f s",
+            subscription_id,
+            error,
+            state.next_attempt - now,
+        )
+
+    async def foci(self, subscription: Subscription, events: list[OutboxEvent]) -> list[notifications.Focus]:
+        return await load_foci(self.store, subscription, events)
+
+    async def _post(self, subscription: Subscription, note: dict[str, Any]) -> str | None:
+        """Send one notification; None when the endpoint acknowledged it, else what went wrong."""
+        assert subscription.endpoint is not None
+        try:
+            target = await endpoints.resolve(subscription.endpoint, self.policy)
+        except endpoints.EndpointRefused as refused:
+            return f"endpoint refused: {refused}"
+        headers = {
+            **dict(subscription.headers),
+            "Content-Type": "application/fhir+json",
+            "Host": target.host_header(),
+        }
+        try:
+            reply = await self.http.post(
+                target.connect_url(),
+                content=fhirjson.dumps(note),
+                headers=headers,
+                timeout=subscription.timeout or self.settings.subscription_timeout,
+                extensions={"sni_hostname": target.host},
+            )
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+        if 200 <= reply.status_code < 300:
+            return None
+        return f"the endpoint answered HTTP {reply.status_code}"
+
+    # --- status changes the server makes -----------------------------------------------------------
+
+    async def set_status(self, subscription: Subscription, status: str, error: str | None) -> None:
+        """Write the Subscription's new status (a server-made version), unless a client changed it since."""
+        from fhir_server.interactions import writes
+
+        async with self.store.transaction() as tx:
+            current = await tx.read("Subscription", subscription.id)
+            if current is None or current.deleted or current.version != subscription.version:
+                return
+            resource = orjson.loads(current.body)
+            if resource.get("status") == status and resource.get("error") == error:
+                return
+            resource["status"] = status
+            body = fhirjson.replace_member(current.body, "status", status)
+            if error is None:
+                resource.pop("error", None)
+                body = fhirjson.build_object([(k, v) for k, v in fhirjson.members(body) if k != "error"])
+            else:
+                resource["error"] = error
+                body = fhirjson.replace_member(body, "error", error)
+            stored = await writes.write_version(
+                tx, "Subscription", subscription.id, resource, body, current=current, method="PUT"
+            )
+        log.info("Subscription/%s is now %s%s", subscription.id, status, f" ({error})" if error else "")
+        self._loaded = 0.0
+        if status in ("active", "requested"):
+            self._subscriptions[subscription.id] = read_subscription(stored) or subscription
+        else:
+            self._subscriptions.pop(subscription.id, None)
+
+    async def _trim(self) -> None:
+        """Forget delivered events older than the retention period."""
+        cutoff = datetime.fromtimestamp(time.time() - self.settings.subscription_keep_days * 86400, UTC)
+        limit = cutoff.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        for subscription_id, state in list(self.states.items()):
+            old = [
+                e.number
+                for e in await self.store.outbox_read(stream(subscription_id), after=0, limit=1000)
+                if e.number <= state.delivered and e.recorded < limit
+            ]
+            if old:
+                await self.store.outbox_trim(stream(subscription_id), max(old))
+
+
+async def load_foci(
+    store: Any, subscription: Subscription, events: list[OutboxEvent]
+) -> list[notifications.Focus]:
+    """The events with their resources where the content asks for them and the subscriber's agency
+    may see them now (otherwise the focus is named without the resource)."""
+    if subscription.content != "full-resource":
+        return [notifications.Focus(e) for e in events]
+    engine = engine_for(store)
+    audience = await engine.audiences.get(store, subscription.subscriber)
+    access = await engine.audiences.access(store, audience) if audience is not None else None
+    out = []
+    for event in events:
+        resource = None
+        rtype, _, rid = str(event.payload["focus"]).partition("/")
+        stored = await store.vread(rtype, rid, int(event.payload.get("version", 0)))
+        seen = audience is not None and stored is not None and not stored.deleted
+        if seen and stored is not None and acc.visible(access, rtype, stored.body):
+            resource = orjson.loads(stored.body)
+        out.append(notifications.Focus(event, resource))
+    return out
+
+
+def _passed(instant: str, now: float) -> bool:
+    try:
+        moment = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() <= now

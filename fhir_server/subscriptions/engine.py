@@ -1,0 +1,185 @@
+"""Recording events: for every version written, which subscriptions it notifies, in the same transaction.
+
+One ``Engine`` per store in each process keeps the active subscriptions (``active`` and ``error``:
+a failing endpoint does not stop events from being recorded, they stay retrievable) with their
+criteria parsed. It reloads them when this process writes a Subscription, and every couple of seconds
+otherwise (so one written through another process starts matching within that time; a subscription
+starts matching only once the server has activated it anyway). For each version written the engine
+matches the criteria against the version's index rows (``matching``), checks the subscriber may hear
+about it (``audience``) and records one outbox event per subscription with
+``StoreTransaction.outbox_put``: the event exists if and only if the write commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_server.interactions.errors import FhirError
+from fhir_server.search.extract import extract_index
+from fhir_server.security import access as acc
+from fhir_server.storage.base import StoredResource, StoreTransaction
+from fhir_server.subscriptions import matching, model
+from fhir_server.subscriptions.audience import SUBSCRIBER_TAG, Audiences, addressed_to
+
+log = logging.getLogger("termtem.subscriptions")
+
+STREAM_PREFIX = "subscription/"
+RECORDING = ("active", "error")
+_REFRESH = 2.0  # seconds
+_MAX_SUBSCRIPTIONS = 10_000
+
+
+def stream(subscription_id: str) -> str:
+    return STREAM_PREFIX + subscription_id
+
+
+@dataclass(frozen=True)
+class Active:
+    subscription: model.Subscription
+    conditions: tuple[Any, ...]
+
+
+def server_tag(resource: dict[str, Any], system: str) -> str | None:
+    meta = resource.get("meta")
+    for tag in meta.get("tag", []) if isinstance(meta, dict) and isinstance(meta.get("tag"), list) else []:
+        if isinstance(tag, dict) and tag.get("system") == system and isinstance(tag.get("code"), str):
+            return str(tag["code"])
+    return None
+
+
+def read_subscription(stored: StoredResource) -> model.Subscription | None:
+    """A stored Subscription as the engine and the dispatcher use it (None: unusable)."""
+    if stored.deleted:
+        return None
+    resource = orjson.loads(stored.body)
+    try:
+        parsed = model.parse(resource, version=stored.version)
+    except FhirError:
+        return None
+    return dataclasses.replace(
+        parsed, owner=acc.owner_of(resource), subscriber=server_tag(resource, SUBSCRIBER_TAG)
+    )
+
+
+class Engine:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.audiences = Audiences()
+        self._by_type: dict[str, list[Active]] | None = None
+        self._loaded = 0.0
+
+    def invalidate(self) -> None:
+        self._by_type = None
+
+    async def active_for(self, tx: StoreTransaction, resource_type: str) -> list[Active]:
+        if self._by_type is None or time.monotonic() - self._loaded > _REFRESH:
+            await self._load(tx)
+        assert self._by_type is not None
+        return self._by_type.get(resource_type, [])
+
+    async def _load(self, tx: StoreTransaction) -> None:
+        """Read the subscriptions through the write transaction (unrestricted), so a Subscription this
+        transaction just activated counts at once."""
+        from fhir_server.search.query import parse_search
+
+        server = tx.as_server() if hasattr(tx, "as_server") else tx
+        query = parse_search(
+            "Subscription",
+            [("status", ",".join(RECORDING)), ("_count", str(_MAX_SUBSCRIPTIONS))],
+            base_url="",
+            strict=True,
+            default_count=_MAX_SUBSCRIPTIONS,
+            max_count=_MAX_SUBSCRIPTIONS,
+        )
+        page = await server.search(query)
+        if page.next_cursor is not None:
+            log.warning("more than %d active subscriptions: the rest are not matched", _MAX_SUBSCRIPTIONS)
+        by_type: dict[str, list[Active]] = {}
+        for stored in page.matches:
+            subscription = read_subscription(stored)
+            if subscription is None or subscription.status not in RECORDING:
+                continue
+            try:
+                conditions = model.conditions(subscription)
+            except FhirError as exc:  # e.g. a parameter waiting for its reindex: skipped, and said so
+                log.warning("Subscription/%s: %s", subscription.id, exc.diagnostics)
+                continue
+            by_type.setdefault(subscription.resource_type, []).append(Active(subscription, conditions))
+        self._by_type = by_type
+        self._loaded = time.monotonic()
+
+    async def record(
+        self, tx: StoreTransaction, stored: StoredResource, current: StoredResource | None, index: Any
+    ) -> int:
+        """Record the events ``stored`` causes; returns how many."""
+        if stored.resource_type == "Subscription":
+            self.invalidate()
+        subscriptions = await self.active_for(tx, stored.resource_type)
+        if not subscriptions:
+            return 0
+        body = stored.body
+        if stored.deleted:
+            if current is None or current.deleted:
+                return 0
+            body = current.body
+            index = extract_index(orjson.loads(body))
+        target = matching.Target(stored.id, stored.last_updated, index)
+        resource: dict[str, Any] | None = None
+        recorded = 0
+        for active in subscriptions:
+            hit = matching.matches(active.conditions, target)
+            if hit is None:
+                hit = not stored.deleted and await _search_match(tx, active.subscription, stored.id)
+            if not hit:
+                continue
+            if resource is None:
+                resource = orjson.loads(body)
+            if not await self._may_hear(active.subscription, stored.resource_type, body, resource):
+                continue
+            await tx.outbox_put(
+                stream(active.subscription.id),
+                {
+                    "focus": f"{stored.resource_type}/{stored.id}",
+                    "version": stored.version,
+                    "method": stored.method,
+                    "timestamp": stored.last_updated,
+                },
+            )
+            recorded += 1
+        return recorded
+
+    async def _may_hear(
+        self, subscription: model.Subscription, resource_type: str, body: bytes, resource: dict[str, Any]
+    ) -> bool:
+        audience = await self.audiences.get(self.store, subscription.subscriber)
+        if audience is None:
+            return False  # its client was removed: nobody to tell
+        if addressed_to(resource_type, resource, audience.organization):
+            return True
+        access = await self.audiences.access(self.store, audience)
+        return acc.visible(access, resource_type, body)
+
+
+async def _search_match(tx: StoreTransaction, subscription: model.Subscription, resource_id: str) -> bool:
+    """Criteria the index rows cannot decide alone (chains, _has): the search, inside the transaction,
+    restricted to this resource."""
+    query = model.parse_query(subscription.resource_type, (*subscription.params, ("_id", resource_id)))
+    page = await tx.search(query)
+    return any(m.id == resource_id for m in page.matches)
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(store: Any) -> Engine:
+    """This process's engine for ``store`` (one per store URL)."""
+    engine = _ENGINES.get(store.url)
+    if engine is None or engine.store is not store:
+        engine = _ENGINES[store.url] = Engine(store)
+    return engine
