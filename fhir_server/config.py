@@ -108,6 +108,11 @@ class Settings:
     export_k: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_K", 5))
 
     # --- subscriptions and referral deadlines (fhir_server.subscriptions, fhir_server.workflow) ---
+    # Deliver notifications and announce overdue referrals in the background (off: nothing is sent;
+    # events are still recorded and retrievable with $events).
+    subscription_delivery: bool = field(
+        default_factory=lambda: os.environ.get("TERMTEM_SUBSCRIPTION_DELIVERY", "on").lower() in _ON
+    )
     # How long a failing rest-hook endpoint is retried (exponential back-off) before its subscription
     # goes to ``error`` (its events stay retrievable with $events).
     subscription_retry_seconds: int = field(

@@ -39,6 +39,7 @@ def _test_store_url(tmp_path: Path) -> str:
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     settings = Settings(store_url=_test_store_url(tmp_path), auth=False)
+    settings.subscription_delivery = False  # tests that deliver run the job themselves (or ask for it)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

@@ -39,11 +39,21 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
         await prepare_store(app.state.store, settings)
         app.state.jobs = await start_jobs(app.state.store, settings)
+        background = None
+        if settings.subscription_delivery:
+            from fhir_server.subscriptions.runner import Background
+
+            listening = getattr(app.state, "listening_base", "")
+            base = settings.public_base_url or listening or "http://127.0.0.1/fhir"
+            background = Background(app.state.store, settings, base)
+            background.start()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            if background is not None:
+                await background.stop()
             from fhir_server.analytics.service import stop_analytics
 
             await stop_analytics(app.state)

@@ -97,4 +97,7 @@ def register(app: typer.Typer) -> None:
             f"Termtem FHIR server: http://{host}:{port}{settings.base_path}"
             f" (store {redact_url(settings.store_url)})"
         )
-        serving.run(create_app(settings), host, port, log_config, log_level, settings.max_header_bytes)
+        app = create_app(settings)
+        # Where notifications point when no public URL is configured (auth off, on loopback).
+        app.state.listening_base = listening_base("http", host, port, settings.base_path)
+        serving.run(app, host, port, log_config, log_level, settings.max_header_bytes)

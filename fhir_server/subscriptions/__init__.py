@@ -51,6 +51,8 @@ async def prepare_subscription(
         assert parsed.endpoint is not None
         try:
             await endpoints.resolve(parsed.endpoint, endpoints.EndpointPolicy.from_settings(settings))
+        except endpoints.EndpointUnresolved:
+            pass  # DNS may be down or not yet set up: every delivery checks the addresses again
         except endpoints.EndpointRefused as refused:
             raise FhirError(
                 422,

@@ -28,6 +28,10 @@ class EndpointRefused(ValueError):
     """The endpoint is not one the server sends to; the message says why."""
 
 
+class EndpointUnresolved(EndpointRefused):
+    """The endpoint's host does not resolve (now): no address to check or send to."""
+
+
 @dataclass(frozen=True)
 class EndpointPolicy:
     loopback: bool = False
@@ -114,10 +118,10 @@ async def resolve(url: str, policy: EndpointPolicy) -> Endpoint:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise EndpointRefused(f"the endpoint host '{host}' does not resolve ({exc})") from None
+            raise EndpointUnresolved(f"the endpoint host '{host}' does not resolve ({exc})") from None
         addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
         if not addresses:
-            raise EndpointRefused(f"the endpoint host '{host}' does not resolve")
+            raise EndpointUnresolved(f"the endpoint host '{host}' does not resolve")
     for text in addresses:
         problem = _address_problem(ipaddress.ip_address(text), policy, scheme)
         if problem is not None:

@@ -179,7 +179,8 @@ _ENGINES: dict[str, Engine] = {}
 
 def engine_for(store: Any) -> Engine:
     """This process's engine for ``store`` (one per store URL)."""
+    backend = getattr(store, "backend", store)  # the same engine through a timing wrapper
     engine = _ENGINES.get(store.url)
-    if engine is None or engine.store is not store:
-        engine = _ENGINES[store.url] = Engine(store)
+    if engine is None or engine.store is not backend:
+        engine = _ENGINES[store.url] = Engine(backend)
     return engine

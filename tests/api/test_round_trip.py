@@ -38,8 +38,13 @@ def exact(data: bytes) -> Any:
     return json.loads(data, parse_float=lambda text: ("decimal", text))
 
 
+# Elements the server manages itself: a Subscription is ``requested`` until its handshake succeeds.
+SERVER_MANAGED = {"Subscription": ("status", "error")}
+
+
 def without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    managed = SERVER_MANAGED.get(str(resource.get("resourceType")), ())
+    out = {k: v for k, v in resource.items() if k not in ("id", "meta", *managed)}
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         out["meta"] = meta

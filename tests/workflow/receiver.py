@@ -23,15 +23,16 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with receiver._lock:
+                    status = receiver.status
                     receiver.received.append(
                         {
                             "path": self.path,
                             "headers": {k.lower(): v for k, v in self.headers.items()},
                             "body": json.loads(body) if body else None,
                             "at": time.time(),
+                            "answered": status,
                         }
                     )
-                    status = receiver.status
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

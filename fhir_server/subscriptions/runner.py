@@ -1,0 +1,105 @@
+"""The server's background job for notifications: delivery and the overdue sweep, under one lease.
+
+Started with the server (``TERMTEM_SUBSCRIPTION_DELIVERY=on``, the default) and stopped with it. It
+waits for new outbox events (woken at once by a commit in this process, looking again every second
+for other processes' commits), runs a dispatcher step (handshakes, deliveries, retries, heartbeats)
+and, every ``TERMTEM_OVERDUE_SWEEP`` seconds, announces overdue referrals (``workflow.overdue``).
+
+Several server processes may share one store: the job runs in the one holding the lease (a record in
+the store's key/value area, renewed every few seconds, taken over when it lapses, e.g. after a
+``kill -9``). Delivery is at least once either way: the delivery state moves on only after the
+endpoint acknowledged, so a notification interrupted by a crash is sent again with its number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from fhir_server.subscriptions.dispatcher import Dispatcher
+
+log = logging.getLogger("termtem.subscriptions")
+
+LEASE_NAMESPACE = "subscriptions.lease"
+LEASE_KEY = "background"
+LEASE_SECONDS = 10.0
+_RENEW = 3.0
+_POLL = 1.0  # seconds between looks for other processes' commits
+
+
+class Background:
+    def __init__(self, store: Any, settings: Any, base_url: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.base_url = base_url
+        self.holder = uuid.uuid4().hex
+        self.dispatcher: Dispatcher | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=10)
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+            self.dispatcher = None
+        with contextlib.suppress(Exception):
+            lease = await self.store.kv_get(LEASE_NAMESPACE, LEASE_KEY)
+            if lease and lease.get("holder") == self.holder:
+                await self.store.kv_delete(LEASE_NAMESPACE, LEASE_KEY)
+
+    async def _lease(self) -> bool:
+        """Take or renew the lease; True while this process holds it."""
+        now = time.time()
+        lease = await self.store.kv_get(LEASE_NAMESPACE, LEASE_KEY)
+        if lease and lease.get("holder") != self.holder and float(lease.get("until", 0)) > now:
+            return False
+        mine = {"holder": self.holder, "until": now + LEASE_SECONDS}
+        await self.store.kv_put(LEASE_NAMESPACE, LEASE_KEY, mine)
+        confirmed = await self.store.kv_get(LEASE_NAMESPACE, LEASE_KEY)
+        return bool(confirmed and confirmed.get("holder") == self.holder)
+
+    async def _run(self) -> None:
+        seen = 0
+        renewed = 0.0
+        holding = False
+        swept = 0.0
+        while not self._stop.is_set():
+            try:
+                now = time.monotonic()
+                if now - renewed >= _RENEW or not holding:
+                    holding = await self._lease()
+                    renewed = now
+                if not holding:
+                    await self._sleep(_RENEW)
+                    continue
+                if self.dispatcher is None:
+                    self.dispatcher = Dispatcher(self.store, self.settings, self.base_url)
+                latest = await self.store.outbox_wait(seen, timeout=_POLL)
+                fresh = await self.store.outbox_since(seen, limit=10_000) if latest > seen else []
+                if fresh:
+                    seen = fresh[-1].seq
+                await self.dispatcher.step(fresh)
+                if time.monotonic() - swept >= self.settings.overdue_sweep_seconds:
+                    swept = time.monotonic()
+                    from fhir_server.workflow.overdue import sweep
+
+                    await sweep(self.store)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the job must outlive one bad turn (a store hiccup, a bad resource)
+                log.exception("notification job: one turn failed; going on")
+                await self._sleep(_POLL)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
