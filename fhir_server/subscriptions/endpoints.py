@@ -85,9 +85,23 @@ def check_syntax(url: str, policy: EndpointPolicy) -> tuple[str, str, int]:
         raise EndpointRefused("the endpoint URL must not carry a user name or password (use channel.header)")
     if not parts.hostname:
         raise EndpointRefused(f"'{url}' names no host")
+    if scheme == "http" and not _loopback_name(parts.hostname):
+        raise EndpointRefused(
+            f"'{url}' is plain http to '{parts.hostname}', not a loopback address: endpoints must be https"
+        )
     if parts.fragment:
         raise EndpointRefused("the endpoint URL must not have a fragment")
     return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
+
+
+def _loopback_name(host: str) -> bool:
+    """A host that is loopback without asking DNS: a loopback literal or ``localhost``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _address_problem(address: IPAddress, policy: EndpointPolicy, scheme: str) -> str | None:

@@ -1,0 +1,199 @@
+"""Notifications benchmark: write throughput with and without 100 rest-hook subscriptions, and delivery
+latency from commit to receipt.
+
+The server runs in-process (httpx over ASGI, auth off, a fresh SQLite store, the background delivery
+job on); the receivers run in a separate process (one loopback HTTP server, one path per subscription,
+so the receiving side does not share the server's CPU time slice). Each subscription's criteria match
+every Patient written, so each write causes one event per subscription.
+
+1. W Patients written one after another without subscriptions (writes/s);
+2. S subscriptions created and activated (handshake), then W Patients written again (writes/s);
+3. the receivers count S x W notifications; latency = receipt time - the event's ``timestamp`` (the
+   version's lastUpdated, set in the write's transaction): p50/p99.
+
+    python scripts/bench/notifications.py --subscriptions 100 --writes 200
+
+Prints the numbers and writes bench-results/notifications-<timestamp>.json. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import _free_port, machine, percentile, write_results  # noqa: E402
+
+from fhir_server.api.app import create_app  # noqa: E402
+from fhir_server.config import Settings  # noqa: E402
+from fhir_server.subscriptions import model  # noqa: E402
+
+BASE = "http://bench.local/fhir"
+
+
+def _receive(port: int) -> None:
+    """The receiver process: records (receipt time, event timestamps) per notification; GET /stats."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    counts = {"events": 0, "handshakes": 0, "other": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            now = time.time()
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+            params = body.get("entry", [{}])[0].get("resource", {}).get("parameter", [])
+            kind = next((p.get("valueCode") for p in params if p.get("name") == "type"), None)
+            with lock:
+                if kind == "event-notification":
+                    for p in params:
+                        if p.get("name") == "notification-event":
+                            stamp = next(x["valueInstant"] for x in p["part"] if x["name"] == "timestamp")
+                            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+                            latencies.append(now - moment)
+                            counts["events"] += 1
+                elif kind == "handshake":
+                    counts["handshakes"] += 1
+                else:
+                    counts["other"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            with lock:
+                data = json.dumps({**counts, "latencies": latencies}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def _patient(n: int) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": "Bench", "given": [f"n{n}"]}], "gender": "female"}
+
+
+def _subscription(endpoint: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "benchmark",
+        "criteria": "Patient?family=Bench",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": model.EXT_PAYLOAD_CONTENT, "valueCode": "id-only"}]},
+        },
+    }
+
+
+async def _writes(http: httpx.AsyncClient, count: int, offset: int) -> float:
+    started = time.perf_counter()
+    for n in range(count):
+        reply = await http.post("/Patient", json=_patient(offset + n))
+        assert reply.status_code == 201, reply.text
+    return count / (time.perf_counter() - started)
+
+
+async def run(subscriptions: int, writes: int, timeout: float) -> dict[str, Any]:
+    port = _free_port()
+    receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
+    stats_url = f"http://127.0.0.1:{port}/stats"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(stats_url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(store_url=f"sqlite:///{tmp}/store.sqlite", auth=False, public_base_url=BASE)
+            settings.subscription_loopback = True
+            settings.subscription_delivery = True
+            app = create_app(settings)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with (
+                    httpx.AsyncClient(transport=transport, base_url=BASE, timeout=60) as http,
+                    httpx.AsyncClient(timeout=10) as receivers,
+                ):
+                    await _writes(http, 20, 10_000_000)  # warm-up
+                    without = await _writes(http, writes, 0)
+                    ids = []
+                    for n in range(subscriptions):
+                        reply = await http.post(
+                            "/Subscription", json=_subscription(f"http://127.0.0.1:{port}/hook/{n}")
+                        )
+                        ids.append(reply.json()["id"])
+                    deadline = time.monotonic() + timeout
+                    while time.monotonic() < deadline:
+                        found = (await http.get("/Subscription?status=active&_summary=count")).json()
+                        if found.get("total") == subscriptions:
+                            break
+                        await asyncio.sleep(0.2)
+                    before = (await receivers.get(stats_url)).json()["events"]
+                    with_subs = await _writes(http, writes, writes)
+                    expected = before + subscriptions * writes
+                    while time.monotonic() < deadline:
+                        if (await receivers.get(stats_url)).json()["events"] >= expected:
+                            break
+                        await asyncio.sleep(0.2)
+        stats = httpx.get(stats_url).json()
+    finally:
+        receiver.terminate()
+        receiver.wait()
+    latencies = stats["latencies"]
+    return {
+        "subscriptions": subscriptions,
+        "writes": writes,
+        "writes_per_s_without": round(without, 1),
+        "writes_per_s_with": round(with_subs, 1),
+        "slowdown_pct": round(100 * (1 - with_subs / without), 1),
+        "notifications_expected": subscriptions * writes,
+        "notifications_received": stats["events"],
+        "latency_ms_p50": round(percentile(latencies, 50) * 1000, 1),
+        "latency_ms_p99": round(percentile(latencies, 99) * 1000, 1),
+        "latency_ms_max": round(max(latencies, default=0) * 1000, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subscriptions", type=int, default=100)
+    parser.add_argument("--writes", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for deliveries")
+    parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.receiver:
+        _receive(args.receiver)
+        return
+    result = asyncio.run(run(args.subscriptions, args.writes, args.timeout))
+    for key, value in result.items():
+        print(f"{key:28} {value}")
+    path = write_results("notifications", {"machine": machine(), **result})
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
