@@ -35,6 +35,7 @@ from fhir_server.cli import (  # noqa: E402
     backup,
     clients,
     copy,
+    deliver,
     demo,
     export,
     generate,
@@ -60,6 +61,7 @@ for _module in (
     identity,
     view,
     users,
+    deliver,
 ):
     _module.register(app)
 

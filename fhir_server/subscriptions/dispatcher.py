@@ -45,6 +45,8 @@ from fhir_server.subscriptions.model import Subscription
 log = logging.getLogger("termtem.subscriptions")
 
 STATE_NAMESPACE = "subscriptions.delivery"
+STATE_KEY = "states"  # one record holding every subscription's state: one write per flush
+_FLUSH_EVERY = 0.5  # seconds; a crash repeats at most this much delivery (at least once)
 HANDSHAKE_TRIES = 3
 FIRST_RETRY = 1.0  # seconds; doubles on each failure
 LONGEST_RETRY = 600.0
@@ -82,7 +84,11 @@ class Dispatcher:
         self.settings = settings
         self.base_url = base_url.rstrip("/")
         self.policy = endpoints.EndpointPolicy.from_settings(settings)
-        self.http = http or httpx.AsyncClient(follow_redirects=False, timeout=settings.subscription_timeout)
+        # One kept-alive connection per endpoint (many subscriptions, each sending in order).
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        self.http = http or httpx.AsyncClient(
+            follow_redirects=False, timeout=settings.subscription_timeout, limits=limits
+        )
         self._owns_http = http is None
         self.states: dict[str, DeliveryState] = {}
         self._dirty: set[str] = set()
@@ -91,6 +97,8 @@ class Dispatcher:
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._trimmed = 0.0
         self._known: dict[str, int] = {}  # per subscription, the highest event number known recorded
+        self._states_loaded = False
+        self._flushed = 0.0
 
     async def close(self) -> None:
         for task in list(self._busy.values()):
@@ -122,7 +130,8 @@ class Dispatcher:
                 self._busy[subscription.id].add_done_callback(
                     lambda _, sid=subscription.id: self._busy.pop(sid, None)
                 )
-        await self.flush()
+        if time.monotonic() - self._flushed >= _FLUSH_EVERY:
+            await self.flush()
         if now - self._trimmed > _TRIM_EVERY:
             self._trimmed = now
             await self._trim()
@@ -145,21 +154,26 @@ class Dispatcher:
         self._loaded = time.time()
 
     async def _state(self, subscription_id: str) -> DeliveryState:
+        if not self._states_loaded:
+            stored = await self.store.kv_get(STATE_NAMESPACE, STATE_KEY) or {}
+            for sid, data in stored.items():
+                self.states.setdefault(sid, DeliveryState.load(data))
+            self._states_loaded = True
         state = self.states.get(subscription_id)
         if state is None:
-            state = DeliveryState.load(await self.store.kv_get(STATE_NAMESPACE, subscription_id))
-            self.states[subscription_id] = state
+            state = self.states[subscription_id] = DeliveryState()
         return state
 
     def _changed(self, subscription_id: str) -> None:
         self._dirty.add(subscription_id)
 
     async def flush(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for subscription_id in sorted(dirty):
-            state = self.states.get(subscription_id)
-            if state is not None:
-                await self.store.kv_put(STATE_NAMESPACE, subscription_id, asdict(state))
+        """Save the delivery states (all in one record, so one write however many changed)."""
+        if not self._dirty or not self._states_loaded:
+            return
+        self._dirty = set()
+        self._flushed = time.monotonic()
+        await self.store.kv_put(STATE_NAMESPACE, STATE_KEY, {k: asdict(v) for k, v in self.states.items()})
 
     async def _due(self, subscription: Subscription, now: float) -> bool:
         if subscription.end and _passed(subscription.end, now):

@@ -32,8 +32,9 @@ _POLL = 1.0  # seconds between looks for other processes' commits
 
 
 class Background:
-    def __init__(self, store: Any, settings: Any, base_url: str) -> None:
+    def __init__(self, store: Any, settings: Any, base_url: str, *, poll: float = _POLL) -> None:
         self.store = store
+        self.poll = poll
         self.settings = settings
         self.base_url = base_url
         self.holder = uuid.uuid4().hex
@@ -84,7 +85,7 @@ class Background:
                     continue
                 if self.dispatcher is None:
                     self.dispatcher = Dispatcher(self.store, self.settings, self.base_url)
-                latest = await self.store.outbox_wait(seen, timeout=_POLL)
+                latest = await self.store.outbox_wait(seen, timeout=self.poll)
                 fresh = await self.store.outbox_since(seen, limit=10_000) if latest > seen else []
                 if fresh:
                     seen = fresh[-1].seq

@@ -16,7 +16,7 @@ import orjson
 
 from fhir_server.interactions.errors import FhirError, not_found
 from fhir_server.subscriptions import notifications
-from fhir_server.subscriptions.dispatcher import STATE_NAMESPACE, DeliveryState
+from fhir_server.subscriptions.dispatcher import STATE_KEY, STATE_NAMESPACE, DeliveryState
 from fhir_server.subscriptions.engine import read_subscription, stream
 from fhir_server.subscriptions.model import CONTENTS, Subscription
 
@@ -36,7 +36,8 @@ async def _subscription(store: Any, subscription_id: str) -> tuple[Subscription,
 async def status(store: Any, raw_store: Any, base_url: str, subscription_id: str) -> dict[str, Any]:
     subscription, resource = await _subscription(store, subscription_id)
     total = await raw_store.outbox_last(stream(subscription.id))
-    state = DeliveryState.load(await raw_store.kv_get(STATE_NAMESPACE, subscription.id))
+    states = await raw_store.kv_get(STATE_NAMESPACE, STATE_KEY) or {}
+    state = DeliveryState.load(states.get(subscription.id))
     errors = [e for e in (resource.get("error"), state.last_error) if isinstance(e, str) and e]
     return notifications.bundle(
         base_url=base_url,

@@ -6,6 +6,9 @@ job on); the receivers run in a separate process (one loopback HTTP server, one 
 so the receiving side does not share the server's CPU time slice). Each subscription's criteria match
 every Patient written, so each write causes one event per subscription.
 
+By default the deliveries run in a ``termtem deliver`` process beside the server (``--delivery
+in-process``: the server's own background job, sharing its event loop with the writes).
+
 1. W Patients written one after another without subscriptions (writes/s);
 2. S subscriptions created and activated (handshake), then W Patients written again (writes/s);
 3. the receivers count S x W notifications; latency = receipt time - the event's ``timestamp`` (the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -108,17 +112,22 @@ def _subscription(endpoint: str) -> dict[str, Any]:
     }
 
 
-async def _writes(http: httpx.AsyncClient, count: int, offset: int) -> float:
+async def _writes(http: httpx.AsyncClient, count: int, offset: int, rate: float = 0) -> float:
     started = time.perf_counter()
     for n in range(count):
+        if rate:
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
         reply = await http.post("/Patient", json=_patient(offset + n))
         assert reply.status_code == 201, reply.text
     return count / (time.perf_counter() - started)
 
 
-async def run(subscriptions: int, writes: int, timeout: float) -> dict[str, Any]:
+async def run(
+    subscriptions: int, writes: int, timeout: float, delivery: str = "process", rate: float = 0
+) -> dict[str, Any]:
     port = _free_port()
     receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
+    skip = 0
     stats_url = f"http://127.0.0.1:{port}/stats"
     try:
         for _ in range(100):
@@ -130,7 +139,16 @@ async def run(subscriptions: int, writes: int, timeout: float) -> dict[str, Any]
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(store_url=f"sqlite:///{tmp}/store.sqlite", auth=False, public_base_url=BASE)
             settings.subscription_loopback = True
-            settings.subscription_delivery = True
+            settings.subscription_delivery = delivery == "in-process"
+            worker = None
+            if delivery == "process":  # termtem deliver beside the server, as under a heavy write load
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "fhir_server", "deliver", "--store", settings.store_url,
+                     "--public-url", BASE],
+                    env={**os.environ, "TERMTEM_SUBSCRIPTION_LOOPBACK": "on"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             app = create_app(settings)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
@@ -154,17 +172,22 @@ async def run(subscriptions: int, writes: int, timeout: float) -> dict[str, Any]
                         await asyncio.sleep(0.2)
                     before = (await receivers.get(stats_url)).json()["events"]
                     with_subs = await _writes(http, writes, writes)
-                    expected = before + subscriptions * writes
-                    while time.monotonic() < deadline:
-                        if (await receivers.get(stats_url)).json()["events"] >= expected:
-                            break
-                        await asyncio.sleep(0.2)
+                    if rate:  # latency under a steady load rather than after a burst
+                        await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
+                        before = (await receivers.get(stats_url)).json()["events"]
+                        skip = before
+                        await _writes(http, writes, 2 * writes, rate)
+                    await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
+            if worker is not None:
+                worker.terminate()
+                worker.wait()
         stats = httpx.get(stats_url).json()
     finally:
         receiver.terminate()
         receiver.wait()
-    latencies = stats["latencies"]
+    latencies = stats["latencies"][skip:] if rate else stats["latencies"]
     return {
+        "delivery": delivery,
         "subscriptions": subscriptions,
         "writes": writes,
         "writes_per_s_without": round(without, 1),
@@ -172,10 +195,18 @@ async def run(subscriptions: int, writes: int, timeout: float) -> dict[str, Any]
         "slowdown_pct": round(100 * (1 - with_subs / without), 1),
         "notifications_expected": subscriptions * writes,
         "notifications_received": stats["events"],
+        "latency_measured_at_writes_per_s": rate or "full speed (a burst)",
         "latency_ms_p50": round(percentile(latencies, 50) * 1000, 1),
         "latency_ms_p99": round(percentile(latencies, 99) * 1000, 1),
         "latency_ms_max": round(max(latencies, default=0) * 1000, 1),
     }
+
+
+async def _wait(receivers: httpx.AsyncClient, url: str, expected: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if (await receivers.get(url)).json()["events"] >= expected:
+            return
+        await asyncio.sleep(0.2)
 
 
 def main() -> None:
@@ -183,12 +214,21 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100)
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for deliveries")
+    parser.add_argument(
+        "--delivery",
+        choices=("process", "in-process"),
+        default="process",
+        help="process: termtem deliver beside the server (default); in-process: the server's own job",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0, help="writes/s while latency is measured (0: full speed, a burst)"
+    )
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
         _receive(args.receiver)
         return
-    result = asyncio.run(run(args.subscriptions, args.writes, args.timeout))
+    result = asyncio.run(run(args.subscriptions, args.writes, args.timeout, args.delivery, args.rate))
     for key, value in result.items():
         print(f"{key:28} {value}")
     path = write_results("notifications", {"machine": machine(), **result})
