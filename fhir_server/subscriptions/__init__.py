@@ -21,7 +21,7 @@ import orjson
 
 from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import StoredResource, StoreTransaction
-from fhir_server.subscriptions import endpoints, model
+from fhir_server.subscriptions import endpoints, matching, model
 from fhir_server.subscriptions.audience import SUBSCRIBER_TAG
 from fhir_server.subscriptions.engine import engine_for
 
@@ -46,7 +46,18 @@ async def prepare_subscription(
 ) -> set[str]:
     """Check a Subscription a client writes and set what the server manages; returns changed members."""
     parsed = model.parse(resource)
-    model.conditions(parsed)  # the criteria must be a search this server can run
+    conditions = model.conditions(parsed)  # the criteria must be a search this server can run
+    principal = getattr(tx, "principal", None)
+    if principal is not None and not principal.role.unrestricted and matching.needs_store(conditions):
+        # Matched by the server without the subscriber's restrictions, a chain or _has would tell it
+        # about resources it may not see (a hidden child's name behind its own Task).
+        raise FhirError(
+            422,
+            "Subscription.criteria: chained parameters and _has are not allowed in an agency's"
+            " subscription (subscribe to the resource itself, e.g. Task?owner=Organization/ID)",
+            code="invalid",
+            expression=["Subscription.criteria"],
+        )
     if parsed.channel == "rest-hook":
         assert parsed.endpoint is not None
         try:
@@ -85,7 +96,6 @@ async def prepare_subscription(
         changed.add("error")
     # Whose subscription it is: the client that wrote it; a client of another agency (an administrator
     # fixing it) leaves it the agency's, so nobody widens what the agency's endpoint is told.
-    principal = getattr(tx, "principal", None)
     subscriber = principal.client_id if principal is not None else None
     if previous is not None and principal is not None:
         from fhir_server.security.access import owner_of

@@ -57,6 +57,20 @@ def matches(conditions: tuple[Any, ...], target: Target) -> bool | None:
     return _all(conditions, target)
 
 
+def needs_store(conditions: tuple[Any, ...] | list[Any]) -> bool:
+    """True when some condition looks at other resources (chains, ``_has``, compartments)."""
+    for cond in conditions:
+        if isinstance(cond, AllOf):
+            if needs_store(cond.conditions):
+                return True
+        elif isinstance(cond, AnyOf):
+            if needs_store(cond.options):
+                return True
+        elif not isinstance(cond, (ParamTest, Missing, IdTest, LastUpdatedTest)):
+            return True
+    return False
+
+
 def _all(conditions: tuple[Any, ...] | list[Any], target: Target) -> bool | None:
     unknown = False
     for cond in conditions:

@@ -53,6 +53,9 @@ async def test_bad_subscriptions_are_refused_naming_the_element(
         ({**good, "criteria": "Task?owner=Organization/hosp&nonsense=1"}, "Subscription.criteria"),
         ({**good, "criteria": "Nothing?x=1"}, "Subscription.criteria"),
         ({**good, "criteria": "Task?overdue=true"}, "Subscription.criteria"),
+        # A chain would be matched without the agency's restrictions: it could learn a hidden child's name.
+        ({**good, "criteria": "Task?patient.name=Somchai"}, "Subscription.criteria"),
+        ({**good, "criteria": "Patient?_has:Observation:patient:code=x"}, "Subscription.criteria"),
         ({**good, "channel": {**good["channel"], "type": "email"}}, "Subscription.channel.type"),
         (
             {**good, "channel": {**good["channel"], "endpoint": "http://example.org/hook"}},
