@@ -243,6 +243,14 @@ async def write_version(
     return written
 
 
+def first_version(resource_type: str, resource: dict[str, Any]) -> tuple[StoredResource, Any]:
+    """Version 1 of ``resource`` under a new id, with its index rows, for ``Store.append``."""
+    last_updated = now_instant()
+    id_ = new_id()
+    data = stamp(None, resource, resource_type, id_, 1, last_updated)
+    return StoredResource(resource_type, id_, 1, last_updated, "POST", data), index_rows(resource)
+
+
 def _stamped_and_indexed(
     body: bytes | None,
     resource: dict[str, Any],

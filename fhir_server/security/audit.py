@@ -17,7 +17,7 @@ import orjson
 
 from fhir_server import canonical
 from fhir_server.interactions import writes
-from fhir_server.storage.base import Store
+from fhir_server.storage.base import Store, StoreTransaction
 
 CLIENT_ID_SYSTEM = f"{canonical.BASE}/id/client"
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -209,9 +209,15 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
 
 
 async def write_audit(store: Store, record: AuditRecord) -> None:
-    """Store the event through the server's own store (never a client's secured view)."""
+    """Store the event through the server's own store (never a client's secured view).
+
+    Returns once the event is committed; concurrent requests' events share one commit (group commit).
+    """
     event = audit_event(record, writes.now_instant())
-    async with store.transaction() as tx:
-        await writes.write_version(
-            tx, "AuditEvent", writes.new_id(), event, None, current=None, method="POST"
-        )
+    await store.append([writes.first_version("AuditEvent", event)])
+
+
+async def write_audit_in(tx: StoreTransaction, record: AuditRecord) -> None:
+    """Store the event inside a write transaction (unguarded), to commit with that write."""
+    stored, index = writes.first_version("AuditEvent", audit_event(record, writes.now_instant()))
+    await tx.put(stored, index)

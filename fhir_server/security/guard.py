@@ -9,7 +9,7 @@ the caller's ``Access`` into the query, and writes must be the caller's own agen
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,6 +40,11 @@ class Guard:
         self.prestamped = False
         # What the request changed in a workflow (a referral's status), for the AuditEvent's description.
         self.notes: list[str] = []
+        # Called inside a write transaction, after its last write and before its commit, with the
+        # unguarded transaction and the first version written: the request's AuditEvent goes there,
+        # so a write and its audit commit together (set by ``security.service``).
+        self.on_write_commit: Callable[[StoreTransaction, StoredResource], Awaitable[None]] | None = None
+        self.audit_committed = False
 
     def require(self, resource_type: str, letter: str, what: str) -> None:
         if not self.principal.may(resource_type, letter):
@@ -221,8 +226,17 @@ class SecuredStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SecuredTransaction]:
+        carried = False
         async with self._inner.transaction() as tx:
-            yield _SecuredTransaction(tx, self)
+            secured = _SecuredTransaction(tx, self)
+            yield secured
+            hook = self.guard.on_write_commit
+            if hook is not None and secured.first_write is not None:
+                self.guard.on_write_commit = None  # one transaction carries the request's event
+                await hook(tx, secured.first_write)
+                carried = True
+        if carried:  # committed: the request's AuditEvent is durable with its write
+            self.guard.audit_committed = True
 
 
 class _SecuredTransaction:
@@ -230,6 +244,7 @@ class _SecuredTransaction:
         self._tx = tx
         self._store = store
         self._guard = store.guard
+        self.first_write: StoredResource | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx, name)
@@ -502,6 +517,8 @@ class _SecuredTransaction:
             resource = dataclasses.replace(resource, body=data)
         self._guard.record(resource)
         await self._tx.put(resource, index)
+        if self.first_write is None:
+            self.first_write = resource
         return resource
 
     async def delete(self, tombstone: StoredResource) -> None:
@@ -513,6 +530,8 @@ class _SecuredTransaction:
         current = await self._tx.read(rtype, tombstone.id)
         await self._check_owner(rtype, tombstone.id, current, None, "DELETE")
         await self._tx.delete(tombstone)
+        if self.first_write is None:
+            self.first_write = tombstone
 
 
 class _ServerWrites:

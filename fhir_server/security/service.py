@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ from fhir_server.security.consent import AccessRequest, ConsentBook
 from fhir_server.security.guard import Guard, SecuredStore
 from fhir_server.security.keys import ServerKey
 from fhir_server.security.tokens import Principal, TokenError, TokenService
-from fhir_server.storage.base import Store
+from fhir_server.storage.base import Store, StoredResource, StoreTransaction
 
 if TYPE_CHECKING:
     from fhir_server.api.routes import FhirRequest
@@ -188,6 +189,8 @@ class Security:
         record.purpose, record.emergency_reason = purpose, reason
         guard = Guard(principal, None, self.settings.forbidden_status)
         ctx.extras["guard"] = guard
+        if interaction in _SINGLE_WRITE:
+            guard.on_write_commit = partial(_audit_in_transaction, record, guard, ctx.prefer_return)
         await self._early_scopes(fhir, ctx, guard, interaction, rtype)
         if interaction in ("create", "update") and fhir.method in ("POST", "PUT") and rtype:
             await self._prestamp(fhir, ctx, guard, rtype, rid)
@@ -382,8 +385,38 @@ class Security:
             record.description = _diagnostics(response)
         if record.emergency_reason is not None and response is not None:
             response.headers["X-Emergency-Access"] = "recorded"
+        if guard is not None and guard.audit_committed and record.outcome_status < 400:
+            return  # the AuditEvent committed with the write (``_audit_in_transaction``)
         store = ctx.store._inner if isinstance(ctx.store, SecuredStore) else ctx.store
         await audit.write_audit(store, record)
+
+
+# Interactions that write in exactly one transaction: their AuditEvent commits inside it.
+_SINGLE_WRITE = frozenset({"create", "update", "patch", "delete", "transaction"})
+
+
+async def _audit_in_transaction(
+    record: audit.AuditRecord,
+    guard: Guard,
+    prefer_return: str | None,
+    tx: StoreTransaction,
+    first_write: StoredResource,
+) -> None:
+    """Add the request's AuditEvent to its write transaction, before the commit.
+
+    The answer is not built yet, so the event states the status a committed write answers with; if
+    the request fails after the commit after all, ``Security.after`` records that failure too.
+    """
+    if record.interaction == "transaction":
+        status = 200
+    elif record.interaction == "delete":
+        status = 200 if prefer_return == "OperationOutcome" else 204
+    else:
+        status = 201 if first_write.version == 1 else 200
+    record.outcome_status = status
+    record.touched = guard.touched
+    record.denials = guard.denials
+    await audit.write_audit_in(tx, record)
 
 
 def _configuration(guard: Guard, resource_type: str) -> None:

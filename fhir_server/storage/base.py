@@ -157,6 +157,14 @@ class Store(Protocol):
     async def last_change(self) -> int:
         """The newest change number (0 for an empty store)."""
 
+    async def append(self, resources: Sequence[tuple[StoredResource, Any]]) -> None:
+        """Store new resources (version 1 under fresh ids, never an update) durably before returning.
+
+        For records nobody reads before writing (AuditEvents): a backend may commit the appends of
+        concurrent callers together (group commit), each caller still returning only once its own
+        resources are committed.
+        """
+
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         """Replace the index rows of the current version of ``resource`` (a ``$reindex`` job)."""
 

@@ -61,6 +61,25 @@ def _free_port() -> int:
 class Server:
     base: str
     pid: int
+    store_url: str = ""
+    token: str | None = None  # with auth on: a bearer token of a registered hospital client
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and its worker processes (user + system).
+
+        On a shared machine wall-clock rates move with everyone else's load; CPU per request does not.
+        """
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in _process_tree(self.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
 
     def peak_memory_bytes(self) -> int:
         """The server process's peak resident memory (VmHWM)."""
@@ -70,12 +89,32 @@ class Server:
         return 0
 
 
+def _process_tree(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            for child in task.read_text().split():
+                found += _process_tree(int(child))
+    return found
+
+
 @contextlib.contextmanager
 def start_server(
-    folder: Path, *, store_url: str | None = None, extra: list[str] | None = None
+    folder: Path,
+    *,
+    store_url: str | None = None,
+    extra: list[str] | None = None,
+    auth: bool = False,
+    workers: int | None = None,
 ) -> Iterator[Server]:
-    """`termtem serve` on a loopback port (auth off where the option exists)."""
+    """`termtem serve` on a loopback port, auth off unless ``auth`` (then with a registered client).
+
+    With auth on, a hospital client is registered in the store (``termtem client add``) and its access
+    token (``termtem token``) is on ``Server.token``: the server then checks the token, the scopes,
+    ownership and consent, and writes an AuditEvent for every request, as it runs in production.
+    """
     port = _free_port()
+    store_url = store_url or f"sqlite:///{folder / 'bench.sqlite'}"
     command = [
         sys.executable,
         "-m",
@@ -86,12 +125,15 @@ def start_server(
         "--log-level",
         "warning",
         "--store",
-        store_url or f"sqlite:///{folder / 'bench.sqlite'}",
+        store_url,
         *(extra or []),
     ]
     if "--auth" not in command:
-        command += ["--auth", "off"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command += ["--auth", "on" if auth else "off"]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    env = {**os.environ, "TERMTEM_DATA_DIR": str(folder / "data"), "TERMTEM_TOKEN_LIFETIME": "3600"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}/fhir"
     try:
         deadline = time.monotonic() + 120
@@ -102,7 +144,55 @@ def start_server(
             time.sleep(0.2)
         else:
             raise RuntimeError("the server did not start")
-        yield Server(base, process.pid)
+        server = Server(base, process.pid, store_url)
+        if auth:
+            server.token = _register_client(folder, store_url, base, env)
+        yield server
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _register_client(folder: Path, store_url: str, base: str, env: dict[str, str]) -> str:
+    """Register a hospital client in the server's store and get its token, as an operator would."""
+    cli = [sys.executable, "-m", "fhir_server"]
+    keys = folder / "keys"
+    subprocess.run(
+        [
+            *cli,
+            "client",
+            "add",
+            "bench-hospital",
+            "--org",
+            "Organization/bench-hospital",
+            "--role",
+            "hospital",
+            "--agency-type",
+            "hospital",
+            "--generate-key",
+            str(keys),
+            "--store",
+            store_url,
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    token = subprocess.run(
+        [
+            *cli,
+            "token",
+            "bench-hospital",
+            "--key",
+            str(keys / "bench-hospital.jwk.json"),
+            "--server",
+            base,
+            "--store",
+            store_url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return token.stdout.strip()

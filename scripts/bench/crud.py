@@ -26,7 +26,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, percentile, start_server, write_results
+from common import Server, machine, percentile, start_server, write_results
 
 
 def sample_patient(n: int) -> bytes:
@@ -42,12 +42,14 @@ def sample_patient(n: int) -> bytes:
     )
 
 
-async def _run(base: str, clients: int, total: int, make: object) -> tuple[float, list[float], list[str]]:
+async def _run(
+    base: str, clients: int, total: int, make: object, headers: dict[str, str]
+) -> tuple[float, list[float], list[str]]:
     latencies: list[float] = []
     ids: list[str] = []
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, headers=headers) as http:
 
         async def worker() -> None:
             for n in counter:
@@ -92,9 +94,13 @@ _WRK_LINE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$")
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def _wrk(url: str, connections: int, seconds: int, body: bytes | None, folder: Path) -> dict[str, float]:
+def _wrk(
+    url: str, connections: int, seconds: int, body: bytes | None, folder: Path, headers: dict[str, str]
+) -> dict[str, float]:
     """Drive the server with wrk (a C load generator), so the client is not what limits the figure."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
     if body is not None:
         script = folder / "post.lua"
         script.write_text(
@@ -108,6 +114,7 @@ def _wrk(url: str, connections: int, seconds: int, body: bytes | None, folder: P
     if "Non-2xx" in output:
         raise RuntimeError(f"wrk saw errors: {output}")
     result = {"per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    result["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     for line in output.splitlines():
         match = _WRK_LINE.match(line)
         if match:
@@ -115,73 +122,111 @@ def _wrk(url: str, connections: int, seconds: int, body: bytes | None, folder: P
     return result
 
 
-async def run(requests: int = 2000, clients: list[int] | None = None, wrk_seconds: int = 8) -> dict[str, Any]:
-    """Measure create and read at each client count, beside the raw SQLite limit; returns the rows.
+async def run(
+    requests: int = 2000,
+    clients: list[int] | None = None,
+    wrk_seconds: int = 8,
+    auth_modes: tuple[bool, ...] = (True, False),
+    workers: int | None = None,
+    httpx_rows: bool = True,
+) -> dict[str, Any]:
+    """Measure create and read at each client count, with auth on and off, beside the raw SQLite limit.
 
     Rows come from a Python client (httpx, which itself tops out near 1,500 requests/s) and, where the
     ``wrk`` load generator is installed (Debian package ``wrk``), from wrk too (``client`` says which).
+    With auth on every request carries a hospital client's token and is checked (token, scopes,
+    ownership, consent) and audited (its AuditEvent durable before the answer), as in production.
     """
     levels = clients or [1, 8, 32]
     bodies = [sample_patient(n) for n in range(requests)]
     raw = baseline(requests, bodies)
     rows = []
-    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder)) as server:
-        base = server.base
-        for level in levels:
-
-            async def create(http: httpx.AsyncClient, n: int) -> httpx.Response:
-                return await http.post(
-                    "/Patient",
-                    content=bodies[n],
-                    headers={"content-type": "application/fhir+json", "prefer": "return=minimal"},
-                )
-
-            elapsed, latencies, ids = await _run(base, level, requests, create)
-            rows.append(
-                {
-                    "operation": "create",
-                    "clients": level,
-                    "client": "httpx",
-                    "per_s": requests / elapsed,
-                    "p50_ms": percentile(latencies, 50) * 1000,
-                    "p99_ms": percentile(latencies, 99) * 1000,
-                    "baseline_per_s": raw["insert_per_s"],
-                }
+    for auth in auth_modes:
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            start_server(Path(folder), auth=auth, workers=workers) as server,
+        ):
+            rows += await _levels(
+                server, Path(folder), levels, requests, bodies, raw, wrk_seconds, httpx_rows
             )
+        for row in rows:
+            row.setdefault("auth", "on" if auth else "off")
+    for row in rows:
+        row["ratio_to_baseline"] = row["per_s"] / row["baseline_per_s"]
+    return {
+        "machine": machine(),
+        "requests": requests,
+        "workers": workers,
+        "rows": rows,
+        "durability": "WAL, synchronous=NORMAL (server and raw baseline alike)",
+    }
+
+
+async def _levels(
+    server: Server,
+    folder: Path,
+    levels: list[int],
+    requests: int,
+    bodies: list[bytes],
+    raw: dict[str, float],
+    wrk_seconds: int,
+    httpx_rows: bool,
+) -> list[dict[str, Any]]:
+    base, headers = server.base, server.headers
+    rows: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for level in levels:
+
+        async def create(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.post(
+                "/Patient",
+                content=bodies[n],
+                headers={"content-type": "application/fhir+json", "prefer": "return=minimal"},
+            )
+
+        count = requests if httpx_rows else min(requests, 50)
+        elapsed, latencies, ids = await _run(base, level, count, create, headers)
+        if httpx_rows:
+            rows.append(_row("create", level, "httpx", count / elapsed, latencies, raw["insert_per_s"]))
 
             async def read(http: httpx.AsyncClient, n: int, ids: list[str] = ids) -> httpx.Response:
                 return await http.get(f"/Patient/{ids[n]}")
 
-            elapsed, latencies, _ = await _run(base, level, requests, read)
-            rows.append(
-                {
-                    "operation": "read",
-                    "clients": level,
-                    "client": "httpx",
-                    "per_s": requests / elapsed,
-                    "p50_ms": percentile(latencies, 50) * 1000,
-                    "p99_ms": percentile(latencies, 99) * 1000,
-                    "baseline_per_s": raw["read_per_s"],
-                }
-            )
-            if shutil.which("wrk"):
-                for operation, url, body, limit in (
-                    ("create", f"{base}/Patient", bodies[0], raw["insert_per_s"]),
-                    ("read", f"{base}/Patient/{ids[0]}", None, raw["read_per_s"]),
-                ):
-                    measured = _wrk(url, level, wrk_seconds, body, Path(folder))
-                    rows.append(
-                        {
-                            "operation": operation,
-                            "clients": level,
-                            "client": "wrk",
-                            **measured,
-                            "baseline_per_s": limit,
-                        }
-                    )
-    for row in rows:
-        row["ratio_to_baseline"] = row["per_s"] / row["baseline_per_s"]
-    return {"machine": machine(), "requests": requests, "rows": rows, "durability": "WAL, synchronous=NORMAL"}
+            elapsed, latencies, _ = await _run(base, level, count, read, headers)
+            rows.append(_row("read", level, "httpx", count / elapsed, latencies, raw["read_per_s"]))
+        if shutil.which("wrk"):
+            for operation, url, body, limit in (
+                ("create", f"{base}/Patient", bodies[0], raw["insert_per_s"]),
+                ("read", f"{base}/Patient/{ids[0]}", None, raw["read_per_s"]),
+            ):
+                cpu = server.cpu_seconds()
+                measured = _wrk(url, level, wrk_seconds, body, folder, headers)
+                requests_done = measured.pop("requests")
+                measured["server_cpu_ms_per_request"] = (server.cpu_seconds() - cpu) * 1000 / requests_done
+                rows.append(
+                    {
+                        "operation": operation,
+                        "clients": level,
+                        "client": "wrk",
+                        **measured,
+                        "baseline_per_s": limit,
+                    }
+                )
+    return rows
+
+
+def _row(
+    operation: str, level: int, client: str, per_s: float, latencies: list[float], limit: float
+) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "clients": level,
+        "client": client,
+        "per_s": per_s,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "baseline_per_s": limit,
+    }
 
 
 async def main() -> None:
@@ -192,16 +237,31 @@ async def main() -> None:
         "--requests", type=int, default=2000, help="creates (and reads) per concurrency level"
     )
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--auth", choices=["both", "on", "off"], default="both")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server worker processes (default: its own)"
+    )
+    parser.add_argument("--wrk-seconds", type=int, default=8)
+    parser.add_argument("--no-httpx", action="store_true", help="wrk rows only (needs wrk)")
     args = parser.parse_args()
-    result = await run(args.requests, [int(c) for c in args.clients.split(",")])
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.auth]
+    result = await run(
+        args.requests,
+        [int(c) for c in args.clients.split(",")],
+        args.wrk_seconds,
+        modes,
+        args.workers,
+        not args.no_httpx,
+    )
     print(
-        f"{'operation':<10}{'client':>7}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'raw SQLite/s':>14}{'ratio':>8}"
+        f"{'auth':<5}{'operation':<10}{'client':>7}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'raw SQLite/s':>14}{'ratio':>8}{'CPU ms/req':>11}"
     )
     for row in result["rows"]:
         print(
-            f"{row['operation']:<10}{row['client']:>7}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
+            f"{row['auth']:<5}{row['operation']:<10}{row['client']:>7}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{row['baseline_per_s']:>14.0f}{row['ratio_to_baseline']:>8.3f}"
+            f"{row.get('server_cpu_ms_per_request', float('nan')):>11.2f}"
         )
     path = write_results("crud", result)
     print(f"written {path}")

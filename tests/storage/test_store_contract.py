@@ -413,3 +413,29 @@ async def test_outbox_wait_wakes_on_a_commit(any_store: Store) -> None:
     assert await any_store.outbox_wait(last - 1, timeout=30) == last  # one exists already: at once
     assert asyncio.get_running_loop().time() - started < 5
     assert await any_store.outbox_wait(10**12, timeout=0) == last  # the latest, without waiting
+
+
+async def test_concurrent_appends_are_all_committed(any_store: Store) -> None:
+    """Group commit: every caller returns with its resource stored, whatever the batching."""
+    rows = [
+        version("AuditEvent", f"e{n}", 1, f"2026-01-01T00:00:{n:02d}.000Z", "POST", action="R")
+        for n in range(40)
+    ]
+    await asyncio.gather(*(any_store.append([(row, None)]) for row in rows))
+    for row in rows:
+        stored = await any_store.read("AuditEvent", row.id)
+        assert stored is not None and stored.body == row.body
+    history = await any_store.history(HistoryQuery(resource_type="AuditEvent", count=100))
+    assert history.total == 40
+
+
+async def test_a_failing_append_fails_only_its_caller(any_store: Store) -> None:
+    await any_store.append([(version("AuditEvent", "taken", 1, "2026-01-01T00:00:00.000Z", "POST"), None)])
+    good = [version("AuditEvent", f"g{n}", 1, "2026-01-01T00:00:01.000Z", "POST") for n in range(5)]
+    clash = version("AuditEvent", "taken", 1, "2026-01-01T00:00:02.000Z", "POST")  # version 1 exists
+    results = await asyncio.gather(
+        *(any_store.append([(row, None)]) for row in [*good[:2], clash, *good[2:]]), return_exceptions=True
+    )
+    assert [isinstance(r, Exception) for r in results] == [False, False, True, False, False, False]
+    for row in good:
+        assert await any_store.read("AuditEvent", row.id) is not None

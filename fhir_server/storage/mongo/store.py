@@ -117,6 +117,12 @@ class MongoStore:
                     if signal is not None:
                         signal.set()
 
+    async def append(self, resources: Sequence[tuple[StoredResource, Any]]) -> None:
+        """New resources (version 1, fresh ids), durable on return: one transaction per call here."""
+        async with self.transaction() as tx:
+            for resource, index in resources:
+                await tx.put(resource, index)
+
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         # One document, so atomic on its own; only the version that was indexed is touched.
         await self.resources.update_one(

@@ -5,6 +5,10 @@ transactions over the same resources can neither deadlock nor lose an update); r
 serve searches and history in a small thread pool; point reads by primary key run inline, since a
 thread hop costs more than the lookup. Writes inside a transaction are buffered and sent to the
 writer thread together with the next read or the commit, so a plain create costs one hop.
+
+``append`` is the group commit: new resources that need no read first (AuditEvents) queue up, and
+one writer hop commits everything queued so far in one transaction; each caller returns only once
+its own resource is committed. Under load many requests share one commit and one hop.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class SqliteStore:
         self._reader_connections_lock = threading.Lock()
         # Set (and replaced) whenever this process commits outbox events: wakes ``outbox_wait``.
         self._outbox_signal: asyncio.Event | None = None
+        self._appends: list[tuple[Sequence[tuple[StoredResource, Any]], asyncio.Future[None]]] = []
+        self._appender: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -115,6 +121,9 @@ class SqliteStore:
         self._inline = self._connect()
 
     async def close(self) -> None:
+        if self._appender is not None:
+            await asyncio.gather(self._appender, return_exceptions=True)
+
         def close_writer() -> None:
             if self._writer is not None:
                 self._writer.execute("PRAGMA optimize")
@@ -180,6 +189,47 @@ class SqliteStore:
         signal, self._outbox_signal = self._outbox_signal, None
         if signal is not None:
             signal.set()
+
+    async def append(self, resources: Sequence[tuple[StoredResource, Any]]) -> None:
+        """Store new resources (version 1, fresh ids) durably, sharing the commit with concurrent calls."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._appends.append((resources, done))
+        if self._appender is None or self._appender.done():
+            self._appender = asyncio.create_task(self._commit_appends())
+        await asyncio.shield(done)  # a cancelled caller does not cancel the others' commit
+
+    async def _commit_appends(self) -> None:
+        while self._appends:
+            async with self._write_lock:  # queued appends gather while a transaction holds the writer
+                batch, self._appends = self._appends, []
+                if len(batch) > 1:
+                    try:
+                        await self._in_writer(partial(self._append_rows, [r for rs, _ in batch for r in rs]))
+                    except Exception:  # one caller's bad row must not fail the others: each alone
+                        pass
+                    else:
+                        for _, done in batch:
+                            _settle(done, None)
+                        continue
+                for rows, done in batch:
+                    try:
+                        await self._in_writer(partial(self._append_rows, list(rows)))
+                    except Exception as exc:
+                        _settle(done, exc)
+                    else:
+                        _settle(done, None)
+
+    def _append_rows(self, rows: list[tuple[StoredResource, Any]]) -> None:
+        conn = self._writer
+        assert conn is not None, "store is not open"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for resource, index in rows:
+                _put(conn, resource, index)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         async with self.transaction() as tx:
@@ -343,6 +393,15 @@ class SqliteStore:
 
         async with self.transaction() as tx:
             return await tx._run(swap)
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
 
 
 class _SqliteTransaction:
