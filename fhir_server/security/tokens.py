@@ -19,6 +19,7 @@ from joserfc.jwk import KeySet
 
 from fhir_server.security import roles
 from fhir_server.security.agencies import AgencyRegistry
+from fhir_server.security.clients import NAMESPACE as CLIENTS_NAMESPACE
 from fhir_server.security.clients import ClientRecord, ClientRegistry
 from fhir_server.security.keys import ALGORITHM, ServerKey, import_jwk
 from fhir_server.security.scopes import Scope, ScopeSet
@@ -111,6 +112,8 @@ class TokenService:
         self._lifetime = lifetime
         self._registry = ClientRegistry(store)
         self._verified: dict[str, dict[str, Any]] = {}
+        # id(claims) -> (claims, the registry entry it was made from, the Principal)
+        self._principals: dict[int, tuple[dict[str, Any], dict[str, Any], Principal]] = {}
         self._issued = 0
 
     async def issue(
@@ -246,10 +249,25 @@ class TokenService:
         return claims
 
     async def principal(self, claims: dict[str, Any]) -> Principal:
-        """The caller behind verified ``claims``; a removed client's tokens stop working at once."""
-        client = await self._registry.get(str(claims.get("sub")))
-        if client is None:
+        """The caller behind verified ``claims``; a removed client's tokens stop working at once.
+
+        The registry is read on every request (so removing or changing a client takes effect at
+        once, in every server process); only turning an unchanged entry into a ``Principal`` is reused.
+        """
+        entry = await self._store.kv_get(CLIENTS_NAMESPACE, str(claims.get("sub")))
+        if entry is None:
             raise TokenError(401, "invalid_token", "the client of this token is no longer registered")
+        key = id(claims)
+        cached = self._principals.get(key)
+        if cached is not None and cached[0] is claims and cached[1] == entry:
+            return cached[2]
+        principal = self._make_principal(claims, ClientRecord(**entry))
+        if len(self._principals) >= _CACHE_LIMIT:
+            self._principals.clear()
+        self._principals[key] = (claims, entry, principal)
+        return principal
+
+    def _make_principal(self, claims: dict[str, Any], client: ClientRecord) -> Principal:
         return Principal(
             client_id=client.id,
             name=client.name,

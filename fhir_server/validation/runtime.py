@@ -32,7 +32,7 @@ from fhir_server.validation.snapshot import SnapshotError, generate_snapshot
 log = logging.getLogger(__name__)
 
 TYPES = ("StructureDefinition", "ValueSet", "CodeSystem")
-Mark = tuple[str, int | None, str | None, int | None]  # (store, history total, newest id, newest version)
+Mark = tuple[str, str | None, str | None, int | None]  # store, newest lastUpdated, id, version
 
 
 def _builtin(url: str) -> bool:
@@ -118,10 +118,13 @@ class ConformanceBook:
         self._lock = asyncio.Lock()
 
     async def _mark(self, store: Any, resource_type: str) -> Mark:
-        page = await store.history(HistoryQuery(resource_type=resource_type, count=1))
+        # Every change adds a history entry with an (id, version) new for its type: the newest entry
+        # alone tells whether anything changed (no count of the whole history on every write).
+        page = await store.history(HistoryQuery(resource_type=resource_type, count=1, before_seq=2**62))
         newest = page.entries[0] if page.entries else None
         where = f"{getattr(store, 'url', '')}#{id(store)}"
-        return (where, page.total, newest.id if newest else None, newest.version if newest else None)
+        last = newest.last_updated if newest else None
+        return (where, last, newest.id if newest else None, newest.version if newest else None)
 
     async def refresh(self, store: Any) -> None:
         """Bring the validator's runtime tables in step with ``store`` (cheap when nothing changed)."""

@@ -254,6 +254,10 @@ class SqliteStore:
         return _row(row) if row else None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
+        if _newest_only(query):
+            # "What changed last?" (the consent and identity books ask it on every request): one
+            # index probe, cheaper inline than the hop to a reader thread.
+            return _history(self._conn, query)
         return await self._in_reader(lambda conn: _history(conn, query))
 
     async def search(self, query: Any) -> Any:
@@ -541,6 +545,17 @@ def _reindex(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> 
     # Only the version that was indexed; a newer write has already indexed itself.
     if row and row[1] == resource.version:
         index_tables.write_index(conn, row[0], resource.resource_type, index)
+
+
+def _newest_only(query: HistoryQuery) -> bool:
+    """A page of the few newest versions, without a total: answered from the end of an index."""
+    return (
+        query.count <= 4
+        and query.before_seq is not None
+        and query.id is None
+        and query.since is None
+        and query.at is None
+    )
 
 
 def _history(conn: sqlite3.Connection, query: HistoryQuery) -> HistoryPage:
