@@ -42,6 +42,13 @@ def register(app: typer.Typer) -> None:
         auth: str = typer.Option(
             "on", help="on (default): SMART tokens, consent and audit. off: local trials on loopback only."
         ),
+        workers: int = typer.Option(
+            None,
+            "--workers",
+            min=1,
+            envvar="TERMTEM_WORKERS",
+            help="Server processes sharing the port and the store (default: one per core).",
+        ),
     ) -> None:
         """Serve the FHIR R4 API at http://HOST:PORT/fhir."""
         from urllib.parse import urlsplit
@@ -97,7 +104,30 @@ def register(app: typer.Typer) -> None:
             f"Termtem FHIR server: http://{host}:{port}{settings.base_path}"
             f" (store {redact_url(settings.store_url)})"
         )
+        from fhir_server.api import workers as worker_processes
+
+        count = worker_processes.usable_count(settings, workers or worker_processes.default_count())
+        if count > 1:
+            worker_processes.prepare(settings)  # once, before the workers start
         app = create_app(settings)
         # Where notifications point when no public URL is configured (auth off, on loopback).
         app.state.listening_base = listening_base("http", host, port, settings.base_path)
-        serving.run(app, host, port, log_config, log_level, settings.max_header_bytes)
+        if count == 1:
+            serving.run(app, host, port, log_config, log_level, settings.max_header_bytes)
+            return
+        import uvicorn
+
+        from fhir_server.api.protocol import uvicorn_options
+
+        app.state.store_prepared = True  # each worker skips loading the shipped resources
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=log_config,
+            log_level=log_level,
+            access_log=False,
+            **uvicorn_options(settings.max_header_bytes),
+        )
+        typer.echo(f"{count} worker processes")
+        worker_processes.run(config, count)

@@ -143,7 +143,9 @@ async def search(
 ) -> dict[str, Any]:
     """``GET [base]/[type]?...``, ``POST [type]/_search``, system and compartment search."""
     from fhir_server.identity.links import expand_mdm
+    from fhir_server.search import sync
 
+    await sync.refresh(ctx.store)  # custom search parameters, perhaps created by another process
     params, sent = await expand_mdm(ctx.store, resource_type, params)
     query = _query(ctx, resource_type, params, compartment)
     if sent:  # links show the :mdm parameter as sent, not the linked ids it stands for

@@ -122,7 +122,10 @@ async def check_content(
     from fhir_server.validation import runtime
 
     if not ctx.extras.get("conformance_refreshed"):  # profiles and terminology created over REST
+        from fhir_server.search import sync
+
         await runtime.refresh(ctx.store)
+        await sync.refresh(ctx.store)  # custom search parameters, perhaps created by another process
         ctx.extras["conformance_refreshed"] = True
     issues = await check_for_write(resource, ctx.settings, tx, size=size)
     errors = [i for i in issues if i.get("severity") in ("error", "fatal")]

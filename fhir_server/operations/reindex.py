@@ -60,6 +60,9 @@ async def run(request: OperationRequest) -> OperationResult:
             "$reindex starts work: use POST (GET only reads a job's progress with job=)",
             code="not-supported",
         )
+    from fhir_server.search import sync
+
+    await sync.refresh(store)  # parameters written through another server process count too
     urls = [str(u) for u in parameter_values(request.parameters, "url")]
     for url in urls:
         if registry.definition(url) is None:

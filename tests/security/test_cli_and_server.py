@@ -216,6 +216,7 @@ def test_auth_on_needs_a_public_url_off_loopback(monkeypatch: pytest.MonkeyPatch
     import uvicorn
 
     monkeypatch.delenv("TERMTEM_PUBLIC_BASE_URL", raising=False)
+    monkeypatch.setenv("TERMTEM_WORKERS", "1")  # one process: uvicorn.run, captured below
     result = runner.invoke(cli, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "needs the public FHIR base URL" in result.output and "--public-url" in result.output
