@@ -37,7 +37,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             await open_store(app.state.store, settings)
         from fhir_server.interactions.startup import prepare_store, release_store, start_jobs
 
-        await prepare_store(app.state.store, settings)
+        # A worker of `termtem serve --workers` finds the shipped resources loaded by its supervisor.
+        prepared = getattr(app.state, "store_prepared", False)
+        await prepare_store(app.state.store, settings, load_shipped=not prepared)
         app.state.jobs = await start_jobs(app.state.store, settings)
         background = None
         if settings.subscription_delivery:

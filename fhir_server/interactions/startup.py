@@ -58,15 +58,17 @@ async def load_resources(ctx: RequestContext, resources: Iterable[dict[str, Any]
     return changed
 
 
-async def prepare_store(store: Store, settings: Settings) -> None:
+async def prepare_store(store: Store, settings: Settings, *, load_shipped: bool = True) -> None:
+    """Start-up of one server process. ``load_shipped`` False: the shipped resources are known to be
+    stored already (``termtem serve --workers`` loads them once, before the workers start)."""
     from fhir_server.storage.schema_version import check_schema
 
     await check_schema(store)  # before anything is written: a newer layout is refused, an older migrated
-    ctx = RequestContext(store=store, settings=settings, base_url=settings.public_base_url or "")
-    resources = shipped_resources()
-    changed = await load_resources(ctx, resources)
-    if changed:
-        log.info("loaded %d shipped conformance resources", changed)
+    if load_shipped:
+        ctx = RequestContext(store=store, settings=settings, base_url=settings.public_base_url or "")
+        changed = await load_resources(ctx, shipped_resources())
+        if changed:
+            log.info("loaded %d shipped conformance resources", changed)
     from fhir_server.search import registry, reindex
 
     async for stored in store.iterate("SearchParameter"):

@@ -53,9 +53,9 @@ def raw_baseline(files: list[Path]) -> tuple[int, float]:
     return count, count / elapsed
 
 
-async def _run_level(files: list[Path], workers: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder)) as server:
-        target = ServerTarget(server.base)
+async def _run_level(files: list[Path], workers: int, auth: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder), auth=auth) as server:
+        target = ServerTarget(server.base, server.token)
         started = time.perf_counter()
         summary = await load_paths(files, target, workers=workers, dedupe=DEDUPLICATED_TYPES)
         elapsed = time.perf_counter() - started
@@ -64,6 +64,7 @@ async def _run_level(files: list[Path], workers: int) -> dict[str, float]:
             raise RuntimeError(f"load failed: {summary.failures[:3]}")
         committed = summary.created + summary.updated
         return {
+            "auth": "on" if auth else "off",
             "workers": workers,
             "resources": committed,
             "seconds": elapsed,
@@ -72,10 +73,13 @@ async def _run_level(files: list[Path], workers: int) -> dict[str, float]:
         }
 
 
-def run(files: list[Path], workers: list[int] | None = None) -> dict[str, Any]:
-    """Load ``files`` into a fresh server at each worker count, beside the raw SQLite limit."""
+def run(
+    files: list[Path], workers: list[int] | None = None, auth_modes: tuple[bool, ...] = (True, False)
+) -> dict[str, Any]:
+    """Load ``files`` into a fresh server at each worker count, auth on (a hospital client: every
+    resource checked, stamped and audited) and off, beside the raw SQLite limit."""
     count, raw_per_s = raw_baseline(files)
-    rows = [asyncio.run(_run_level(files, w)) for w in workers or [1, 2, 4]]
+    rows = [asyncio.run(_run_level(files, w, auth)) for auth in auth_modes for w in workers or [1, 2, 4]]
     for row in rows:
         row["baseline_per_s"] = raw_per_s
         row["ratio_to_baseline"] = row["per_s"] / raw_per_s
@@ -92,17 +96,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--workers", default="1,2,4", help="concurrent loader connections")
+    parser.add_argument("--auth", choices=["both", "on", "off"], default="both")
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "testdata" / "synthea" / "R4")
     args = parser.parse_args()
     files = sorted(args.data.glob("*.json"), key=lambda p: (not p.name[0].islower(), p.name))
-    result = run(files, [int(w) for w in args.workers.split(",")])
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.auth]
+    result = run(files, [int(w) for w in args.workers.split(",")], modes)
     raw_per_s = result["rows"][0]["baseline_per_s"]
     print(f"{len(files)} bundles, {result['resources']} resources; durability WAL synchronous=NORMAL")
-    print(f"{'workers':>8}{'resources/s':>13}{'seconds':>9}{'peak MB':>9}{'raw SQLite/s':>14}{'ratio':>8}")
+    print(
+        f"{'auth':<5}{'workers':>8}{'resources/s':>13}{'seconds':>9}{'peak MB':>9}"
+        f"{'raw SQLite/s':>14}{'ratio':>8}"
+    )
     for row in result["rows"]:
         print(
-            f"{row['workers']:>8}{row['per_s']:>13.0f}{row['seconds']:>9.1f}{row['peak_server_memory_mb']:>9.0f}"
+            f"{row['auth']:<5}{row['workers']:>8}{row['per_s']:>13.0f}{row['seconds']:>9.1f}{row['peak_server_memory_mb']:>9.0f}"
             f"{raw_per_s:>14.0f}{row['ratio_to_baseline']:>8.3f}"
         )
     path = write_results("ingest", result)

@@ -94,7 +94,8 @@ def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
     )
     figures = [
         figure(
-            f"{r['operation']} over HTTP, {r['clients']} client(s), {r.get('client', 'httpx')}",
+            f"{r['operation']} over HTTP, auth {r.get('auth', 'off')}, {r['clients']} client(s),"
+            f" {r.get('client', 'httpx')}",
             r["per_s"],
             "req/s",
             r["baseline_per_s"],
@@ -102,6 +103,7 @@ def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
             higher_is_better=True,
             p50_ms=r.get("p50_ms"),
             p99_ms=r.get("p99_ms"),
+            server_cpu_ms_per_request=r.get("server_cpu_ms_per_request"),
         )
         for r in result["rows"]
     ]
@@ -114,7 +116,7 @@ def _ingest(quick: bool, workdir: Path) -> dict[str, Any]:
     result = ingest.run(files, [2] if quick else [1, 2, 4])
     figures = [
         figure(
-            f"transaction bundles over HTTP, {r['workers']} worker(s)",
+            f"transaction bundles over HTTP, auth {r.get('auth', 'off')}, {r['workers']} worker(s)",
             r["per_s"],
             "resources/s",
             r["baseline_per_s"],

@@ -71,7 +71,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
     )
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
@@ -81,7 +81,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
             except httpx.TransportError:
                 time.sleep(0.3)
         else:
-            raise AssertionError("server did not start within 90 s")
+            raise AssertionError("server did not start within 300 s")
         yield origin, process
     finally:
         process.send_signal(signal.SIGTERM)
