@@ -45,6 +45,7 @@ class Guard:
         # so a write and its audit commit together (set by ``security.service``).
         self.on_write_commit: Callable[[StoreTransaction, StoredResource], Awaitable[None]] | None = None
         self.audit_committed = False
+        self.audited: tuple[int, int] = (-1, -1)  # touched and denials named by that event
 
     def require(self, resource_type: str, letter: str, what: str) -> None:
         if not self.principal.may(resource_type, letter):

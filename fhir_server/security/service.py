@@ -189,9 +189,11 @@ class Security:
         record.purpose, record.emergency_reason = purpose, reason
         guard = Guard(principal, None, self.settings.forbidden_status)
         ctx.extras["guard"] = guard
-        if interaction in _SINGLE_WRITE:
-            guard.on_write_commit = partial(_audit_in_transaction, record, guard, ctx.prefer_return)
         await self._early_scopes(fhir, ctx, guard, interaction, rtype)
+        if interaction in _SINGLE_WRITE and (
+            interaction != "transaction" or ctx.extras.get("bundle_type") == "transaction"
+        ):  # a batch writes each entry in its own transaction: its event is written at the end
+            guard.on_write_commit = partial(_audit_in_transaction, record, guard, ctx.prefer_return)
         if interaction in ("create", "update") and fhir.method in ("POST", "PUT") and rtype:
             await self._prestamp(fhir, ctx, guard, rtype, rid)
         role = principal.role
@@ -349,6 +351,8 @@ class Security:
         bundle = await offload.run(len(data), _parsed_or_none, data)
         if bundle is None:
             return  # the bundle processor reports malformed bodies
+        if isinstance(bundle, dict):
+            ctx.extras["bundle_type"] = bundle.get("type")
         entries = bundle.get("entry") if isinstance(bundle, dict) else None
         for entry in entries if isinstance(entries, list) else []:
             request = entry.get("request") if isinstance(entry, dict) else None
@@ -385,8 +389,13 @@ class Security:
             record.description = _diagnostics(response)
         if record.emergency_reason is not None and response is not None:
             response.headers["X-Emergency-Access"] = "recorded"
-        if guard is not None and guard.audit_committed and record.outcome_status < 400:
-            return  # the AuditEvent committed with the write (``_audit_in_transaction``)
+        if (
+            guard is not None
+            and guard.audit_committed
+            and record.outcome_status < 400
+            and guard.audited == (len(guard.touched), len(guard.denials))
+        ):
+            return  # the AuditEvent committed with the write (``_audit_in_transaction``) says it all
         store = ctx.store._inner if isinstance(ctx.store, SecuredStore) else ctx.store
         await audit.write_audit(store, record)
 
@@ -417,6 +426,7 @@ async def _audit_in_transaction(
     record.touched = guard.touched
     record.denials = guard.denials
     await audit.write_audit_in(tx, record)
+    guard.audited = (len(guard.touched), len(guard.denials))  # more touched later: audited again
 
 
 def _configuration(guard: Guard, resource_type: str) -> None:

@@ -130,3 +130,30 @@ async def test_concurrent_reads_share_commits_and_each_answer_waits_for_its_even
         assert len(events) - before == 30
         assert sum(len(batch) for batch in store.appended) == 30
         assert store.group_commits < 30  # concurrent requests shared commits
+
+
+def _bundle(kind: str) -> dict[str, Any]:
+    entry = {
+        "resource": {"resourceType": "Patient", "gender": "female"},
+        "request": {"method": "POST", "url": "Patient"},
+    }
+    return {"resourceType": "Bundle", "type": kind, "entry": [entry, entry]}
+
+
+async def test_bundles_audit_every_entry(tmp_path: Path) -> None:
+    async with _world(tmp_path) as (world, store):
+        hospital = await world.caller("hosp", "Organization/hosp", "hospital")
+        store.commits.clear()
+        store.appended.clear()
+        transaction = await hospital.post("", _bundle("transaction"))
+        assert transaction.status_code == 200, transaction.text
+        assert store.commits == [["Patient", "Patient", "AuditEvent"]] and store.appended == []
+        batch = await hospital.post("", _bundle("batch"))  # one transaction per entry
+        assert batch.status_code == 200, batch.text
+        assert store.commits[1:] == [["Patient"], ["Patient"]] and store.appended == [["AuditEvent"]]
+        events = [e for e in await world.audit_events() if e["subtype"][0]["code"] == "transaction"]
+        assert len(events) == 2
+        for reply, event in zip((transaction, batch), events, strict=True):
+            created = {e["response"]["location"].split("/_history")[0] for e in reply.json()["entry"]}
+            named = {ent.get("what", {}).get("reference") for ent in event["entity"]}
+            assert len(created) == 2 and created <= named
