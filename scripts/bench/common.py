@@ -82,11 +82,14 @@ class Server:
         return total
 
     def peak_memory_bytes(self) -> int:
-        """The server process's peak resident memory (VmHWM)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """Peak resident memory (VmHWM) of the server: summed over its worker processes, if any."""
+        total = 0
+        for pid in _process_tree(self.pid):
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+        return total
 
 
 def _process_tree(pid: int) -> list[int]:

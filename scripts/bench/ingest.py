@@ -53,8 +53,11 @@ def raw_baseline(files: list[Path]) -> tuple[int, float]:
     return count, count / elapsed
 
 
-async def _run_level(files: list[Path], workers: int, auth: bool) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as folder, start_server(Path(folder), auth=auth) as server:
+async def _run_level(files: list[Path], workers: int, auth: bool, processes: int | None) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        start_server(Path(folder), auth=auth, workers=processes) as server,
+    ):
         target = ServerTarget(server.base, server.token)
         started = time.perf_counter()
         summary = await load_paths(files, target, workers=workers, dedupe=DEDUPLICATED_TYPES)
@@ -74,12 +77,19 @@ async def _run_level(files: list[Path], workers: int, auth: bool) -> dict[str, A
 
 
 def run(
-    files: list[Path], workers: list[int] | None = None, auth_modes: tuple[bool, ...] = (True, False)
+    files: list[Path],
+    workers: list[int] | None = None,
+    auth_modes: tuple[bool, ...] = (True, False),
+    processes: int | None = None,
 ) -> dict[str, Any]:
     """Load ``files`` into a fresh server at each worker count, auth on (a hospital client: every
     resource checked, stamped and audited) and off, beside the raw SQLite limit."""
     count, raw_per_s = raw_baseline(files)
-    rows = [asyncio.run(_run_level(files, w, auth)) for auth in auth_modes for w in workers or [1, 2, 4]]
+    rows = [
+        asyncio.run(_run_level(files, w, auth, processes))
+        for auth in auth_modes
+        for w in workers or [1, 2, 4]
+    ]
     for row in rows:
         row["baseline_per_s"] = raw_per_s
         row["ratio_to_baseline"] = row["per_s"] / raw_per_s

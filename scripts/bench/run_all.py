@@ -90,7 +90,15 @@ def _generated_bundles(workdir: Path, children: int) -> list[Path]:
 def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
     crud = importlib.import_module("crud")
     result = asyncio.run(
-        crud.run(200 if quick else 2000, [1, 8] if quick else [1, 8, 32], wrk_seconds=1 if quick else 8)
+        crud.run(
+            200 if quick else 2000,
+            [1, 8] if quick else [1, 8, 32],
+            wrk_seconds=1 if quick else 8,
+            # the smoke run measures the way the server runs (auth on, one process); the full run adds
+            # auth off beside it and uses the server's default worker count
+            auth_modes=(True,) if quick else (True, False),
+            workers=1 if quick else None,
+        )
     )
     figures = [
         figure(
@@ -113,7 +121,9 @@ def _crud(quick: bool, workdir: Path) -> dict[str, Any]:
 def _ingest(quick: bool, workdir: Path) -> dict[str, Any]:
     ingest = importlib.import_module("ingest")
     files = _generated_bundles(workdir, 40 if quick else 2000)
-    result = ingest.run(files, [2] if quick else [1, 2, 4])
+    result = ingest.run(
+        files, [2] if quick else [1, 2, 4], (True,) if quick else (True, False), 1 if quick else None
+    )
     figures = [
         figure(
             f"transaction bundles over HTTP, auth {r.get('auth', 'off')}, {r['workers']} worker(s)",
