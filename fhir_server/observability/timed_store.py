@@ -82,6 +82,9 @@ class TimedStore:
     async def reindex(self, resource: StoredResource, index: Any) -> None:
         await self._timed("reindex", lambda: self.backend.reindex(resource, index))
 
+    async def append(self, resources: Sequence[tuple[StoredResource, Any]]) -> None:
+        await self._timed("append", lambda: self.backend.append(resources))
+
     async def import_versions(self, versions: Sequence[tuple[StoredResource, Any]]) -> None:
         await self._timed("import", lambda: self.backend.import_versions(versions))
 
