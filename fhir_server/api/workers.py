@@ -56,8 +56,7 @@ def prepare(settings: Settings) -> None:
         from fhir_server.security import keys
         from fhir_server.security.http import KEY_FILE
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        keys.load_or_create(settings.data_dir / KEY_FILE)
+        keys.load_or_create(settings.data_dir / KEY_FILE)  # creates the folder privately if needed
 
     async def prepare_store() -> None:
         from fhir_server.interactions.startup import prepare_store as load
