@@ -109,6 +109,7 @@ def start_server(
     extra: list[str] | None = None,
     auth: bool = False,
     workers: int | None = None,
+    role: str = "hospital",
 ) -> Iterator[Server]:
     """`termtem serve` on a loopback port, auth off unless ``auth`` (then with a registered client).
 
@@ -149,16 +150,16 @@ def start_server(
             raise RuntimeError("the server did not start")
         server = Server(base, process.pid, store_url)
         if auth:
-            server.token = _register_client(folder, store_url, base)
+            server.token = _register_client(folder, store_url, base, role)
         yield server
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _register_client(folder: Path, store_url: str, base: str) -> str:
-    """Register a hospital client in the server's store and get its token, as `termtem client add` and
-    `termtem token` do (in this process: two fewer interpreter start-ups per measured server)."""
+def _register_client(folder: Path, store_url: str, base: str, role: str) -> str:
+    """Register a client of ``role`` (its agency a hospital) and get its token, as `termtem client add`
+    and `termtem token` do (in this process: two fewer interpreter start-ups per measured server)."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -169,11 +170,11 @@ def _register_client(folder: Path, store_url: str, base: str) -> str:
     from fhir_server.security.tokens import ASSERTION_TYPE
     from fhir_server.storage.sqlite.store import SqliteStore
 
-    name, org = "bench-hospital", "Organization/bench-hospital"
+    name, org = f"bench-{role}", "Organization/bench-hospital"
     private = keys.generate_private_jwk("EC", "ES384")
     key_file = folder / "keys" / f"{name}.jwk.json"
     keys.save_private_jwk(key_file, private)
-    scopes = roles.get_role("hospital").default_scopes
+    scopes = roles.get_role(role).default_scopes
 
     async def register() -> None:
         store = SqliteStore(store_url)
@@ -185,7 +186,7 @@ def _register_client(folder: Path, store_url: str, base: str) -> str:
                     id=name,
                     name=name,
                     organization=org,
-                    role="hospital",
+                    role=role,
                     scopes=scopes,
                     jwks={"keys": [keys.public_jwk(private)]},
                 )

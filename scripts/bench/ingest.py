@@ -53,10 +53,12 @@ def raw_baseline(files: list[Path]) -> tuple[int, float]:
     return count, count / elapsed
 
 
-async def _run_level(files: list[Path], workers: int, auth: bool, processes: int | None) -> dict[str, Any]:
+async def _run_level(
+    files: list[Path], workers: int, auth: bool, processes: int | None, role: str
+) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as folder,
-        start_server(Path(folder), auth=auth, workers=processes) as server,
+        start_server(Path(folder), auth=auth, workers=processes, role=role) as server,
     ):
         target = ServerTarget(server.base, server.token)
         started = time.perf_counter()
@@ -81,12 +83,13 @@ def run(
     workers: list[int] | None = None,
     auth_modes: tuple[bool, ...] = (True, False),
     processes: int | None = None,
+    role: str = "hospital",
 ) -> dict[str, Any]:
-    """Load ``files`` into a fresh server at each worker count, auth on (a hospital client: every
+    """Load ``files`` into a fresh server at each worker count, auth on (a ``role`` client: every
     resource checked, stamped and audited) and off, beside the raw SQLite limit."""
     count, raw_per_s = raw_baseline(files)
     rows = [
-        asyncio.run(_run_level(files, w, auth, processes))
+        asyncio.run(_run_level(files, w, auth, processes, role))
         for auth in auth_modes
         for w in workers or [1, 2, 4]
     ]
