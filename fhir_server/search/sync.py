@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from fhir_server import jobs
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search import registry, reindex
 from fhir_server.storage.base import HistoryQuery
@@ -44,10 +45,10 @@ async def refresh(store: Any) -> None:
             if _seen[key] != newest:
                 await _reload(store)
                 _seen[key] = newest
-    if registry.pending_urls():
-        for _, job in await store.kv_list(reindex.NAMESPACE):
-            if job.get("status") == "complete":
-                reindex._activate(job)
+    if registry.pending_urls():  # a reindex job may have completed in another process
+        for job in await jobs.list_jobs(store, kind=reindex.KIND):
+            if job.state == "completed":
+                reindex._activate(job.id, job.params["urls"])
 
 
 async def _reload(store: Any) -> None:
