@@ -393,7 +393,7 @@ class Security:
             guard is not None
             and guard.audit_committed
             and record.outcome_status < 400
-            and guard.audited == (len(guard.touched), len(guard.denials))
+            and guard.audited == (len(guard.touched), len(guard.denials) + len(guard.notes))
         ):
             return  # the AuditEvent committed with the write (``_audit_in_transaction``) says it all
         store = ctx.store._inner if isinstance(ctx.store, SecuredStore) else ctx.store
@@ -425,8 +425,9 @@ async def _audit_in_transaction(
     record.outcome_status = status
     record.touched = guard.touched
     record.denials = guard.denials
+    record.notes = list(guard.notes)
     await audit.write_audit_in(tx, record)
-    guard.audited = (len(guard.touched), len(guard.denials))  # more touched later: audited again
+    guard.audited = (len(guard.touched), len(guard.denials) + len(guard.notes))  # more later: again
 
 
 def _configuration(guard: Guard, resource_type: str) -> None:
