@@ -85,6 +85,7 @@ def run(config: Any, count: int) -> None:
     def start(number: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
+            _end_with_parent()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
@@ -121,3 +122,13 @@ def run(config: Any, count: int) -> None:
         if not stopping:
             start(number)
     sock.close()
+
+
+def _end_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the supervisor dies, even by SIGKILL (no orphan keeps
+    serving the port after a crash of the server)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
