@@ -211,10 +211,12 @@ class TokenService:
             raise TokenError(401, "invalid_client", "the assertion has no jti")
 
     async def _spend_jti(self, client_id: str, claims: dict[str, Any]) -> None:
+        """Record the assertion's jti as spent in one atomic step (insert only if absent), so two
+        replays racing each other, in one process or in two workers, cannot both pass."""
         key = f"{client_id}:{claims['jti']}"
-        if await self._store.kv_get(JTI_NAMESPACE, key) is not None:
+        spent = {"exp": int(claims["exp"])}
+        if not await self._store.kv_compare_and_set(JTI_NAMESPACE, key, None, spent):
             raise TokenError(401, "invalid_client", "this client assertion was already used (jti replay)")
-        await self._store.kv_put(JTI_NAMESPACE, key, {"exp": int(claims["exp"])})
 
     async def prune_jtis(self) -> int:
         """Forget spent assertion ids that have expired (they can no longer be replayed anyway)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -95,6 +96,15 @@ async def test_replayed_assertion_is_refused(world: World) -> None:
     assert first.status_code == 200
     assert second.status_code == 401 and "replay" in second.json()["error_description"]
     assert [e["outcome"] for e in await _logins(world)] == ["0", "4"]
+
+
+async def test_racing_replays_of_one_assertion_give_one_token(world: World) -> None:
+    key_file = await world.register("c1", "Organization/hosp", "hospital")
+    assertion = _assertion(key_file, _claims("c1"))
+    replies = await asyncio.gather(
+        *(world.token_reply("c1", key_file, "system/*.rs", assertion=assertion) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in replies) == [200] + [401] * 7
 
 
 async def test_grant_type_and_scope_errors(world: World) -> None:
