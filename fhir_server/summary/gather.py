@@ -1,4 +1,4 @@
-"""Read the child's record the way the caller may see it: one search over the record, through
+"""Read the child's record the way the caller may see it: a search per type over the record, through
 ``ctx.store`` (the consent guard with auth on), paged until done, with the agencies it refers to."""
 
 from __future__ import annotations
@@ -29,24 +29,30 @@ async def gather(
     found = Record(ctx.base_url, stored_patient.id, patient_ids, patient, today, {"Patient": [patient]})
     found.raw[("Patient", stored_patient.id)] = stored_patient.body
     types = tuple(dict.fromkeys(("Patient", *types)))  # the Patient again, for the agencies it names
-    params = [("_type", ",".join(types)), ("_count", str(_PAGE)), ("_include", "*")]
-    query = parse_search(
-        None, params, base_url=ctx.base_url, strict=False, default_count=_PAGE, max_count=_PAGE
-    )
-    record.restrict_to_record(query, patient_ids)
     seen: set[tuple[str, str]] = {("Patient", stored_patient.id)}
-    while True:
-        page = await ctx.store.search(query)
-        for stored in page.matches:
-            if (stored.resource_type, stored.id) in seen:
-                continue
-            seen.add((stored.resource_type, stored.id))
-            found.by_type.setdefault(stored.resource_type, []).append(orjson.loads(stored.body))
-            found.raw[(stored.resource_type, stored.id)] = stored.body
-        for stored in page.included:
-            if stored.resource_type in _NAMED:
-                found.referenced[f"{stored.resource_type}/{stored.id}"] = orjson.loads(stored.body)
+    # One search per type: each is a few index look-ups, where one search over every type at once
+    # (a disjunction of compartments) makes SQLite scan (about 2 s on a 1M-resource store, not 5 ms).
+    for rtype in types:
+        params = [("_type", rtype), ("_count", str(_PAGE)), ("_include", "*")]
+        query = parse_search(
+            None, params, base_url=ctx.base_url, strict=False, default_count=_PAGE, max_count=_PAGE
+        )
+        record.restrict_to_record(query, patient_ids)
+        if not query.resource_types:
+            continue
+        while True:
+            page = await ctx.store.search(query)
+            for stored in page.matches:
+                if (stored.resource_type, stored.id) in seen:
+                    continue
+                seen.add((stored.resource_type, stored.id))
+                found.by_type.setdefault(stored.resource_type, []).append(orjson.loads(stored.body))
                 found.raw[(stored.resource_type, stored.id)] = stored.body
-        if not page.next_cursor:
-            return found
-        query.cursor = decode_cursor(page.next_cursor)
+            for stored in page.included:
+                if stored.resource_type in _NAMED:
+                    found.referenced[f"{stored.resource_type}/{stored.id}"] = orjson.loads(stored.body)
+                    found.raw[(stored.resource_type, stored.id)] = stored.body
+            if not page.next_cursor:
+                break
+            query.cursor = decode_cursor(page.next_cursor)
+    return found
