@@ -62,6 +62,28 @@ _TOP = "\U0010ffff"
 _COLUMNS = "r.rid, r.type, r.id, r.version, r.last_updated, r.method, r.body"
 
 
+def _merge_compartments(options: tuple[Any, ...]) -> list[Any]:
+    """Compartment options of one compartment merged into one (the union of their keys).
+
+    ``rid IN (refs by keys A) OR rid IN (refs by keys B)`` is ``rid IN (refs by A and B)``; a record
+    over many types (``$everything``, the child summary) ORs dozens of such probes, which SQLite
+    answers by scanning every resource of those types instead of one look-up in the reference index.
+    """
+    at_index: dict[tuple[str, str], int] = {}
+    out: list[Any] = []
+    for option in options:
+        if isinstance(option, Compartment) and not option.is_self:
+            at = (option.compartment_type, option.compartment_id)
+            if at in at_index:
+                first = out[at_index[at]]
+                keys = tuple(dict.fromkeys((*first.keys, *option.keys)))
+                out[at_index[at]] = Compartment(first.compartment_type, first.compartment_id, keys)
+                continue
+            at_index[at] = len(out)
+        out.append(option)
+    return out
+
+
 class _Compiler:
     """Builds SQL text and its bound arguments together, so they can never drift apart."""
 
@@ -111,7 +133,8 @@ class _Compiler:
         if isinstance(cond, AnyOf):
             if not cond.options:
                 return "0"
-            return "(" + " OR ".join(self.condition(c, a) for c in cond.options) + ")"
+            options = _merge_compartments(cond.options)
+            return "(" + " OR ".join(self.condition(c, a) for c in options) + ")"
         if isinstance(cond, AllOf):
             if not cond.conditions:
                 return "1"
