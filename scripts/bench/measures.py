@@ -180,6 +180,56 @@ async def _pages(store_url: str, folder: Path, analytics_ready_timeout: float) -
     return out
 
 
+async def _suite(children: int, year: int) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-measures-"))
+    try:
+        store_path = await _generated_store(folder, children)
+        store = SqliteStore(f"sqlite:///{store_path}")
+        await store.open()
+        analytics = Analytics(store)
+        await analytics.ready()
+        build = analytics.warehouse.last_refresh_seconds
+        measures = _measures(analytics, year)
+        await analytics.stop()
+        views = await _views(store)
+        started, count = time.perf_counter(), 0
+        async for stored in store.iterate("Observation"):
+            orjson.loads(stored.body)
+            count += 1
+        parse_rate = count / (time.perf_counter() - started) if count else 0.0
+        await store.close()
+        return {"build": build, "measures": measures, "views": views, "parse_rate": parse_rate}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def suite(quick: bool, workdir: Path) -> dict[str, Any]:
+    """For scripts/bench/run_all.py: measures and views on a generated population (quick: 200
+    children), beside the warehouse build and a plain read-and-parse of the store."""
+    from run_all import figure  # type: ignore[import-not-found]
+
+    result = asyncio.run(_suite(200 if quick else 2000, 2025))
+    figures = [
+        figure(
+            "all measures, all districts, one year",
+            result["measures"]["all_measures_all_districts_seconds"],
+            "s",
+            result["build"],
+            "building the warehouse they read",
+            higher_is_better=False,
+        ),
+        figure(
+            "shipped views to Parquet",
+            result["views"]["all"]["rows_per_second"],
+            "rows/s",
+            round(result["parse_rate"]),
+            "reading and parsing Observations from the store",
+            higher_is_better=True,
+        ),
+    ]
+    return {"figures": figures, "details": result}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -209,6 +209,34 @@ async def _wait(receivers: httpx.AsyncClient, url: str, expected: int, deadline:
         await asyncio.sleep(0.2)
 
 
+def suite(quick: bool, workdir: Path) -> dict[str, Any]:
+    """For scripts/bench/run_all.py: write rate with rest-hook subscriptions beside the same writes
+    without them, and the commit-to-receipt latency (quick: 5 subscriptions, 20 writes)."""
+    from run_all import figure  # type: ignore[import-not-found]
+
+    subs, writes = (5, 20) if quick else (100, 200)
+    result = asyncio.run(run(subs, writes, 120.0 if quick else 600.0))
+    figures = [
+        figure(
+            f"writes/s with {subs} rest-hook subscriptions",
+            result["writes_per_s_with"],
+            "writes/s",
+            result["writes_per_s_without"],
+            "the same writes without subscriptions",
+            higher_is_better=True,
+        ),
+        figure(
+            "notifications received",
+            result["notifications_received"],
+            "notifications",
+            result["notifications_expected"],
+            "notifications expected",
+            higher_is_better=True,
+        ),
+    ]
+    return {"figures": figures, "details": result}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscriptions", type=int, default=100)
