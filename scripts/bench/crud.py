@@ -202,7 +202,9 @@ async def _levels(
                 cpu = server.cpu_seconds()
                 measured = _wrk(url, level, wrk_seconds, body, folder, headers)
                 requests_done = measured.pop("requests")
-                measured["server_cpu_ms_per_request"] = (server.cpu_seconds() - cpu) * 1000 / requests_done
+                spent = (server.cpu_seconds() - cpu) * 1000
+                # None when wrk completed nothing in the window (a figure, not a crash)
+                measured["server_cpu_ms_per_request"] = spent / requests_done if requests_done else None
                 rows.append(
                     {
                         "operation": operation,
@@ -261,7 +263,7 @@ async def main() -> None:
         print(
             f"{row['auth']:<5}{row['operation']:<10}{row['client']:>7}{row['clients']:>8}{row['per_s']:>10.0f}{row['p50_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{row['baseline_per_s']:>14.0f}{row['ratio_to_baseline']:>8.3f}"
-            f"{row.get('server_cpu_ms_per_request', float('nan')):>11.2f}"
+            f"{row.get('server_cpu_ms_per_request') or float('nan'):>11.2f}"
         )
     path = write_results("crud", result)
     print(f"written {path}")
