@@ -10,35 +10,11 @@ from pathlib import Path
 
 import httpx
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.browser import PHONE, chromium
 from tests.summary.support import FHIR_JSON, full_record, transaction
 from tests.wellbeing.test_flower_scoring import flower
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-)
-PHONE = (412, 915)
-
-
-def _browser() -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={PHONE[0]},{PHONE[1]}")
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    _phone(browser, PHONE[1])
-    return browser
 
 
 def _phone(browser: webdriver.Chrome, height: int) -> None:
@@ -60,7 +36,7 @@ def test_the_page_in_headless_chromium(live_server: str, tmp_path: Path) -> None
         scored["authored"] = "2099-01-01T09:00:00+07:00"  # the newest assessment
         assert http.post("QuestionnaireResponse", json=scored, headers=FHIR_JSON).status_code == 201
     url = f"{live_server}/Patient/{child['id']}/$summary?_format=html"
-    browser = _browser()
+    browser = chromium(phone=True)
     try:
         browser.get(url)
         assert "สรุปข้อมูลเด็ก" in browser.title
