@@ -91,6 +91,21 @@ async def status(store: Any, job_id: str) -> jobs.Job | None:
     return job if job is not None and job.kind == KIND else None
 
 
+async def _holds_any(store: Any, resource_type: str) -> bool:
+    async for _ in store.iterate(resource_type):
+        return True
+    return False
+
+
+async def _activate_with_nothing_to_index(store: Any) -> None:
+    """Start-up only (no writes run yet): a pending parameter whose base types hold no resource at
+    all is usable at once, so a fresh store never waits on a job for the parameters it ships with."""
+    for url in sorted(registry.pending_urls()):
+        types = _types_for([url])
+        if types and not [t for t in types if await _holds_any(store, t)]:
+            registry.mark_reindexed(url)
+
+
 async def resume(store: Any) -> list[str]:
     """Start-up: activate parameters whose reindex completed, and record jobs for pending parameters
     that have none. Returns the ids of the unfinished jobs for pending parameters (the runner runs them).
@@ -99,6 +114,7 @@ async def resume(store: Any) -> list[str]:
     for job in recorded:
         if job.state == "completed":
             _activate(job.id, job.params["urls"])
+    await _activate_with_nothing_to_index(store)
     pending = sorted(registry.pending_urls())
     waiting = [
         j for j in recorded if j.state not in jobs.FINISHED and any(u in pending for u in j.params["urls"])

@@ -2,12 +2,11 @@
 
 One ``Engine`` per store in each process keeps the active subscriptions (``active`` and ``error``:
 a failing endpoint does not stop events from being recorded, they stay retrievable) with their
-criteria parsed. It reloads them when this process writes a Subscription, and every couple of seconds
-otherwise (so one written through another process starts matching within that time; a subscription
-starts matching only once the server has activated it anyway). For each version written the engine
-matches the criteria against the version's index rows (``matching``), checks the subscriber may hear
-about it (``audience``) and records one outbox event per subscription with
-``StoreTransaction.outbox_put``: the event exists if and only if the write commits.
+criteria parsed. It reloads them when the newest Subscription version in the store changed (looked up
+on every write, so one activated through another server process matches from the next write on).
+For each version written the engine matches the criteria against the version's index rows
+(``matching``), checks the subscriber may hear about it (``audience``) and records one outbox event
+per subscription with ``StoreTransaction.outbox_put``: the event exists if and only if the write commits.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import orjson
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.extract import extract_index
 from fhir_server.security import access as acc
-from fhir_server.storage.base import StoredResource, StoreTransaction
+from fhir_server.storage.base import HistoryQuery, StoredResource, StoreTransaction
 from fhir_server.subscriptions import matching, model
 from fhir_server.subscriptions.audience import SUBSCRIBER_TAG, Audiences, addressed_to
 
@@ -31,7 +30,7 @@ log = logging.getLogger("termtem.subscriptions")
 
 STREAM_PREFIX = "subscription/"
 RECORDING = ("active", "error")
-_REFRESH = 2.0  # seconds
+_REFRESH = 30.0  # seconds: a safety net; a changed Subscription reloads at once
 _MAX_SUBSCRIPTIONS = 10_000
 
 
@@ -73,15 +72,24 @@ class Engine:
         self.audiences = Audiences()
         self._by_type: dict[str, list[Active]] | None = None
         self._loaded = 0.0
+        self._newest: tuple[str, int] | None = None  # the newest Subscription version when loaded
 
     def invalidate(self) -> None:
         self._by_type = None
 
     async def active_for(self, tx: StoreTransaction, resource_type: str) -> list[Active]:
-        if self._by_type is None or time.monotonic() - self._loaded > _REFRESH:
+        # The newest Subscription version is looked up on every write (one index probe): a
+        # subscription another server process activated counts from the first write after it.
+        newest = await self._newest_subscription()
+        if self._by_type is None or newest != self._newest or time.monotonic() - self._loaded > _REFRESH:
             await self._load(tx)
+            self._newest = newest
         assert self._by_type is not None
         return self._by_type.get(resource_type, [])
+
+    async def _newest_subscription(self) -> tuple[str, int] | None:
+        page = await self.store.history(HistoryQuery(resource_type="Subscription", count=1, before_seq=2**62))
+        return (page.entries[0].id, page.entries[0].version) if page.entries else None
 
     async def _load(self, tx: StoreTransaction) -> None:
         """Read the subscriptions through the write transaction (unrestricted), so a Subscription this

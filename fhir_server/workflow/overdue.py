@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from fhir_server import canonical
+from fhir_server.search import registry
 from fhir_server.search.query import parse_search
 from fhir_server.security.access import OWNER_TAG_SYSTEM
 from fhir_server.workflow import deadlines
@@ -34,6 +35,13 @@ _PAGE = 500
 
 def _query(resource_type: str, params: list[tuple[str, str]]) -> Any:
     return parse_search(resource_type, params, base_url="", strict=True, default_count=_PAGE, max_count=_PAGE)
+
+
+def _waiting_for_reindex() -> bool:
+    """True while the ``due-date`` parameter the sweep searches on is not yet usable (a store that
+    held Tasks before the parameter shipped is still being reindexed)."""
+    param = registry.get("Task", "due-date")
+    return param is None or registry.is_pending(param)
 
 
 def notice_key(task_id: str, due: str) -> str:
@@ -86,6 +94,9 @@ async def sweep(store: Any, now: datetime | None = None) -> list[str]:
     (``Communication/id``)."""
     from fhir_server.interactions import writes
 
+    if _waiting_for_reindex():
+        log.info("overdue sweep skipped: Task due-date is still being reindexed")
+        return []
     moment = now or datetime.now(UTC)
     written: list[str] = []
     cursor: str | None = None

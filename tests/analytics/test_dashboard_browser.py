@@ -102,6 +102,7 @@ def test_a_committee_member_signs_in_and_explores(server: tuple[str, str], tmp_p
         browser.find_element(By.ID, "username").send_keys("kannika")
         browser.find_element(By.ID, "password").send_keys("not the password")
         browser.find_element(By.ID, "sign-in").click()
+        wait.until(lambda b: b.find_elements(By.ID, "login-error"))  # the form posts: a new page loads
         assert browser.find_element(By.ID, "login-error").is_displayed()
         browser.find_element(By.ID, "username").send_keys("kannika")
         browser.find_element(By.ID, "password").send_keys(PASSWORD)

@@ -149,6 +149,23 @@ async def test_restart_restores_completed_state(custom: Any) -> None:
     assert db.idset("Patient", "nickname=nok") == {"n1"}
 
 
+async def test_start_up_activates_a_parameter_with_nothing_to_index(custom: Any) -> None:
+    store = _MemoryStore(SearchDb())  # no Patient stored at all
+    registry.on_search_parameter_written(SP)
+    assert await reindex.resume(store) == []  # no job to wait for
+    assert not registry.is_pending(registry.get("Patient", "nickname"))
+    assert await jobs.list_jobs(store, kind=reindex.KIND) == []
+
+
+async def test_start_up_keeps_a_parameter_pending_while_its_type_holds_data(custom: Any) -> None:
+    db = SearchDb()
+    db.put(_nick(1))
+    store = _MemoryStore(db)
+    registry.on_search_parameter_written(SP)
+    assert len(await reindex.resume(store)) == 1
+    assert registry.is_pending(registry.get("Patient", "nickname"))
+
+
 def test_invalid_definitions_are_rejected(custom: Any) -> None:
     for bad in (
         {**SP, "expression": "Patient.name.where("},

@@ -21,14 +21,15 @@ from tests.workflow.receiver import Receiver, status_of
 
 
 @contextmanager
-def _server(store: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def _server(store: Path, port: int, workers: int = 2) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     env = {
         **os.environ,
         "TERMTEM_SUBSCRIPTION_LOOPBACK": "on",
         "TERMTEM_SUBSCRIPTION_DELIVERY": "on",
     }
     command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--store",
-               f"sqlite:///{store}", "--log-level", "warning", "--auth", "off"]  # fmt: skip
+               f"sqlite:///{store}", "--log-level", "warning", "--auth", "off",
+               "--workers", str(workers)]  # fmt: skip
     log = (store.parent / f"server-{port}.log").open("ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}/fhir"

@@ -4,6 +4,7 @@ requester's subscription hears of it; the agency it was sent to, or any other, s
 from __future__ import annotations
 
 from fhir_server import canonical
+from fhir_server.search import registry
 from fhir_server.workflow.overdue import sweep
 from tests.security import scene
 from tests.security.conftest import BASE, World
@@ -55,3 +56,22 @@ async def test_an_overdue_referral_notifies_its_requester(notify_world: World, r
     assert events[0]["entry"][1]["resource"]["about"] == [{"reference": f"Task/{late['id']}"}]
     assert status_of(events[0])["subscription"]["reference"].endswith(sub["id"])
     assert await sweep(notify_world.store) == []  # nothing new has passed its date
+
+
+async def test_the_sweep_waits_quietly_while_due_date_is_being_reindexed(notify_world: World) -> None:
+    s = await scene.build(notify_world)
+    request = await s.hospital.create(
+        data.service_request("child1", "Organization/hosp", "Organization/school1", authored="2020-01-01")
+    )
+    await s.hospital.create(
+        data.task("child1", request["id"], "Organization/hosp", "Organization/school1", authored="2020-01-01")
+    )
+    param = registry.get("Task", "due-date")
+    assert param is not None
+    registry._pending.add(param.url)  # as after an upgrade that ships the parameter to a store with Tasks
+    try:
+        assert await sweep(notify_world.store) == []  # no error: it tries again next turn
+        assert (await s.hospital.get("Task?overdue=true")).status_code == 400  # a client is told why
+    finally:
+        registry.mark_reindexed(param.url)
+    assert len(await sweep(notify_world.store)) == 1
