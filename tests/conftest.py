@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,6 +15,8 @@ from fastapi import FastAPI
 from fhir_server.api.app import create_app
 from fhir_server.config import Settings
 from fhir_server.storage.sqlite.store import SqliteStore
+from tests.live import free_port as free_port  # where many tests import it from
+from tests.live import serve
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 BASE = "http://testserver/fhir"
@@ -72,45 +70,8 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
         yield app, http
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[str]:
     """`termtem serve` under uvicorn on a free loopback port, on a fresh store; yields the FHIR base."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "fhir_server",
-        "serve",
-        "--port",
-        str(port),
-        "--store",
-        f"sqlite:///{tmp_path / 'server.sqlite'}",
-        "--log-level",
-        "warning",
-        "--auth",
-        "off",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server did not start within 60 s")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serve(tmp_path / "server.sqlite") as server:
+        yield server.base

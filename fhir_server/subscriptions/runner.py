@@ -65,9 +65,9 @@ class Background:
         if lease and lease.get("holder") != self.holder and float(lease.get("until", 0)) > now:
             return False
         mine = {"holder": self.holder, "until": now + LEASE_SECONDS}
-        await self.store.kv_put(LEASE_NAMESPACE, LEASE_KEY, mine)
-        confirmed = await self.store.kv_get(LEASE_NAMESPACE, LEASE_KEY)
-        return bool(confirmed and confirmed.get("holder") == self.holder)
+        # Compare-and-set: of several processes that saw the lease free, exactly one takes it (a
+        # write-then-read-back could let two believe they hold it, and both would deliver).
+        return bool(await self.store.kv_compare_and_set(LEASE_NAMESPACE, LEASE_KEY, lease, mine))
 
     async def _run(self) -> None:
         seen = 0

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -22,7 +18,7 @@ from fhir_server.dashboard.users import UserRegistry
 from fhir_server.storage.sqlite.store import SqliteStore
 from tests.analytics.population import load_population
 from tests.browser import PHONE, chromium
-from tests.conftest import free_port
+from tests.live import serve
 
 PASSWORD = "kannika-2569-khet"
 
@@ -43,26 +39,9 @@ async def _prepare(path: Path) -> str:
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A server (auth on) over a store with a generated population and one committee member."""
     token = asyncio.run(_prepare(tmp_path / "store.sqlite"))
-    port = free_port()
-    env = {**os.environ, "TERMTEM_DATA_DIR": str(tmp_path / "data"), "TERMTEM_ANALYTICS_REFRESH_SECONDS": "1"}
-    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--log-level", "warning"]
-    command += ["--store", f"sqlite:///{tmp_path / 'store.sqlite'}"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    origin = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{origin}/fhir/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server did not start")
-        yield origin, f"{origin}/dashboard/welcome?user=kannika&token={token}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    env = {"TERMTEM_DATA_DIR": str(tmp_path / "data"), "TERMTEM_ANALYTICS_REFRESH_SECONDS": "1"}
+    with serve(tmp_path / "store.sqlite", auth=True, env=env, host="localhost") as live:
+        yield live.origin, f"{live.origin}/dashboard/welcome?user=kannika&token={token}"
 
 
 def _shots() -> Path:

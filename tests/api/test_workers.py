@@ -8,10 +8,7 @@ must count in the other from the next request.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +22,7 @@ from fhir_server.security import keys, roles
 from fhir_server.security.clients import ClientRecord, ClientRegistry
 from fhir_server.security.tokens import ASSERTION_TYPE
 from fhir_server.storage.sqlite.store import SqliteStore
-from tests.conftest import free_port
+from tests.live import serve
 from tests.security import scene
 
 CLIENTS = {
@@ -60,32 +57,9 @@ async def _register(store_url: str, folder: Path) -> None:
 def two_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     store_url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     asyncio.run(_register(store_url, tmp_path))
-    port = free_port()
-    env = {**os.environ, "TERMTEM_DATA_DIR": str(tmp_path / "data")}
-    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--store", store_url]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    origin = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
-            try:
-                if httpx.get(f"{origin}/fhir/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("server did not start within 300 s")
-        yield origin, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    env = {"TERMTEM_DATA_DIR": str(tmp_path / "data")}
+    with serve(store_url, auth=True, env=env, args=("--workers", "2"), timeout=300) as live:
+        yield live.origin, live.process
 
 
 def _token(origin: str, name: str, folder: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from fhir_server.storage.backup import describe
-from tests.conftest import free_port
+from tests.live import serve
 
 pytestmark = pytest.mark.slow
 
@@ -31,29 +31,8 @@ def _termtem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def _serving(store: str, cwd: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--store", store, "--auth", "off",
-         "--log-level", "warning"],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("server did not become ready")
-        yield f"{base}/fhir"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve(store, cwd=cwd, ready="/ready", timeout=90) as live:
+        yield live.base
 
 
 def _consistent(path: Path) -> None:

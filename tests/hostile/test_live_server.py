@@ -8,11 +8,8 @@ still runs (the server is not blocked), not how fast.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import free_port
+from tests.live import serve
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -30,47 +27,15 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("hostile-server")
-    port = free_port()
     env = {
-        **os.environ,
         "TERMTEM_BODY_READ_TIMEOUT": "1",
         "TERMTEM_MAX_HEADER_BYTES": "16384",
         "TERMTEM_MAX_BODY_BYTES": str(16 * 1024 * 1024),
         "TERMTEM_DATA_DIR": str(folder / "data"),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "fhir_server",
-        "serve",
-        "--port",
-        str(port),
-        "--auth",
-        "off",
-        "--store",
-        f"sqlite:///{folder / 'server.sqlite'}",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
-            try:
-                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server did not start within 60 s")
-        yield base
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0].decode(errors="replace")
-        assert "Traceback" not in output, output
+    with serve(folder / "server.sqlite", env=env) as live:
+        yield live.base
+    assert "Traceback" not in live.output(), live.output()
 
 
 def _raw(base: str, head: bytes, body: bytes = b"", wait: float = 30) -> tuple[bytes, float]:

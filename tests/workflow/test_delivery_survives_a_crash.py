@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,41 +16,15 @@ import httpx
 
 from fhir_server.subscriptions import model
 from tests.conftest import free_port
+from tests.live import serve
 from tests.workflow.receiver import Receiver, status_of
 
 
 @contextmanager
 def _server(store: Path, port: int, workers: int = 2) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    env = {
-        **os.environ,
-        "TERMTEM_SUBSCRIPTION_LOOPBACK": "on",
-        "TERMTEM_SUBSCRIPTION_DELIVERY": "on",
-    }
-    command = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--store",
-               f"sqlite:///{store}", "--log-level", "warning", "--auth", "off",
-               "--workers", str(workers)]  # fmt: skip
-    log = (store.parent / f"server-{port}.log").open("ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        _until(lambda: _up(base) or process.poll() is not None, 240)
-        assert process.poll() is None, "the server did not start"
-        yield process, base
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/metadata", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    env = {"TERMTEM_SUBSCRIPTION_LOOPBACK": "on", "TERMTEM_SUBSCRIPTION_DELIVERY": "on"}
+    with serve(store, env=env, port=port, args=("--workers", str(workers))) as live:
+        yield live.process, live.base
 
 
 def _until(condition: Callable[[], Any], seconds: float) -> Any:
