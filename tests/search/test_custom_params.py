@@ -109,14 +109,14 @@ async def test_pending_until_reindexed_then_resumable(custom: Any) -> None:
     job = await reindex.create_job(store)
     store.fail_after = 700
     with pytest.raises(_Crash):
-        await jobs.run_now(store, job.id, lease_seconds=0.2)
+        await jobs.run_now(store, job.id, lease_seconds=2.0)
     saved = await reindex.status(store, job.id)
     assert saved is not None and saved.state == "running" and saved.checkpoint is not None
     assert saved.checkpoint["processed"] == 500  # the last checkpoint
     store.fail_after = None
     # Nobody may take it over while the dead runner's lease lasts; afterwards anyone resumes it.
     assert await jobs.runner.claim(store, job.id, "other", 30) is None
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(2.05)
     done = await jobs.run_now(store, job.id)
     assert done.state == "completed" and done.result == {"processed": 1201} and done.attempts == 2
     assert store.reindexed == 700 + 701  # resumed after the checkpoint, not from scratch

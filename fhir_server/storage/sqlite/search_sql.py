@@ -800,16 +800,7 @@ def _forward(
         f"SELECT DISTINCT {_COLUMNS} FROM sp_ref x JOIN resource r ON r.type = x.ttype AND r.id = x.tid"
         " WHERE x.rid IN (SELECT value FROM json_each(?)) AND r.method != 'DELETE'"
     )
-    if inc.keys:
-        sql += f" AND x.pkey IN ({','.join('?' * len(inc.keys))})"
-        args.extend(inc.keys)
-    if inc.target_type:
-        sql += " AND x.ttype = ?"
-        args.append(inc.target_type)
-    sql += _visible_clause(access, inc.target_type, args)
-    sql += " LIMIT ?"
-    args.append(limit + 1)
-    return conn.execute(sql, args).fetchall()
+    return _included_rows(conn, sql, args, inc, ("x.ttype", inc.target_type), limit, access)
 
 
 def _reverse(
@@ -832,13 +823,28 @@ def _reverse(
         " WHERE x.tid IN (SELECT value FROM json_each(?))"
         " AND (x.ttype || '/' || x.tid) IN (SELECT value FROM json_each(?)) AND r.method != 'DELETE'"
     )
+    return _included_rows(conn, sql, args, inc, ("r.type", inc.source_type), limit, access)
+
+
+def _included_rows(
+    conn: sqlite3.Connection,
+    sql: str,
+    args: list[Any],
+    inc: Include,
+    found_type: tuple[str, str | None],
+    limit: int,
+    access: Access | None,
+) -> list[tuple[Any, ...]]:
+    """The part of an include query both directions share: the reference parameters followed, the
+    type of what is included (``found_type``: its column and the wanted type), visibility, the limit."""
     if inc.keys:
         sql += f" AND x.pkey IN ({','.join('?' * len(inc.keys))})"
         args.extend(inc.keys)
-    if inc.source_type:
-        sql += " AND r.type = ?"
-        args.append(inc.source_type)
-    sql += _visible_clause(access, inc.source_type, args)
+    column, wanted = found_type
+    if wanted:
+        sql += f" AND {column} = ?"
+        args.append(wanted)
+    sql += _visible_clause(access, wanted, args)
     sql += " LIMIT ?"
     args.append(limit + 1)
     return conn.execute(sql, args).fetchall()
