@@ -131,6 +131,15 @@ class Settings:
     subscription_timeout: float = field(
         default_factory=lambda: float(os.environ.get("TERMTEM_SUBSCRIPTION_TIMEOUT") or 10)
     )
+    # Notification requests in flight at once across all endpoints (each subscription sends in order).
+    subscription_concurrency: int = field(
+        default_factory=lambda: _env_int("TERMTEM_SUBSCRIPTION_CONCURRENCY", 32)
+    )
+    # Seconds between looks at the store for events other server processes recorded (a commit in the
+    # delivering process wakes it at once).
+    subscription_poll: float = field(
+        default_factory=lambda: float(os.environ.get("TERMTEM_SUBSCRIPTION_POLL") or 0.1)
+    )
     # Days delivered events stay retrievable with $events.
     subscription_keep_days: int = field(
         default_factory=lambda: _env_int("TERMTEM_SUBSCRIPTION_KEEP_DAYS", 30)

@@ -3,7 +3,8 @@
 The server delivers notifications itself by default. Under a heavy write load the deliveries compete
 with the writes for the server process's time; run them here instead (and start the server with
 ``TERMTEM_SUBSCRIPTION_DELIVERY=off``): the same job, sharing the store (the lease makes sure only
-one process delivers), waking on new events by looking at the store a few times a second.
+one process delivers), waking on new events by looking at the store every
+``TERMTEM_SUBSCRIPTION_POLL`` seconds (0.1).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            job = Background(db, settings, base, poll=0.2)
+            job = Background(db, settings, base)
             job.start()
             typer.echo(f"delivering notifications from {settings.store_url} (stop with Ctrl+C)")
             try:

@@ -113,6 +113,10 @@ class StoreTransaction(Protocol):
         commits, numbered after every event of the stream committed before it (so a crash between a
         write and whatever delivers its events never loses one)."""
 
+    async def outbox_put_many(self, streams: Sequence[str], payload: dict[str, Any]) -> None:
+        """``outbox_put`` of one event on each of ``streams`` (a write that notifies many
+        subscriptions: the payload is encoded once)."""
+
 
 class Store(Protocol):
     url: str

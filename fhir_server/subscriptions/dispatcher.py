@@ -7,18 +7,24 @@ failed since when, and when to try again. It
 - sends the handshake to a ``requested`` rest-hook subscription and makes it ``active`` when the
   endpoint answers 2xx (``error`` after three failed tries); websocket subscriptions become active
   at once (their clients connect to the server);
-- delivers the events recorded for an ``active`` subscription in order, ``max-count`` per
-  notification, at least once: the state moves on only after a 2xx, so after a crash (even
-  ``kill -9``) the events since the last acknowledged one are sent again, with the same numbers;
+- delivers the events recorded for an ``active`` subscription in order, every pending event in one
+  notification up to the channel's max count (the server's cap, 100, when it gives none), at least
+  once: the state moves on only after a 2xx, so after a crash (even ``kill -9``) the events since
+  the last acknowledged one are sent again, with the same numbers;
 - retries a failing endpoint with exponential back-off (1 s doubling, at most 10 minutes apart)
   for ``TERMTEM_SUBSCRIPTION_RETRY`` seconds (24 h by default), then sets the subscription to
   ``error`` with the reason in ``Subscription.error``; its events keep being recorded and stay
   retrievable with ``$events`` (a client re-requests it to resume delivery from where it stopped);
-- sends heartbeats when nothing was sent for the subscription's heartbeat period, switches a
-  subscription ``off`` once its ``end`` has passed, and forgets delivered events after
-  ``TERMTEM_SUBSCRIPTION_KEEP_DAYS`` days.
+- sends a heartbeat when nothing was sent to the subscription for its heartbeat period (so none
+  while events flow), switches a subscription ``off`` once its ``end`` has passed, and forgets
+  delivered events after ``TERMTEM_SUBSCRIPTION_KEEP_DAYS`` days.
 
-Every delivery resolves the endpoint again and checks each address (``endpoints``).
+Throughput: the runner reads the outbox once per step for every subscription (``step(fresh)``) and
+the dispatcher keeps those events per subscription, so a delivery reads the store only when its
+events are not all in hand (after a restart, or a backlog beyond the buffer); subscriptions are
+served concurrently (at most ``TERMTEM_SUBSCRIPTION_CONCURRENCY`` requests in flight), each in order,
+over kept-alive connections per endpoint. Every delivery resolves the endpoint again and checks each
+address (``endpoints``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ FIRST_RETRY = 1.0  # seconds; doubles on each failure
 LONGEST_RETRY = 600.0
 _RELOAD = 2.0  # seconds between looks at the Subscription resources
 _TRIM_EVERY = 600.0
+_SPACING = 0.1  # seconds between two part-filled notifications to one subscription
+_BUFFERED = 2_000  # events kept in memory per subscription; beyond, they are read from the store
 
 
 @dataclass
@@ -78,9 +86,16 @@ def backoff(attempts: int) -> float:
 
 class Dispatcher:
     def __init__(
-        self, store: Any, settings: Any, base_url: str, http: httpx.AsyncClient | None = None
+        self,
+        store: Any,
+        settings: Any,
+        base_url: str,
+        http: httpx.AsyncClient | None = None,
+        *,
+        spacing: float = _SPACING,
     ) -> None:
         self.store = store
+        self.spacing = spacing
         self.settings = settings
         self.base_url = base_url.rstrip("/")
         self.policy = endpoints.EndpointPolicy.from_settings(settings)
@@ -90,6 +105,13 @@ class Dispatcher:
             follow_redirects=False, timeout=settings.subscription_timeout, limits=limits
         )
         self._owns_http = http is None
+        self._slots = asyncio.Semaphore(max(1, int(getattr(settings, "subscription_concurrency", 32))))
+        # Set when a delivery ends or a step should come sooner (the runner waits on it too).
+        self.wake = asyncio.Event()
+        self._pending: dict[str, list[OutboxEvent]] = {}  # recorded events in hand, by number
+        self._written: dict[str, int] = {}  # the Subscription version this dispatcher last wrote
+        self._drained: dict[str, int] = {}  # event count at which the store had nothing more to send
+        self.store_reads = 0  # outbox reads a delivery had to make (events not in hand)
         self.states: dict[str, DeliveryState] = {}
         self._dirty: set[str] = set()
         self._subscriptions: dict[str, Subscription] = {}
@@ -113,13 +135,16 @@ class Dispatcher:
     # --- the loop --------------------------------------------------------------------------------
 
     async def step(self, fresh: list[OutboxEvent] = ()) -> None:  # type: ignore[assignment]
-        """One look at every subscription, given the events recorded since the last look: start what
-        is due (deliveries run concurrently, one at a time per subscription)."""
+        """One look at every subscription, given the events recorded since the last look (read once
+        for all of them): start what is due (deliveries run concurrently, one at a time per
+        subscription)."""
         now = time.time()
+        self.wake.clear()
         for event in fresh:
             if event.stream.startswith(STREAM_PREFIX):
                 sid = event.stream[len(STREAM_PREFIX) :]
                 self._known[sid] = max(self._known.get(sid, 0), event.number)
+                self._keep(sid, event)
         if now - self._loaded > _RELOAD:
             await self._reload()
         for subscription in list(self._subscriptions.values()):
@@ -127,14 +152,45 @@ class Dispatcher:
                 continue
             if await self._due(subscription, now):
                 self._busy[subscription.id] = asyncio.get_running_loop().create_task(self._work(subscription))
-                self._busy[subscription.id].add_done_callback(
-                    lambda _, sid=subscription.id: self._busy.pop(sid, None)
-                )
         if time.monotonic() - self._flushed >= _FLUSH_EVERY:
             await self.flush()
         if now - self._trimmed > _TRIM_EVERY:
             self._trimmed = now
             await self._trim()
+
+    def _keep(self, subscription_id: str, event: OutboxEvent) -> None:
+        """Hold a fresh event for its delivery (only for subscriptions being delivered, within bounds)."""
+        subscription = self._subscriptions.get(subscription_id)
+        if subscription is None or subscription.channel != "rest-hook":
+            return
+        held = self._pending.setdefault(subscription_id, [])
+        if len(held) < _BUFFERED and (not held or held[-1].number < event.number):
+            held.append(event)
+
+    async def _batch(self, subscription: Subscription, state: DeliveryState) -> list[OutboxEvent]:
+        """The next events to deliver, in order from the one after the last acknowledged, at most the
+        max count: from memory when they are all there without a gap, else from the store."""
+        held = self._pending.get(subscription.id)
+        if held:
+            first = next((n for n, e in enumerate(held) if e.number > state.delivered), len(held))
+            if first:
+                del held[:first]
+        if held and held[0].number == state.delivered + 1:
+            batch = [held[0]]
+            for event in held[1 : subscription.max_count]:
+                if event.number != batch[-1].number + 1:
+                    break
+                batch.append(event)
+            return batch
+        if self._known.get(subscription.id, 0) <= state.delivered and not held:
+            return []
+        self.store_reads += 1
+        events = await self.store.outbox_read(
+            stream(subscription.id), after=state.delivered, limit=subscription.max_count
+        )
+        if not events:  # known but gone (trimmed): not due again until a new event comes
+            self._drained[subscription.id] = self._known.get(subscription.id, 0)
+        return list(events)
 
     async def settle(self) -> None:
         """Wait for the deliveries started so far (tests and shutdown)."""
@@ -150,6 +206,19 @@ class Dispatcher:
                 found[subscription.id] = subscription
                 if subscription.id not in self._known:
                     self._known[subscription.id] = await self.store.outbox_last(stream(subscription.id))
+        for sid, version in self._written.items():
+            # A look that began before this dispatcher changed a status must not bring back the old
+            # version (a requested subscription already active would get its handshake again).
+            seen = found.get(sid)
+            if seen is not None and seen.version >= version:
+                continue
+            mine = self._subscriptions.get(sid)
+            if mine is not None and mine.version >= version:
+                found[sid] = mine
+            else:
+                found.pop(sid, None)
+        for gone in set(self._pending) - set(found):
+            del self._pending[gone]
         self._subscriptions = found
         self._loaded = time.time()
 
@@ -186,8 +255,9 @@ class Dispatcher:
         state = await self._state(subscription.id)
         if now < state.next_attempt:
             return False
-        if self._known.get(subscription.id, 0) > state.delivered:
-            return True
+        known = self._known.get(subscription.id, 0)
+        if known > state.delivered and self._drained.get(subscription.id) != known:
+            return self._ready(subscription, state, now)
         return bool(subscription.heartbeat and now - state.last_sent >= subscription.heartbeat)
 
     async def _work(self, subscription: Subscription) -> None:
@@ -201,6 +271,10 @@ class Dispatcher:
                 await self._deliver(subscription)
         except Exception:  # one subscription's trouble must not stop the others
             log.exception("Subscription/%s: delivery failed unexpectedly", subscription.id)
+        finally:
+            # Done here rather than in a callback: the next step (woken now) can start it again at once.
+            self._busy.pop(subscription.id, None)
+            self.wake.set()
 
     # --- handshake, events, heartbeats ------------------------------------------------------------
 
@@ -238,13 +312,13 @@ class Dispatcher:
     async def _deliver(self, subscription: Subscription) -> None:
         state = await self._state(subscription.id)
         while True:
-            events = await self.store.outbox_read(
-                stream(subscription.id), after=state.delivered, limit=subscription.max_count
-            )
-            total = await self.store.outbox_last(stream(subscription.id))
-            self._known[subscription.id] = max(self._known.get(subscription.id, 0), total)
+            events = await self._batch(subscription, state)
+            total = max(self._known.get(subscription.id, 0), events[-1].number if events else 0)
+            self._known[subscription.id] = total
             if not events:
                 if subscription.heartbeat and time.time() - state.last_sent >= subscription.heartbeat:
+                    if total == 0:  # nothing known in memory yet: the count from the store
+                        total = await self.store.outbox_last(stream(subscription.id))
                     note = notifications.bundle(
                         base_url=self.base_url,
                         subscription_id=subscription.id,
@@ -253,9 +327,13 @@ class Dispatcher:
                         events_since_start=total,
                         content=subscription.content,
                     )
-                    if await self._post(subscription, note) is None:
+                    error = await self._post(subscription, note)
+                    if error is None:
                         state.last_sent = time.time()
+                        state.attempts, state.failing_since, state.last_error = 0, None, None
                         self._changed(subscription.id)
+                    else:  # an endpoint that fails its heartbeat backs off like any other
+                        self._failed(subscription.id, state, error)
                 return
             foci = await self.foci(subscription, events)
             note = notifications.bundle(
@@ -284,6 +362,14 @@ class Dispatcher:
             state.attempts, state.failing_since, state.last_error, state.next_attempt = 0, None, None, 0.0
             state.last_sent = time.time()
             self._changed(subscription.id)
+            if not self._ready(subscription, state, time.time()):
+                return  # the rest in a moment (``_due``)
+
+    def _ready(self, subscription: Subscription, state: DeliveryState, now: float) -> bool:
+        """A full notification goes at once; a part-filled one waits ``spacing`` after the last (the
+        events arriving meanwhile join it: fewer, fuller requests under load)."""
+        backlog = self._known.get(subscription.id, 0) - state.delivered
+        return backlog >= subscription.max_count or now - state.last_sent >= self.spacing
 
     def _failed(self, subscription_id: str, state: DeliveryState, error: str) -> None:
         now = time.time()
@@ -315,13 +401,14 @@ class Dispatcher:
             "Host": target.host_header(),
         }
         try:
-            reply = await self.http.post(
-                target.connect_url(),
-                content=fhirjson.dumps(note),
-                headers=headers,
-                timeout=subscription.timeout or self.settings.subscription_timeout,
-                extensions={"sni_hostname": target.host},
-            )
+            async with self._slots:  # a cap on requests in flight, whatever the number of endpoints
+                reply = await self.http.post(
+                    target.connect_url(),
+                    content=fhirjson.dumps(note),
+                    headers=headers,
+                    timeout=subscription.timeout or self.settings.subscription_timeout,
+                    extensions={"sni_hostname": target.host},
+                )
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
         if 200 <= reply.status_code < 300:
@@ -337,6 +424,7 @@ class Dispatcher:
         async with self.store.transaction() as tx:
             current = await tx.read("Subscription", subscription.id)
             if current is None or current.deleted or current.version != subscription.version:
+                self._loaded = 0.0  # changed by a client meanwhile: look again
                 return
             resource = orjson.loads(current.body)
             if resource.get("status") == status and resource.get("error") == error:
@@ -354,6 +442,7 @@ class Dispatcher:
             )
         log.info("Subscription/%s is now %s%s", subscription.id, status, f" ({error})" if error else "")
         self._loaded = 0.0
+        self._written[subscription.id] = stored.version
         if status in ("active", "requested"):
             self._subscriptions[subscription.id] = read_subscription(stored) or subscription
         else:

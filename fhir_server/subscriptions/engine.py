@@ -6,7 +6,7 @@ criteria parsed. It reloads them when the newest Subscription version in the sto
 on every write, so one activated through another server process matches from the next write on).
 For each version written the engine matches the criteria against the version's index rows
 (``matching``), checks the subscriber may hear about it (``audience``) and records one outbox event
-per subscription with ``StoreTransaction.outbox_put``: the event exists if and only if the write commits.
+per subscription with ``StoreTransaction.outbox_put_many``: the event exists if and only if the write commits.
 """
 
 from __future__ import annotations
@@ -139,19 +139,30 @@ class Engine:
             index = extract_index(orjson.loads(body))
         target = matching.Target(stored.id, stored.last_updated, index)
         resource: dict[str, Any] | None = None
-        recorded = 0
+        streams: list[str] = []
+        heard: dict[str | None, bool] = {}  # per subscriber: one decision per write, however many
+        matched: dict[tuple[tuple[str, str], ...], bool] = {}  # per criteria: the same answer for all
         for active in subscriptions:
-            hit = matching.matches(active.conditions, target)
+            hit = matched.get(active.subscription.params)
             if hit is None:
-                hit = not stored.deleted and await _search_match(tx, active.subscription, stored.id)
+                found = matching.matches(active.conditions, target)
+                if found is None:
+                    found = not stored.deleted and await _search_match(tx, active.subscription, stored.id)
+                hit = matched[active.subscription.params] = bool(found)
             if not hit:
                 continue
             if resource is None:
                 resource = orjson.loads(body)
-            if not await self._may_hear(active.subscription, stored.resource_type, body, resource):
-                continue
-            await tx.outbox_put(
-                stream(active.subscription.id),
+            subscriber = active.subscription.subscriber
+            if subscriber not in heard:
+                heard[subscriber] = await self._may_hear(
+                    active.subscription, stored.resource_type, body, resource
+                )
+            if heard[subscriber]:
+                streams.append(stream(active.subscription.id))
+        if streams:
+            await tx.outbox_put_many(
+                streams,
                 {
                     "focus": f"{stored.resource_type}/{stored.id}",
                     "version": stored.version,
@@ -159,8 +170,7 @@ class Engine:
                     "timestamp": stored.last_updated,
                 },
             )
-            recorded += 1
-        return recorded
+        return len(streams)
 
     async def _may_hear(
         self, subscription: model.Subscription, resource_type: str, body: bytes, resource: dict[str, Any]

@@ -51,7 +51,7 @@ class Subscription:
     headers: tuple[tuple[str, str], ...] = ()
     heartbeat: int | None = None  # seconds
     timeout: float | None = None  # seconds
-    max_count: int = 1
+    max_count: int = MAX_COUNT  # events per notification: the channel's max count, else the server's cap
     end: str | None = None
     owner: str | None = None  # the writing agency (Organization/ID)
     subscriber: str | None = None  # the client whose subscription it is
@@ -179,7 +179,7 @@ def parse(resource: dict[str, Any], *, version: int = 0) -> Subscription:
         headers=tuple(headers),
         heartbeat=heartbeat,
         timeout=float(timeout) if timeout else None,
-        max_count=max_count or 1,
+        max_count=max_count or MAX_COUNT,
         end=resource.get("end") if isinstance(resource.get("end"), str) else None,
     )
 

@@ -1,9 +1,11 @@
 """The server's background job for notifications: delivery and the overdue sweep, under one lease.
 
 Started with the server (``TERMTEM_SUBSCRIPTION_DELIVERY=on``, the default) and stopped with it. It
-waits for new outbox events (woken at once by a commit in this process, looking again every second
-for other processes' commits), runs a dispatcher step (handshakes, deliveries, retries, heartbeats)
-and, every ``TERMTEM_OVERDUE_SWEEP`` seconds, announces overdue referrals (``workflow.overdue``).
+waits for new outbox events (woken at once by a commit in this process or by the end of a delivery,
+looking at the store every ``TERMTEM_SUBSCRIPTION_POLL`` seconds, 0.1, for other processes' commits:
+one indexed ``max(seq)`` read), reads them once for every subscription, runs a dispatcher step
+(handshakes, deliveries, retries, heartbeats) and, every ``TERMTEM_OVERDUE_SWEEP`` seconds, announces
+overdue referrals (``workflow.overdue``).
 
 Several server processes may share one store: the job runs in the one holding the lease (a record in
 the store's key/value area, renewed every few seconds, taken over when it lapses, e.g. after a
@@ -28,13 +30,14 @@ LEASE_NAMESPACE = "subscriptions.lease"
 LEASE_KEY = "background"
 LEASE_SECONDS = 10.0
 _RENEW = 3.0
-_POLL = 1.0  # seconds between looks for other processes' commits
+_POLL = 1.0  # seconds to wait after a failed turn
 
 
 class Background:
-    def __init__(self, store: Any, settings: Any, base_url: str, *, poll: float = _POLL) -> None:
+    def __init__(self, store: Any, settings: Any, base_url: str, *, poll: float | None = None) -> None:
         self.store = store
-        self.poll = poll
+        # Seconds between looks for other processes' commits.
+        self.poll = poll if poll is not None else float(getattr(settings, "subscription_poll", 0.1))
         self.settings = settings
         self.base_url = base_url
         self.holder = uuid.uuid4().hex
@@ -85,7 +88,7 @@ class Background:
                     continue
                 if self.dispatcher is None:
                     self.dispatcher = Dispatcher(self.store, self.settings, self.base_url)
-                latest = await self.store.outbox_wait(seen, timeout=self.poll)
+                latest = await self._wait(seen)
                 fresh = await self.store.outbox_since(seen, limit=10_000) if latest > seen else []
                 if fresh:
                     seen = fresh[-1].seq
@@ -100,6 +103,25 @@ class Background:
             except Exception:  # the job must outlive one bad turn (a store hiccup, a bad resource)
                 log.exception("notification job: one turn failed; going on")
                 await self._sleep(_POLL)
+
+    async def _wait(self, seen: int) -> int:
+        """The newest outbox ``seq`` once there is something to do: an event past ``seen`` (this
+        process's commits wake it at once), a delivery that ended, or the poll interval gone by."""
+        assert self.dispatcher is not None
+        if self.dispatcher.wake.is_set():
+            return await self.store.outbox_wait(seen, timeout=0)
+        waiting = asyncio.ensure_future(self.store.outbox_wait(seen, timeout=self.poll))
+        woken = asyncio.ensure_future(self.dispatcher.wake.wait())
+        try:
+            await asyncio.wait((waiting, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return await self.store.outbox_wait(seen, timeout=0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

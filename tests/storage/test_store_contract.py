@@ -381,6 +381,28 @@ async def test_outbox_events_commit_with_their_transaction(any_store: Store) -> 
     assert [e.number for e in await any_store.outbox_since(every[1].seq)] == [2, 3]
 
 
+async def test_one_event_on_many_streams_is_numbered_per_stream(any_store: Store) -> None:
+    async with any_store.transaction() as tx:
+        await tx.outbox_put("many/a", {"focus": "Basic/x"})
+    async with any_store.transaction() as tx:
+        await tx.outbox_put_many(["many/a", "many/b", "many/c"], {"focus": "Basic/y", "version": 2})
+        await tx.outbox_put_many([], {"focus": "Basic/nothing"})
+    with pytest.raises(RuntimeError):
+        async with any_store.transaction() as tx:
+            await tx.outbox_put_many(["many/a", "many/b"], {"focus": "Basic/z"})
+            raise RuntimeError("rolled back: no event on any stream")
+    assert [(e.number, e.payload) for e in await any_store.outbox_read("many/a")] == [
+        (1, {"focus": "Basic/x"}),
+        (2, {"focus": "Basic/y", "version": 2}),
+    ]
+    for name in ("many/b", "many/c"):
+        assert [(e.number, e.payload["focus"]) for e in await any_store.outbox_read(name)] == [(1, "Basic/y")]
+        assert await any_store.outbox_last(name) == 1
+    fresh = await any_store.outbox_since(0)
+    assert [(e.stream, e.number) for e in fresh] == [("many/a", 1), ("many/a", 2), ("many/b", 1), ("many/c", 1)]
+    assert len({e.recorded for e in fresh[1:]}) == 1  # one write, one moment
+
+
 async def test_outbox_numbers_have_no_gaps_under_concurrency_and_survive_trimming(any_store: Store) -> None:
     async def record(i: int) -> None:
         async with any_store.transaction() as tx:

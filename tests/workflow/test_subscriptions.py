@@ -33,8 +33,9 @@ def subscription(
 
 
 async def deliver(world: World) -> Dispatcher:
-    """One pass of the delivery job, waiting for its deliveries (the job runs this in a loop)."""
-    dispatcher = Dispatcher(world.store, world.app.state.settings, BASE)
+    """One pass of the delivery job, waiting for its deliveries (the job runs this in a loop; here
+    without the pause between part-filled notifications, so one pass sends everything pending)."""
+    dispatcher = Dispatcher(world.store, world.app.state.settings, BASE, spacing=0)
     await dispatcher.step(await world.store.outbox_since(0))
     await dispatcher.settle()
     return dispatcher
@@ -110,18 +111,46 @@ async def test_events_are_delivered_in_the_backport_shape(notify_world: World, r
     )
     await s.hospital.create(data.service_request("child2", "Organization/hosp", "Organization/school1"))
     await deliver(notify_world)
+    # Both pending events in one notification (no max count given: the server's cap), in order.
     events = receiver.notifications("event-notification")
-    assert [status_of(n)["events"][0]["event-number"] for n in events] == ["1", "2"]
+    assert len(events) == 1
     first = events[0]
+    assert [e["event-number"] for e in status_of(first)["events"]] == ["1", "2"]
+    assert status_of(first)["events-since-subscription-start"] == "2"
     assert first["type"] == "history" and first["entry"][0]["resource"]["resourceType"] == "Parameters"
     assert status_of(first)["events"][0]["focus"]["reference"] == f"{BASE}/ServiceRequest/{request['id']}"
     assert first["entry"][1]["resource"]["id"] == request["id"]  # full resource: the hospital's own
+    assert len(first["entry"]) == 3
     headers = [r["headers"] for r in receiver.received]
     assert all(h["authorization"] == "Bearer receiver-secret" for h in headers)
     assert all(h["content-type"] == "application/fhir+json" for h in headers)
     # Nothing is sent twice once acknowledged.
     await deliver(notify_world)
-    assert len(receiver.notifications("event-notification")) == 2
+    assert len(receiver.notifications("event-notification")) == 1
+
+
+async def test_pending_events_share_a_notification_up_to_the_max_count(
+    notify_world: World, receiver: Receiver
+) -> None:
+    s = await scene.build(notify_world)
+    max_count = [{"url": model.EXT_MAX_COUNT, "valueInteger": 2}]
+    await s.hospital.create(
+        subscription(
+            "ServiceRequest?requester=Organization/hosp", receiver.url(), "id-only", extension=max_count
+        )
+    )
+    await deliver(notify_world)
+    for child in ("child1", "child2", "child1", "child2", "child1"):
+        await s.hospital.create(data.service_request(child, "Organization/hosp", "Organization/school1"))
+    await deliver(notify_world)
+    notes = receiver.notifications("event-notification")
+    assert [[e["event-number"] for e in status_of(n)["events"]] for n in notes] == [
+        ["1", "2"],
+        ["3", "4"],
+        ["5"],
+    ]
+    assert {status_of(n)["events-since-subscription-start"] for n in notes} == {"5"}
+    assert [len(n["entry"]) for n in notes] == [3, 3, 2]  # the status, then one entry per focus
 
 
 async def test_what_an_agency_hears_follows_what_it_may_see(notify_world: World, receiver: Receiver) -> None:

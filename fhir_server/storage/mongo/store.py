@@ -325,7 +325,13 @@ class _MongoTransaction:
         self._pending.append(("put", tombstone, None))
 
     async def outbox_put(self, stream: str, payload: dict[str, Any]) -> None:
-        self._outbox.append((stream, instant_now(), orjson.dumps(payload)))
+        await self.outbox_put_many((stream,), payload)
+
+    async def outbox_put_many(self, streams: Sequence[str], payload: dict[str, Any]) -> None:
+        if not streams:
+            return
+        recorded, data = instant_now(), orjson.dumps(payload)
+        self._outbox.extend((stream, recorded, data) for stream in streams)
         self._outbox_used = True
 
     # -- session plumbing ----------------------------------------------------------------------

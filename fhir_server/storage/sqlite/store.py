@@ -465,21 +465,26 @@ class _SqliteTransaction:
         self._pending.append(lambda conn: _put(conn, tombstone, None))
 
     async def outbox_put(self, stream: str, payload: dict[str, Any]) -> None:
-        data, recorded = orjson.dumps(payload), instant_now()
+        await self.outbox_put_many((stream,), payload)
+
+    async def outbox_put_many(self, streams: Sequence[str], payload: dict[str, Any]) -> None:
+        if not streams:
+            return
+        data, recorded, names = orjson.dumps(payload), instant_now(), tuple(streams)
         self._outbox = True
-        self._pending.append(lambda conn: _outbox_put(conn, stream, recorded, data))
+        self._pending.append(lambda conn: _outbox_put(conn, names, recorded, data))
 
 
-def _outbox_put(conn: sqlite3.Connection, stream: str, recorded: str, data: bytes) -> None:
-    (number,) = conn.execute(
-        "INSERT INTO outbox_stream(stream, last) VALUES(?, 1) "
-        "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING last",
-        (stream,),
-    ).fetchone()
-    conn.execute(
-        "INSERT INTO outbox(stream, number, recorded, payload) VALUES(?,?,?,?)",
-        (stream, number, recorded, data),
-    )
+def _outbox_put(conn: sqlite3.Connection, streams: Sequence[str], recorded: str, data: bytes) -> None:
+    rows = []
+    for stream in streams:
+        (number,) = conn.execute(
+            "INSERT INTO outbox_stream(stream, last) VALUES(?, 1) "
+            "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING last",
+            (stream,),
+        ).fetchone()
+        rows.append((stream, number, recorded, data))
+    conn.executemany("INSERT INTO outbox(stream, number, recorded, payload) VALUES(?,?,?,?)", rows)
 
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
