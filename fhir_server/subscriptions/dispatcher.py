@@ -121,14 +121,22 @@ class Dispatcher:
         self._known: dict[str, int] = {}  # per subscription, the highest event number known recorded
         self._states_loaded = False
         self._flushed = 0.0
+        self._flushing: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
 
-    async def close(self) -> None:
+    async def close(self, *, save: bool = True) -> None:
+        """Stop the deliveries in flight and save the states (``save=False``: the lease was lost,
+        the next holder's states are the ones that count)."""
         for task in list(self._busy.values()):
             task.cancel()
         for task in list(self._busy.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.flush()
+        if self._flushing is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flushing
+        if save:
+            await self.flush()
         if self._owns_http:
             await self.http.aclose()
 
@@ -152,8 +160,13 @@ class Dispatcher:
                 continue
             if await self._due(subscription, now):
                 self._busy[subscription.id] = asyncio.get_running_loop().create_task(self._work(subscription))
-        if time.monotonic() - self._flushed >= _FLUSH_EVERY:
-            await self.flush()
+        if time.monotonic() - self._flushed >= _FLUSH_EVERY and (
+            self._flushing is None or self._flushing.done()
+        ):
+            # In the background: saving waits for the store's write lock, which busy writers in
+            # other processes may hold for a while; deliveries go on meanwhile.
+            self._flushed = time.monotonic()
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_logged())
         if now - self._trimmed > _TRIM_EVERY:
             self._trimmed = now
             await self._trim()
@@ -238,11 +251,23 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Save the delivery states (all in one record, so one write however many changed)."""
-        if not self._dirty or not self._states_loaded:
-            return
-        self._dirty = set()
-        self._flushed = time.monotonic()
-        await self.store.kv_put(STATE_NAMESPACE, STATE_KEY, {k: asdict(v) for k, v in self.states.items()})
+        async with self._flush_lock:  # one at a time: an older picture never overwrites a newer one
+            if not self._dirty or not self._states_loaded:
+                return
+            dirty, self._dirty = self._dirty, set()
+            self._flushed = time.monotonic()
+            picture = {k: asdict(v) for k, v in self.states.items()}
+            try:
+                await self.store.kv_put(STATE_NAMESPACE, STATE_KEY, picture)
+            except BaseException:
+                self._dirty |= dirty
+                raise
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # saved at the next flush; meanwhile a crash repeats a little more
+            log.exception("saving the delivery states failed; trying again")
 
     async def _due(self, subscription: Subscription, now: float) -> bool:
         if subscription.end and _passed(subscription.end, now):

@@ -43,6 +43,7 @@ class Background:
         self.holder = uuid.uuid4().hex
         self.dispatcher: Dispatcher | None = None
         self._stop = asyncio.Event()
+        self._holding = asyncio.Event()  # set while this process holds the lease
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -73,36 +74,76 @@ class Background:
         return bool(await self.store.kv_compare_and_set(LEASE_NAMESPACE, LEASE_KEY, lease, mine))
 
     async def _run(self) -> None:
+        keeper = asyncio.get_running_loop().create_task(self._keep_lease())
         seen = 0
-        renewed = 0.0
-        holding = False
         swept = 0.0
+        sweeping: asyncio.Task[None] | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self._holding.is_set():
+                        if self.dispatcher is not None:  # lost: whoever holds it now delivers
+                            await self.dispatcher.close(save=False)
+                            self.dispatcher = None
+                        await self._until_holding()
+                        continue
+                    if self.dispatcher is None:
+                        self.dispatcher = Dispatcher(self.store, self.settings, self.base_url)
+                    latest = await self._wait(seen)
+                    fresh = await self.store.outbox_since(seen, limit=10_000) if latest > seen else []
+                    if fresh:
+                        seen = fresh[-1].seq
+                    await self.dispatcher.step(fresh)
+                    if time.monotonic() - swept >= self.settings.overdue_sweep_seconds and (
+                        sweeping is None or sweeping.done()
+                    ):
+                        swept = time.monotonic()
+                        sweeping = asyncio.get_running_loop().create_task(self._sweep())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the job must outlive one bad turn (a store hiccup, a bad resource)
+                    log.exception("notification job: one turn failed; going on")
+                    await self._sleep(_POLL)
+        finally:
+            keeper.cancel()
+            if sweeping is not None:
+                sweeping.cancel()
+            for task in (keeper, sweeping):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _keep_lease(self) -> None:
+        """Take or renew the lease every few seconds, beside the deliveries (a renewal waiting for the
+        store's write lock does not hold them up)."""
         while not self._stop.is_set():
             try:
-                now = time.monotonic()
-                if now - renewed >= _RENEW or not holding:
-                    holding = await self._lease()
-                    renewed = now
-                if not holding:
-                    await self._sleep(_RENEW)
-                    continue
-                if self.dispatcher is None:
-                    self.dispatcher = Dispatcher(self.store, self.settings, self.base_url)
-                latest = await self._wait(seen)
-                fresh = await self.store.outbox_since(seen, limit=10_000) if latest > seen else []
-                if fresh:
-                    seen = fresh[-1].seq
-                await self.dispatcher.step(fresh)
-                if time.monotonic() - swept >= self.settings.overdue_sweep_seconds:
-                    swept = time.monotonic()
-                    from fhir_server.workflow.overdue import sweep
-
-                    await sweep(self.store)
+                if await self._lease():
+                    self._holding.set()
+                else:
+                    self._holding.clear()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the job must outlive one bad turn (a store hiccup, a bad resource)
-                log.exception("notification job: one turn failed; going on")
-                await self._sleep(_POLL)
+            except Exception:
+                log.exception("notification job: the lease could not be renewed; trying again")
+            await self._sleep(_RENEW)
+
+    async def _until_holding(self) -> None:
+        holding = asyncio.ensure_future(self._holding.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((holding, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            holding.cancel()
+            stopping.cancel()
+
+    async def _sweep(self) -> None:
+        from fhir_server.workflow.overdue import sweep
+
+        try:
+            await sweep(self.store)
+        except Exception:
+            log.exception("overdue sweep failed; trying again at the next one")
 
     async def _wait(self, seen: int) -> int:
         """The newest outbox ``seq`` once there is something to do: an event past ``seen`` (this
