@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -59,6 +60,7 @@ LONGEST_RETRY = 600.0
 _RELOAD = 2.0  # seconds between looks at the Subscription resources
 _TRIM_EVERY = 600.0
 _SPACING = 0.1  # seconds between two part-filled notifications to one subscription
+_POOL_SIZE = 8  # connections kept per endpoint (several subscriptions may share one)
 _BUFFERED = 2_000  # events kept in memory per subscription; beyond, they are read from the store
 
 
@@ -99,12 +101,11 @@ class Dispatcher:
         self.settings = settings
         self.base_url = base_url.rstrip("/")
         self.policy = endpoints.EndpointPolicy.from_settings(settings)
-        # One kept-alive connection per endpoint (many subscriptions, each sending in order).
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        self.http = http or httpx.AsyncClient(
-            follow_redirects=False, timeout=settings.subscription_timeout, limits=limits
-        )
-        self._owns_http = http is None
+        # A kept-alive connection pool per endpoint (one shared pool would scan all its connections
+        # on every request); ``http``: one client for everything (tests).
+        self.http = http
+        self._pools: dict[str, httpx.AsyncClient] = {}
+        self._pool_used: dict[str, float] = {}
         self._slots = asyncio.Semaphore(max(1, int(getattr(settings, "subscription_concurrency", 32))))
         # Set when a delivery ends or a step should come sooner (the runner waits on it too).
         self.wake = asyncio.Event()
@@ -137,8 +138,10 @@ class Dispatcher:
                 await self._flushing
         if save:
             await self.flush()
-        if self._owns_http:
-            await self.http.aclose()
+        for pool in list(self._pools.values()):
+            with contextlib.suppress(Exception):
+                await pool.aclose()
+        self._pools.clear()
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -427,7 +430,7 @@ class Dispatcher:
         }
         try:
             async with self._slots:  # a cap on requests in flight, whatever the number of endpoints
-                reply = await self.http.post(
+                reply = await self._pool(target).post(
                     target.connect_url(),
                     content=fhirjson.dumps(note),
                     headers=headers,
@@ -439,6 +442,31 @@ class Dispatcher:
         if 200 <= reply.status_code < 300:
             return None
         return f"the endpoint answered HTTP {reply.status_code}"
+
+    def _pool(self, target: endpoints.Endpoint) -> httpx.AsyncClient:
+        """The endpoint's connection pool: by the checked address it connects to and the name it
+        presents (TLS, Host), so a connection is reused only for the same endpoint."""
+        if self.http is not None:
+            return self.http
+        parts = urlsplit(target.connect_url())
+        key = f"{parts.scheme}://{parts.netloc} as {target.host}"
+        pool = self._pools.get(key)
+        if pool is None:
+            limits = httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE)
+            pool = self._pools[key] = httpx.AsyncClient(
+                follow_redirects=False, timeout=self.settings.subscription_timeout, limits=limits
+            )
+        self._pool_used[key] = time.monotonic()
+        return pool
+
+    async def _close_idle_pools(self) -> None:
+        cutoff = time.monotonic() - _TRIM_EVERY
+        for key in [k for k, used in self._pool_used.items() if used < cutoff]:
+            self._pool_used.pop(key, None)
+            pool = self._pools.pop(key, None)
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.aclose()
 
     # --- status changes the server makes -----------------------------------------------------------
 
@@ -474,7 +502,8 @@ class Dispatcher:
             self._subscriptions.pop(subscription.id, None)
 
     async def _trim(self) -> None:
-        """Forget delivered events older than the retention period."""
+        """Forget delivered events older than the retention period (and close unused pools)."""
+        await self._close_idle_pools()
         cutoff = datetime.fromtimestamp(time.time() - self.settings.subscription_keep_days * 86400, UTC)
         limit = cutoff.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         for subscription_id, state in list(self.states.items()):
