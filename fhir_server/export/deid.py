@@ -113,9 +113,22 @@ class Deidentifier:
 
     def __init__(self, pseudonyms: Pseudonymiser) -> None:
         self.pseudonyms = pseudonyms
+        # References repeat (a child's subject, a clinic's performer): each text is worked out once.
+        self._references: dict[str, str | None] = {}
+        self._shifted: dict[tuple[str, int], str | None] = {}
 
     def reference(self, text: str) -> str | None:
         """A pseudonymous reference, or None for one that cannot be kept (urn:, identifiers)."""
+        try:
+            return self._references[text]
+        except KeyError:
+            pass
+        found = self._reference(text)
+        if len(self._references) < 200_000:
+            self._references[text] = found
+        return found
+
+    def _reference(self, text: str) -> str | None:
         if text.startswith("#"):
             return text  # a contained resource: local
         body, _, _version = text.partition("/_history/")
@@ -126,6 +139,21 @@ class Deidentifier:
         if kind == "Patient":
             return f"Patient/{self.pseudonyms.child(id_)}"
         return f"{kind}/{self.pseudonyms.reference(kind, id_)}"
+
+    def shift(self, value: str, days: int) -> str:
+        """``shift_date``, with the moved calendar day remembered (dates repeat: one clinic day, many
+        visits)."""
+        key = (value[:10], days)
+        moved = self._shifted.get(key, "")
+        if moved == "":
+            day = key[0]
+            result = shift_date(day, days)
+            moved = None if result is day else result  # None: not a date
+            if len(self._shifted) < 100_000:
+                self._shifted[key] = moved
+        if moved is None or "\n" in value:
+            return value if moved is None else shift_date(value, days)
+        return moved + value[10:]
 
     def resource(self, resource: dict[str, Any], child: str | None, level: int = 0) -> dict[str, Any]:
         """The de-identified copy of ``resource``; ``child`` decides the date offset, ``level`` what a
@@ -142,8 +170,9 @@ class Deidentifier:
         if rtype == "Patient":
             self._patient(resource, out, days, level)
             return out
-        for key, value in self._object(resource, days).items():
-            out.setdefault(key, value)
+        cleaned = self._object(resource, days)
+        cleaned.pop("resourceType", None)  # a new dict: the root always has keys to remove or rewrite
+        out.update(cleaned)
         return out
 
     def _patient(self, source: dict[str, Any], out: dict[str, Any], days: int, level: int) -> None:
@@ -207,7 +236,7 @@ class Deidentifier:
                 if size == 13 and value.isdigit() and is_cid(value):
                     continue
                 if days and size >= 10 and value[4] == "-" and value[0].isdigit():
-                    value = shift_date(value, days)
+                    value = self.shift(value, days)
                 out[key] = value
             elif kind is dict:
                 cleaned = self._object(value, days)
@@ -242,7 +271,7 @@ class Deidentifier:
                 if size == 13 and item.isdigit() and is_cid(item):
                     continue
                 if days and size >= 10 and item[4] == "-" and item[0].isdigit():
-                    item = shift_date(item, days)
+                    item = self.shift(item, days)
                 items.append(item)
             elif item is not None:
                 items.append(self._list(item, days, key) if kind is list else item)

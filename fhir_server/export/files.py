@@ -106,6 +106,14 @@ class NdjsonWriter:
 
     def write(self, lines: list[bytes]) -> None:
         """Append complete lines (each ending in a newline)."""
+        current = self.files[-1] if self.files else None
+        if current is not None and self._handle is not None:
+            size = sum(map(len, lines))
+            if current.bytes + size <= self.max_bytes:  # the whole page fits: one buffered write
+                self._handle.writelines(lines)
+                current.bytes += size
+                current.count += len(lines)
+                return
         for line in lines:
             current = self.files[-1] if self.files else None
             if current is None or (current.count and current.bytes + len(line) > self.max_bytes):

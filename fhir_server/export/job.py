@@ -47,8 +47,8 @@ from fhir_server.storage.files import private_dir
 KIND = "export"
 DEID_EXTENSION = f"{canonical.BASE}/export/deidentification"
 _CHECKPOINT_SECONDS = 1.0
-_PAGE_ROWS = 2000
-_PAGES_BEFORE_WORKERS = 20
+_PAGE_ROWS = 5000
+_ROWS_BEFORE_WORKERS = 20_000  # small exports never pay for starting worker processes
 _AUDIT_CHUNK = 200
 _MEMBERS_FILE = ".members.json"
 _LEVELS_FILE = ".kanon.json"
@@ -145,13 +145,13 @@ class _Context:
     processes: int = 0  # worker processes that de-identify pages (0: a thread of this process)
     pool: ProcessPoolExecutor | None = None
     key: bytes = b""
-    pages: int = 0
+    rows: int = 0
 
-    def start_workers(self) -> None:
-        """Past the first pages of a de-identified export, hand the rest to worker processes (small
+    def start_workers(self, rows: int) -> None:
+        """Past the first rows of a de-identified export, hand the rest to worker processes (small
         exports never pay for starting them)."""
-        self.pages += 1
-        if self.processes and self.pool is None and self.pages >= _PAGES_BEFORE_WORKERS:
+        self.rows += rows
+        if self.processes and self.pool is None and self.rows >= _ROWS_BEFORE_WORKERS:
             # Fresh interpreters (spawn): forking a process that runs threads and an event loop is unsafe.
             self.pool = ProcessPoolExecutor(
                 max_workers=self.processes,
@@ -326,36 +326,56 @@ async def _export(ctx: _Context, state: dict[str, Any]) -> None:
         query = _query(rtype, ctx.request, ctx.access, ctx.members, ctx.base_url)
         saved = state["files"].get(rtype, [])
         writer = NdjsonWriter.resume(ctx.folder, rtype, rtype, ctx.file_max_bytes, saved)
-        inflight: deque[tuple[asyncio.Future[transform.Result], int | None]] = deque()
+        # Pages being turned into lines: (future, position of the page's last row, lines already written).
+        inflight: deque[tuple[asyncio.Future[transform.Result], int | None, bool]] = deque()
+        scanning: asyncio.Future[Any] | None = None
         try:
-            after = state["after"]
-            done = query is None
-            while not done or inflight:
+            if query is not None:
+                scanning = asyncio.ensure_future(
+                    store.scan(query, state["after"], limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+                )
+            while scanning is not None or inflight:
                 depth = ctx.processes + 1 if ctx.pool is not None else 1
-                if not done and len(inflight) < depth:
-                    page = await store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+                if scanning is not None and len(inflight) < depth:
+                    page = await scanning
+                    scanning = None
+                    if page.last is not None:
+                        # the next page is read while this one is transformed and written
+                        scanning = asyncio.ensure_future(
+                            store.scan(query, page.last, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
+                        )
                     rows = [(s.id, s.body) for s in page.resources]
                     if rows:
-                        ctx.start_workers()
+                        ctx.start_workers(len(rows))
                         work = _page_function(ctx, rtype)
-                        inflight.append((loop.run_in_executor(ctx.pool, work, rows), page.last))
-                    done = page.last is None
-                    after = page.last if page.last is not None else after
-                    if not done and len(inflight) < depth:
+                        if ctx.pool is None:
+                            # one page at a time: transformed and appended in one trip to a thread
+                            done_page = asyncio.to_thread(_transform_and_write, work, rows, writer)
+                            inflight.append((asyncio.ensure_future(done_page), page.last, True))
+                        else:
+                            future = loop.run_in_executor(ctx.pool, work, rows)
+                            inflight.append((future, page.last, False))
+                    if scanning is not None and len(inflight) < depth:
                         continue
                 if not inflight:
                     continue
-                future, last = inflight.popleft()
+                future, last, written = inflight.popleft()
                 lines, skipped, children = await future
-                await asyncio.to_thread(writer.write, lines)
+                if not written:
+                    await asyncio.to_thread(writer.write, lines)
                 state["skipped"] += skipped
                 await _audit_children(ctx, children)
                 if last is not None and time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
                     state["after"] = last  # every page up to this one is in the file
                     await checkpoint(writer, rtype)
         finally:
-            for future, _ in inflight:
+            if scanning is not None:
+                scanning.cancel()
+            for future, _, _ in inflight:
                 future.cancel()
+            if inflight:
+                # a thread still appending must finish before the file is closed
+                await asyncio.gather(*(f for f, _, _ in inflight), return_exceptions=True)
             writer.close()
         state["files"][rtype] = writer.state()
         unsynced |= writer.unsynced
@@ -366,6 +386,12 @@ async def _export(ctx: _Context, state: dict[str, Any]) -> None:
         if time.monotonic() - last_save >= _CHECKPOINT_SECONDS:
             await checkpoint(None, rtype)
     await asyncio.to_thread(make_durable, unsynced)
+
+
+def _transform_and_write(work: Any, rows: transform.Page, writer: NdjsonWriter) -> transform.Result:
+    result: transform.Result = work(rows)
+    writer.write(result[0])
+    return result
 
 
 def _written(state: dict[str, Any]) -> int:

@@ -59,7 +59,7 @@ class Pseudonymiser:
         text = f"{resource_type}/{id_}"
         found = self._ids.get(text)
         if found is None:
-            found = hmac.new(self._key, b"id\x00" + text.encode(), hashlib.sha256).hexdigest()[:32]
+            found = hmac.digest(self._key, b"id\x00" + text.encode(), "sha256").hex()[:32]
             if len(self._ids) < 200_000:
                 self._ids[text] = found
         return found
@@ -73,7 +73,7 @@ class Pseudonymiser:
         key = child_key(patient_id, self._same_child)
         found = self._offsets.get(key)
         if found is None:
-            digest = hmac.new(self._key, b"shift\x00" + key.encode(), hashlib.sha256).digest()
+            digest = hmac.digest(self._key, b"shift\x00" + key.encode(), "sha256")
             n = int.from_bytes(digest[:8], "big") % (2 * MAX_SHIFT_DAYS)
             found = n - MAX_SHIFT_DAYS if n < MAX_SHIFT_DAYS else n - MAX_SHIFT_DAYS + 1
             if len(self._offsets) < 200_000:

@@ -59,10 +59,11 @@ def deidentified(
             continue
         if child is not None:
             children.add(child)
-        line = orjson.dumps(deid.resource(resource, child, level))
+        cleaned = deid.resource(resource, child, level)
         if elements:
-            line = shaping.shape(line, rtype, None, elements)
-        lines.append(line + b"\n")
+            lines.append(shaping.shape(orjson.dumps(cleaned), rtype, None, elements) + b"\n")
+        else:
+            lines.append(orjson.dumps(cleaned, option=orjson.OPT_APPEND_NEWLINE))
     return lines, skipped, children
 
 

@@ -55,6 +55,7 @@ async def test_a_crash_mid_export_resumes_from_the_checkpoint(tmp_path: Path, mo
         await _data(world)
         hospital = await _hospital(world)
         store = world.store
+        store_class = type(getattr(store, "backend", store))  # the backend under the timing wrapper
         scan = store.scan
 
         async def slow_scan(query: Any, after: int = 0, scan: Any = scan, **kw: Any) -> Any:
@@ -77,15 +78,16 @@ async def test_a_crash_mid_export_resumes_from_the_checkpoint(tmp_path: Path, mo
     with (folder / "Observation-1.ndjson").open("ab") as half_written:
         half_written.write(b'{"resourceType":"Observation","id":"half-')
     monkeypatch.undo()
+    # watched from before the next server starts: it resumes the job as soon as it is up
+    original_scan = store_class.scan
+
+    async def watching_scan(self: Any, query: Any, after: int = 0, **kw: Any) -> Any:
+        afters.append(after)
+        return await original_scan(self, query, after, **kw)
+
+    monkeypatch.setattr(store_class, "scan", watching_scan)
     async for world in open_world(tmp_path, **settings):
         store = world.store
-        scan = store.scan
-
-        async def watching_scan(query: Any, after: int = 0, scan: Any = scan, **kw: Any) -> Any:
-            afters.append(after)
-            return await scan(query, after, **kw)
-
-        store.scan = watching_scan
         hospital = await _hospital(world)
         manifest = await wait_manifest(hospital, status_url)
         files = await download(hospital, manifest)
