@@ -69,18 +69,47 @@ async def _generated_store(folder: Path, children: int) -> str:
     return str(path)
 
 
-async def _views(store: SqliteStore) -> dict[str, Any]:
-    """Each shipped view over the whole store (an operator's run), written to Parquet."""
+class _ReadOnlyStore:
+    """Just ``iterate`` over an SQLite store opened read-only (``mode=ro&immutable=1``): the shared
+    1M store must not be written, and ``SqliteStore.open`` runs its schema statements."""
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+    async def iterate(self, resource_type: str) -> Any:
+        from fhir_server.storage.sqlite.store import _resource_batch
+
+        last = 0
+        while True:
+            rows = await asyncio.to_thread(_resource_batch, self._conn, resource_type, last)
+            if not rows:
+                return
+            for rid, stored in rows:
+                last = rid
+                yield stored
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+async def _views(store: Any, general: bool = False) -> dict[str, Any]:
+    """Each shipped view over the whole store (an operator's run), written to Parquet.
+
+    ``general``: rows by the general FHIRPath evaluator path by path (what views did before the
+    compiled plan, ``views/plan.py``), for a before/after on the same machine."""
     out: dict[str, Any] = {}
     total_rows, total_seconds = 0, 0.0
     for definition in shipped_views():
         view = shipped_view(definition["id"])
+        rows_of = view.rows_evaluated if general else view.rows
         started = time.perf_counter()
         rows: list[tuple[Any, ...]] = []
         loads = orjson.loads
         async for stored in store.iterate(view.resource_type):
             if view.may_match(stored.body):
-                rows.extend(view.rows(loads(stored.body)))
+                rows.extend(rows_of(loads(stored.body)))
         data = output.write(output.to_table(view, rows), "parquet")
         seconds = time.perf_counter() - started
         assert pq.read_table(io.BytesIO(data)).num_rows == len(rows)
@@ -241,6 +270,14 @@ async def main() -> None:
         "--children", type=int, default=2000, help="generated children when no store is given"
     )
     parser.add_argument("--year", type=int, default=2025)
+    parser.add_argument(
+        "--views-only", action="store_true", help="only the views' throughput (no warehouse, measures, pages)"
+    )
+    parser.add_argument(
+        "--compare-general",
+        action="store_true",
+        help="also run the views with the general FHIRPath evaluator (the throughput before the plan)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-measures-"))
     results: dict[str, Any] = {"machine": machine()}
@@ -258,6 +295,16 @@ async def main() -> None:
                     "children": args.children,
                     "build_seconds": round(time.perf_counter() - t0, 1),
                 }
+            if args.views_only:
+                readonly = _ReadOnlyStore(store_path)
+                results["views"] = await _views(readonly)
+                print(f"views: {results['views']['all']}", flush=True)
+                if args.compare_general:
+                    results["views_general_evaluator"] = await _views(readonly, general=True)
+                    print(f"views (general): {results['views_general_evaluator']['all']}", flush=True)
+                await readonly.close()
+                print(f"wrote {write_results('measures-views', results)}")
+                return
             store = SqliteStore(f"sqlite:///{store_path}")
             await store.open()
             count = sum(1 for _ in store._conn.execute("SELECT 1 FROM resource"))
@@ -282,6 +329,9 @@ async def main() -> None:
             await analytics.stop()
             results["views"] = await _views(store)
             print(f"views: {results['views']['all']}", flush=True)
+            if args.compare_general:
+                results["views_general_evaluator"] = await _views(store, general=True)
+                print(f"views (general evaluator): {results['views_general_evaluator']['all']}", flush=True)
             await store.close()
             results["pages"] = await _pages(f"sqlite:///{store_path}", folder, 3600)
             print(f"pages: {results['pages']}", flush=True)

@@ -6,8 +6,34 @@ from typing import Any
 
 import pytest
 
-from fhir_server.analytics.views.definition import ViewError, compile_view
+from fhir_server.analytics.views.definition import View, ViewError, compile_view
 from fhir_server.analytics.views.run import rows_of
+
+
+@pytest.fixture(autouse=True)
+def _both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every view these tests run goes through the compiled plan and the general evaluator: the rows
+    (or the error) must be the same."""
+    planned = View.rows
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except ViewError as exc:
+            return exc
+
+    def checked(self: View, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+        fast = outcome(lambda: planned(self, resource))
+        general = outcome(lambda: self.rows_evaluated(resource))
+        if isinstance(fast, ViewError):
+            assert isinstance(general, ViewError)
+            assert (fast.message, fast.where) == (general.message, general.where)
+            raise fast
+        assert fast == general
+        return fast  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(View, "rows", checked)
+
 
 PATIENTS: list[dict[str, Any]] = [
     {

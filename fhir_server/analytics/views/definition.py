@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from fhir_server import definitions
+from fhir_server.analytics.views import plan
 from fhir_server.analytics.views.fhirpath import (
     Compiled,
     Env,
@@ -59,6 +60,9 @@ class Select:
     or_null: bool = False
     union_all: list[Select] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # every column this select produces, in order
+    # The compiled plan (``plan.py``): the own columns' values at one node, and the forEach's nodes.
+    head: Any = None
+    each: Any = None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class View:
     source: dict[str, Any] = field(default_factory=dict)
     # Byte strings of which the raw JSON must hold one per group to pass ``where`` (a cheap pre-test).
     required: list[tuple[bytes, ...]] = field(default_factory=list)
+    test: Any = None  # the compiled ``where`` (plan.py)
 
     def may_match(self, body: bytes) -> bool:
         """False only when ``where`` cannot be true for this stored JSON (checked without parsing)."""
@@ -85,7 +90,14 @@ class View:
         return all(any(text in body for text in group) for group in self.required)
 
     def rows(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of one resource (none when a ``where`` is not true)."""
+        """The rows of one resource (none when a ``where`` is not true), by the compiled plan."""
+        env = Env(self.constants, resource)
+        if not self.test(resource, self.constants, env):
+            return []
+        return _planned_rows(self.root, resource, env)
+
+    def rows_evaluated(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The same rows by the general evaluator, path by path (the reference the plan is tested on)."""
         env = Env(self.constants, resource)
         for criterion in self.where:
             if not is_true(criterion.run([resource], env)):
@@ -248,7 +260,9 @@ def compile_view(resource: Any) -> View:
             encoded = tuple(orjson.dumps(text) for text in sorted(group))
             if all(b"\\" not in e for e in encoded):
                 required.append(encoded)
+    plan.plan_select(root, _value)
     return View(
+        test=plan.compile_test(where),
         required=required,
         resource_type=rtype,
         root=root,
@@ -388,6 +402,42 @@ def _rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
         union: list[tuple[Any, ...]] = []
         for branch in select.union_all:
             union.extend(_rows(branch, node, env))
+        if not union:
+            return []
+        combined = [a + b for a in combined for b in union]
+    return combined
+
+
+def _planned_rows(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
+    if select.each is not None:
+        foci = select.each(node, env.resource, env.constants, env)
+        if not foci:
+            return [(None,) * len(select.names)] if select.or_null else []
+        out: list[tuple[Any, ...]] = []
+        for focus in foci:
+            out.extend(_planned_rows_at(select, focus, env))
+        return out
+    return _planned_rows_at(select, node, env)
+
+
+def _planned_rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
+    head = select.head(node, env.resource, env.constants, env)
+    if not select.selects and not select.union_all:
+        return [head]
+    combined: list[tuple[Any, ...]] = [head]
+    for sub in select.selects:
+        part = _planned_rows(sub, node, env)
+        if not part:
+            return []
+        combined = (
+            [a + b for a in combined for b in part]
+            if len(part) > 1 or len(combined) > 1
+            else [combined[0] + part[0]]
+        )
+    if select.union_all:
+        union: list[tuple[Any, ...]] = []
+        for branch in select.union_all:
+            union.extend(_planned_rows(branch, node, env))
         if not union:
             return []
         combined = [a + b for a in combined for b in union]

@@ -1010,3 +1010,20 @@ def evaluate(expression: str, focus: Any, env: Env | None = None) -> Items:
     """Evaluate on one node (tests and one-off use); views keep the ``Compiled`` and call ``run``."""
     env = env or Env(resource=focus)
     return compile_path(expression).run([focus], env)
+
+
+# --- what the compiled plan of a view (``plan.py``) shares with this evaluator -----------------------
+
+unescape = _unescape
+member = _member
+of_type = _of_type
+equal = _equal
+truth = _truth
+single = _single
+reference_parts = _reference_parts
+choice_names = _choice_names
+
+
+def is_type_suffix(suffix: str) -> bool:
+    """Whether ``suffix`` (``Quantity`` in ``valueQuantity``) names a FHIR type."""
+    return suffix in _type_names() or suffix[:1].lower() + suffix[1:] in _type_names()
