@@ -85,7 +85,8 @@ def _table(view: View, rows: list[tuple[Any, ...]]) -> pa.Table:
 
 
 def warehouse_views() -> list[View]:
-    return [shipped_view(v["id"]) for v in shipped_views()]
+    """The shipped views the warehouse holds (not the derived ones: growth z-scores are ``growth_z``)."""
+    return [view for view in (shipped_view(v["id"]) for v in shipped_views()) if view.derivation is None]
 
 
 class Warehouse:

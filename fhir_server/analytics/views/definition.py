@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from fhir_server import definitions
-from fhir_server.analytics.views import plan
+from fhir_server.analytics.views import derived, plan
 from fhir_server.analytics.views.fhirpath import (
     Compiled,
     Env,
@@ -82,6 +82,7 @@ class View:
     # Byte strings of which the raw JSON must hold one per group to pass ``where`` (a cheap pre-test).
     required: list[tuple[bytes, ...]] = field(default_factory=list)
     test: Any = None  # the compiled ``where`` (plan.py)
+    derivation: str | None = None  # rows the server derives from this view's rows (derived.py)
 
     def may_match(self, body: bytes) -> bool:
         """False only when ``where`` cannot be true for this stored JSON (checked without parsing)."""
@@ -260,8 +261,10 @@ def compile_view(resource: Any) -> View:
             encoded = tuple(orjson.dumps(text) for text in sorted(group))
             if all(b"\\" not in e for e in encoded):
                 required.append(encoded)
+    derivation = _derivation(resource, root.names)
     plan.plan_select(root, _value)
     return View(
+        derivation=derivation,
         test=plan.compile_test(where),
         required=required,
         resource_type=rtype,
@@ -275,6 +278,25 @@ def compile_view(resource: Any) -> View:
         url=resource.get("url") if isinstance(resource.get("url"), str) else None,
         source=resource,
     )
+
+
+def _derivation(resource: dict[str, Any], names: list[str]) -> str | None:
+    code, where = derived.derivation_of(resource)
+    if code is None:
+        return None
+    if code not in derived.DERIVATIONS:
+        raise ViewError(
+            f"unknown derivation {code!r} (this server derives: {', '.join(derived.DERIVATIONS)})",
+            f"{where}.valueCode",
+        )
+    missing = [name for name in derived.GROWTH_INPUTS if name not in names]
+    if missing:
+        raise ViewError(
+            f"the derivation {code} reads the columns {', '.join(derived.GROWTH_INPUTS)}; missing: "
+            + ", ".join(missing),
+            "ViewDefinition.select",
+        )
+    return str(code)
 
 
 def _check_constants(resource: dict[str, Any], constants: dict[str, list[Any]]) -> None:

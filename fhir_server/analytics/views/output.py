@@ -16,6 +16,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from fhir_server.analytics.views.definition import BOOLEAN_TYPES, DECIMAL_TYPES, INTEGER_TYPES, View
+from fhir_server.analytics.views.derived import Shape
 
 # _format values (codes and media types) -> our format name and the media type we answer with.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -92,14 +93,25 @@ def _coerce(values: list[Any], arrow_type: pa.DataType, collection: bool) -> lis
     return values
 
 
-def to_table(view: View, rows: list[tuple[Any, ...]]) -> pa.Table:
+def _array(data: list[Any], arrow_type: pa.DataType, collection: bool) -> pa.Array:
+    """The column as Arrow: straight from the values when they already fit (the common case: text
+    columns of text, decimals of floats), else after coercing each value."""
+    if not collection and (pa.types.is_string(arrow_type) or pa.types.is_floating(arrow_type)):
+        try:
+            return pa.array(data, type=arrow_type, from_pandas=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass
+    return pa.array(_coerce(data, arrow_type, collection), type=arrow_type)
+
+
+def to_table(view: View | Shape, rows: list[tuple[Any, ...]]) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in view.columns]
     arrays, fields = [], []
     for name, values in zip(view.columns, columns, strict=True):
         data = list(values)
         collection = view.collections.get(name, False)
         arrow_type = _arrow_type(view.types.get(name), collection, data)
-        arrays.append(pa.array(_coerce(data, arrow_type, collection), type=arrow_type))
+        arrays.append(_array(data, arrow_type, collection))
         fields.append(pa.field(name, arrow_type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from fhir_server.analytics.views import output
+from fhir_server.analytics.views import derived, output
 from fhir_server.analytics.views.definition import View, ViewError
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
@@ -131,7 +131,27 @@ async def run_view(ctx: RequestContext, view: View, options: RunOptions) -> byte
         if not _ID.match(patient):
             raise FhirError(400, f"'{patient}' is not a Patient id", expression=["patient"])
     try:
+        if view.derivation == derived.GROWTH_ZSCORES:
+            rows = await _growth_zscores(ctx, view, options)
+            return output.write(
+                output.to_table(derived.GROWTH_SHAPE, rows), options.fmt, header=options.header
+            )
         rows = await collect_rows(ctx, view, options)
     except ViewError as exc:
         raise FhirError(422, exc.message, code="processing", expression=[exc.where]) from None
     return output.write(output.to_table(view, rows), options.fmt, header=options.header)
+
+
+async def _growth_zscores(ctx: RequestContext, view: View, options: RunOptions) -> list[tuple[Any, ...]]:
+    """The growth visits with z-scores (derived.py): the view's measurements and the children, both
+    over what the caller may see."""
+    from fhir_server.analytics.views.library import raw_store, shipped_view
+
+    measurements = await collect_rows(ctx, view, replace(options, limit=None))
+    children_view = shipped_view("children")
+    children = await collect_rows(
+        ctx, children_view, RunOptions(patients=options.patients, resources=options.resources)
+    )
+    secret = await derived.child_key_secret(raw_store(ctx.store))
+    rows = derived.growth_rows(measurements, view.columns, children, children_view.columns, secret)
+    return rows if options.limit is None else rows[: options.limit]
