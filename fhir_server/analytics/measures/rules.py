@@ -109,13 +109,27 @@ class _Parser:
             return repr(value)
         return "'" + str(value).replace("'", "''") + "'"
 
-    # -- grammar --------------------------------------------------------------------------------
-    def rule(self) -> str:
-        sql = self.or_()
+    def literal_token(self) -> str | None:
+        """The next token as a SQL literal when it is a 'text' or a number (taken), else None."""
+        kind, value, _ = self.peek()
+        if kind == "string":
+            self.take()
+            return self.bind(value[1:-1].replace("\\'", "'"))
+        if kind == "number":
+            self.take()
+            return self.bind(float(value) if "." in value else int(value))
+        return None
+
+    def finished(self, sql: str) -> str:
+        """``sql`` when the whole text was read, else the error naming what is left."""
         kind, value, pos = self.peek()
         if kind != "end":
             raise RuleError(f"unexpected {value!r} at position {pos}")
         return sql
+
+    # -- grammar --------------------------------------------------------------------------------
+    def rule(self) -> str:
+        return self.finished(self.or_())
 
     def or_(self) -> str:
         parts = [self.and_()]
@@ -181,7 +195,7 @@ class _Parser:
             values = self.literal_list()
             return f"({left} {'NOT ' if negate else ''}IN ({', '.join(values)}))"
         kind, op, pos = self.peek()
-        if kind == "op" and op in ("=", "!=", "<>", "<", ">", "<=", ">="):
+        if kind == "op" and op in _COMPARISONS:
             self.take()
             right = self.value()
             return f"({left} {'<>' if op == '!=' else op} {right})"
@@ -220,20 +234,22 @@ class _Parser:
         return values
 
     def literal(self) -> str:
-        kind, value, pos = self.take()
-        if kind == "string":
-            return self.bind(value[1:-1].replace("\\'", "'"))
-        if kind == "number":
-            return self.bind(float(value) if "." in value else int(value))
-        raise RuleError(f"expected a 'text' or a number at position {pos}, found {value!r}")
+        literal = self.literal_token()
+        if literal is None:
+            _, value, pos = self.take()
+            raise RuleError(f"expected a 'text' or a number at position {pos}, found {value!r}")
+        return literal
+
+    def new_alias(self) -> str:
+        self.aliases += 1
+        return f"r{self.aliases}"
 
     def table_scope(self) -> tuple[str, str, str]:
         kind, name, pos = self.take()
         if kind != "word" or name not in self.schema.tables:
             known = ", ".join(sorted(self.schema.tables))
             raise RuleError(f"unknown view {name!r} at position {pos} (known: {known})")
-        self.aliases += 1
-        alias = f"r{self.aliases}"
+        alias = self.new_alias()
         label = name
         if self.word() == "as":
             self.take()
@@ -246,15 +262,27 @@ class _Parser:
         link = self.schema.link
         return f"{alias}.{link} = u.{link}"
 
-    def exists(self, negate: bool) -> str:
-        alias, table, label = self.table_scope()
+    def rows_of(self, label: str, table: str, alias: str, then: str | None = None) -> tuple[str, str]:
+        """The optional ``where ...`` after a view named in a rule (and the condition after ``then``,
+        when given), read with that view's rows in scope: a bare column there is the view's."""
         self.scopes.append((label, table))
         self.scope_alias[label] = alias
-        condition = "TRUE"
-        if self.word() == "where":
-            self.take()
-            condition = self.or_()
-        self.scopes.pop()
+        try:
+            condition = "TRUE"
+            if self.word() == "where":
+                self.take()
+                condition = self.or_()
+            following = ""
+            if then is not None:
+                self.expect(then)
+                following = self.or_()
+        finally:
+            self.scopes.pop()
+        return condition, following
+
+    def exists(self, negate: bool) -> str:
+        alias, table, label = self.table_scope()
+        condition, _ = self.rows_of(label, table, alias)
         sql = f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {self._link(alias, table)} AND {condition})"
         return f"(NOT {sql})" if negate else sql
 
@@ -265,15 +293,8 @@ class _Parser:
         table, _, column = name.partition(".")
         if kind != "word" or table not in self.schema.tables or column not in self.schema.tables[table]:
             raise RuleError(f"expected view.column after 'in' at position {pos}, found {name!r}")
-        self.aliases += 1
-        alias = f"r{self.aliases}"
-        self.scopes.append((table, table))
-        self.scope_alias[table] = alias
-        condition = "TRUE"
-        if self.word() == "where":
-            self.take()
-            condition = self.or_()
-        self.scopes.pop()
+        alias = self.new_alias()
+        condition, _ = self.rows_of(table, table, alias)
         return (
             f"((SELECT count(DISTINCT {alias}.{column}) FROM {table} {alias} WHERE {self._link(alias, table)}"
             f" AND {alias}.{column} IN ({', '.join(values)}) AND {condition}) = {len(values)})"
@@ -283,15 +304,7 @@ class _Parser:
         alias, table, label = self.table_scope()
         if "date" not in self.schema.tables[table]:
             raise RuleError(f"'latest' needs a view with a date column; {table} has none")
-        self.scopes.append((label, table))
-        self.scope_alias[label] = alias
-        condition = "TRUE"
-        if self.word() == "where":
-            self.take()
-            condition = self.or_()
-        self.expect("has")
-        test = self.or_()
-        self.scopes.pop()
+        condition, test = self.rows_of(label, table, alias, then="has")
         return (
             f"EXISTS (SELECT 1 FROM {table} {alias} WHERE {self._link(alias, table)} AND {condition}"
             f" AND {alias}.date = (SELECT max(m.date) FROM {table} m"
@@ -319,14 +332,11 @@ class _Parser:
             return left
 
     def term(self) -> str:
+        literal = self.literal_token()
+        if literal is not None:
+            return literal
         kind, value, pos = self.peek()
         lower = value.lower() if kind == "word" else value
-        if kind == "string":
-            self.take()
-            return self.bind(value[1:-1].replace("\\'", "'"))
-        if kind == "number":
-            self.take()
-            return self.bind(float(value) if "." in value else int(value))
         if kind == "op" and value == "(":
             self.take()
             inner = self.value()
@@ -373,21 +383,18 @@ class _Parser:
         raise RuleError(f"unknown column {name!r} at position {pos}")
 
 
+def _parser(text: str, schema: Schema, what: str) -> _Parser:
+    if not isinstance(text, str) or not text.strip():
+        raise RuleError(f"the {what} is empty")
+    return _Parser(text, schema)
+
+
 def compile_rule(text: str, schema: Schema) -> Compiled:
     """Compile a condition; ``$period_start``/``$period_end`` are left for the evaluator to bind."""
-    if not isinstance(text, str) or not text.strip():
-        raise RuleError("the rule is empty")
-    parser = _Parser(text, schema)
-    return Compiled(parser.rule())
+    return Compiled(_parser(text, schema, "rule").rule())
 
 
 def compile_value(text: str, schema: Schema) -> Compiled:
     """Compile a value (a measure observation such as ``days between received and first_action``)."""
-    if not isinstance(text, str) or not text.strip():
-        raise RuleError("the expression is empty")
-    parser = _Parser(text, schema)
-    sql = parser.value()
-    kind, value, pos = parser.peek()
-    if kind != "end":
-        raise RuleError(f"unexpected {value!r} at position {pos}")
-    return Compiled(sql)
+    parser = _parser(text, schema, "expression")
+    return Compiled(parser.finished(parser.value()))
