@@ -82,6 +82,7 @@ class View:
     # Byte strings of which the raw JSON must hold one per group to pass ``where`` (a cheap pre-test).
     required: list[tuple[bytes, ...]] = field(default_factory=list)
     test: Any = None  # the compiled ``where`` (plan.py)
+    needs_env: bool = True  # False: every path is compiled, no evaluation scope to make per resource
     derivation: str | None = None  # rows the server derives from this view's rows (derived.py)
 
     def may_match(self, body: bytes) -> bool:
@@ -92,10 +93,11 @@ class View:
 
     def rows(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of one resource (none when a ``where`` is not true), by the compiled plan."""
-        env = Env(self.constants, resource)
-        if not self.test(resource, self.constants, env):
+        constants = self.constants
+        env = Env(constants, resource) if self.needs_env else None
+        if not self.test(resource, constants, env):
             return []
-        return _planned_rows(self.root, resource, env)
+        return _planned_rows(self.root, resource, resource, constants, env)
 
     def rows_evaluated(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The same rows by the general evaluator, path by path (the reference the plan is tested on)."""
@@ -262,10 +264,12 @@ def compile_view(resource: Any) -> View:
             if all(b"\\" not in e for e in encoded):
                 required.append(encoded)
     derivation = _derivation(resource, root.names)
-    plan.plan_select(root, _value)
+    needs_env = plan.plan_select(root, _value)
+    test = plan.compile_test(where)
     return View(
         derivation=derivation,
-        test=plan.compile_test(where),
+        needs_env=needs_env or test.needs_env,
+        test=test,
         required=required,
         resource_type=rtype,
         root=root,
@@ -430,25 +434,29 @@ def _rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
     return combined
 
 
-def _planned_rows(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
+def _planned_rows(
+    select: Select, node: Any, resource: Any, constants: dict[str, list[Any]], env: Env | None
+) -> list[tuple[Any, ...]]:
     if select.each is not None:
-        foci = select.each(node, env.resource, env.constants, env)
+        foci = select.each(node, resource, constants, env)
         if not foci:
             return [(None,) * len(select.names)] if select.or_null else []
         out: list[tuple[Any, ...]] = []
         for focus in foci:
-            out.extend(_planned_rows_at(select, focus, env))
+            out.extend(_planned_rows_at(select, focus, resource, constants, env))
         return out
-    return _planned_rows_at(select, node, env)
+    return _planned_rows_at(select, node, resource, constants, env)
 
 
-def _planned_rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
-    head = select.head(node, env.resource, env.constants, env)
+def _planned_rows_at(
+    select: Select, node: Any, resource: Any, constants: dict[str, list[Any]], env: Env | None
+) -> list[tuple[Any, ...]]:
+    head = select.head(node, resource, constants, env)
     if not select.selects and not select.union_all:
         return [head]
     combined: list[tuple[Any, ...]] = [head]
     for sub in select.selects:
-        part = _planned_rows(sub, node, env)
+        part = _planned_rows(sub, node, resource, constants, env)
         if not part:
             return []
         combined = (
@@ -459,7 +467,7 @@ def _planned_rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...
     if select.union_all:
         union: list[tuple[Any, ...]] = []
         for branch in select.union_all:
-            union.extend(_planned_rows(branch, node, env))
+            union.extend(_planned_rows(branch, node, resource, constants, env))
         if not union:
             return []
         combined = [a + b for a in combined for b in union]

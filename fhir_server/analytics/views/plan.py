@@ -486,10 +486,16 @@ def _typed_member(items: list[Any], typed: str, plain: str, type_name: str) -> l
 
 def _reference_keys(items: list[Any], wanted: str | None) -> list[Any]:
     out = []
+    prefix = f"{wanted}/" if wanted else None
     for item in items:
         reference = item.get("reference") if isinstance(item, dict) else None
         if not isinstance(reference, str):
             continue
+        if prefix is not None and reference.startswith(prefix):
+            rid = reference[len(prefix) :]
+            if rid and "/" not in rid:  # "Patient/p1": the common case, as reference_parts reads it
+                out.append(rid)
+                continue
         rtype, rid = general.reference_parts(reference)
         if rid is None or (wanted is not None and rtype != wanted):
             continue
@@ -498,13 +504,14 @@ def _reference_keys(items: list[Any], wanted: str | None) -> list[Any]:
 
 
 def _string_argument(items: list[Any]) -> str | None:
-    value = general.single(items, "a string function")
+    # one item, else none (None) or an error for several
+    value = items[0] if len(items) == 1 else general.single(items, "a string function")
     return value if isinstance(value, str) else None
 
 
 def _substring(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
     text = _string_argument(items)
-    if text is None or any(a is None for a in args):
+    if text is None:
         return []
     start = int(args[0])
     if not 0 <= start < len(text):
@@ -514,7 +521,7 @@ def _substring(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
 
 def _replace(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
     text = _string_argument(items)
-    if text is None or any(a is None for a in args):
+    if text is None:
         return []
     return [text.replace(str(args[0]), str(args[1]))]
 
@@ -572,6 +579,7 @@ def _build(code: _Code, header: str, name: str) -> Callable[..., Any]:
     exec(compile(source, f"<view plan {name}>", "exec"), namespace)
     function = namespace[name]
     function.source = source  # for reading the plan while debugging
+    function.needs_env = any("], env)" in line for line in code.lines)  # a general path needs its Env
     return function  # type: ignore[no-any-return]
 
 
@@ -582,7 +590,12 @@ def compile_list(compiled: general.Compiled) -> ListFn:
     result = _compile_into(compiler, compiled.expression, _Scope("node", None))
     if result is None:
         run = compiled.run
-        return lambda node, resource, constants, env: run([node], env)
+
+        def general_path(node: Any, resource: Any, constants: dict[str, list[Any]], env: Any) -> list[Any]:
+            return run([node], env)
+
+        general_path.needs_env = True  # type: ignore[attr-defined]
+        return general_path
     code.emit(f"return {compiler.as_list(result)}")
     return _build(code, "node, resource, constants, env", "_expression")  # type: ignore[return-value]
 
@@ -639,12 +652,15 @@ def compile_test(expressions: list[general.Compiled]) -> Callable[..., bool]:
     return _build(code, "resource, constants, env", "_test")  # type: ignore[return-value]
 
 
-def plan_select(select: Select, value: Callable[..., Any]) -> None:
-    """Attach compiled functions to ``select`` and its nested selects (``head``, ``each``)."""
+def plan_select(select: Select, value: Callable[..., Any]) -> bool:
+    """Attach compiled functions to ``select`` and its nested selects (``head``, ``each``); True when
+    any of them leaves a path to the general evaluator (which needs an ``Env``)."""
     select.head = compile_head(select.columns, value)
     select.each = compile_list(select.for_each) if select.for_each is not None else None
+    needs_env = select.head.needs_env or bool(select.each is not None and select.each.needs_env)
     for sub in (*select.selects, *select.union_all):
-        plan_select(sub, value)
+        needs_env = plan_select(sub, value) or needs_env
+    return needs_env
 
 
 def compiles(expression: str) -> bool:
