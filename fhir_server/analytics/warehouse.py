@@ -28,6 +28,7 @@ import pyarrow as pa
 from fhir_server.analytics.growth import who_zscores
 from fhir_server.analytics.views.definition import View
 from fhir_server.analytics.views.library import shipped_view, shipped_views
+from fhir_server.analytics.views.run import body_batches
 
 log = logging.getLogger("termtem.analytics")
 
@@ -128,13 +129,7 @@ class Warehouse:
         watermark = await store.last_change()
         rows: dict[str, list[tuple[Any, ...]]] = {view.name or "": [] for view in self.views}
         for rtype, views in self.by_type.items():
-            batch: list[bytes] = []
-            async for stored in store.iterate(rtype):
-                batch.append(stored.body)
-                if len(batch) >= _BATCH:
-                    await asyncio.to_thread(_rows_into, views, batch, rows)
-                    batch = []
-            if batch:
+            async for batch in body_batches(store, rtype):
                 await asyncio.to_thread(_rows_into, views, batch, rows)
         await asyncio.to_thread(self._replace_all, rows, watermark)
         self.last_refresh_seconds = time.perf_counter() - started

@@ -209,6 +209,10 @@ class SecuredStore:
         self._whole_store("Reading the whole store")
         return self._inner.iterate(resource_type)
 
+    def iterate_bodies(self, resource_type: str) -> AsyncIterator[list[bytes]]:
+        self._whole_store("Reading the whole store")
+        return self._inner.iterate_bodies(resource_type)  # type: ignore[no-any-return]
+
     def iterate_history(self) -> AsyncIterator[StoredResource]:
         self._whole_store("Reading the whole history")
         return self._inner.iterate_history()

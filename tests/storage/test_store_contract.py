@@ -115,6 +115,27 @@ async def test_iterate_streams_current_resources(any_store: Store) -> None:
     assert len(history) == 1201
 
 
+async def test_whole_type_bodies_in_batches(any_store: Store) -> None:
+    """What views and the analytics warehouse read (``views.run.body_batches``): every current body of
+    one type once, in rid order, deleted ones left out; a reader that stops early leaves the store fine."""
+    from fhir_server.analytics.views.run import body_batches
+
+    for n in range(25):
+        await put(any_store, version("Basic", f"b{n:02}", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    await put(any_store, version("Basic", "b03", 2, "2026-01-02T00:00:00.000Z", "DELETE"))
+    await put(any_store, version("Patient", "p", 1, "2026-01-01T00:00:00.000Z", "POST"))
+    expected = [r.body async for r in any_store.iterate("Basic")]
+    assert len(expected) == 24
+    assert [b for batch in [x async for x in body_batches(any_store, "Basic")] for b in batch] == expected
+    if hasattr(any_store, "iterate_bodies"):  # the read-ahead, across several batches
+        batches = [batch async for batch in any_store.iterate_bodies("Basic", size=7)]
+        assert [len(b) for b in batches] == [7, 7, 7, 3]
+        assert [b for batch in batches for b in batch] == expected
+        async for _ in any_store.iterate_bodies("Basic", size=7):
+            break
+        assert (await any_store.read("Basic", "b24")) is not None
+
+
 async def test_change_feed(any_store: Store) -> None:
     assert await any_store.last_change() == 0
     assert await any_store.changes(0) == []

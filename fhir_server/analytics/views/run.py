@@ -64,6 +64,23 @@ async def _search_pages(
         query.cursor = decode_cursor(page.next_cursor)
 
 
+async def body_batches(store: Any, resource_type: str) -> AsyncIterator[list[bytes]]:
+    """Every stored ``resource_type`` body, in batches: read ahead by stores that can
+    (``iterate_bodies``), else from ``iterate``. For callers that may read the whole store."""
+    if hasattr(store, "iterate_bodies") and hasattr(getattr(store, "_inner", store), "iterate_bodies"):
+        async for batch in store.iterate_bodies(resource_type):
+            yield batch
+        return
+    batch: list[bytes] = []
+    async for stored in store.iterate(resource_type):
+        batch.append(stored.body)
+        if len(batch) >= 2000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 async def visible_bodies(
     ctx: RequestContext, resource_type: str, options: RunOptions
 ) -> AsyncIterator[bytes]:
@@ -91,8 +108,9 @@ async def _visible_bodies(
                 yield body
         return
     if not params and _unrestricted(ctx):
-        async for stored in ctx.store.iterate(resource_type):
-            yield stored.body
+        async for batch in body_batches(ctx.store, resource_type):
+            for body in batch:
+                yield body
         return
     async for body in _search_pages(ctx, resource_type, params, None):
         yield body

@@ -282,6 +282,25 @@ class SqliteStore:
                 last = rid
                 yield stored
 
+    async def iterate_bodies(self, resource_type: str, size: int = 2000) -> AsyncIterator[list[bytes]]:
+        """The stored JSON of every current resource of one type, in batches; the next batch is read
+        (in a reader thread) while the caller works on this one. For whole-type readers that need the
+        body only: views and the analytics warehouse."""
+        pending = asyncio.ensure_future(
+            self._in_reader(partial(_body_batch, resource_type=resource_type, after=0, size=size))
+        )
+        try:
+            while True:
+                last, bodies = await pending
+                if not bodies:
+                    return
+                pending = asyncio.ensure_future(
+                    self._in_reader(partial(_body_batch, resource_type=resource_type, after=last, size=size))
+                )
+                yield bodies
+        finally:
+            pending.cancel()
+
     async def changes(self, after: int, limit: int = 500) -> list[tuple[int, StoredResource]]:
         return await self._in_reader(partial(_history_batch, after=after, size=limit))
 
@@ -620,6 +639,16 @@ def _resource_batch(
             (resource_type, after, size),
         ).fetchall()
     return [(r[0], _row(r[1:])) for r in rows]
+
+
+def _body_batch(
+    conn: sqlite3.Connection, resource_type: str, after: int, size: int
+) -> tuple[int, list[bytes]]:
+    rows = conn.execute(
+        "SELECT rid, body FROM resource WHERE type=? AND rid>? AND method!='DELETE' ORDER BY rid LIMIT ?",
+        (resource_type, after, size),
+    ).fetchall()
+    return (rows[-1][0] if rows else after), [bytes(r[1]) for r in rows]
 
 
 def _history_batch(conn: sqlite3.Connection, after: int, size: int = 500) -> list[tuple[int, StoredResource]]:
