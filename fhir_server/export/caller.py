@@ -130,7 +130,14 @@ async def restriction(
             403, f"Purpose of use '{caller.purpose}' does not allow a bulk export", code="forbidden"
         )
     patients: dict[str, frozenset[str]] = {}
+    golden: frozenset[str] = frozenset()
     if not role.unrestricted and role.only_types is None:
+        # As for every read: one child across agencies (fhir_server.identity), its Consents decided
+        # over all its records, and the golden records of the children the caller's agency serves.
+        from fhir_server.identity.book import current
+
+        children = await current(store)
+        golden = children.served(principal.organization)
         request = AccessRequest(
             principal.organization,
             principal.agency_type,
@@ -138,8 +145,8 @@ async def restriction(
             int(time.time() * 1000),
             principal.agency_ids,
         )
-        patients = await (consents or ConsentBook()).patients_by_class(store, request)
-    access = build_access(principal, patients)
+        patients = await (consents or ConsentBook()).patients_by_class(store, request, children)
+    access = build_access(principal, patients, golden=golden)
     if access is not None and deidentify and caller.researcher and principal.scopes.allows("Patient", "r"):
         demographics = patients.get("demographics", frozenset())
         access = Access(

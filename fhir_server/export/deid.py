@@ -205,7 +205,8 @@ class Deidentifier:
                 out["managingOrganization"] = {"reference": ref}
 
     def _object(self, node: dict[str, Any], days: int) -> dict[str, Any]:
-        # Hot path (every element of every exported resource): type() checks and inlined leaf rules.
+        # Hot path (every element of every exported resource): type() checks and inlined leaf rules;
+        # the commonest shapes (plain References, Codings) are also decided inline by the callers.
         if type(node.get("value")) is str or not node.keys().isdisjoint(_PERSONAL_SHAPES):
             # an Identifier or ContactPoint, a HumanName or an Address, whatever element holds it
             # (requisition, valueIdentifier, valueHumanName, locationAddress, ...)
@@ -239,6 +240,12 @@ class Deidentifier:
                     value = self.shift(value, days)
                 out[key] = value
             elif kind is dict:
+                if len(value) == 1 and type(target := value.get("reference")) is str:
+                    # a plain Reference, the commonest element after codes: the rule inlined
+                    ref = self.reference(target)
+                    if ref is not None:
+                        out[key] = {"reference": ref}
+                    continue
                 cleaned = self._object(value, days)
                 if key == "resource" and "resourceType" in value:
                     cleaned = {"resourceType": value["resourceType"], **cleaned}
@@ -257,6 +264,14 @@ class Deidentifier:
         for item in values:
             kind = type(item)
             if kind is dict:
+                if item.keys() <= _PLAIN_KEYS and type(item.get("value")) is not str:
+                    # a Coding or Quantity (the generic check, inlined for the commonest element)
+                    for value in item.values():
+                        if type(value) is str and len(value) >= 10 and value[0].isdigit():
+                            break
+                    else:
+                        items.append(item)
+                        continue
                 cleaned = self._object(item, days)
                 if key == "contained" and "resourceType" in item:
                     # contained resources keep their type and local id (references to them are "#id")

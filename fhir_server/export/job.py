@@ -52,6 +52,7 @@ _ROWS_BEFORE_WORKERS = 20_000  # small exports never pay for starting worker pro
 _AUDIT_CHUNK = 200
 _MEMBERS_FILE = ".members.json"
 _LEVELS_FILE = ".kanon.json"
+_CHILDREN_FILE = ".children.json"
 
 
 def export_types(request: ExportRequest, access: Access | None, deidentify: bool) -> list[str]:
@@ -140,7 +141,9 @@ class _Context:
     file_max_bytes: int
     page_bytes: int
     members: list[str] | None = None
-    levels: dict[str, int] = field(default_factory=dict)
+    levels: dict[str, int] = field(default_factory=dict)  # by child key (Pseudonymiser.key)
+    same_child: dict[str, str] = field(default_factory=dict)  # source record -> its golden record
+    merged: frozenset[str] = frozenset()  # source Patients another record of the same child stands for
     deid: Deidentifier | None = None
     processes: int = 0  # worker processes that de-identify pages (0: a thread of this process)
     pool: ProcessPoolExecutor | None = None
@@ -157,7 +160,7 @@ class _Context:
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=transform.init_worker,
-                initargs=(self.key, None, self.levels),
+                initargs=(self.key, self.same_child or None, self.levels, self.merged),
             )
 
     audited: set[str] = field(default_factory=set)
@@ -191,6 +194,7 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
     if deidentify:
         key = await project_key(job.store, params["project"])
         ctx.deid = Deidentifier(Pseudonymiser(key))
+    ctx.key = key
     state = dict(checkpoint) if checkpoint else {"phase": "plan"}
     if state["phase"] == "plan":
         try:
@@ -203,8 +207,13 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         ctx.members = orjson.loads(members.read_bytes()) if members.exists() else None
         levels = folder / _LEVELS_FILE
         ctx.levels = orjson.loads(levels.read_bytes()) if levels.exists() else {}
+        children = folder / _CHILDREN_FILE
+        if children.exists():
+            saved = orjson.loads(children.read_bytes())
+            ctx.same_child, ctx.merged = saved["sameChild"], frozenset(saved["merged"])
+    if ctx.deid is not None and ctx.same_child:
+        ctx.deid = Deidentifier(Pseudonymiser(key, ctx.same_child))
     if state["phase"] == "export":
-        ctx.key = key
         try:
             await _export(ctx, state)
         finally:
@@ -243,10 +252,18 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
     ctx.members = members
     types = export_types(request, ctx.access, ctx.deidentify)
     suppressed = 0
-    if ctx.deid is not None and "Patient" in types:
-        ctx.levels = await _generalise(ctx, int(params["k"]))
-        suppressed = sum(1 for level in ctx.levels.values() if level == SUPPRESSED)
-        private_write(ctx.folder / _LEVELS_FILE, orjson.dumps(ctx.levels))
+    if ctx.deid is not None:
+        patients = await _patients(ctx)
+        ctx.same_child = await _same_child(ctx, [p[0] for p in patients])
+        ctx.deid = Deidentifier(Pseudonymiser(ctx.key, ctx.same_child))
+        if "Patient" in types:
+            ctx.levels, ctx.merged = _generalise(ctx, patients, int(params["k"]))
+            suppressed = sum(1 for level in ctx.levels.values() if level == SUPPRESSED)
+            private_write(ctx.folder / _LEVELS_FILE, orjson.dumps(ctx.levels))
+        private_write(
+            ctx.folder / _CHILDREN_FILE,
+            orjson.dumps({"sameChild": ctx.same_child, "merged": sorted(ctx.merged)}),
+        )
     return {
         "phase": "export",
         "types": types,
@@ -256,29 +273,76 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
         "skipped": 0,
         "children": len(members) if members is not None else None,
         "suppressedChildren": suppressed,
+        "mergedRecords": len(ctx.merged),
     }
 
 
-async def _generalise(ctx: _Context, k: int) -> dict[str, int]:
-    """The k-anonymity level of every child whose Patient this export writes (only non-zero kept)."""
-    assert ctx.deid is not None
+async def _patients(ctx: _Context) -> list[tuple[str, dict[str, Any]]]:
+    """The Patients this export writes: (id, the elements the quasi-identifiers come from), in
+    storage order (only those elements are kept: memory stays small whatever the Patients hold)."""
     query = _query("Patient", ctx.request, ctx.access, ctx.members, ctx.base_url)
-    assert query is not None
-    children: list[tuple[str, kanon.QuasiIdentifiers]] = []
+    if query is None or not readable(ctx.access, "Patient"):
+        return []
+    out: list[tuple[str, dict[str, Any]]] = []
     after = 0
     while True:
         page = await ctx.job.store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
         for stored in page.resources:
             patient = orjson.loads(stored.body)
-            children.append(
-                (stored.id, quasi_identifiers(patient, ctx.deid.pseudonyms.offset_days(stored.id)))
-            )
+            out.append((stored.id, {k: patient[k] for k in _QI_ELEMENTS if k in patient}))
         if page.last is None:
-            break
+            return out
         after = page.last
         await asyncio.sleep(0)
+
+
+_QI_ELEMENTS = ("birthDate", "gender", "address")
+
+
+async def _same_child(ctx: _Context, patient_ids: list[str]) -> dict[str, str]:
+    """Every record of a child the identity layer links across agencies -> the child's golden record:
+    one child, one pseudonym, one date offset, one k-anonymity count (``pseudonyms.child_key``).
+
+    Asked for the children this export may cover: its Patients, and those whose data the caller's
+    consents open (a child's Observations may be exported without its Patient)."""
+    from fhir_server.identity.book import current
+
+    book = await current(ctx.job.store)
+    candidates = set(patient_ids)
+    if ctx.access is not None:
+        for grant in ctx.access.grants:
+            candidates |= grant.patients or frozenset()
+    out: dict[str, str] = {}
+    for patient_id in sorted(candidates):
+        golden = book.child(patient_id)
+        if golden is not None and golden not in out:
+            for record in book.linked(patient_id):
+                out[record] = golden
+    return out
+
+
+def _generalise(
+    ctx: _Context, patients: list[tuple[str, dict[str, Any]]], k: int
+) -> tuple[dict[str, int], frozenset[str]]:
+    """The k-anonymity level of every exported child, by child key (only non-zero kept), and the
+    Patient records left out because an earlier record of the same child stands for it.
+
+    A child registered by several agencies counts once: its first record in storage order is its
+    Patient in the export and gives its quasi-identifiers."""
+    assert ctx.deid is not None
+    pseudonyms = ctx.deid.pseudonyms
+    children: list[tuple[str, kanon.QuasiIdentifiers]] = []
+    seen: set[str] = set()
+    merged: set[str] = set()
+    for patient_id, patient in patients:
+        key = pseudonyms.key(patient_id)
+        if key in seen:
+            merged.add(patient_id)
+            continue
+        seen.add(key)
+        children.append((key, quasi_identifiers(patient, pseudonyms.offset_days(patient_id))))
     levels = kanon.generalise(children, k)
-    return {child: level for child, level in levels.items() if level}
+    return {child: level for child, level in levels.items() if level}, frozenset(merged)
 
 
 def _elements_for(request: ExportRequest, rtype: str) -> list[str] | None:
@@ -301,7 +365,9 @@ def _page_function(ctx: _Context, rtype: str) -> Any:
         return functools.partial(transform.plain, rtype, elements=elements, audit=ctx.caller is not None)
     if ctx.pool is not None:
         return functools.partial(transform.deid_in_worker, rtype, elements=elements)
-    return functools.partial(transform.deidentified, ctx.deid, ctx.levels, rtype, elements=elements)
+    return functools.partial(
+        transform.deidentified, ctx.deid, ctx.levels, rtype, elements=elements, merged=ctx.merged
+    )
 
 
 async def _export(ctx: _Context, state: dict[str, Any]) -> None:
@@ -497,7 +563,7 @@ async def _deletion(ctx: _Context, entry: Any, members: set[str] | None) -> byte
         return None
     rid = entry.id
     if ctx.deid is not None:
-        if child is not None and ctx.levels.get(child, 0) == SUPPRESSED:
+        if child is not None and ctx.levels.get(ctx.deid.pseudonyms.key(child), 0) == SUPPRESSED:
             return None
         rid = (
             ctx.deid.pseudonyms.child(rid)
@@ -561,6 +627,8 @@ async def _finish(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) 
                 "suppressedChildren": state.get("suppressedChildren", 0),
                 "suppressedResources": state.get("skipped", 0),
                 "generalisedChildren": sum(1 for v in ctx.levels.values() if 0 < v < SUPPRESSED),
+                # Patient records of children registered by several agencies, folded into one Patient
+                "mergedRecords": state.get("mergedRecords", 0),
             }
         }
     await _audit_children(ctx, set(), flush=True)

@@ -64,6 +64,11 @@ class Pseudonymiser:
                 self._ids[text] = found
         return found
 
+    def key(self, patient_id: str) -> str:
+        """What identifies the child of ``patient_id`` (``child_key``): its pseudonym, offset and
+        k-anonymity decision all hang on it."""
+        return child_key(patient_id, self._same_child)
+
     def child(self, patient_id: str) -> str:
         """The pseudonym of a child (its Patient's pseudonymous id)."""
         return self.reference("Patient", child_key(patient_id, self._same_child))

@@ -42,18 +42,27 @@ def plain(rtype: str, page: Page, elements: list[str] | None, audit: bool) -> Re
 
 
 def deidentified(
-    deid: Deidentifier, levels: dict[str, int], rtype: str, page: Page, elements: list[str] | None
+    deid: Deidentifier,
+    levels: dict[str, int],
+    rtype: str,
+    page: Page,
+    elements: list[str] | None,
+    merged: frozenset[str] = frozenset(),
 ) -> Result:
+    """``levels``: k-anonymity decisions by child key (``Pseudonymiser.key``); ``merged``: source
+    Patient records of a child whose Patient another record of the same child stands for."""
     lines: list[bytes] = []
     skipped = 0
     children: set[str] = set()
-    for _, body in page:
+    for id_, body in page:
+        if merged and rtype == "Patient" and id_ in merged:
+            continue  # one child, one Patient: another agency's record of this child is written
         resource = orjson.loads(body)
         child = child_of(resource)
         if child is None:
             linked = sorted(acc.linked_patients(rtype, resource))
             child = linked[0] if linked else None
-        level = levels.get(child, 0) if child is not None else 0
+        level = levels.get(deid.pseudonyms.key(child), 0) if child is not None else 0
         if level == SUPPRESSED:
             skipped += 1
             continue
@@ -69,15 +78,18 @@ def deidentified(
 
 # --- worker processes --------------------------------------------------------------------------------
 
-_worker: tuple[Deidentifier, dict[str, int]] | None = None
+_worker: tuple[Deidentifier, dict[str, int], frozenset[str]] | None = None
 
 
-def init_worker(key: bytes, same_child: dict[str, str] | None, levels: dict[str, int]) -> None:
-    """Process-pool initializer: the export's project key and k-anonymity decisions, once per worker."""
+def init_worker(
+    key: bytes, same_child: dict[str, str] | None, levels: dict[str, int], merged: frozenset[str]
+) -> None:
+    """Process-pool initializer: the export's project key, which records are one child, and the
+    k-anonymity decisions, once per worker."""
     global _worker
-    _worker = (Deidentifier(Pseudonymiser(key, same_child)), levels)
+    _worker = (Deidentifier(Pseudonymiser(key, same_child)), levels, merged)
 
 
 def deid_in_worker(rtype: str, page: Page, elements: list[str] | None) -> Result:
     assert _worker is not None, "init_worker did not run"
-    return deidentified(_worker[0], _worker[1], rtype, page, elements)
+    return deidentified(_worker[0], _worker[1], rtype, page, elements, _worker[2])
