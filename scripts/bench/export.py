@@ -247,7 +247,12 @@ async def run_export(
 
 
 # (name, de-identified?, worker processes for de-identification)
-SCENARIOS = (("plain", False, 0), ("deidentified", True, 0), ("deidentified, 1 worker", True, 1))
+SCENARIOS = (
+    ("plain", False, 0),
+    ("deidentified", True, 0),
+    ("deidentified, 1 worker", True, 1),  # the default (TERMTEM_EXPORT_PROCESSES=1)
+    ("deidentified, 2 workers", True, 2),  # both cores
+)
 
 
 def _in_subprocess(path: Path, deidentified: bool, processes: int, out: Path, k: int) -> dict[str, Any]:

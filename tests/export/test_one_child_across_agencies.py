@@ -87,3 +87,55 @@ async def test_k_anonymity_counts_a_child_once_whatever_the_agencies(tmp_path: P
         assert ext["suppressedChildren"] == 1
         # both agencies' weights and consents, and his one Patient (the other record is folded into it)
         assert ext["suppressedResources"] == 2 + 2 + 1 and ext["mergedRecords"] == 1
+
+
+async def test_a_resumed_export_keeps_the_links_it_started_with(tmp_path: Path, monkeypatch: Any) -> None:
+    """Which records are one child is decided when the export starts and stored with it: the server
+    that resumes the export after a crash writes the same one pseudonymous patient."""
+    import asyncio
+
+    from fhir_server import jobs
+    from fhir_server.jobs.runner import JobHandle
+    from fhir_server.security import roles
+    from tests.export.conftest import export_settings
+    from tests.security.conftest import Caller
+
+    settings = {"export_k": 1, "job_lease_seconds": 1.0, "store_url": export_settings(tmp_path).store_url}
+
+    async def crash_release(self: JobHandle, state: str) -> None:
+        return None  # a crash: the job is not given back, its lease just runs out
+
+    async for world in open_world(tmp_path, **settings):
+        await _register_kitti_twice(world)
+        researcher = await world.caller("study", "Organization/research", "researcher")
+        store = world.store
+        scan = store.scan
+
+        async def slow_scan(query: Any, after: int = 0, scan: Any = scan, **kw: Any) -> Any:
+            await asyncio.sleep(0.3)  # the export is still running when this server stops
+            return await scan(query, after, **kw)
+
+        store.scan = slow_scan
+        status_url = await kick_off(researcher, "Patient/$export")
+        job_id = status_url.rsplit("/", 1)[1]
+        for _ in range(400):
+            job = await jobs.get(store, job_id)
+            if job is not None and (job.checkpoint or {}).get("phase") == "export":
+                break
+            await asyncio.sleep(0.05)
+        assert job is not None and job.state == "running" and job.checkpoint["phase"] == "export"
+        monkeypatch.setattr(JobHandle, "release", crash_release)
+    monkeypatch.undo()
+    async for world in open_world(tmp_path, **settings):
+        key = world.tmp / "study.jwk.json"
+        reply = await world.token_reply("study", key, roles.get_role("researcher").default_scopes)
+        researcher = Caller(world.http, "study", key, reply.json()["access_token"])
+        manifest = await wait_manifest(researcher, status_url)
+        files = await download(researcher, manifest)
+        job = await jobs.get(world.store, job_id)
+        assert job is not None and job.attempts == 2  # resumed, not started again
+        assert len(files["Patient"]) == 1
+        assert {w["subject"]["reference"] for w in files["Observation"]} == {
+            f"Patient/{files['Patient'][0]['id']}"
+        }
+        assert manifest["extension"][EXTENSION]["mergedRecords"] == 1
