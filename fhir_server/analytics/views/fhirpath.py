@@ -1,11 +1,16 @@
-"""FHIRPath for views, compiled once into Python closures over parsed JSON.
+"""FHIRPath for views over parsed JSON: checking a view's paths, and evaluating those the plan does not.
 
-SQL on FHIR views use a small, well-defined part of FHIRPath (paths, ``where``, ``exists``, ``first``,
-``ofType``, ``extension``, ``join``, ``getResourceKey``/``getReferenceKey``, comparisons and boolean
-logic). fhirpathpy evaluates about 10,000 expressions a second, which would cap a view at a few
-thousand rows a second; these closures run that subset about a hundred times faster. An expression
-that uses a function outside the subset is handed to fhirpathpy (compiled once), so nothing valid is
-refused; an expression neither understands is a ``FhirPathError`` naming what is wrong.
+Views run through their compiled plan (``plan.py``: generated code for the shapes views use). This
+module is the general evaluator beside it: it checks every path when a view is compiled (a bad one is a
+``FhirPathError`` naming what is wrong), evaluates the paths outside the plan's subset as closures over
+the JSON (arithmetic, comparisons, string and conversion functions, ``select``, ``iif``...), and is the
+reference the plan is tested against (``View.rows_evaluated``). A function outside its own subset is
+handed to the server's FHIRPath engine (``fhir_server.fhirpath``, compiled once), so nothing valid is
+refused.
+
+Why not the engine for everything: it types values by the R4 model and is strict where views are
+lenient (``substring()`` of a FHIR dateTime is an error there, while views read a date as its text:
+``effective.ofType(dateTime).substring(0, 10)``), and a ``forEach`` focus reaches it as untyped JSON.
 """
 
 from __future__ import annotations
@@ -973,7 +978,7 @@ class Compiled:
 
 
 def _fallback(expression: str, name: str) -> Fn:
-    from fhir_server import fhirpath  # fhirpathpy with matches()/replaceMatches() on RE2
+    from fhir_server import fhirpath  # the server's engine (fhirpathpy's grammar, our evaluation)
 
     try:
         compiled = fhirpath.compile(expression)
