@@ -13,12 +13,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fhir_server.synthetic import PopulationConfig, Summary, write_ndjson, write_transaction_bundles
+from fhir_server.synthetic import (
+    PopulationConfig,
+    Summary,
+    write_moph43,
+    write_ndjson,
+    write_transaction_bundles,
+)
 
 
 class OutputFormat(StrEnum):
     bundles = "bundles"
     ndjson = "ndjson"
+    moph43 = "moph43"
 
 
 def _date(value: str) -> date:
@@ -38,7 +45,11 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(1, "--seed", help="Same seed and size give byte-identical output."),
         output_format: OutputFormat = typer.Option(
-            OutputFormat.ndjson, "--format", help="bundles: transaction Bundles; ndjson: one file per type."
+            OutputFormat.ndjson,
+            "--format",
+            help="bundles: transaction Bundles; ndjson: one file per type; moph43: the 43-file tables "
+            "(PERSON, ADDRESS, NUTRITION, EPI, PRENATAL, ANC, LABOR, NEWBORN, NEWBORNCARE, POSTNATAL) "
+            "for termtem import --format moph43.",
         ),
         households_per_bundle: int = typer.Option(10, min=1, help="Households per transaction Bundle."),
         reference_date: str = typer.Option("2026-01-01", help="'Today' for the population (YYYY-MM-DD)."),
@@ -83,6 +94,10 @@ def register(app: typer.Typer) -> None:
                     config=config,
                     progress=progress,
                 )
+            elif output_format is OutputFormat.moph43:
+                summary = write_moph43(
+                    out, seed, children, resources=resources, config=config, progress=progress
+                )
             else:
                 summary = write_ndjson(
                     out, seed, children, resources=resources, config=config, progress=progress
@@ -94,8 +109,9 @@ def _report(
     console: Console, summary: Summary, out: Path, output_format: OutputFormat, seconds: float
 ) -> None:
     table = Table(title=f"Synthetic population in {out} ({output_format.value})")
-    table.add_column("Resource type")
-    table.add_column("Count", justify="right")
+    rows = output_format is OutputFormat.moph43
+    table.add_column("Table" if rows else "Resource type")
+    table.add_column("Rows" if rows else "Count", justify="right")
     for kind, count in sorted(summary.counts.items()):
         table.add_row(kind, f"{count:,}")
     table.add_row("[bold]Total", f"[bold]{summary.resources:,}")
@@ -103,5 +119,5 @@ def _report(
     rate = summary.resources / seconds if seconds > 0 else 0.0
     console.print(
         f"{summary.children:,} children in {summary.households:,} households, {len(summary.files):,} files, "
-        f"{seconds:.1f} s ({rate:,.0f} resources/s)"
+        f"{seconds:.1f} s ({rate:,.0f} {'rows' if rows else 'resources'}/s)"
     )

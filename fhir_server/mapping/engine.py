@@ -120,12 +120,36 @@ class Mapper:
             if isinstance(item, RowError):
                 yield item
                 continue
-            source, record = item
-            if source.index is not None and not source.maps_records:
-                self._add_to_index(source, record)
-                continue
-            if source.maps_records:
-                yield from self.map_record(source, record)
+            yield from self._dispatch(*item)
+
+    def map_tables(self, tables: Mapping[str, list[dict[str, str]]]) -> Iterator[MappedRecord | RowError]:
+        """Map rows already in memory (``{table: [row, ...]}``, each row ``{column: text}``) exactly as if
+        they had been read from ``<TABLE>.txt`` files: same order (lookups first), same rules, same
+        entries. The synthetic generator builds its perinatal FHIR this way, so it cannot drift from
+        what an import of the same rows produces."""
+        for source in self.spec.sources:
+            for row, data in enumerate(tables.get(source.table, ()), start=2):
+                record = SourceRecord(f"{source.table}.txt", row, source.table, data)
+                yield from self._dispatch(source, record)
+
+    def index_rows(self, table: str, rows: Iterable[dict[str, str]]) -> None:
+        """Make rows of ``table`` available to lookups without mapping them."""
+        rows = list(rows)
+        for source in self.spec.sources:
+            if source.table == table and source.index is not None and not source.maps_records:
+                for row in rows:
+                    self._add_to_index(source, SourceRecord(f"{table}.txt", 0, table, row))
+
+    def accept(self, table: str, key: tuple[str, ...]) -> None:
+        """Count a record as accepted (rows that need it are mapped) though it was not mapped here."""
+        self.accepted.setdefault(table, set()).add(key)
+
+    def _dispatch(self, source: SourceSpec, record: SourceRecord) -> Iterator[MappedRecord | RowError]:
+        if source.index is not None and not source.maps_records:
+            self._add_to_index(source, record)
+            return
+        if source.maps_records:
+            yield from self.map_record(source, record)
 
     def _add_to_index(self, source: SourceSpec, record: SourceRecord) -> None:
         assert source.index is not None

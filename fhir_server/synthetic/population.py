@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
 from fhir_server import canonical
-from fhir_server.synthetic import clinical, social
+from fhir_server.synthetic import clinical, perinatal, social, tables
 from fhir_server.synthetic.agencies import AgencyDirectory, build_agencies
 from fhir_server.synthetic.config import PopulationConfig
 from fhir_server.synthetic.identifiers import (
@@ -74,6 +74,17 @@ class _Person:
         self.identifiers, self.phone, self.married = identifiers, phone, married
 
 
+@dataclass(slots=True)
+class Household:
+    """One household's resources and the 43-file rows its health centre holds about it (the first item of
+    a stream is the agencies, with no children and no rows)."""
+
+    resources: list[dict[str, Any]]
+    children: int = 0
+    hospcode: str = ""
+    rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+
 def generate(
     seed: int,
     children: int | None = None,
@@ -90,6 +101,23 @@ def generate(
     of one household are ``urn:uuid:<id>`` (for transaction bundles); otherwise ``Type/id``.
     Agencies are always referenced as ``Organization/<id>``.
     """
+    for household in households(
+        seed, children, resources=resources, config=config, reference_date=reference_date,
+        urn_references=urn_references,
+    ):
+        yield household.resources
+
+
+def households(
+    seed: int,
+    children: int | None = None,
+    *,
+    resources: int | None = None,
+    config: PopulationConfig | None = None,
+    reference_date: date | None = None,
+    urn_references: bool = False,
+) -> Iterator[Household]:
+    """``generate`` with each household's child count and 43-file rows (for the tables writer)."""
     if children is not None and children < 0:
         raise ValueError("children must not be negative")
     if resources is not None and resources < 0:
@@ -98,7 +126,7 @@ def generate(
     if reference_date is not None:
         config = replace(config, reference_date=reference_date)
     directory = build_agencies(seed)
-    yield list(directory.resources)
+    yield Household(list(directory.resources))
     produced, made, index = len(directory.resources), 0, 0
     while True:
         if children is not None and made >= children:
@@ -106,9 +134,9 @@ def generate(
         if resources is not None and produced >= resources:
             return
         limit = 3 if children is None else min(3, children - made)
-        household, count = _household(seed, index, limit, directory, config, urn_references)
-        made += count
-        produced += len(household)
+        household = _household(seed, index, limit, directory, config, urn_references)
+        made += household.children
+        produced += len(household.resources)
         index += 1
         yield household
 
@@ -125,8 +153,10 @@ def _cid(category: str, office: str, serial: int) -> str:
 
 def _household(
     seed: int, index: int, max_children: int, directory: AgencyDirectory, config: PopulationConfig, urn: bool
-) -> tuple[list[dict[str, Any]], int]:
+) -> Household:
     rng = random.Random(f"termtem-household:{seed}:{index}")
+    # Pregnancies and births draw from a stream of their own, so the rest of the household keeps its values.
+    birth_rng = random.Random(f"termtem-perinatal:{seed}:{index}")
     ref_date = config.reference_date
     places = bangkok_places()
     place = places[rng.randrange(len(places))]
@@ -144,6 +174,9 @@ def _household(
         birth = ref_date - timedelta(days=rng.randrange(_MAX_AGE_DAYS))
         identifiers = [hn_identifier(health_centre.hcode or "00000", f"{index * 4 + k:08d}")]
         kids.append(_Person(gender, birth, pick_given(rng, gender, stateless), identifiers))
+    shaped = perinatal.shape_births(birth_rng, [k.birth for k in kids], ref_date)
+    for kid, day in zip(kids, shaped, strict=True):
+        kid.birth = day
     oldest = min(kid.birth for kid in kids)
 
     pattern = rng.choices(_PATTERNS, _PATTERN_WEIGHTS)[0]
@@ -152,6 +185,8 @@ def _household(
         _, _, gender, generation = _RELATIONSHIPS[relationship]
         age_gap = rng.randint(18, 38) + (rng.randint(18, 30) if generation == 2 else 0)
         birth = oldest - timedelta(days=age_gap * 365 + rng.randrange(365))
+        if relationship == "MTH":
+            birth = perinatal.mother_birth(birth_rng, birth, [k.birth for k in kids], ref_date)
         adult_identifiers: list[dict[str, Any]] = []
         if not stateless:
             adult_identifiers.append(
@@ -172,6 +207,15 @@ def _household(
             )
         )
 
+    hospcode = health_centre.hcode or "00000"
+    updated = tables.updated_stamp(ref_date)
+    mother = next((adult for relationship, adult in adults if relationship == "MTH"), None)
+    births = perinatal.Births()
+    rows: dict[str, list[dict[str, str]]] = {"PERSON": [], "ADDRESS": []}
+    care: list[tuple[str, str | None, int, int]] = []  # (PID, CID, first and end index in out) per child
+    weight_slots: dict[str, int] = {}  # PID -> index in out of the birth-weight Observation to fill
+    mother_links: list[int] = []  # indexes in out of the newborns' MTH RelatedPersons
+    birth_days = [k.birth for k in kids]
     out: list[dict[str, Any]] = []
     count = 0
     for k, kid in enumerate(kids):
@@ -195,6 +239,9 @@ def _household(
                 myanmar_national = True
             elif childcare or school:
                 kid.identifiers.insert(0, gcode_identifier(make_gcode(rng)))
+        weight = max(900, min(5200, round(rng.gauss(3100, 450) / 10) * 10))
+        if birth_days.count(kid.birth) > 1:  # twins are smaller
+            weight = max(900, round(weight * 0.8 / 10) * 10)
         child = Child(
             rng=rng,
             urn=urn,
@@ -207,17 +254,31 @@ def _household(
             health_centre=health_centre,
             childcare=childcare,
             school=school,
-            birth_weight_g=max(900, min(5200, round(rng.gauss(3100, 450) / 10) * 10)),
+            birth_weight_g=weight,
         )
         patient = _patient(child, kid, family, home, myanmar_national)
+        first = len(out)
         out.append(patient)
+        pid = str(index * 8 + k + 1)
+        newborn = mother is not None and perinatal.in_window(kid.birth, ref_date)
         for relationship, adult in adults:
             guardian = _related_person(child, relationship, adult, family, home, place)
             child.guardians.append(
                 Guardian(guardian["id"], relationship, reference(urn, "RelatedPerson", guardian["id"]))
             )
+            if newborn and relationship == "MTH":
+                mother_links.append(len(out))
             out.append(guardian)
-        out.append(clinical.birth_weight(child))
+        if newborn:
+            # The birth record's weight replaces the plain one, under the id the plain one would have had.
+            weight_id = new_id(rng)
+            births.newborns.append(
+                perinatal.Newborn(child.id, pid, kid.birth, child.birth_weight_g, weight_id)
+            )
+            weight_slots[pid] = len(out)
+            out.append({})
+        else:
+            out.append(clinical.birth_weight(child))
         out += clinical.growth(child, config)
         out += clinical.immunizations(child, config)
         screenings, concerns = clinical.development(child, config)
@@ -238,8 +299,102 @@ def _household(
         agreement = social.consent(child, config)
         if agreement is not None:
             out.append(agreement)
+        child_cid = _cid_of(kid.identifiers)
+        rows["PERSON"].append(
+            tables.person_row(
+                hospcode=hospcode,
+                pid=pid,
+                cid=child_cid,
+                hn=kid.identifiers[-1]["value"],
+                prefix_code=prefix_for(kid.gender, age_years)[0],
+                given=kid.given[0],
+                family=family[0],
+                gender=kid.gender,
+                birth=kid.birth,
+                nation=_nation_code(patient),
+                mother_cid=_cid_of(next((a.identifiers for r, a in adults if r == "MTH"), [])),
+                father_cid=_cid_of(next((a.identifiers for r, a in adults if r == "FTH"), [])),
+                updated=updated,
+            )
+        )
+        rows["ADDRESS"].append(tables.address_row(hospcode, pid, child_cid, home, updated))
+        care.append((pid, child_cid, first, len(out)))
         count += 1
-    return out, count
+    if births.newborns and mother is not None:
+        slot = next(i for i, (r, _) in enumerate(adults) if r == "MTH")
+        mother_pid = str(index * 8 + 4 + slot + 1)
+        mother_cid = _cid_of(mother.identifiers)
+        mother_age = (ref_date - mother.birth).days // 365
+        mother_row = tables.person_row(
+            hospcode=hospcode,
+            pid=mother_pid,
+            cid=mother_cid,
+            hn=None,
+            prefix_code=prefix_for("female", mother_age, mother.married)[0],
+            given=mother.given[0],
+            family=family[0],
+            gender="female",
+            birth=mother.birth,
+            nation=None if stateless else "099",
+            married=mother.married,
+            mobile=mother.phone,
+            updated=updated,
+        )
+        mother_address = tables.address_row(hospcode, mother_pid, mother_cid, home, updated)
+        rows["PERSON"].append(mother_row)
+        rows["ADDRESS"].append(mother_address)
+        earlier = sum(1 for day in set(birth_days) if not perinatal.in_window(day, ref_date))
+        perinatal.add_pregnancies(
+            births,
+            birth_rng,
+            hospcode=hospcode,
+            hospital=local.hospital.hcode or hospcode,
+            mother=perinatal.Mother(mother_pid, mother_cid, mother.birth),
+            earlier_births=earlier,
+            updated=updated,
+        )
+        extra, weights, mother_id = perinatal.to_fhir(
+            births,
+            birth_rng,
+            mother_row=mother_row,
+            mother_address=mother_address,
+            person_rows=rows["PERSON"],
+            children={n.pid: n.child_id for n in births.newborns},
+            urn=urn,
+        )
+        for pid, at in weight_slots.items():
+            out[at] = weights[pid]
+        for resource in extra:
+            if resource["id"] == mother_id:  # registered where her child is (the PID is that centre's)
+                resource["generalPractitioner"] = [health_centre.reference]
+                resource["managingOrganization"] = health_centre.reference
+        link = {
+            "url": canonical.structure_definition(canonical.EXT_PERSON_RECORD),
+            "valueReference": reference(urn, "Patient", mother_id),
+        }
+        for at in mother_links:
+            guardian = out[at]
+            out[at] = {"resourceType": "RelatedPerson", "id": guardian["id"], "meta": guardian["meta"],
+                       "extension": [link], **{k: v for k, v in guardian.items() if k not in ("id", "meta")}}
+        out += extra
+        for table, found in births.tables.items():
+            rows.setdefault(table, []).extend(found)
+    hcodes = {a.reference["reference"]: a.hcode for a in (health_centre, local.hospital) if a.hcode}
+    for pid, cid, first, end in care:
+        for table, found in tables.care_rows(hospcode, pid, cid, out[first:end], hcodes, updated).items():
+            rows.setdefault(table, []).extend(found)
+    return Household(out, count, hospcode, rows)
+
+
+def _cid_of(identifiers: list[dict[str, Any]]) -> str | None:
+    return next((i["value"] for i in identifiers if i.get("system") == canonical.CID_SYSTEM), None)
+
+
+def _nation_code(patient: dict[str, Any]) -> str | None:
+    for ext in patient.get("extension", []):
+        if ext.get("url") == _NATIONALITY_EXT:
+            return str(ext["extension"][0]["valueCodeableConcept"]["coding"][0]["code"])
+    return None
 
 
 def _nationality(code: str, display: str) -> dict[str, Any]:

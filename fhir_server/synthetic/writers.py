@@ -1,9 +1,10 @@
-"""Write a generated population to disk as FHIR transaction bundles or as NDJSON, streaming."""
+"""Write a generated population to disk as FHIR transaction bundles, as NDJSON or as the MOPH 43-file
+tables, streaming."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -11,15 +12,17 @@ from typing import IO, Any
 
 import orjson
 
+from fhir_server.synthetic import tables
 from fhir_server.synthetic.config import PopulationConfig
-from fhir_server.synthetic.population import generate
+from fhir_server.synthetic.population import Household, households
 
 Progress = Callable[[int, int], None]  # (resources so far, children so far)
 
 
 @dataclass(slots=True)
 class Summary:
-    """What was written: resources per type, children, households and the files."""
+    """What was written: resources per type (rows per table for the 43-file tables), children,
+    households and the files."""
 
     counts: Counter[str] = field(default_factory=Counter)
     children: int = 0
@@ -38,22 +41,20 @@ def _stream(
     config: PopulationConfig | None,
     reference_date: date | None,
     urn: bool,
-) -> Any:
+) -> Iterator[Household]:
     if children is None and resources is None:
         raise ValueError("give a number of children or a number of resources")
-    return generate(
+    return households(
         seed, children, resources=resources, config=config, reference_date=reference_date, urn_references=urn
     )
 
 
-def _account(
-    summary: Summary, batch: list[dict[str, Any]], progress: Progress | None, household: bool
-) -> None:
-    for resource in batch:
+def _account(summary: Summary, household: Household, progress: Progress | None, first: bool) -> None:
+    for resource in household.resources:
         summary.counts[resource["resourceType"]] += 1
-    if household:
+    if not first:
         summary.households += 1
-        summary.children += sum(1 for r in batch if r["resourceType"] == "Patient")
+        summary.children += household.children
     if progress is not None:
         progress(summary.resources, summary.children)
 
@@ -73,8 +74,10 @@ def write_ndjson(
     summary = Summary()
     files: dict[str, IO[bytes]] = {}
     try:
-        for number, batch in enumerate(_stream(seed, children, resources, config, reference_date, urn=False)):
-            for resource in batch:
+        for number, household in enumerate(
+            _stream(seed, children, resources, config, reference_date, urn=False)
+        ):
+            for resource in household.resources:
                 kind = resource["resourceType"]
                 handle = files.get(kind)
                 if handle is None:
@@ -83,7 +86,7 @@ def write_ndjson(
                     summary.files.append(path)
                 handle.write(orjson.dumps(resource))
                 handle.write(b"\n")
-            _account(summary, batch, progress, household=number > 0)
+            _account(summary, household, progress, first=number == 0)
     finally:
         for handle in files.values():
             handle.close()
@@ -118,15 +121,16 @@ def write_transaction_bundles(
         pending.clear()
 
     batches = 0
-    for number, batch in enumerate(_stream(seed, children, resources, config, reference_date, urn=True)):
+    for number, household in enumerate(_stream(seed, children, resources, config, reference_date, urn=True)):
         if number == 0:
             pending.extend(
-                {"resource": r, "request": {"method": "PUT", "url": f"Organization/{r['id']}"}} for r in batch
+                {"resource": r, "request": {"method": "PUT", "url": f"Organization/{r['id']}"}}
+                for r in household.resources
             )
-            _account(summary, batch, progress, household=False)
+            _account(summary, household, progress, first=True)
             flush()
             continue
-        for resource in batch:
+        for resource in household.resources:
             id_ = resource.pop("id")
             pending.append(
                 {
@@ -135,11 +139,52 @@ def write_transaction_bundles(
                     "request": {"method": "POST", "url": resource["resourceType"]},
                 }
             )
-        _account(summary, batch, progress, household=True)
+        _account(summary, household, progress, first=False)
         batches += 1
         if batches == households_per_bundle:
             flush()
             batches = 0
     if pending:
         flush()
+    return summary
+
+
+def write_moph43(
+    out_dir: Path,
+    seed: int,
+    children: int | None = None,
+    *,
+    resources: int | None = None,
+    config: PopulationConfig | None = None,
+    reference_date: date | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """The population as MOPH 43-file tables (``PERSON.txt``, ``ANC.txt``...: pipe-delimited, UTF-8,
+    header row) in one folder holding every health centre's rows (HOSPCODE tells them apart), as
+    ``termtem import --format moph43`` reads them. ``Summary.counts`` counts rows per table; the size
+    (``children``/``resources``) is that of the FHIR form, so both forms hold the same population."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    rows: Counter[str] = Counter()
+    files: dict[str, IO[str]] = {}
+    try:
+        for table in tables.TABLES:
+            path = out_dir / f"{table}.txt"
+            files[table] = path.open("w", encoding="utf-8", newline="")
+            files[table].write("|".join(tables.columns(table)) + "\n")
+            summary.files.append(path)
+        for number, household in enumerate(
+            _stream(seed, children, resources, config, reference_date, urn=False)
+        ):
+            for table, found in household.rows.items():
+                handle = files[table]
+                for row in found:
+                    handle.write(tables.line(table, row))
+                rows[table] += len(found)
+            _account(summary, household, progress, first=number == 0)
+    finally:
+        for handle in files.values():
+            handle.close()
+    summary.counts = rows
+    summary.files.sort()
     return summary

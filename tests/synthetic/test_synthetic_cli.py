@@ -17,7 +17,9 @@ def test_generate_ndjson_writes_one_file_per_type_and_a_summary(tmp_path: Path) 
     result = runner.invoke(app, ["generate", "--children", "25", "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     patients = (out / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
-    assert len(patients) == 25 and json.loads(patients[0])["resourceType"] == "Patient"
+    children = [p for p in patients if '"code":"pid"' not in p]  # mothers carry their centre's PID
+    assert len(children) == 25 and json.loads(patients[0])["resourceType"] == "Patient"
+    assert len(patients) > 25  # a few mothers of the under-6s, with their birth records
     assert (out / "Organization.ndjson").exists() and (out / "Observation.ndjson").exists()
     assert "Patient" in result.output and "Total" in result.output
     assert "25 children" in result.output and "resources/s" in result.output
