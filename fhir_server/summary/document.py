@@ -228,9 +228,13 @@ def to_bundle(summary: Summary) -> dict[str, Any]:
     ]
     for resource in [rec.patient, *shown]:
         entries.setdefault(_full_url(rec, resource), resource)
-    for ref in sorted(_references(rec, entries)):
-        if ref in rec.referenced and f"{rec.base_url}/{ref}" not in entries:
-            entries[f"{rec.base_url}/{ref}"] = rec.referenced[ref]
+    pending = sorted(_references(rec, entries))
+    while pending:  # and what those refer to (an agency's parent organisation), so all resolve inside
+        ref = pending.pop(0)
+        url = f"{rec.base_url}/{ref}"
+        if ref in rec.referenced and url not in entries:
+            entries[url] = rec.referenced[ref]
+            pending.extend(sorted(_references(rec, {url: rec.referenced[ref]})))
     out = []
     for full_url, resource in entries.items():
         raw = rec.raw.get((resource.get("resourceType"), resource.get("id")))

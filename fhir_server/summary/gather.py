@@ -55,4 +55,23 @@ async def gather(
             if not page.next_cursor:
                 break
             query.cursor = decode_cursor(page.next_cursor)
+    await _parent_agencies(ctx, found)
     return found
+
+
+async def _parent_agencies(ctx: RequestContext, found: Record) -> None:
+    """The organisations a named agency is part of (a childcare centre's district office), so every
+    reference in the document resolves inside it; read through the caller's view like the rest."""
+    pending = [r for r in found.referenced.values() if r.get("resourceType") == "Organization"]
+    while pending:
+        part_of = pending.pop().get("partOf")
+        ref = part_of.get("reference") if isinstance(part_of, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("Organization/") or ref in found.referenced:
+            continue
+        stored = await ctx.store.read("Organization", ref.split("/", 1)[1])
+        if stored is None or stored.deleted:
+            continue
+        parent = orjson.loads(stored.body)
+        found.referenced[ref] = parent
+        found.raw[("Organization", stored.id)] = stored.body
+        pending.append(parent)

@@ -137,6 +137,7 @@ def add_pregnancies(
     mother: Mother,
     earlier_births: int,
     updated: str,
+    reference_date: date,
 ) -> None:
     """The rows of each pregnancy that ended in the household's newborns (twins share one).
 
@@ -148,7 +149,7 @@ def add_pregnancies(
     gravida = earlier_births + (1 if rng.random() < 0.12 else 0)
     for day, babies in by_day.items():
         gravida += 1
-        _pregnancy(births, rng, hospcode, hospital, mother, gravida, day, babies, updated)
+        _pregnancy(births, rng, hospcode, hospital, mother, gravida, day, babies, updated, reference_date)
 
 
 def _pregnancy(
@@ -161,6 +162,7 @@ def _pregnancy(
     born: date,
     babies: list[Newborn],
     updated: str,
+    reference_date: date,
 ) -> None:
     twins = len(babies) > 1
     weeks = _gestational_weeks(rng, min(b.weight_g for b in babies), twins)
@@ -229,6 +231,7 @@ def _pregnancy(
         for low, high in _NEWBORN_VISIT_DAYS
         if rng.random() < _NEWBORN_VISIT_COVERAGE
     ]
+    care_days = [day for day in care_days if day <= reference_date]  # nothing after "today"
     for order, baby in enumerate(babies, start=1):
         asphyxia = rng.random() < (0.08 if baby.weight_g < 2500 else 0.015)
         tsh_done = rng.random() < 0.97

@@ -259,7 +259,7 @@ def _household(
         patient = _patient(child, kid, family, home, myanmar_national)
         first = len(out)
         out.append(patient)
-        pid = str(index * 8 + k + 1)
+        pid = _pid(index * 8 + k)
         newborn = mother is not None and perinatal.in_window(kid.birth, ref_date)
         for relationship, adult in adults:
             guardian = _related_person(child, relationship, adult, family, home, place)
@@ -322,7 +322,7 @@ def _household(
         count += 1
     if births.newborns and mother is not None:
         slot = next(i for i, (r, _) in enumerate(adults) if r == "MTH")
-        mother_pid = str(index * 8 + 4 + slot + 1)
+        mother_pid = _pid(index * 8 + 4 + slot)
         mother_cid = _cid_of(mother.identifiers)
         mother_age = (ref_date - mother.birth).days // 365
         mother_row = tables.person_row(
@@ -352,6 +352,7 @@ def _household(
             mother=perinatal.Mother(mother_pid, mother_cid, mother.birth),
             earlier_births=earlier,
             updated=updated,
+            reference_date=ref_date,
         )
         extra, weights, mother_id = perinatal.to_fhir(
             births,
@@ -384,6 +385,11 @@ def _household(
         for table, found in tables.care_rows(hospcode, pid, cid, out[first:end], hcodes, updated).items():
             rows.setdefault(table, []).extend(found)
     return Household(out, count, hospcode, rows)
+
+
+def _pid(person: int) -> str:
+    """A person's PID at the health centre: a running number, 8 digits (the standard allows up to 15)."""
+    return str(10_000_001 + person)
 
 
 def _cid_of(identifiers: list[dict[str, Any]]) -> str | None:

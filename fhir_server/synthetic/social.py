@@ -239,6 +239,7 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
         if rng.random() < 0.2:
             nested.append(_permit(educators, "COC", ["wellbeing"], kind="deny"))
     withdrawn = rng.random() < 0.08
+    period = {"start": signed.isoformat(), "end": (signed + timedelta(days=3 * 365)).isoformat()}
     return {
         "resourceType": "Consent",
         "id": new_id(rng),
@@ -271,11 +272,10 @@ def consent(child: Child, config: PopulationConfig) -> dict[str, Any] | None:
         "performer": performers,
         "organization": [child.health_centre.reference],
         "policyRule": {"coding": [coding(_ACT_CODE, "OPTIN", "opt-in")]},
-        "provision": {
-            "type": "permit",
-            "period": {"start": signed.isoformat(), "end": (signed + timedelta(days=3 * 365)).isoformat()},
-            "provision": nested,
-        },
+        # Opt-in: nothing is shared by default (a root "deny" without criteria), each nested provision
+        # shares named classes with named agencies for the consent's three years. A root "permit" with
+        # the period would share everything with everyone for those years (FHIR R4 Consent.provision).
+        "provision": {"type": "deny", "provision": [{**p, "period": period} for p in nested]},
     }
 
 

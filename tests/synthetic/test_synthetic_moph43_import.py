@@ -1,0 +1,120 @@
+"""``termtem generate --format moph43`` writes 43-file tables that import over HTTP with auth on: the
+births and newborns arrive linked to their mothers, the risk flags are derived, a re-import changes
+nothing. The FHIR form of the same seed holds the same mothers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from fhir_server import canonical
+from fhir_server.cli import app
+from fhir_server.cli.importer import profile_validator, validate_record
+from fhir_server.mapping import RowError, batch_records, map_files
+from tests.security import scene
+from tests.security.conftest import Caller, World, world  # noqa: F401  (fixture)
+
+runner = CliRunner()
+RISK = canonical.code_system(canonical.CS_PERINATAL_RISK)
+PERSON_RECORD = canonical.structure_definition(canonical.EXT_PERSON_RECORD)
+SEED, CHILDREN = 11, 45
+
+
+def _rows(folder: Path, table: str) -> list[dict[str, str]]:
+    with (folder / f"{table}.txt").open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="|"))
+
+
+async def _import(centre: Caller, folder: Path) -> None:
+    check = profile_validator()
+    records = []
+    for item in map_files("moph43", [folder]):
+        assert not isinstance(item, RowError), item
+        assert item.warnings == []
+        assert check is None or validate_record(item, check) == []
+        records.append(item)
+    for bundle, _carried in batch_records(records, 200):
+        reply = await centre.post("", bundle)
+        assert reply.status_code == 200, reply.text[:2000]
+
+
+async def _all(caller: Caller, query: str) -> list[dict[str, Any]]:
+    reply = await caller.get(f"{query}{'&' if '?' in query else '?'}_count=1000")
+    assert reply.status_code == 200, reply.text
+    entries = reply.json().get("entry", [])
+    return [e["resource"] for e in entries if e.get("search", {}).get("mode") == "match"]
+
+
+async def _versions(caller: Caller) -> dict[str, str]:
+    out = {}
+    for kind in ("Patient", "RelatedPerson", "EpisodeOfCare", "Encounter", "Procedure", "Observation",
+                 "Immunization", "MedicationAdministration", "ServiceRequest"):
+        for r in await _all(caller, kind):
+            out[f"{kind}/{r['id']}"] = r["meta"]["versionId"]
+    return out
+
+
+async def test_generated_tables_import_linked_and_flagged_and_idempotent(
+    world: World, tmp_path: Path  # noqa: F811
+) -> None:
+    tables, fhir = tmp_path / "moph43", tmp_path / "ndjson"
+    for form, out in (("moph43", tables), ("ndjson", fhir)):
+        arguments = ["generate", "--children", str(CHILDREN), "--seed", str(SEED), "--format", form]
+        result = runner.invoke(app, [*arguments, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert f"{CHILDREN} children" in result.output
+    newborns = _rows(tables, "NEWBORN")
+    persons = {(r["HOSPCODE"], r["PID"]): r for r in _rows(tables, "PERSON")}
+    mothers = {persons[(n["HOSPCODE"], n["MPID"])]["CID"] for n in newborns} - {""}
+    # The FHIR form of the same seed has the same mothers (by CID) as Patients.
+    fhir_patients = [json.loads(line) for line in (fhir / "Patient.ndjson").read_text().splitlines()]
+    fhir_cids = {
+        i["value"] for p in fhir_patients for i in p["identifier"] if i["system"] == canonical.CID_SYSTEM
+    }
+    assert len(newborns) >= 8 and mothers and mothers <= fhir_cids
+
+    admin = await world.caller("admin", "Organization/ops", "admin")
+    await world.set_agency("Organization/hc", "health-centre")
+    reply = await admin.put("Organization/hc", scene.agency("hc", "health-centre"))
+    assert reply.status_code in (200, 201)
+    centre = await world.caller("centre", "Organization/hc", "health-centre")
+    await _import(centre, tables)
+
+    births = await _all(centre, f"Encounter?type={canonical.code_system(canonical.CS_PERINATAL_EVENT)}|birth")
+    assert len(births) == len(newborns)
+    episodes = {f"EpisodeOfCare/{e['id']}": e for e in await _all(centre, "EpisodeOfCare")}
+    assert len(episodes) == len(_rows(tables, "PRENATAL"))
+    patients = {f"Patient/{p['id']}": p for p in await _all(centre, "Patient")}
+    assert len(patients) == len(persons)
+    links = {
+        r["patient"]["reference"]: r["extension"][0]["valueReference"]["reference"]
+        for r in await _all(centre, "RelatedPerson")
+        if r.get("extension") and r["extension"][0]["url"] == PERSON_RECORD
+    }
+    for birth in births:
+        child = birth["subject"]["reference"]
+        mother = episodes[birth["episodeOfCare"][0]["reference"]]["patient"]["reference"]
+        assert links[child] == mother and patients[mother]["gender"] == "female"
+
+    # The flags the rows call for, no more and no fewer.
+    expected = {
+        "low-birth-weight": sum(int(n["BWEIGHT"]) < 2500 for n in newborns),
+        "preterm": sum(int(n["GA"]) < 37 for n in newborns),
+    }
+    visits: dict[tuple[str, str, str], list[int]] = {}
+    for row in _rows(tables, "ANC"):
+        visits.setdefault((row["HOSPCODE"], row["PID"], row["GRAVIDA"]), []).append(int(row["GA"]))
+    expected["late-first-anc"] = sum(min(v) > 12 for v in visits.values())
+    expected["few-anc-visits"] = sum(len(v) < 5 for v in visits.values())
+    found = {
+        code: len(await _all(centre, f"Observation?code={RISK}|{code}&status=final")) for code in expected
+    }
+    assert found == expected and found["late-first-anc"] + found["few-anc-visits"] > 0
+
+    before = await _versions(centre)
+    await _import(centre, tables)
+    assert await _versions(centre) == before
