@@ -30,6 +30,7 @@ STORE_FILE = "termtem.sqlite"
 _GENERATED = "generated"
 _EXAMPLES_FILE = "demo-examples.json"
 _WEIGHT = ("http://loinc.org", "29463-7")
+_EVENT = canonical.code_system(canonical.CS_PERINATAL_EVENT)
 # Task states in which a referral still waits for, or is receiving, the receiving agency's work.
 OPEN_TASK_STATES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
 
@@ -88,12 +89,17 @@ class _Picker:
         self.owner_names: dict[str, str] = {}
         self.suspected = 0
         self.children = 0
+        self.births = 0
 
     def see(self, full_url: str, resource: dict[str, Any]) -> None:
         kind = resource.get("resourceType")
         if kind == "Patient":
+            if any(str(i.get("system", "")).endswith("/PID") for i in resource.get("identifier") or []):
+                return  # a mother's own record (her centre's PID), from the generated birth records
             self.children += 1
             self._patient(full_url, resource)
+        elif kind == "Encounter" and (_EVENT, "birth") in _codes((resource.get("type") or [{}])[0]):
+            self.births += 1
         elif kind == "Observation":
             self._observation(resource)
         elif kind == "Task" and resource.get("status") in OPEN_TASK_STATES:
@@ -129,7 +135,7 @@ class _Picker:
 
 def _calls(picker: _Picker, ids: dict[str, str]) -> list[ExampleCall]:
     candidates = [u for u in picker.cids if picker.weights[u] >= 2 and u in picker.subdistricts and u in ids]
-    if not candidates or not picker.open_tasks or not picker.suspected:
+    if not candidates or not picker.open_tasks or not picker.suspected or not picker.births:
         raise DemoLoadError("the generated population is too small for the examples; ask for more children")
     child = max(candidates, key=lambda u: (picker.weights[u], u))
     owner, _ = max(picker.open_tasks.items(), key=lambda item: (item[1], item[0]))
@@ -152,6 +158,15 @@ def _calls(picker: _Picker, ids: dict[str, str]) -> list[ExampleCall]:
         ),
         ExampleCall(
             f"Open referral Tasks for {agency}", f"Task?owner={owner}&status={','.join(OPEN_TASK_STATES)}"
+        ),
+        ExampleCall(
+            f"The {picker.births} births: each baby's birth record, linked to its mother's pregnancy",
+            f"Encounter?type={_q(_EVENT)}|birth",
+        ),
+        ExampleCall(
+            "Risk flags the server derived when the pregnancies and births were loaded "
+            "(low birth weight, preterm, teenage mother, late or too few antenatal visits)",
+            f"Observation?code={_q(canonical.code_system(canonical.CS_PERINATAL_RISK))}|",
         ),
         ExampleCall(
             f"Bangkok subdistricts matching '{picker.subdistricts[child]}' ($expand with a Thai filter)",

@@ -148,7 +148,7 @@ def care_rows(
                 {
                     "HOSPCODE": hospcode,
                     "PID": pid,
-                    "SEQ": f"{pid}{day}",
+                    "SEQ": _visit(pid, day),
                     "DATE_SERV": day,
                     "NUTRITIONPLACE": place,
                     "D_UPDATE": updated,
@@ -167,7 +167,7 @@ def care_rows(
                 {
                     "HOSPCODE": hospcode,
                     "PID": pid,
-                    "SEQ": f"{pid}{day}{moph}",
+                    "SEQ": _visit(pid, day),
                     "DATE_SERV": day,
                     "VACCINETYPE": moph,
                     "VACCINEPLACE": hcodes.get(resource["performer"][0]["actor"]["reference"], ""),
@@ -176,3 +176,8 @@ def care_rows(
                 }
             )
     return {"NUTRITION": list(visits.values()), "EPI": epi}
+
+
+def _visit(pid: str, day: str) -> str:
+    """SEQ, the visit number (at most 16 characters): one per person and day, shared by its services."""
+    return f"{pid}{day[2:]}"

@@ -124,7 +124,8 @@ def test_every_printed_example_works_against_the_demo(tmp_path: Path) -> None:
         assert "AUTHENTICATION IS OFF" in output
         assert f"FHIR base URL: http://127.0.0.1:{demo.port}/fhir" in output
         urls = _curl_urls(output)
-        assert len(urls) == 8, output  # 5 about one child's record, 3 about one child across agencies
+        # 5 about one child's record, 2 about births and their risk flags, 3 about one child across agencies
+        assert len(urls) == 10, output
         assert all(u.startswith(f"http://127.0.0.1:{demo.port}/fhir/") for u in urls)
         kinds = set()
         for url in urls:
@@ -147,7 +148,9 @@ def test_every_printed_example_works_against_the_demo(tmp_path: Path) -> None:
                 assert len(results) == 1 and len(links) >= 2, response.text[:500]
             if ":mdm=" in url or "%3Amdm=" in url:  # every agency's record, and the golden one
                 assert len(results) >= 3, response.text[:500]
-        assert kinds == {"Patient", "Observation", "Task", "ValueSet"}
+            if "birth" in url and "Encounter" in url:  # each birth in its mother's pregnancy
+                assert all(r["episodeOfCare"] for r in results), response.text[:500]  # type: ignore[index]
+        assert kinds == {"Patient", "Observation", "Task", "ValueSet", "Encounter"}
         demo.process.terminate()
         demo.process.wait(timeout=20)
     # auth really is off: no token was sent above. A second start with --keep reuses the store.

@@ -15,6 +15,7 @@ from fhir_server import canonical
 from fhir_server.cli import app
 from fhir_server.cli.importer import profile_validator, validate_record
 from fhir_server.mapping import RowError, batch_records, map_files
+from fhir_server.synthetic import generate
 from tests.security import scene
 from tests.security.conftest import Caller, World, world  # noqa: F401  (fixture)
 
@@ -118,3 +119,35 @@ async def test_generated_tables_import_linked_and_flagged_and_idempotent(
     before = await _versions(centre)
     await _import(centre, tables)
     assert await _versions(centre) == before
+
+
+async def test_generated_fhir_loads_and_derives_the_same_flags(world: World) -> None:  # noqa: F811
+    """The FHIR form, written as transactions by an admin client with auth on: the flags fire on it too."""
+    population = list(generate(SEED, CHILDREN))
+    everything = [r for batch in population[1:] for r in batch]
+    admin = await world.caller("admin", "Organization/ops", "admin")
+    for batch in population:
+        entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                   for r in batch]
+        reply = await admin.post("", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        assert reply.status_code == 200, reply.text[:2000]
+
+    def measured(code: str) -> list[float]:
+        """Every birth measurement (the older children's plain birth weights count too)."""
+        return [
+            r["valueQuantity"]["value"]
+            for r in everything
+            if r["resourceType"] == "Observation"
+            and code in [c.get("code") for c in r["code"].get("coding", [])]
+        ]
+
+    expected = {
+        "low-birth-weight": sum(g < 2500 for g in measured("8339-4")),
+        "preterm": sum(w < 37 for w in measured("76516-4")),
+    }
+    found = {
+        code: len(await _all(admin, f"Observation?code={RISK}|{code}&status=final")) for code in expected
+    }
+    assert found == expected and sum(found.values()) > 0
+    pregnancy_flags = await _all(admin, f"Observation?code={RISK}|late-first-anc,{RISK}|few-anc-visits")
+    assert pregnancy_flags and all(f["subject"]["reference"].startswith("Patient/") for f in pregnancy_flags)
