@@ -16,10 +16,21 @@ from fhir_server import __version__
 from fhir_server.observability.redact import redact_url
 from fhir_server.storage import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NAMESPACE, KEY = "termtem", "schema"
-# version N -> the step that brings a store from version N-1 to N (none yet: 1 is the first layout).
-MIGRATIONS: dict[int, Callable[[Any], Awaitable[None]]] = {}
+
+
+async def _outbox_keyed_by_stream_id(store: Any) -> None:
+    """2: SQLite keeps subscription events under a small key per stream (``outbox_events``); a store
+    that opens the first layout moves them at once (``SqliteStore.open``), this only makes sure. A
+    release that reads version 1 would not see them: the version keeps it from opening the store."""
+    migrate = getattr(store, "migrate_outbox", None)
+    if migrate is not None:
+        await migrate()
+
+
+# version N -> the step that brings a store from version N-1 to N.
+MIGRATIONS: dict[int, Callable[[Any], Awaitable[None]]] = {2: _outbox_keyed_by_stream_id}
 
 
 class SchemaMismatch(StoreError):

@@ -54,12 +54,18 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS history_updated ON history(last_updated)",
     """CREATE TABLE IF NOT EXISTS kv(
         namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(namespace, key))""",
-    # The outbox: AUTOINCREMENT so a sequence number is never reused after events are trimmed.
-    """CREATE TABLE IF NOT EXISTS outbox(
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, number INTEGER NOT NULL,
-        recorded TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(stream, number))""",
-    "CREATE TABLE IF NOT EXISTS outbox_stream(stream TEXT PRIMARY KEY, last INTEGER NOT NULL)",
+    # The outbox: a stream is named once (``sid``) and its events keyed by (sid, number): a write
+    # that notifies a hundred subscriptions touches a hundred small index entries, not a hundred
+    # long text keys (its commit costs a third). AUTOINCREMENT: a ``seq`` is never reused after
+    # events are trimmed.
+    """CREATE TABLE IF NOT EXISTS outbox_streams(
+        sid INTEGER PRIMARY KEY, stream TEXT NOT NULL UNIQUE, last INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS outbox_events(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, sid INTEGER NOT NULL, number INTEGER NOT NULL,
+        recorded TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(sid, number))""",
 ]
+_EVENT_COLUMNS = "s.stream, e.number, e.seq, e.recorded, e.payload"
+_EVENT_TABLES = "outbox_events e JOIN outbox_streams s ON s.sid = e.sid"
 
 _COLUMNS = "type, id, version, last_updated, method, body"
 
@@ -115,6 +121,7 @@ class SqliteStore:
             conn = self._connect()
             for statement in _SCHEMA + list(index_tables.SCHEMA):
                 conn.execute(statement)
+            _migrate_outbox(conn)
             return conn
 
         self._writer = await self._in_writer(setup)
@@ -321,31 +328,38 @@ class SqliteStore:
     # -- outbox --------------------------------------------------------------------------------
     async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
         rows = self._conn.execute(
-            "SELECT stream, number, seq, recorded, payload FROM outbox WHERE stream=? AND number>? "
-            "ORDER BY number LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_TABLES} "
+            "WHERE e.sid=(SELECT sid FROM outbox_streams WHERE stream=?) AND e.number>? "
+            "ORDER BY e.number LIMIT ?",
             (stream, after, limit),
         ).fetchall()
         return [_event(r) for r in rows]
 
     async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
         rows = self._conn.execute(
-            "SELECT stream, number, seq, recorded, payload FROM outbox WHERE seq>? ORDER BY seq LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_TABLES} WHERE e.seq>? ORDER BY e.seq LIMIT ?",
             (seq, limit),
         ).fetchall()
         return [_event(r) for r in rows]
 
     async def outbox_last(self, stream: str) -> int:
-        row = self._conn.execute("SELECT last FROM outbox_stream WHERE stream=?", (stream,)).fetchone()
+        row = self._conn.execute("SELECT last FROM outbox_streams WHERE stream=?", (stream,)).fetchone()
         return int(row[0]) if row else 0
 
     async def outbox_trim(self, stream: str, through: int) -> int:
         async with self.transaction() as tx:
             cursor = await tx._run(
                 lambda conn: conn.execute(
-                    "DELETE FROM outbox WHERE stream=? AND number<=?", (stream, through)
+                    "DELETE FROM outbox_events WHERE sid=(SELECT sid FROM outbox_streams WHERE stream=?)"
+                    " AND number<=?",
+                    (stream, through),
                 )
             )
         return int(cursor.rowcount)
+
+    async def migrate_outbox(self) -> None:
+        """Move events from the first layout's outbox tables (schema version 1), if any are left."""
+        await self._in_writer(lambda: _migrate_outbox(self._writer))  # type: ignore[arg-type]
 
     async def outbox_wait(self, after_seq: int, timeout: float) -> int:
         if self._outbox_signal is None:
@@ -359,7 +373,7 @@ class SqliteStore:
         return self._latest_seq()
 
     def _latest_seq(self) -> int:
-        row = self._conn.execute("SELECT max(seq) FROM outbox").fetchone()
+        row = self._conn.execute("SELECT max(seq) FROM outbox_events").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     # -- key/value -----------------------------------------------------------------------------
@@ -497,13 +511,49 @@ class _SqliteTransaction:
 def _outbox_put(conn: sqlite3.Connection, streams: Sequence[str], recorded: str, data: bytes) -> None:
     rows = []
     for stream in streams:
-        (number,) = conn.execute(
-            "INSERT INTO outbox_stream(stream, last) VALUES(?, 1) "
-            "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING last",
+        (sid, number) = conn.execute(
+            "INSERT INTO outbox_streams(stream, last) VALUES(?, 1) "
+            "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING sid, last",
             (stream,),
         ).fetchone()
-        rows.append((stream, number, recorded, data))
-    conn.executemany("INSERT INTO outbox(stream, number, recorded, payload) VALUES(?,?,?,?)", rows)
+        rows.append((sid, number, recorded, data))
+    conn.executemany("INSERT INTO outbox_events(sid, number, recorded, payload) VALUES(?,?,?,?)", rows)
+
+
+def _migrate_outbox(conn: sqlite3.Connection) -> None:
+    """Schema version 1 kept events under their stream's name (``outbox``, ``outbox_stream``): move
+    them, with their numbers and sequence, into the keyed tables, in one transaction (nothing, once done)."""
+    found = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN ('outbox', 'outbox_stream')"
+    ).fetchone()[0]
+    if found != 2:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO outbox_streams(stream, last) SELECT stream, last FROM outbox_stream WHERE true "
+            "ON CONFLICT(stream) DO UPDATE SET last=max(last, excluded.last)"
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox_events(seq, sid, number, recorded, payload) "
+            "SELECT o.seq, s.sid, o.number, o.recorded, o.payload FROM outbox o "
+            "JOIN outbox_streams s ON s.stream = o.stream ORDER BY o.seq"
+        )
+        # A sequence number is never reused: the new table carries on after the old one's highest.
+        old = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+        if old is not None:
+            if conn.execute("SELECT 1 FROM sqlite_sequence WHERE name='outbox_events'").fetchone() is None:
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('outbox_events', ?)", (old[0],))
+            else:
+                conn.execute(
+                    "UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='outbox_events'", (old[0],)
+                )
+        conn.execute("DROP TABLE outbox")
+        conn.execute("DROP TABLE outbox_stream")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
