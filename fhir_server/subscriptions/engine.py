@@ -40,8 +40,12 @@ def stream(subscription_id: str) -> str:
 
 @dataclass(frozen=True)
 class Active:
-    subscription: model.Subscription
+    """One criteria and the subscriptions that share it, by subscriber: a write is matched once per
+    criteria and checked once per subscriber, however many subscriptions there are."""
+
+    criteria: model.Subscription  # one of them (for the type and the search)
     conditions: tuple[Any, ...]
+    streams: dict[str | None, list[str]]  # subscriber -> the outbox streams of its subscriptions
 
 
 def server_tag(resource: dict[str, Any], system: str) -> str | None:
@@ -108,17 +112,23 @@ class Engine:
         page = await server.search(query)
         if page.next_cursor is not None:
             log.warning("more than %d active subscriptions: the rest are not matched", _MAX_SUBSCRIPTIONS)
-        by_type: dict[str, list[Active]] = {}
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], Active] = {}
         for stored in page.matches:
             subscription = read_subscription(stored)
             if subscription is None or subscription.status not in RECORDING:
                 continue
-            try:
-                conditions = model.conditions(subscription)
-            except FhirError as exc:  # e.g. a parameter waiting for its reindex: skipped, and said so
-                log.warning("Subscription/%s: %s", subscription.id, exc.diagnostics)
-                continue
-            by_type.setdefault(subscription.resource_type, []).append(Active(subscription, conditions))
+            key = (subscription.resource_type, subscription.params)
+            if key not in groups:
+                try:
+                    conditions = model.conditions(subscription)
+                except FhirError as exc:  # e.g. a parameter waiting for its reindex: skipped, said so
+                    log.warning("Subscription/%s: %s", subscription.id, exc.diagnostics)
+                    continue
+                groups[key] = Active(subscription, conditions, {})
+            groups[key].streams.setdefault(subscription.subscriber, []).append(stream(subscription.id))
+        by_type: dict[str, list[Active]] = {}
+        for (resource_type, _), active in groups.items():
+            by_type.setdefault(resource_type, []).append(active)
         self._by_type = by_type
         self._loaded = time.monotonic()
 
@@ -141,25 +151,19 @@ class Engine:
         resource: dict[str, Any] | None = None
         streams: list[str] = []
         heard: dict[str | None, bool] = {}  # per subscriber: one decision per write, however many
-        matched: dict[tuple[tuple[str, str], ...], bool] = {}  # per criteria: the same answer for all
         for active in subscriptions:
-            hit = matched.get(active.subscription.params)
+            hit = matching.matches(active.conditions, target)
             if hit is None:
-                found = matching.matches(active.conditions, target)
-                if found is None:
-                    found = not stored.deleted and await _search_match(tx, active.subscription, stored.id)
-                hit = matched[active.subscription.params] = bool(found)
+                hit = not stored.deleted and await _search_match(tx, active.criteria, stored.id)
             if not hit:
                 continue
             if resource is None:
                 resource = orjson.loads(body)
-            subscriber = active.subscription.subscriber
-            if subscriber not in heard:
-                heard[subscriber] = await self._may_hear(
-                    active.subscription, stored.resource_type, body, resource
-                )
-            if heard[subscriber]:
-                streams.append(stream(active.subscription.id))
+            for subscriber, names in active.streams.items():
+                if subscriber not in heard:
+                    heard[subscriber] = await self._may_hear(subscriber, stored.resource_type, body, resource)
+                if heard[subscriber]:
+                    streams.extend(names)
         if streams:
             await tx.outbox_put_many(
                 streams,
@@ -173,9 +177,9 @@ class Engine:
         return len(streams)
 
     async def _may_hear(
-        self, subscription: model.Subscription, resource_type: str, body: bytes, resource: dict[str, Any]
+        self, subscriber: str | None, resource_type: str, body: bytes, resource: dict[str, Any]
     ) -> bool:
-        audience = await self.audiences.get(self.store, subscription.subscriber)
+        audience = await self.audiences.get(self.store, subscriber)
         if audience is None:
             return False  # its client was removed: nobody to tell
         if addressed_to(resource_type, resource, audience.organization):

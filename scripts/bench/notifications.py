@@ -158,7 +158,9 @@ async def run(
                     httpx.AsyncClient(timeout=10) as receivers,
                 ):
                     await _writes(http, 20, 10_000_000)  # warm-up
+                    cpu = time.process_time()
                     without = await _writes(http, writes, 0)
+                    cpu_without = (time.process_time() - cpu) / writes
                     ids = []
                     for n in range(subscriptions):
                         reply = await http.post(
@@ -172,13 +174,16 @@ async def run(
                             break
                         await asyncio.sleep(0.2)
                     before = (await receivers.get(stats_url)).json()["events"]
+                    cpu, worker_cpu = time.process_time(), _cpu_seconds(worker)
                     with_subs = await _writes(http, writes, writes)
+                    cpu_with = (time.process_time() - cpu) / writes
                     if rate:  # latency under a steady load rather than after a burst
                         await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
                         before = (await receivers.get(stats_url)).json()["events"]
                         skip = before
                         await _writes(http, writes, 2 * writes, rate)
                     await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
+                    worker_cpu = _cpu_seconds(worker) - worker_cpu
             if worker is not None:
                 worker.terminate()
                 worker.wait()
@@ -194,6 +199,15 @@ async def run(
         "writes_per_s_without": round(without, 1),
         "writes_per_s_with": round(with_subs, 1),
         "slowdown_pct": round(100 * (1 - with_subs / without), 1),
+        # CPU the server process spent per write (with the client's share, the same in both): what
+        # recording the events costs a write, whatever else the machine is doing.
+        "server_cpu_ms_per_write_without": round(cpu_without * 1000, 2),
+        "server_cpu_ms_per_write_with": round(cpu_with * 1000, 2),
+        "write_cpu_increase_pct": round(100 * (cpu_with / cpu_without - 1), 1),
+        # The delivering process (--delivery process): CPU per event delivered in the measured phase.
+        "delivery_cpu_us_per_event": round(worker_cpu / max(subscriptions * writes, 1) * 1e6, 1)
+        if worker is not None
+        else "in the server process",
         "notifications_expected": subscriptions * writes,
         "notifications_received": stats["events"],
         "notification_requests": stats["notifications"],  # several events share one under load
@@ -202,6 +216,17 @@ async def run(
         "latency_ms_p99": round(percentile(latencies, 99) * 1000, 1),
         "latency_ms_max": round(max(latencies, default=0) * 1000, 1),
     }
+
+
+def _cpu_seconds(process: subprocess.Popen[bytes] | None) -> float:
+    """User + system CPU seconds a child process has used so far (Linux /proc), 0 when unknown."""
+    if process is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 async def _wait(receivers: httpx.AsyncClient, url: str, expected: int, deadline: float) -> None:

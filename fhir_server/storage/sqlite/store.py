@@ -509,14 +509,29 @@ class _SqliteTransaction:
 
 
 def _outbox_put(conn: sqlite3.Connection, streams: Sequence[str], recorded: str, data: bytes) -> None:
-    rows = []
-    for stream in streams:
-        (sid, number) = conn.execute(
-            "INSERT INTO outbox_streams(stream, last) VALUES(?, 1) "
-            "ON CONFLICT(stream) DO UPDATE SET last=last+1 RETURNING sid, last",
-            (stream,),
-        ).fetchone()
-        rows.append((sid, number, recorded, data))
+    # One statement numbers the event on every stream (a statement per stream cost more than the
+    # rows); streams seen for the first time are added, then numbered the same way.
+    names = list(dict.fromkeys(streams))
+    rows: list[tuple[int, int, str, bytes]] = []
+    for start in range(0, len(names), 500):  # within SQLite's limit on bound parameters
+        chunk = names[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        numbered = conn.execute(
+            f"UPDATE outbox_streams SET last=last+1 WHERE stream IN ({marks}) RETURNING sid, last, stream",
+            chunk,
+        ).fetchall()
+        if len(numbered) < len(chunk):
+            known = {row[2] for row in numbered}
+            new = [name for name in chunk if name not in known]
+            conn.executemany("INSERT INTO outbox_streams(stream, last) VALUES(?, 0)", [(n,) for n in new])
+            numbered += conn.execute(
+                f"UPDATE outbox_streams SET last=last+1 WHERE stream IN ({','.join('?' * len(new))})"
+                " RETURNING sid, last, stream",
+                new,
+            ).fetchall()
+        order = {name: n for n, name in enumerate(chunk)}
+        numbered.sort(key=lambda row: order[row[2]])  # events in the order the streams were given
+        rows.extend((sid, number, recorded, data) for sid, number, _ in numbered)
     conn.executemany("INSERT INTO outbox_events(sid, number, recorded, payload) VALUES(?,?,?,?)", rows)
 
 
