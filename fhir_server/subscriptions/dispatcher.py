@@ -59,7 +59,7 @@ FIRST_RETRY = 1.0  # seconds; doubles on each failure
 LONGEST_RETRY = 600.0
 _RELOAD = 2.0  # seconds between looks at the Subscription resources
 _TRIM_EVERY = 600.0
-_SPACING = 0.1  # seconds between two part-filled notifications to one subscription
+_SPACING = 0.2  # seconds between two part-filled notifications to one subscription
 _POOL_SIZE = 8  # connections kept per endpoint (several subscriptions may share one)
 _BUFFERED = 2_000  # events kept in memory per subscription; beyond, they are read from the store
 
