@@ -296,8 +296,11 @@ class Dispatcher:
                 await self._activate(subscription)
             else:
                 await self._deliver(subscription)
-        except Exception:  # one subscription's trouble must not stop the others
+        except Exception as exc:  # one subscription's trouble must not stop the others
             log.exception("Subscription/%s: delivery failed unexpectedly", subscription.id)
+            state = self.states.get(subscription.id)
+            if state is not None:  # backs off like a failing endpoint (no busy loop on a bug)
+                self._failed(subscription.id, state, f"internal error: {type(exc).__name__}")
         finally:
             # Done here rather than in a callback: the next step (woken now) can start it again at once.
             self._busy.pop(subscription.id, None)
