@@ -223,3 +223,35 @@ async def test_a_failing_endpoint_backs_off_then_errors_and_events_stay(
         status_of(n)["events"][0]["event-number"] for n in receiver.notifications("event-notification")
     ]
     assert numbers[-1] == "1" and await _status(s.hospital, sub["id"]) == "active"
+
+
+async def test_a_fault_inside_the_server_backs_off_and_delivers_later(
+    notify_world: World, receiver: Receiver, monkeypatch: Any
+) -> None:
+    from fhir_server.subscriptions import notifications
+
+    s = await scene.build(notify_world)
+    sub = await s.hospital.create(
+        subscription("ServiceRequest?requester=Organization/hosp", receiver.url(), "id-only")
+    )
+    await deliver(notify_world)
+    await s.hospital.create(data.service_request("child1", "Organization/hosp", "Organization/school1"))
+    real = notifications.bundle
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(notifications, "bundle", broken)
+    dispatcher = await deliver(notify_world)
+    state = dispatcher.states[sub["id"]]
+    assert state.attempts == 1 and state.next_attempt > time.time()  # not tried again at once
+    assert "RuntimeError" in (state.last_error or "")
+    await dispatcher.step([])
+    await dispatcher.settle()
+    assert dispatcher.states[sub["id"]].attempts == 1 and not receiver.notifications("event-notification")
+    monkeypatch.setattr(notifications, "bundle", real)
+    state.next_attempt = 0
+    await dispatcher.step([])
+    await dispatcher.settle()
+    (note,) = receiver.notifications("event-notification")
+    assert status_of(note)["events"][0]["event-number"] == "1"
