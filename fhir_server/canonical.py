@@ -212,9 +212,10 @@ SP_RELATEDPERSON_PERSON_RECORD = "RelatedPerson-person-record"  # the mother's o
 
 # --- Identity (issue 14, fhir_server/identity): golden records, links and review -------------------
 IDENTITY_TAG_SYSTEM = f"{BASE}/tag/identity"  # server-set tag codes: golden, review, retired
+IDENTITY_BLOCK_TAG_SYSTEM = f"{BASE}/tag/identity-block"  # golden records: blocking keys for matching
 EXT_IDENTITY_SOURCE = "th-identity-source"  # any element of a golden record: the source record it came from
 EXT_IDENTITY_LINK = "th-identity-link"  # golden Patient.link: assurance, method, rule, when, by
-EXT_IDENTITY_CANDIDATE = "th-identity-candidate"  # golden Patient: a probable match waiting for review
+EXT_IDENTITY_CANDIDATE = "th-identity-candidate"  # legacy bodies; now identity.review
 EXT_IDENTITY_NOT_MATCH = "th-identity-not-match"  # golden Patient: a steward said "not the same child"
 EXT_GUARDIAN_IDENTIFIER = "th-guardian-identifier"  # golden Patient.contact: the guardian's CID
 # --- end of the identity block ---

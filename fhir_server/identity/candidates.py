@@ -1,25 +1,29 @@
 """Which golden records are worth scoring against a Patient (blocking), found through the search index.
 
 Comparing a record with every child is too slow at a million resources, so candidates come from a
-few indexed lookups: the record's national identifiers and the valid CIDs one typing slip away from a
-CID whose check digit fails; its birth date as written, with day and month swapped, and a year off
-(Buddhist-era years are already converted); and the children its guardians' CIDs belong to.
-Children born on one day are few (a handful among tens of thousands), so the blocks stay small.
+few indexed look-ups, each returning at most ``BLOCK_LIMIT`` golden records: the record's national
+identifiers and the valid CIDs one typing slip away from a CID whose check digit fails; its blocking
+keys (birth date with the usual slips, sex and name keys: ``blocking``), carried by golden records as
+tags; and the children its guardians' CIDs belong to. The work of one look-up is therefore bounded
+whatever the store holds, even when many look-alike children share a block (the same child posted again
+and again): a block holds the oldest ``BLOCK_LIMIT`` of them, which is enough for a steward to see the
+duplicates.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from typing import Any
 
 import orjson
 
 from fhir_server import canonical
+from fhir_server.identity import blocking
 from fhir_server.identity import identifiers as ids
-from fhir_server.identity.features import Features, birth_variants
+from fhir_server.identity.features import Features
 from fhir_server.identity.records import PATIENT, Golden, golden_tag, goldens_of, search
 
-BLOCK_LIMIT = 200
+BLOCK_LIMIT = 25  # golden records per look-up (write path)
+MATCH_BLOCK_LIMIT = 100  # per look-up for $match, which ranks and pages what it finds
 
 
 def near_cids(broken: str) -> list[str]:
@@ -40,18 +44,11 @@ def near_cids(broken: str) -> list[str]:
     return sorted(out)
 
 
-def _birth_dates(born: date) -> list[date]:
-    dates = list(birth_variants(born))
-    for years in (-1, 1):
-        try:
-            dates.append(born.replace(year=born.year + years))
-        except ValueError:
-            dates.append(born.replace(year=born.year + years, day=28) + timedelta(days=1))
-    return list(dict.fromkeys(dates))
-
-
-async def candidate_goldens(tx: Any, f: Features, *, exclude: set[str] | None = None) -> list[Golden]:
-    """Active golden records that may be the same child as ``f`` describes (unscored)."""
+async def candidate_goldens(
+    tx: Any, f: Features, *, exclude: set[str] | None = None, limit: int = BLOCK_LIMIT
+) -> list[Golden]:
+    """Active golden records that may be the same child as ``f`` describes (unscored; their review
+    items are not read: these records are for scoring, not for changing)."""
     exclude = exclude or set()
     found: dict[str, Golden] = {}
 
@@ -63,17 +60,16 @@ async def candidate_goldens(tx: Any, f: Features, *, exclude: set[str] | None = 
     tokens = [n.token for n in f.national]
     tokens += [f"{canonical.CID_SYSTEM}|{c}" for b in f.broken_cids for c in near_cids(b)]
     if tokens:
-        stored = await search(
-            tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=BLOCK_LIMIT
-        )
+        stored = await search(tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=limit)
         keep([Golden.of(s) for s in stored])
-    if f.birth is not None:
-        dates = ",".join(d.isoformat() for d in _birth_dates(f.birth))
-        stored = await search(tx, PATIENT, [("birthdate", dates), golden_tag()], count=BLOCK_LIMIT)
-        keep([Golden.of(s) for s in stored])
+    keys = blocking.query_keys(f)
+    if keys:
+        values = ",".join(f"{blocking.SYSTEM}|{k}" for k in keys)
+        stored = await search(tx, PATIENT, [("_tag", values)], count=limit)
+        keep([g for s in stored if (g := Golden.of(s)).content.get("active") is not False])
     if f.guardian_cids:
         values = ",".join(f"{canonical.CID_SYSTEM}|{c}" for c in sorted(f.guardian_cids))
-        people = await search(tx, "RelatedPerson", [("identifier", values)], count=BLOCK_LIMIT)
+        people = await search(tx, "RelatedPerson", [("identifier", values)], count=limit)
         children = sorted(
             {
                 ref.split("/", 1)[1]

@@ -13,9 +13,11 @@ from collections import Counter
 from typing import Any
 
 from fhir_server import canonical
+from fhir_server.identity import blocking
 from fhir_server.identity import features as feat
 from fhir_server.identity import identifiers as ids
 from fhir_server.identity.model import (
+    BLOCK_SYSTEM,
     GOLDEN,
     GUARDIAN_ID_EXT,
     NOT_MATCH_EXT,
@@ -31,7 +33,12 @@ _LANGUAGE_EXT = "http://hl7.org/fhir/StructureDefinition/language"
 _PREFIX_EXT = canonical.structure_definition(canonical.EXT_NAME_PREFIX)
 _NAME_EXTENSIONS = (_LANGUAGE_EXT, _PREFIX_EXT)
 _TYPE_SYSTEM = canonical.code_system(canonical.CS_IDENTIFIER_TYPE)
-_TYPE_DISPLAY = {ids.CID: "เลขประจำตัวประชาชน", ids.GCODE: "รหัส G", ids.PASSPORT: "หนังสือเดินทาง"}
+_TYPE_DISPLAY = {
+    ids.CID: "เลขประจำตัวประชาชน",
+    ids.GCODE: "รหัส G",
+    ids.PASSPORT: "หนังสือเดินทาง",
+    ids.NEWBORN: "เลขประจำตัวชั่วคราวของทารกแรกเกิด",
+}
 _DISPLAY = {
     GOLDEN: "Golden record (server-managed identity of one child)",
     RETIRED: "Golden record merged into another",
@@ -222,8 +229,7 @@ def build(state: GoldenState, sources: Sources, guardians: Guardians) -> dict[st
     for tag in tags:
         tag["display"] = _DISPLAY[tag["code"]]
     resource: dict[str, Any] = {"resourceType": "Patient", "meta": {"tag": tags}}
-    extensions = [c.to_fhir() for c in state.candidates] if not state.retired else []
-    extensions += [{"url": NOT_MATCH_EXT, "valueReference": patient_ref(o)} for o in sorted(state.not_match)]
+    extensions = [{"url": NOT_MATCH_EXT, "valueReference": patient_ref(o)} for o in sorted(state.not_match)]
     if extensions:
         resource["extension"] = extensions
     order = [s for s in state.sources() if s in sources]
@@ -256,4 +262,6 @@ def build(state: GoldenState, sources: Sources, guardians: Guardians) -> dict[st
     links += [{"other": patient_ref(o), "type": "replaces"} for o in state.replaces]
     if links:
         resource["link"] = links
+    keys = blocking.golden_keys(feat.features(resource))
+    tags.extend({"system": BLOCK_SYSTEM, "code": key} for key in keys)
     return resource

@@ -19,7 +19,7 @@ import orjson
 
 from fhir_server.identity import identifiers as ids
 from fhir_server.identity import linker
-from fhir_server.identity.model import TAG_SYSTEM, identity_tags, is_golden, ref_id
+from fhir_server.identity.model import is_golden, ref_id, server_tag_systems
 from fhir_server.interactions.errors import FhirError
 from fhir_server.storage.base import StoredResource
 
@@ -79,10 +79,10 @@ def before_write(
             " ($identity-link, $identity-unlink, $identity-merge)",
             code="conflict",
         )
-    if resource is not None and identity_tags(resource):
+    if resource is not None and (systems := server_tag_systems(resource)):
         raise FhirError(
             422,
-            f"Tags of the system {TAG_SYSTEM} are set by the server only",
+            f"Tags of the system {', '.join(sorted(systems))} are set by the server only",
             code="business-rule",
             expression=["Patient.meta.tag"],
         )

@@ -1,4 +1,6 @@
-"""National identifiers that name one child for certain: Thai CID, MOE G-code, passport.
+"""National identifiers that name one child for certain: Thai CID, MOE G-code, passport, and a newborn's
+temporary identifier (the mother's CID, the birth date and the birth order, which a 43-file export gives a
+newborn without a CID: ``canonical.NEWBORN_ID_SYSTEM``).
 
 Only these link records automatically. A 13-digit CID whose mod-11 check digit is wrong is no
 identifier (one mistyped digit, or two swapped, always breaks the check), but it stays a weak signal
@@ -16,13 +18,17 @@ from fhir_server import canonical
 CID = "cid"
 GCODE = "gcode"
 PASSPORT = "passport"
-# Stronger kinds decide first when a record's identifiers point at different children.
-STRENGTH = {CID: 0, PASSPORT: 1, GCODE: 2}
+NEWBORN = "newborn"
+# Stronger kinds decide first when a record's identifiers point at different children. A newborn's
+# temporary identifier is the weakest: it stands in until the CID arrives, and a mistyped birth order
+# would name the child's twin.
+STRENGTH = {CID: 0, PASSPORT: 1, GCODE: 2, NEWBORN: 3}
 
 _PASSPORT_SYSTEMS = re.compile(r"^https?://hl7\.org/fhir/sid/passport-([A-Za-z]{3})$")
 _GCODE = re.compile(r"^G\d{12}$")
 _PASSPORT_VALUE = re.compile(r"^[A-Z0-9]{5,15}$")
 _SEPARATORS = re.compile(r"[\s\-.]")
+_NEWBORN = re.compile(r"^(\d{13})-(\d{4})(\d{2})(\d{2})-(\d{1,2})$")
 
 
 @dataclass(frozen=True, order=True)
@@ -72,6 +78,9 @@ def classify(identifier: Any) -> tuple[NationalId | None, str | None]:
     if system == canonical.GCODE_SYSTEM:
         code = _SEPARATORS.sub("", value).upper()
         return (NationalId(GCODE, system, code), None) if _GCODE.match(code) else (None, None)
+    if system == canonical.NEWBORN_ID_SYSTEM:
+        value = _newborn(value)
+        return (NationalId(NEWBORN, system, value), None) if value else (None, None)
     passport = _PASSPORT_SYSTEMS.match(system)
     if passport or system == canonical.PASSPORT_UNKNOWN_COUNTRY_SYSTEM:
         number = _SEPARATORS.sub("", value).upper()
@@ -82,6 +91,23 @@ def classify(identifier: Any) -> tuple[NationalId | None, str | None]:
         )
         return NationalId(PASSPORT, canonical_system, number), None
     return None, None
+
+
+def _newborn(value: str) -> str | None:
+    """``<mother's CID>-<YYYYMMDD>-<order>`` normalised, when the CID is valid and the date a date."""
+    import datetime
+
+    match = _NEWBORN.match(value.strip())
+    if match is None:
+        return None
+    mother, year, month, day, order = match.groups()
+    if not is_valid_cid(mother) or int(order) < 1:
+        return None
+    try:
+        datetime.date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return f"{mother}-{year}{month}{day}-{int(order)}"
 
 
 def national_ids(resource: dict[str, Any]) -> list[NationalId]:

@@ -24,7 +24,7 @@ from fhir_server.identity import identifiers as ids
 from fhir_server.identity import records, scoring
 from fhir_server.identity.candidates import candidate_goldens
 from fhir_server.identity.features import Features, features
-from fhir_server.identity.model import AUTOMATIC, CERTAIN, MANUAL, Candidate, GoldenState, Link, is_golden
+from fhir_server.identity.model import AUTOMATIC, CERTAIN, MANUAL, Candidate, Link, is_golden
 from fhir_server.identity.records import PATIENT, Golden
 
 QUEUED_GRADES = (scoring.PROBABLE,)
@@ -175,8 +175,7 @@ async def link_source(
         await _save(tx, current, report, known)
     from fhir_server.interactions import writes
 
-    golden = Golden(writes.new_id(), None, GoldenState(""), {})
-    golden.state.id = golden.id
+    golden = Golden.new(writes.new_id())
     golden.state.links.append(Link(source_id, CERTAIN, AUTOMATIC, "new-record", _now()))
     if current is not None:
         golden.state.add_candidate(

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from fhir_server.identity import scoring
-from fhir_server.identity.candidates import candidate_goldens
+from fhir_server.identity.candidates import MATCH_BLOCK_LIMIT, candidate_goldens
 from fhir_server.identity.features import features
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
@@ -66,7 +66,7 @@ async def match(
     wanted = features(patient, _guardians(patient))
     server_store = getattr(ctx.store, "_inner", ctx.store)
     scored = []
-    for golden in await candidate_goldens(server_store, wanted):
+    for golden in await candidate_goldens(server_store, wanted, limit=MATCH_BLOCK_LIMIT):
         result = scoring.compare(wanted, features(golden.content))
         if result.grade not in _SHOWN or (only_certain and result.grade != scoring.CERTAIN):
             continue

@@ -9,8 +9,11 @@ transaction as the source record that caused the change, so a link can never be 
   how sure the link is (``certain``/``probable``), how it was made (``automatic``/``manual``), by which
   rule, when and by whom. A golden merged away carries ``replaced-by`` to the survivor (which carries
   ``replaces``).
-- ``th-identity-candidate`` extensions list probable matches waiting for review; ``th-identity-not-match``
-  records a steward's "not the same child", which automatic linking then respects.
+- probable matches waiting for review are kept beside the golden record, not in it
+  (``fhir_server.identity.review``); ``th-identity-not-match`` records a steward's "not the same
+  child", which automatic linking then respects.
+- ``meta.tag`` codes of ``IDENTITY_BLOCK_TAG_SYSTEM`` are the golden record's blocking keys
+  (``fhir_server.identity.blocking``).
 - Every merged element names the source records it came from (``th-identity-source`` extensions, on
   primitives through ``_birthDate``/``_gender``): element provenance without extra resources.
 """
@@ -54,6 +57,20 @@ def ref_id(value: Any) -> str | None:
     return None
 
 
+BLOCK_SYSTEM = canonical.IDENTITY_BLOCK_TAG_SYSTEM
+
+
+def server_tag_systems(resource: dict[str, Any]) -> set[str]:
+    """The identity layer's tag systems present in ``resource`` (clients may not write them)."""
+    meta = resource.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return {
+        str(t.get("system"))
+        for t in (tags if isinstance(tags, list) else [])
+        if isinstance(t, dict) and t.get("system") in (TAG_SYSTEM, BLOCK_SYSTEM)
+    }
+
+
 def identity_tags(resource: dict[str, Any]) -> set[str]:
     meta = resource.get("meta")
     tags = meta.get("tag") if isinstance(meta, dict) else None
@@ -76,7 +93,7 @@ class Link:
     source: str  # Patient id
     assurance: str = CERTAIN
     method: str = AUTOMATIC
-    rule: str = ""  # cid | gcode | passport | new-record | steward | merge
+    rule: str = ""  # cid | gcode | passport | newborn | new-record | steward | merge
     when: str = ""  # FHIR instant
     by: str = SERVER  # client id of the steward for manual links
     merged_from: str | None = None  # the golden this link came from by a merge (for undo)
@@ -192,10 +209,12 @@ class GoldenState:
         self.links.append(link)
 
     def add_candidate(self, candidate: Candidate) -> None:
+        from fhir_server.identity.review import keep_best
+
         if candidate.other == self.id or candidate.other in self.not_match:
             return
         kept = [c for c in self.candidates if c.other != candidate.other]
-        self.candidates = [*kept, candidate]
+        self.candidates = keep_best([*kept, candidate])
 
     def drop_candidate(self, other: str) -> None:
         self.candidates = [c for c in self.candidates if c.other != other]

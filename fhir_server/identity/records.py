@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from fhir_server.identity import golden as golden_content
+from fhir_server.identity import review
 from fhir_server.identity.model import GOLDEN, TAG_SYSTEM, GoldenState, is_golden
 from fhir_server.storage.base import StoredResource
 
@@ -16,17 +17,41 @@ PATIENT = "Patient"
 
 @dataclass
 class Golden:
-    """A golden record as read in a transaction: its stored version (None when new) and its state."""
+    """A golden record as read in a transaction: its stored version (None when new) and its state.
+
+    Its review items (``state.candidates``) live beside it (``review``): ``with_review`` reads them,
+    which every path that changes a golden record does before changing it (``save`` makes sure).
+    """
 
     id: str
     stored: StoredResource | None
     state: GoldenState
     content: dict[str, Any]
+    review_loaded: bool = False
+    review_stored: dict[str, Any] | None = None  # the review entry as read (to write only changes)
 
     @staticmethod
     def of(stored: StoredResource) -> Golden:
         content = orjson.loads(stored.body) if stored.body else {}
         return Golden(stored.id, stored, GoldenState.read(stored.id, content), content)
+
+    @staticmethod
+    def new(id_: str) -> Golden:
+        return Golden(id_, None, GoldenState(id_), {}, review_loaded=True)
+
+
+async def with_review(tx: Any, golden: Golden) -> Golden:
+    """``golden`` with its stored review items (items already in its state, from an old body or added
+    before this call, are kept on top)."""
+    if golden.review_loaded:
+        return golden
+    record = await tx.kv_get(review.NAMESPACE, golden.id)
+    golden.review_stored = record
+    golden.review_loaded = True
+    current = {c.other for c in golden.state.candidates}
+    stored = [c for c in review.from_record(record) if c.other not in current]
+    golden.state.candidates = review.keep_best([*stored, *golden.state.candidates])
+    return golden
 
 
 async def search(
@@ -53,7 +78,7 @@ async def golden_of(tx: Any, source_id: str) -> Golden | None:
     for stored in found:
         golden = Golden.of(stored)
         if golden.state.link_of(source_id) is not None:
-            return golden
+            return await with_review(tx, golden)
     return None
 
 
@@ -76,7 +101,7 @@ async def goldens_with(tx: Any, tokens: list[str]) -> list[Golden]:
     if not tokens:
         return []
     found = await search(tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=50)
-    return [Golden.of(s) for s in found]
+    return [await with_review(tx, Golden.of(s)) for s in found]
 
 
 async def read_golden(tx: Any, id_: str) -> Golden | None:
@@ -84,7 +109,7 @@ async def read_golden(tx: Any, id_: str) -> Golden | None:
     if stored is None or stored.deleted:
         return None
     content = orjson.loads(stored.body)
-    return Golden.of(stored) if is_golden(content) else None
+    return await with_review(tx, Golden.of(stored)) if is_golden(content) else None
 
 
 async def guardians_of(tx: Any, source_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -112,6 +137,13 @@ async def sources_of(
     return sources, guardians
 
 
+async def _save_review(tx: Any, golden: Golden) -> None:
+    record = review.to_record(golden.state)
+    if record != golden.review_stored:
+        await tx.kv_put(review.NAMESPACE, golden.id, record)
+        golden.review_stored = record
+
+
 def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     return {**{k: v for k, v in resource.items() if k not in ("id", "meta")}, "meta": meta}
@@ -127,7 +159,10 @@ async def save(tx: Any, golden: Golden, known: Known | None = None) -> StoredRes
 
     state = golden.state
     current = golden.stored
+    await with_review(tx, golden)
     if not state.links and not state.retired:
+        state.candidates = []
+        await _save_review(tx, golden)
         if current is None or current.deleted:
             return None
         tombstone = StoredResource(
@@ -136,6 +171,7 @@ async def save(tx: Any, golden: Golden, known: Known | None = None) -> StoredRes
         await tx.delete(tombstone)
         golden.stored = tombstone
         return tombstone
+    await _save_review(tx, golden)
     sources, guardians = await sources_of(tx, state, known)
     content = {"resourceType": PATIENT, "id": golden.id, **golden_content.build(state, sources, guardians)}
     if current is not None and not current.deleted and _comparable(golden.content) == _comparable(content):

@@ -119,6 +119,8 @@ def compare(q: Features, c: Features) -> Match:
     cp = {(n.system, n.value) for n in c.national if n.kind == ids.PASSPORT}
     if {s for s, _ in qp} & {s for s, _ in cp}:
         add(w["passport_different"], "different passport numbers")
+    if any(n.kind == ids.NEWBORN for n in q.national) and any(n.kind == ids.NEWBORN for n in c.national):
+        add(w["newborn_different"], "different newborn identifiers")  # a twin, or another mother's child
     near = [
         (a, b)
         for a in [*q.broken_cids, *qc]

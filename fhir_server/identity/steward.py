@@ -15,13 +15,11 @@ from typing import Any
 import orjson
 
 from fhir_server.identity import identifiers as ids
-from fhir_server.identity import records
+from fhir_server.identity import records, review
 from fhir_server.identity.linker import _golden_cids
 from fhir_server.identity.model import (
     CERTAIN,
     MANUAL,
-    REVIEW,
-    TAG_SYSTEM,
     GoldenState,
     Link,
     is_golden,
@@ -136,8 +134,7 @@ async def unlink(store: Any, source_id: str, actor: str) -> Change:
                 "source",
             )
         current.state.without(source_id)
-        golden = Golden(writes.new_id(), None, GoldenState(""), {})
-        golden.state.id = golden.id
+        golden = Golden.new(writes.new_id())
         golden.state.links.append(Link(source_id, CERTAIN, MANUAL, "steward", _now(), actor))
         golden.state.not_match.add(current.id)
         change = Change(
@@ -172,7 +169,7 @@ async def merge(store: Any, from_id: str, into_id: str, actor: str) -> Change:
         target.state.drop_candidate(from_id)
         target.state.not_match.discard(from_id)
         target.state.replaces = [*[r for r in target.state.replaces if r != from_id], from_id]
-        source.state.links, source.state.candidates = [], []
+        source.state.links = []  # its review items stay stored (not shown while merged) for an undo
         source.state.replaced_by = into_id
         change = Change(f"Patient/{from_id} merged into Patient/{into_id} by {actor}")
         return await _save_all(tx, change, source, target)
@@ -220,7 +217,7 @@ async def unmerge(store: Any, golden_id: str, actor: str) -> Change:
                 "golden",
             )
         retired.state.replaced_by = None
-        retired.state.candidates = previous.candidates
+        retired.state.candidates = previous.candidates or retired.state.candidates  # old bodies kept them
         retired.state.not_match = set(previous.not_match) | {survivor.id}
         survivor.state.replaces = [r for r in survivor.state.replaces if r != golden_id]
         change = Change(f"merge of Patient/{golden_id} into Patient/{survivor.id} undone by {actor}")
@@ -271,32 +268,16 @@ async def links_of(store: Any, patient_id: str) -> tuple[Golden, list[ReviewItem
     items = [
         ReviewItem(golden.id, c.other, c.score, c.grade, c.reasons, c.when) for c in golden.state.candidates
     ]
-    return golden, items
+    return golden, [] if golden.state.retired else items
 
 
 async def review_queue(store: Any, limit: int = 1000) -> list[ReviewItem]:
     """Probable matches waiting for a decision, best first."""
-    from fhir_server.search.query import decode_cursor, parse_search
-
-    query = parse_search(
-        PATIENT,
-        [("_tag", f"{TAG_SYSTEM}|{REVIEW}")],
-        base_url="",
-        strict=True,
-        default_count=500,
-        max_count=500,
-    )
-    items: list[ReviewItem] = []
-    while len(items) < limit:
-        page = await store.search(query)
-        for stored in page.matches:
-            state = GoldenState.read(stored.id, orjson.loads(stored.body))
-            items.extend(
-                ReviewItem(stored.id, c.other, c.score, c.grade, c.reasons, c.when) for c in state.candidates
-            )
-        if not page.next_cursor:
-            break
-        query.cursor = decode_cursor(page.next_cursor)
+    items = [
+        ReviewItem(golden_id, c.other, c.score, c.grade, c.reasons, c.when)
+        for golden_id, candidates in await review.entries(store)
+        for c in candidates
+    ]
     items.sort(key=lambda i: (-i.score, i.golden, i.other))
     return items[:limit]
 

@@ -117,6 +117,13 @@ class StoreTransaction(Protocol):
         """``outbox_put`` of one event on each of ``streams`` (a write that notifies many
         subscriptions: the payload is encoded once)."""
 
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        """The key/value area as this transaction sees it (its own writes included)."""
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any] | None) -> None:
+        """Set (None: remove) a key/value entry with this transaction: it changes if and only if the
+        transaction commits (server bookkeeping that must stay in step with resources written here)."""
+
 
 class Store(Protocol):
     url: str

@@ -112,6 +112,7 @@ def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _evaluate(store_url: str, truth: dict[str, str], twins: set[frozenset[str]]) -> dict[str, Any]:
     from fhir_server.config import Settings
+    from fhir_server.identity import review
     from fhir_server.identity.model import GoldenState, is_golden
     from fhir_server.storage import create_store
 
@@ -130,7 +131,9 @@ async def _evaluate(store_url: str, truth: dict[str, str], twins: set[frozenset[
             members[stored.id] = sources
             if sources:
                 goldens.append(sources)
-            queued_goldens += [(stored.id, c.other) for c in state.candidates]
+            queued_goldens += [(stored.id, c.other) for c in state.candidates]  # stores before review
+        for golden_id, candidates in await review.entries(store):
+            queued_goldens += [(golden_id, c.other) for c in candidates]
     finally:
         await store.close()
     by_child: dict[str, set[str]] = defaultdict(set)

@@ -298,6 +298,7 @@ class _MongoTransaction:
         self._needs_replay = False
         self._outbox: list[OutboxItem] = []
         self._outbox_used = False
+        self._kv: dict[tuple[str, str], dict[str, Any] | None] = {}  # unwritten key/value changes
 
     # -- the StoreTransaction face -------------------------------------------------------------
     async def read(self, resource_type: str, id: str) -> StoredResource | None:
@@ -333,6 +334,18 @@ class _MongoTransaction:
         recorded, data = instant_now(), orjson.dumps(payload)
         self._outbox.extend((stream, recorded, data) for stream in streams)
         self._outbox_used = True
+
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        if (namespace, key) in self._kv:
+            return self._kv[(namespace, key)]
+        where = {"n": namespace, "k": key}
+        doc = await self._run(lambda: self._store.kv.find_one(where, session=self._session))
+        value = orjson.loads(doc["val"]) if doc else None
+        self._log.append(("kv-read", (namespace, key), value))
+        return value
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any] | None) -> None:
+        self._kv[(namespace, key)] = value
 
     # -- session plumbing ----------------------------------------------------------------------
     async def _begin(self) -> None:
@@ -374,6 +387,12 @@ class _MongoTransaction:
                     raise _conflict("resources matching the search changed during the transaction; retry")
             elif kind == "outbox":
                 await self._write_outbox(subject)
+            elif kind == "kv-read":
+                doc = await self._store.kv.find_one({"n": subject[0], "k": subject[1]}, session=self._session)
+                if (orjson.loads(doc["val"]) if doc else None) != result:
+                    raise _conflict("server state read by the transaction changed; retry the request")
+            elif kind == "kv":
+                await self._write_kv(subject)
             else:
                 await self._write(subject)
         self._needs_replay = False
@@ -385,6 +404,7 @@ class _MongoTransaction:
 
     async def _rollback(self) -> None:
         self._pending.clear()
+        self._kv.clear()
         self._outbox.clear()
         self._outbox_used = False
         await self._abort()
@@ -433,6 +453,20 @@ class _MongoTransaction:
             events, self._outbox = self._outbox, []
             await self._run(lambda: self._write_outbox(events))
             self._log.append(("outbox", events, None))
+        if self._kv:
+            changes, self._kv = self._kv, {}
+            await self._run(lambda: self._write_kv(changes))
+            self._log.append(("kv", changes, None))
+
+    async def _write_kv(self, changes: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        for (namespace, key), value in changes.items():
+            where = {"n": namespace, "k": key}
+            if value is None:
+                await self._store.kv.delete_one(where, session=self._session)
+            else:
+                await self._store.kv.update_one(
+                    where, {"$set": {"val": orjson.dumps(value)}}, upsert=True, session=self._session
+                )
 
     async def _write_outbox(self, events: list[OutboxItem]) -> None:
         """Number the events (store-wide and per stream) inside the transaction: the counters are

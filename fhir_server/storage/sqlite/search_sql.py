@@ -217,10 +217,8 @@ class _Compiler:
         table = _TABLES[cond.table]
         v = self.alias("v")
         key = self.bind(cond.key)
-        preds = [self.value(cond.table, val, v) for val in cond.values]
-        sql = (
-            f"{a}.rid IN (SELECT {v}.rid FROM {table} {v} WHERE {v}.pkey = {key} AND ({' OR '.join(preds)}))"
-        )
+        preds = self.values(cond.table, cond.values, v)
+        sql = f"{a}.rid IN (SELECT {v}.rid FROM {table} {v} WHERE {v}.pkey = {key} AND ({preds}))"
         if cond.negate:
             return f"NOT {sql}"
         return sql
@@ -311,6 +309,28 @@ class _Compiler:
         return "(" + " AND ".join(parts) + ")"
 
     # --- values ------------------------------------------------------------------------------------
+
+    def values(self, table: str, values: Any, v: str) -> str:
+        """The OR of ``values``. Tokens with a code and a system are grouped per system into one
+        ``code IN (...) AND sys = ?`` term, so a long list (``identifier=a,b,c``, blocking keys) is a
+        few index ranges on (pkey, code, sys), not a scan of every row of the parameter."""
+        grouped: dict[str, list[str]] = {}
+        preds = []
+        for val in values:
+            if type(val) is TokenValue and val.code is not None and val.system and not val.implicit:
+                grouped.setdefault(val.system, []).append(val.code)
+            else:
+                preds.append(self.value(table, val, v))  # bound in text order: these come first
+        for system, codes in grouped.items():
+            if len(codes) == 1:
+                preds.append(self.value(table, TokenValue(system, codes[0]), v))
+                continue
+            listed = orjson.dumps(sorted(set(codes))).decode()
+            preds.append(
+                f"({v}.code IN (SELECT value FROM json_each({self.bind(listed)}))"
+                f" AND +{v}.sys = {self.bind(system)})"  # "+": look up by code, never scan the system
+            )
+        return " OR ".join(preds)
 
     def value(self, table: str, val: Any, v: str) -> str:
         if isinstance(val, StringValue):
@@ -544,7 +564,7 @@ def _match(c: _Compiler, query: SearchQuery) -> _Match:
         driver = next(x for x in conds if isinstance(x, ParamTest) and not x.negate)
         v = c.alias("d")
         key = c.bind(driver.key)
-        preds = " OR ".join(c.value(driver.table, val, v) for val in driver.values)
+        preds = c.values(driver.table, driver.values, v)
         where = [f"{v}.pkey = {key} AND ({preds})"]
         where.extend(c.condition(x, v) for x in conds if x is not driver)
         return _Match(f"{_TABLES[driver.table]} {v}", " AND ".join(where), f"{v}.rid", True)

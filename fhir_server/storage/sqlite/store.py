@@ -507,6 +507,29 @@ class _SqliteTransaction:
         self._outbox = True
         self._pending.append(lambda conn: _outbox_put(conn, names, recorded, data))
 
+    async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)
+            ).fetchone()
+        )
+        return orjson.loads(row[0]) if row else None
+
+    async def kv_put(self, namespace: str, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self._pending.append(
+                lambda conn: conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+            )
+            return
+        data = orjson.dumps(value)
+        self._pending.append(
+            lambda conn: conn.execute(
+                "INSERT INTO kv(namespace, key, value) VALUES(?,?,?) "
+                "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value",
+                (namespace, key, data),
+            )
+        )
+
 
 def _outbox_put(conn: sqlite3.Connection, streams: Sequence[str], recorded: str, data: bytes) -> None:
     # One statement numbers the event on every stream (a statement per stream cost more than the
