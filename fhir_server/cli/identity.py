@@ -185,9 +185,13 @@ def link_existing(
     from fhir_server.identity import job
 
     async def work(s: Any) -> dict[str, Any]:
-        if restart:
-            await job.create(s, restart=True)
-        record = await job.run(s, progress=lambda r: typer.echo(f"  {r['processed']} records", err=True))
+        record = await job.run(
+            s, progress=lambda r: typer.echo(f"  {r['processed']} records", err=True), restart=restart
+        )
+        if record["status"] != "complete":
+            reason = f"{record['status']} {record.get('error', '')}".strip()
+            typer.echo(f"linking job {record.get('id')}: {reason}", err=True)
+            raise typer.Exit(1)
         await _audit(s, f"link-existing: {record['processed']} records, {record['linked']} linked", [])
         return record
 

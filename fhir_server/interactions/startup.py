@@ -95,7 +95,7 @@ async def start_jobs(store: Store, settings: Settings) -> JobRunner:
         await jobs.wait_for(store, pending, timeout=10)
     from fhir_server.identity import job as identity_job
 
-    await identity_job.resume(store)  # an unfinished linking of stored Patients carries on
+    await identity_job.adopt_legacy(store)  # a linking job recorded before the shared runner carries on
     return runner
 
 
@@ -103,6 +103,3 @@ async def release_store(store: Store, runner: JobRunner | None = None) -> None:
     """Shutdown: running jobs stop at a checkpoint (and resume later) before the store closes."""
     if runner is not None:
         await runner.stop()
-    from fhir_server.identity import job as identity_job
-
-    await identity_job.stop_all()

@@ -53,7 +53,7 @@ def names() -> list[str]:
 
 # Modules that register the server's own kinds: imported before any lookup, so a runner can resume a
 # job of any kind after a restart even if nothing else imported its module yet. Add yours here.
-BUILTIN_MODULES = ("fhir_server.search.reindex", "fhir_server.export.job")
+BUILTIN_MODULES = ("fhir_server.search.reindex", "fhir_server.export.job", "fhir_server.identity.job")
 
 
 def _load_builtin() -> None:

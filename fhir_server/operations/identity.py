@@ -205,17 +205,16 @@ async def links(request: OperationRequest) -> OperationResult:
 
 async def link_existing(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-link-existing``: start (or report) the job that links the stored Patients."""
-    _steward(request)
+    actor = _steward(request)
     server = _server_store(request)
-    if _boolean(request.parameters, "restart"):
-        await job.create(server, restart=True)
+    restart = _boolean(request.parameters, "restart")
     if _boolean(request.parameters, "wait"):
-        record = await job.run(server)
-    else:
-        await job.create(server)
-        job.start(server)
-        record = await job.status(server) or {}
-    parameters: list[dict[str, Any]] = [{"name": "status", "valueCode": str(record.get("status", "queued"))}]
+        record = await job.run(server, restart=restart)
+    else:  # the server's job runner takes it up
+        record = job.record(await job.submit(server, restart=restart, owner=actor))
+    parameters: list[dict[str, Any]] = [{"name": "status", "valueCode": str(record["status"])}]
+    if "id" in record:
+        parameters.append({"name": "job", "valueString": str(record["id"])})
     for key in ("processed", "linked", "created", "queued"):
         parameters.append({"name": key, "valueInteger": int(record.get(key, 0))})
     return OperationResult({"resourceType": "Parameters", "parameter": parameters})
