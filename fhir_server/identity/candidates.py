@@ -20,7 +20,7 @@ from fhir_server import canonical
 from fhir_server.identity import blocking
 from fhir_server.identity import identifiers as ids
 from fhir_server.identity.features import Features
-from fhir_server.identity.records import PATIENT, Golden, golden_tag, goldens_of, search
+from fhir_server.identity.records import PATIENT, Golden, golden_search, goldens_of, search
 
 BLOCK_LIMIT = 25  # golden records per look-up (write path)
 MATCH_BLOCK_LIMIT = 100  # per look-up for $match, which ranks and pages what it finds
@@ -60,7 +60,7 @@ async def candidate_goldens(
     tokens = [n.token for n in f.national]
     tokens += [f"{canonical.CID_SYSTEM}|{c}" for b in f.broken_cids for c in near_cids(b)]
     if tokens:
-        stored = await search(tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=limit)
+        stored = await golden_search(tx, [("identifier", ",".join(tokens))], limit, per_match=5)
         keep([Golden.of(s) for s in stored])
     keys = blocking.query_keys(f)
     if keys:

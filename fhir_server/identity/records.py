@@ -72,9 +72,34 @@ def golden_tag() -> tuple[str, str]:
     return ("_tag", f"{TAG_SYSTEM}|{GOLDEN}")
 
 
+def is_active_golden(stored: StoredResource) -> bool:
+    """An active golden record (not retired, not a source), judged on its stored bytes first."""
+    if not stored.body or TAG_SYSTEM.encode() not in stored.body:
+        return False
+    content = orjson.loads(stored.body)
+    tags = (content.get("meta") or {}).get("tag") or []
+    return any(
+        isinstance(t, dict) and t.get("system") == TAG_SYSTEM and t.get("code") == GOLDEN for t in tags
+    )
+
+
+async def golden_search(
+    tx: Any, params: list[tuple[str, str]], count: int, *, per_match: int = 1
+) -> list[StoredResource]:
+    """Active golden records among the Patients matching ``params``.
+
+    The golden tag is tested here, not in the query: ANDed into the query, the index would have to
+    gather every golden record of the store for each look-up (their number grows with the store),
+    while a look-up by identifier or link matches only the few records of one child. ``per_match``:
+    how many records (sources and golden) a matched child may bring, to read enough of them.
+    """
+    found = await search(tx, PATIENT, params, count=count * per_match)
+    return [s for s in found if is_active_golden(s)][:count]
+
+
 async def golden_of(tx: Any, source_id: str) -> Golden | None:
     """The active golden record a source record is linked to."""
-    found = await search(tx, PATIENT, [("link", f"Patient/{source_id}"), golden_tag()], count=5)
+    found = await golden_search(tx, [("link", f"Patient/{source_id}")], 5, per_match=4)
     for stored in found:
         golden = Golden.of(stored)
         if golden.state.link_of(source_id) is not None:
@@ -88,7 +113,7 @@ async def goldens_of(tx: Any, source_ids: list[str]) -> dict[str, Golden]:
     for start in range(0, len(source_ids), 50):
         chunk = source_ids[start : start + 50]
         refs = ",".join(f"Patient/{s}" for s in chunk)
-        for stored in await search(tx, PATIENT, [("link", refs), golden_tag()], count=200):
+        for stored in await golden_search(tx, [("link", refs)], 200, per_match=2):
             golden = Golden.of(stored)
             for sid in golden.state.sources():
                 if sid in chunk:
@@ -100,7 +125,7 @@ async def goldens_with(tx: Any, tokens: list[str]) -> list[Golden]:
     """Active golden records carrying any of these ``system|value`` identifiers."""
     if not tokens:
         return []
-    found = await search(tx, PATIENT, [("identifier", ",".join(tokens)), golden_tag()], count=50)
+    found = await golden_search(tx, [("identifier", ",".join(tokens))], 50, per_match=5)
     return [await with_review(tx, Golden.of(s)) for s in found]
 
 
