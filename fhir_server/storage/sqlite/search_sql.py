@@ -312,13 +312,17 @@ class _Compiler:
 
     def values(self, table: str, values: Any, v: str) -> str:
         """The OR of ``values``. Tokens with a code and a system are grouped per system into one
-        ``code IN (...) AND sys = ?`` term, so a long list (``identifier=a,b,c``, blocking keys) is a
-        few index ranges on (pkey, code, sys), not a scan of every row of the parameter."""
+        ``code IN (...) AND sys = ?`` term, and references with a type and an id per type, so a long
+        list (``identifier=a,b,c``, ``subject=Patient/a,Patient/b``, blocking keys) is a few index
+        look-ups on (pkey, code) or (pkey, tid), not a scan of every row of the parameter."""
         grouped: dict[str, list[str]] = {}
+        targets: dict[str, list[str]] = {}
         preds = []
         for val in values:
             if type(val) is TokenValue and val.code is not None and val.system and not val.implicit:
                 grouped.setdefault(val.system, []).append(val.code)
+            elif type(val) is ReferenceValue and val.url is None and val.type and val.id is not None:
+                targets.setdefault(val.type, []).append(val.id)
             else:
                 preds.append(self.value(table, val, v))  # bound in text order: these come first
         for system, codes in grouped.items():
@@ -329,6 +333,15 @@ class _Compiler:
             preds.append(
                 f"({v}.code IN (SELECT value FROM json_each({self.bind(listed)}))"
                 f" AND +{v}.sys = {self.bind(system)})"  # "+": look up by code, never scan the system
+            )
+        for target_type, target_ids in targets.items():
+            if len(target_ids) == 1:
+                preds.append(self.value(table, ReferenceValue(target_type, target_ids[0]), v))
+                continue
+            listed = orjson.dumps(sorted(set(target_ids))).decode()
+            preds.append(
+                f"({v}.tid IN (SELECT value FROM json_each({self.bind(listed)}))"
+                f" AND +{v}.ttype = {self.bind(target_type)})"
             )
         return " OR ".join(preds)
 
