@@ -116,8 +116,10 @@ def households(
     config: PopulationConfig | None = None,
     reference_date: date | None = None,
     urn_references: bool = False,
+    with_rows: bool = False,
 ) -> Iterator[Household]:
-    """``generate`` with each household's child count and 43-file rows (for the tables writer)."""
+    """``generate`` with each household's child count and, with ``with_rows``, all its 43-file rows
+    (for the tables writer; without, only the perinatal ones the FHIR is made from)."""
     if children is not None and children < 0:
         raise ValueError("children must not be negative")
     if resources is not None and resources < 0:
@@ -134,7 +136,7 @@ def households(
         if resources is not None and produced >= resources:
             return
         limit = 3 if children is None else min(3, children - made)
-        household = _household(seed, index, limit, directory, config, urn_references)
+        household = _household(seed, index, limit, directory, config, urn_references, with_rows)
         made += household.children
         produced += len(household.resources)
         index += 1
@@ -152,7 +154,13 @@ def _cid(category: str, office: str, serial: int) -> str:
 
 
 def _household(
-    seed: int, index: int, max_children: int, directory: AgencyDirectory, config: PopulationConfig, urn: bool
+    seed: int,
+    index: int,
+    max_children: int,
+    directory: AgencyDirectory,
+    config: PopulationConfig,
+    urn: bool,
+    with_rows: bool,
 ) -> Household:
     rng = random.Random(f"termtem-household:{seed}:{index}")
     # Pregnancies and births draw from a stream of their own, so the rest of the household keeps its values.
@@ -381,7 +389,7 @@ def _household(
         for table, found in births.tables.items():
             rows.setdefault(table, []).extend(found)
     hcodes = {a.reference["reference"]: a.hcode for a in (health_centre, local.hospital) if a.hcode}
-    for pid, cid, first, end in care:
+    for pid, cid, first, end in care if with_rows else ():
         for table, found in tables.care_rows(hospcode, pid, cid, out[first:end], hcodes, updated).items():
             rows.setdefault(table, []).extend(found)
     return Household(out, count, hospcode, rows)

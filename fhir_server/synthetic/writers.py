@@ -41,11 +41,18 @@ def _stream(
     config: PopulationConfig | None,
     reference_date: date | None,
     urn: bool,
+    with_rows: bool = False,
 ) -> Iterator[Household]:
     if children is None and resources is None:
         raise ValueError("give a number of children or a number of resources")
     return households(
-        seed, children, resources=resources, config=config, reference_date=reference_date, urn_references=urn
+        seed,
+        children,
+        resources=resources,
+        config=config,
+        reference_date=reference_date,
+        urn_references=urn,
+        with_rows=with_rows,
     )
 
 
@@ -174,7 +181,7 @@ def write_moph43(
             files[table].write("|".join(tables.columns(table)) + "\n")
             summary.files.append(path)
         for number, household in enumerate(
-            _stream(seed, children, resources, config, reference_date, urn=False)
+            _stream(seed, children, resources, config, reference_date, urn=False, with_rows=True)
         ):
             for table, found in household.rows.items():
                 handle = files[table]
