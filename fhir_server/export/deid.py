@@ -60,6 +60,7 @@ _PLAIN_KEYS = frozenset(
     {"system", "code", "display", "version", "userSelected", "value", "unit", "comparator"}
 )
 _ATTACHMENT_CONTENT = ("data", "url", "title", "hash")
+_CONCEPT_KEYS = frozenset({"coding", "text"})  # a CodeableConcept's usual members
 # Members only a HumanName or an Address has: such an element goes whole, whatever it is called.
 _PERSONAL_SHAPES = frozenset(
     {"family", "given", "prefix", "suffix", "line", "city", "postalCode", "district"}
@@ -246,6 +247,12 @@ class Deidentifier:
                     if ref is not None:
                         out[key] = {"reference": ref}
                     continue
+                if value.keys() <= _CONCEPT_KEYS and type(codings := value.get("coding")) is list:
+                    # a CodeableConcept: its codings, never its text
+                    items = self._list(codings, days, "coding")
+                    if items:
+                        out[key] = {"coding": items}
+                    continue
                 cleaned = self._object(value, days)
                 if key == "resource" and "resourceType" in value:
                     cleaned = {"resourceType": value["resourceType"], **cleaned}
@@ -272,6 +279,11 @@ class Deidentifier:
                     else:
                         items.append(item)
                         continue
+                elif item.keys() <= _CONCEPT_KEYS and type(codings := item.get("coding")) is list:
+                    concept = self._list(codings, days, "coding")
+                    if concept:
+                        items.append({"coding": concept})
+                    continue
                 cleaned = self._object(item, days)
                 if key == "contained" and "resourceType" in item:
                     # contained resources keep their type and local id (references to them are "#id")

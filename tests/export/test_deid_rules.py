@@ -183,3 +183,30 @@ def test_k_anonymity_generalises_then_suppresses() -> None:
     assert {levels[f"c{n}"] for n in range(5)} == {2}
     assert {levels[f"d{n}"] for n in range(5)} == {3}
     assert levels["lonely"] == SUPPRESSED
+
+
+def test_the_common_shapes_decided_inline_follow_the_same_rules() -> None:
+    """CodeableConcepts, Codings and plain References take short paths in the walk: the rules hold there
+    too (a citizen id as a code goes, a date as a code moves, an Identifier shape inside a concept goes,
+    a reference that cannot be pseudonymised goes)."""
+    deid = _deid()
+    days = Pseudonymiser(KEY).offset_days("p1")
+    first12 = "110370000001"
+    cid = first12 + str((11 - sum(int(first12[i]) * (13 - i) for i in range(12)) % 11) % 10)
+    resource = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "category": [{"coding": [{"system": "s", "code": cid}], "text": "Somchai"}],
+        "code": {"coding": [{"system": "s", "code": "2024-03-10"}], "text": "Anan"},
+        "valueCodeableConcept": {"coding": [{"system": "s", "value": "HN-1"}]},
+        "performer": [{"reference": "Practitioner/pr1"}, {"reference": "urn:uuid:1"}],
+        "subject": {"reference": "urn:uuid:2"},
+    }
+    out = deid.resource(resource, "p1")
+    assert out["category"] == [{"coding": [{"system": "s"}]}]
+    assert out["code"] == {"coding": [{"system": "s", "code": shift_date("2024-03-10", days)}]}
+    assert "valueCodeableConcept" not in out and "subject" not in out
+    assert out["performer"] == [
+        {"reference": f"Practitioner/{Pseudonymiser(KEY).reference('Practitioner', 'pr1')}"}
+    ]
+    assert "Somchai" not in str(out) and "Anan" not in str(out) and cid not in str(out)
