@@ -125,7 +125,7 @@ class Deidentifier:
         except KeyError:
             pass
         found = self._reference(text)
-        if len(self._references) < 200_000:
+        if len(self._references) < 50_000:
             self._references[text] = found
         return found
 
@@ -150,7 +150,7 @@ class Deidentifier:
             day = key[0]
             result = shift_date(day, days)
             moved = None if result is day else result  # None: not a date
-            if len(self._shifted) < 100_000:
+            if len(self._shifted) < 20_000:
                 self._shifted[key] = moved
         if moved is None or "\n" in value:
             return value if moved is None else shift_date(value, days)

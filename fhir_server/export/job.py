@@ -289,14 +289,19 @@ async def _patients(ctx: _Context) -> list[tuple[str, dict[str, Any]]]:
         page = await ctx.job.store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
         for stored in page.resources:
             patient = orjson.loads(stored.body)
-            out.append((stored.id, {k: patient[k] for k in _QI_ELEMENTS if k in patient}))
+            kept = {k: patient[k] for k in ("birthDate", "gender") if k in patient}
+            addresses = patient.get("address")
+            if isinstance(addresses, list):  # of an address, only its codes (the DOPA extension) count
+                kept["address"] = [
+                    {"extension": a["extension"]}
+                    for a in addresses
+                    if isinstance(a, dict) and "extension" in a
+                ]
+            out.append((stored.id, kept))
         if page.last is None:
             return out
         after = page.last
         await asyncio.sleep(0)
-
-
-_QI_ELEMENTS = ("birthDate", "gender", "address")
 
 
 async def _same_child(ctx: _Context, patient_ids: list[str]) -> dict[str, str]:
