@@ -81,7 +81,6 @@ class Household:
 
     resources: list[dict[str, Any]]
     children: int = 0
-    hospcode: str = ""
     rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -392,7 +391,7 @@ def _household(
     for pid, cid, first, end in care if with_rows else ():
         for table, found in tables.care_rows(hospcode, pid, cid, out[first:end], hcodes, updated).items():
             rows.setdefault(table, []).extend(found)
-    return Household(out, count, hospcode, rows)
+    return Household(out, count, rows)
 
 
 def _pid(person: int) -> str:

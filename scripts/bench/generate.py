@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.append(str(Path(__file__).resolve().parents[2]))  # PYTHONPATH (another checkout) comes first
 
 import fhir_server.synthetic as synthetic
@@ -25,12 +27,24 @@ from scripts.bench.common import machine, write_results
 _PERINATAL = ("EpisodeOfCare", "Encounter", "Procedure", "MedicationAdministration")
 
 
+def _parse_and_serialise(folder: Path) -> float:
+    """The baseline: resources/s of reading back every written line and writing it out again (orjson)."""
+    lines, started = 0, time.perf_counter()
+    for path in sorted(folder.glob("*.ndjson")):
+        with path.open("rb") as handle:
+            for line in handle:
+                orjson.dumps(orjson.loads(line))
+                lines += 1
+    return lines / (time.perf_counter() - started)
+
+
 def run(children: int, seed: int) -> dict[str, Any]:
     result: dict[str, Any] = {"children": children, "seed": seed, "package": synthetic.__file__}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         summary = synthetic.write_ndjson(Path(tmp) / "ndjson", seed, children)
         seconds = time.perf_counter() - started
+        result["baseline_resources_per_s"] = _parse_and_serialise(Path(tmp) / "ndjson")
         counts: Counter[str] = summary.counts
         result["ndjson"] = {
             "resources": summary.resources,
@@ -50,6 +64,36 @@ def run(children: int, seed: int) -> dict[str, Any]:
                 "rows_by_table": dict(sorted(tables.counts.items())),
             }
     return result
+
+
+def suite(quick: bool, workdir: Path) -> dict[str, Any]:
+    """For scripts/bench/run_all.py: generation speed beside re-reading and re-writing the same NDJSON."""
+    from run_all import figure  # type: ignore[import-not-found]
+
+    result = run(200 if quick else 2000, 1)
+    baseline = result["baseline_resources_per_s"]
+    figures = [
+        figure(
+            "synthetic population as FHIR NDJSON (with pregnancies and births)",
+            result["ndjson"]["resources_per_s"],
+            "resources/s",
+            baseline,
+            "orjson parse + serialise of the same NDJSON lines",
+            higher_is_better=True,
+        )
+    ]
+    if "moph43" in result:
+        figures.append(
+            figure(
+                "synthetic population as 43-file tables",
+                result["moph43"]["rows_per_s"],
+                "rows/s",
+                baseline,
+                "orjson parse + serialise of the FHIR form's NDJSON lines",
+                higher_is_better=True,
+            )
+        )
+    return {"figures": figures, "details": result}
 
 
 def main() -> None:
