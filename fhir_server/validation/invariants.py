@@ -103,8 +103,7 @@ def _compiled(expression: str) -> fhirpath.Expression | Exception:
 
 _SIMPLE = re.compile(r"^([A-Za-z]+(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
 _PURE = re.compile(r"^([A-Za-z]+)[.(].*\.(exists|empty)\(\)$")
-_IMPLIES_GUARD = re.compile(r"^([A-Za-z]+)\.exists\(\) implies ")
-_fast_cache: dict[str, Callable[[Any], bool | None] | None] = {}
+_fast_cache: dict[str, Callable[[Any, str], bool | None] | None] = {}
 
 
 @cache
@@ -120,22 +119,48 @@ def _choice_names() -> frozenset[str]:
     )
 
 
-def _absent(data: Any, name: str) -> bool | None:
-    """True/False when ``name`` is surely absent/present on a JSON object; None when unsure (choice keys)."""
+def _absent(data: Any, name: str, type_path: str | None = None) -> bool | None:
+    """True/False when ``name`` is surely absent/present on a JSON object; None when unsure (choice keys).
+
+    With the ``type_path`` of ``data`` a choice element's JSON keys are known from the R4 model, so
+    ``value`` on an Observation is present exactly when one of ``valueQuantity``, ``valueString``, ...
+    is (a primitive's ``_`` companion alone stays unsure).
+    """
     if not isinstance(data, dict):
         return None
     if name in data or "_" + name in data:
         return False
     if name not in _choice_names():
         return True
+    keys = _choice_keys(type_path, name) if type_path else None
+    if keys is not None:
+        if any(k in data for k in keys):
+            return False
+        return None if any("_" + k in data for k in keys) else True
     n = len(name)
     if any(k.startswith(name) and len(k) > n and k[n].isupper() for k in data):
         return None
     return True
 
 
-def _chain(path: list[str], data: Any) -> bool | None:
+@cache
+def _choice_keys(type_path: str, name: str) -> frozenset[str] | None:
+    """The JSON keys of the choice element ``name`` of the R4 element or type ``type_path`` (or None)."""
+    from fhir_server.validation.model import compiled_core
+
+    sd = compiled_core(type_path.split(".", 1)[0])
+    node = sd.by_id.get(type_path) if sd is not None else None
+    child = node.children.get(name) if node is not None else None
+    if node is None or child is None or not child.choice:
+        return None
+    return frozenset(key for key, (c, _code) in node.keys.items() if c is child)
+
+
+def _chain(path: list[str], data: Any, type_path: str | None = None) -> bool | None:
     """Does the simple path exist on ``data``? None when a choice-typed key makes it uncertain."""
+    if len(path) == 1:
+        gone = _absent(data, path[0], type_path)
+        return None if gone is None else not gone
     current = [data]
     for name in path:
         nxt: list[Any] = []
@@ -175,14 +200,26 @@ def _split_top(expr: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _term(term: str) -> Callable[[Any], bool | None]:
-    """A native test for one conjunct, answering None when only FHIRPath can tell."""
+Fast = Callable[[Any, str], bool | None]
+
+
+def _unknown(data: Any, type_path: str) -> bool | None:
+    return None
+
+
+def _term(term: str) -> Fast:
+    """A native test for one operand, answering None when only FHIRPath can tell."""
+    if term.startswith("(") and _closing(term) == len(term) - 1:
+        return _boolean(term[1:-1].strip())
+    exact = _EXACT.get(term)
+    if exact is not None:
+        return exact
     simple = _SIMPLE.match(term)
     if simple:
         path, want = simple.group(1).replace("`", "").split("."), simple.group(2) == "exists"
 
-        def check(data: Any) -> bool | None:
-            found = _chain(path, data)
+        def check(data: Any, type_path: str) -> bool | None:
+            found = _chain(path, data, type_path)
             return None if found is None else found == want
 
         return check
@@ -190,41 +227,90 @@ def _term(term: str) -> Callable[[Any], bool | None]:
     if pure and len(_split_top(term, " ")) == 1:
         # a path chain starting at one child: on an absent child every step is empty
         name, empty_value = pure.group(1), pure.group(2) == "empty"
-        return lambda data: empty_value if _absent(data, name) else None
-    return lambda data: None
+        return lambda data, type_path: empty_value if _absent(data, name, type_path) else None
+    return _unknown
 
 
-def _fast(expression: str) -> Callable[[Any], bool | None] | None:
+def _closing(term: str) -> int:
+    """Index of the parenthesis that closes the one ``term`` opens with (-1 when unbalanced)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(term):
+        if ch == "'" and (i == 0 or term[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _boolean(expression: str) -> Fast:
+    """FHIRPath's ``implies`` / ``or`` / ``and`` over native operands (three-valued: None = ask FHIRPath).
+
+    Operands answer True or False only when that is certain, so ``a implies b`` is True when ``a`` is
+    False, ``b`` when ``a`` is True; ``or`` is True once an operand is, ``and`` False once one is.
+    """
+    if len(_split_top(expression, " xor ")) > 1:
+        return _unknown
+    sides = _split_top(expression, " implies ")
+    if len(sides) == 2:
+        left, right = _boolean(sides[0]), _boolean(sides[1])
+
+        def implies(data: Any, type_path: str) -> bool | None:
+            condition = left(data, type_path)
+            if condition is False:
+                return True
+            return None if condition is None else right(data, type_path)
+
+        return implies
+    if len(sides) > 2:
+        return _unknown
+    disjuncts = [[_term(c) for c in _split_top(d, " and ")] for d in _split_top(expression, " or ")]
+
+    def either(data: Any, type_path: str) -> bool | None:
+        unknown = False
+        for conj in disjuncts:
+            value: bool | None = True
+            for term in conj:
+                r = term(data, type_path)
+                if r is False:
+                    value = False
+                    break
+                if r is None:
+                    value = None
+            if value is True:
+                return True
+            if value is None:
+                unknown = True
+        return None if unknown else False
+
+    return either
+
+
+def _day_precision(data: Any, type_path: str) -> bool | None:
+    """``($this as dateTime).toString().length() >= 8`` (R4 vs-1) on a dateTime: it has a day.
+
+    A valid R4 dateTime is 4 (year), 7 (year-month) or at least 10 characters long; other types are
+    left to FHIRPath.
+    """
+    if type_path == "dateTime" and isinstance(data, str):
+        return len(data) >= 8
+    return None
+
+
+# Whole expressions with a native equivalent (tests/validation/test_native_invariants.py proves both agree)
+_EXACT: dict[str, Fast] = {"($this as dateTime).toString().length() >= 8": _day_precision}
+
+
+def _fast(expression: str) -> Fast | None:
     """A native evaluator for the commonest invariant shapes, or None. It may answer None (fall back)."""
     if expression in _fast_cache:
         return _fast_cache[expression]
-    fn: Callable[[Any], bool | None] | None = None
-    guard = _IMPLIES_GUARD.match(expression)
-    if guard:
-        name = guard.group(1)
-
-        def fn(data: Any, name: str = name) -> bool | None:
-            return True if _absent(data, name) else None
-    elif len(_split_top(expression, " implies ")) == 1 and len(_split_top(expression, " xor ")) == 1:
-        disjuncts = [[_term(c) for c in _split_top(d, " and ")] for d in _split_top(expression, " or ")]
-
-        def fn(data: Any, disjuncts: list[list[Callable[[Any], bool | None]]] = disjuncts) -> bool | None:
-            unknown = False
-            for conj in disjuncts:
-                value: bool | None = True
-                for term in conj:
-                    r = term(data)
-                    if r is False:
-                        value = False
-                        break
-                    if r is None:
-                        value = None
-                if value is True:
-                    return True
-                if value is None:
-                    unknown = True
-            return None if unknown else False
-
+    fn: Fast | None = _boolean(expression.strip())
+    if fn is _unknown:
+        fn = None
     _fast_cache[expression] = fn
     return fn
 
@@ -237,22 +323,49 @@ def reset_resolver(token: contextvars.Token[Any]) -> None:
     _resolver.reset(token)
 
 
+def shortcut(constraint: Constraint) -> Fast | None:
+    """The native evaluator of ``constraint`` (a rule of ours or a common shape), or None.
+
+    The validator looks it up once per element definition and hands it to ``evaluate``.
+    """
+    native = NATIVE_RULES.get(constraint.key)
+    if native is not None:
+        return lambda data, _type_path: native(data)
+    return _fast(constraint.expression)
+
+
+_LOOK_UP: Any = object()
+
+
 def evaluate(
-    constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
+    constraint: Constraint,
+    data: Any,
+    type_path: str,
+    resource: dict[str, Any],
+    root: dict[str, Any],
+    fast: Fast | None = _LOOK_UP,
 ) -> bool | str:
-    """True when the invariant holds, False when violated, or a message when it cannot be evaluated."""
+    """True when the invariant holds, False when violated, or a message when it cannot be evaluated.
+
+    ``fast`` is ``shortcut(constraint)`` when the caller has it at hand.
+    """
     # Rules run on values the structural walk may already have found malformed (a code that is an
     # object): a rule that cannot read its input says so, like one FHIRPath cannot evaluate.
     try:
-        native = NATIVE_RULES.get(constraint.key)
-        if native is not None:
-            return native(data)
-        fast = _fast(constraint.expression)
-        quick = fast(data) if fast is not None else None
+        if fast is _LOOK_UP:
+            fast = shortcut(constraint)
+        quick = fast(data, type_path) if fast is not None else None
     except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
         return f"cannot evaluate: {type(exc).__name__}"
     if quick is not None:
         return quick
+    return by_engine(constraint, data, type_path, resource, root)
+
+
+def by_engine(
+    constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
+) -> bool | str:
+    """``evaluate`` through the FHIRPath engine alone (no native shortcut)."""
     fn = _compiled(constraint.expression)
     if isinstance(fn, Exception):
         return f"cannot parse: {fn}"

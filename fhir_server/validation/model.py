@@ -71,6 +71,11 @@ class Node:
     required: list[tuple[str, Node]] = field(default_factory=list)
     # constraints evaluated through FHIRPath (natively checked and skipped ones left out)
     checks: tuple[Constraint, ...] = ()
+    # filled by the validator on first use (see validator._steps / _item_plan): per JSON key, how to walk
+    # it; per type code, what an item of that type needs
+    steps: dict[str, Any] | None = None
+    check_plan: tuple[tuple[Constraint, Any], ...] | None = None  # (constraint, invariants.shortcut)
+    item_plans: dict[str, Any] = field(default_factory=dict)
 
     def type_codes(self) -> list[str]:
         return [t.code for t in self.types]
@@ -232,6 +237,11 @@ def compile_elements(
     return CompiledSD(url, type_, kind, root, by_id, context or [], derivation)
 
 
+def compiled_core(url: str) -> CompiledSD | None:
+    """The compiled tree of an R4 core StructureDefinition only (never a shipped or runtime one)."""
+    return _compiled_core(url)
+
+
 @cache
 def _compiled_core(url: str) -> CompiledSD | None:
     sd = definitions.structure_definition(url)
@@ -252,13 +262,20 @@ def register(sd: dict[str, Any]) -> CompiledSD:
     elements = sd["snapshot"]["element"]
     c = compile_elements(sd["url"], sd["type"], sd["kind"], elements, sd.get("context"), sd.get("derivation"))
     _extra[sd["url"]] = c
+    global generation
+    generation += 1
     return c
 
 
 def set_runtime(compiled_sds: dict[str, CompiledSD]) -> None:
     """Replace the StructureDefinitions created over REST (shipped and core ones always win)."""
-    global _runtime
+    global _runtime, generation
     _runtime = dict(compiled_sds)
+    generation += 1
+
+
+# Bumped whenever what ``compiled`` answers may change: caches of looked-up definitions compare it.
+generation = 0
 
 
 def compile_sd(sd: dict[str, Any]) -> CompiledSD:

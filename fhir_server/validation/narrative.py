@@ -86,10 +86,31 @@ _NS = f"{{{XHTML}}}"
 _DIV = f"{_NS}div"
 # attributes allowed on every element whose value cannot carry code: no further checks needed
 _SAFE_ATTRIBUTES = frozenset({"id", "class", "title", "lang", "dir", f"{{{_XML_NS}}}lang"})
-_ALLOWED = frozenset(_ELEMENTS)
 _NO_CONTENT = "The narrative must have some non-whitespace content (txt-2)"
-# the fast path (``_plain``): element names as written, every attribute of the parsed tree
-_START_NAME = re.compile(r"<([^\s/>]+)")
+
+
+def _trie(words: frozenset[str] | dict[str, Any]) -> str:
+    """A regular expression matching exactly ``words``, branching per letter (fast to try)."""
+    tree: dict[str, Any] = {}
+    for word in words:
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + pattern(node[ch]) for ch in sorted(node) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 and "" not in node else "(?:" + "|".join(branches) + ")"
+        return body + ("?" if "" in node else "")
+
+    return pattern(tree)
+
+
+# the fast path (``_plain``): a "<" that neither ends an element nor starts an allowed one (comments,
+# CDATA, processing instructions and prefixed or unknown names included); every attribute of the tree
+_ODD_TAG = re.compile(r"<(?!/|" + _trie(_ELEMENTS) + r"[\s/>])")
 _ALL_ATTRIBUTES = etree.XPath("//@*")
 
 
@@ -179,10 +200,7 @@ def _plain(div: str, root: Any) -> bool | None:
     the walk would find nothing: the answer is then whether the narrative has content (True) or not
     (False). Otherwise None, and ``_walk`` words the findings.
     """
-    if "<!" in div or "<?" in div or div.count("xmlns") != 1:
-        return None
-    names = set(_START_NAME.findall(div))
-    if not _ALLOWED.issuperset(names):
+    if div.count("xmlns") != 1 or _ODD_TAG.search(div) is not None:
         return None
     for value in _ALL_ATTRIBUTES(root):
         attr = value.attrname
@@ -191,7 +209,7 @@ def _plain(div: str, root: Any) -> bool | None:
         element = value.getparent().tag[len(_NS) :]
         if _attribute(element, attr, str(value), _ELEMENTS[element]):
             return None
-    if "img" in names:
+    if "<img" in div:
         return True
     text = etree.tostring(root, method="text", encoding=str)
     return bool(text) and not text.isspace()

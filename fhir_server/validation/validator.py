@@ -26,6 +26,7 @@ from fhir_server.validation import (
     bundles,
     conformance,
     invariants,
+    model,
     narrative,
     questionnaire,
     slicing,
@@ -40,7 +41,6 @@ Host = tuple[str, str]  # (type, element path) of the object an extension sits o
 _CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 _CODED = frozenset({"code", "Coding", "CodeableConcept", "string", "uri", "Quantity"})
-_PRIMITIVE: dict[str, bool] = {}
 _CONTAINED_PATH = re.compile(r"\.contained\[\d+\]$")
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
@@ -307,12 +307,65 @@ class _Run:
         self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str, host: Host
     ) -> None:
         keys = node.keys
+        steps = node.steps
+        if steps is None:
+            steps = _steps(node)
         groups: dict[str, list[tuple[str, str, Any]]] = {}
         done: set[str] = set()
         track = bool(node.required)
         is_resource_root = node is sd.root and sd.kind == "resource"
         companions = "_" in "".join(obj)  # element names never contain "_": only companions do
         for key, value in obj.items():
+            # The common cases, decided here without building paths or calling down: a value that is
+            # surely valid is done; anything else (and any doubt) takes the general path below, which
+            # checks it again and words the findings.
+            step = steps.get(key)
+            if step is not None and not (companions and "_" + key in obj):
+                kind = step[0]
+                if kind is _STRING:
+                    if type(value) is str and _string_ok(value, step):
+                        if track:
+                            done.add(step[4])
+                        continue
+                elif kind is _COMPLEX:
+                    if type(value) is dict:
+                        self._item(step[1], sd, value, None, f"{path}.{key}", step[2], host)
+                        if track:
+                            done.add(step[1].name)
+                        continue
+                elif kind is _COMPLEX_LIST:
+                    child = step[1]
+                    if (
+                        type(value) is list
+                        and value
+                        and len(value) >= child.min
+                        and (child.max is None or len(value) <= child.max)
+                    ):
+                        epath = f"{path}.{key}"
+                        code = step[2]
+                        for i, v in enumerate(value):
+                            self._item(child, sd, v, None, f"{epath}[{i}]", code, host)
+                        if track:
+                            done.add(child.name)
+                        continue
+                elif kind is _STRINGS_LIST:
+                    if (
+                        type(value) is list
+                        and step[5] <= len(value) <= step[6]
+                        and all(type(v) is str and _string_ok(v, step) for v in value)
+                    ):
+                        if track:
+                            done.add(step[4])
+                        continue
+                elif kind is _BOOLEAN:
+                    if value is True or value is False:
+                        if track:
+                            done.add(step[4])
+                        continue
+                elif type(value) is int and step[1] <= value < step[2]:  # _INTEGER
+                    if track:
+                        done.add(step[4])
+                    continue
             if not key:
                 self.add("error", "structure", path, "An element name cannot be empty")
                 continue
@@ -542,32 +595,31 @@ class _Run:
                 if node.checks:
                     self._constraints(node, value, path, target.path)
                 return
-        if not code and node.types:
-            code = node.types[0].code
-        prim = _PRIMITIVE.get(code)
-        if prim is None:
-            prim = _PRIMITIVE[code] = is_primitive(code)
-        if prim:
-            self._primitive(node, value, ext, path, code, (code, node.path))
+        plan = node.item_plans.get(code)
+        if plan is None or plan[0] != model.generation:
+            plan = _item_plan(node, code)
+        kind, code, host_here = plan[1], plan[2], plan[3]
+        if kind is _PRIMITIVE_ITEM:
+            self._primitive(node, value, ext, path, code, host_here)
             return
         if value is None:
             self.add("error", "structure", path, "A JSON object is required, not null")
             return
-        if code == "Resource" or definitions.is_resource_type(code):
+        if kind is _RESOURCE_ITEM:
             self.resource_(value, path)
             return
         if not isinstance(value, dict):
             self.add("error", "structure", path, f"A JSON object is required for type {code}")
             return
-        if node.children:
-            self._object(node, sd, value, path, code, (code, node.path))
+        if kind is _OWN_CHILDREN:
+            self._object(node, sd, value, path, code, host_here)
             type_path = node.path
         else:
-            tsd = compiled(code)
+            tsd = plan[4]
             if tsd is None:
                 self.add("error", "structure", path, f"Unknown type {code}")
                 return
-            self._object(tsd.root, tsd, value, path, code, (code, node.path))
+            self._object(tsd.root, tsd, value, path, code, host_here)
             type_path = code
         self._ele1(value, path)
         if code == "Extension":
@@ -578,10 +630,8 @@ class _Run:
             self._known_code(value, path)
         elif code == "Attachment":
             self._attachment(value, path)
-        for t in node.types:
-            if t.code == code and code != "Extension":
-                for prof in t.profiles:
-                    self._datatype_profile(prof, value, path)
+        for prof in plan[5]:
+            self._datatype_profile(prof, value, path)
         if node.fixed is not None:
             self._fixed(node, value, path)
         if node.binding is not None and code in _CODED:
@@ -696,11 +746,13 @@ class _Run:
             self.add("warning", "code-invalid", path, message + " (extensible binding)")
 
     def _constraints(self, node: Node, value: Any, path: str, type_path: str, skip_dom: bool = False) -> None:
-        checks = node.checks
-        for c in checks:
+        plan = node.check_plan
+        if plan is None:
+            plan = node.check_plan = tuple((c, invariants.shortcut(c)) for c in node.checks)
+        for c, fast in plan:
             if skip_dom and c.key.startswith("dom-"):
                 continue  # DomainResource rules about containing apply to the container, not the contained
-            result = invariants.evaluate(c, value, type_path, self.resource, self.root)
+            result = invariants.evaluate(c, value, type_path, self.resource, self.root, fast)
             if result is True:
                 continue
             if result is False:
@@ -866,6 +918,99 @@ class _Run:
         if m and definitions.is_resource_type(m.group(1)):
             return m.group(1)
         return None
+
+
+# Kinds of ``_steps`` entries (compared by identity in the hot loop).
+_STRING, _STRINGS_LIST, _BOOLEAN, _INTEGER = "string", "strings", "boolean", "integer"
+_COMPLEX, _COMPLEX_LIST = "complex", "complexes"
+_NO_LIMIT = 2**63
+
+
+def _string_ok(value: str, step: tuple[Any, ...]) -> bool:
+    """A JSON string the primitive check would accept without a finding (``_STRING`` steps)."""
+    rx = step[1]
+    if rx is not None and rx.fullmatch(value) is None:
+        return False
+    if len(value) > step[2]:
+        return False
+    return not step[3] or len(value) < 10 or _real_day(value)
+
+
+def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
+    """For each JSON key of ``node``'s children that can be decided without the general path, how.
+
+    A child qualifies when nothing but its JSON shape and its value's format can be wrong: not a choice
+    (only one of its keys may appear), not sliced, allowed at all (max > 0), no content reference, and
+    for a primitive no fixed value, relevant binding, range, maximum length, narrative or invariant to
+    check. Complex children qualify when not a choice and not sliced: ``_item`` checks the rest.
+    """
+    steps: dict[str, tuple[Any, ...]] = {}
+    for key, (child, code) in node.keys.items():
+        if child.choice or child.slices or child.max == 0 or child.content_reference or not code:
+            continue
+        if not is_primitive(code):
+            steps[key] = (_COMPLEX_LIST if child.is_array else _COMPLEX, child, code)
+            continue
+        if (
+            child.fixed is not None
+            or (child.binding is not None and code in _CODED)
+            or child.min_value is not None
+            or child.max_value is not None
+            or child.checks
+            or child.max_length is not None
+            or code == "xhtml"
+        ):
+            continue
+        rx = _string_regex(code)
+        if rx is False:
+            if child.is_array:
+                continue
+            if code == "boolean":
+                steps[key] = (_BOOLEAN, None, None, None, child.name)
+            elif code in _INTEGERS:
+                low = 1 if code == "positiveInt" else 0 if code == "unsignedInt" else -(2**31)
+                steps[key] = (_INTEGER, low, 2**31, None, child.name)
+            continue
+        limit = _MAX_STRING if code in _STRINGS else _NO_LIMIT
+        step = (_STRING, rx, limit, code in _DATES, child.name)
+        if child.is_array:
+            upper = child.max if child.max is not None else _NO_LIMIT
+            steps[key] = (_STRINGS_LIST, rx, limit, code in _DATES, child.name, max(child.min, 1), upper)
+        else:
+            steps[key] = step
+    node.steps = steps
+    return steps
+
+
+# Kinds of ``_item_plan`` entries.
+_PRIMITIVE_ITEM, _RESOURCE_ITEM, _OWN_CHILDREN, _TYPE_ITEM = "primitive", "resource", "children", "type"
+
+
+def _item_plan(node: Node, code: str) -> tuple[Any, ...]:
+    """What an item of ``node`` with type ``code`` needs, looked up once per node and type.
+
+    (generation, kind, type code, host, compiled type or None, datatype profiles). The compiled type
+    comes from ``model.compiled``, so the plan is redone when the known definitions change.
+    """
+    if not code and node.types:
+        code = node.types[0].code
+    host = (code, node.path)
+    tsd = None
+    if is_primitive(code):
+        kind = _PRIMITIVE_ITEM
+    elif code == "Resource" or definitions.is_resource_type(code):
+        kind = _RESOURCE_ITEM
+    elif node.children:
+        kind = _OWN_CHILDREN
+    else:
+        kind = _TYPE_ITEM
+        tsd = compiled(code)
+    profiles = tuple(
+        prof for t in node.types if t.code == code and code != "Extension" for prof in t.profiles
+    )
+    plan = (model.generation, kind, code, host, tsd, profiles)
+    node.item_plans[code] = plan
+    return plan
 
 
 def _context_ok(context: list[dict[str, Any]], host: Host) -> bool:

@@ -66,3 +66,94 @@ def test_native_rule_agrees_with_the_published_fhirpath(key: str) -> None:
         if fhirpath is not native:
             disagreements.append((resource, fhirpath, native))
     assert disagreements == []
+
+
+# --- the native shortcuts for common invariant shapes (invariants._fast) ---------------------------
+
+_CORPUS_TYPES = frozenset(
+    {"Observation", "Patient", "Condition", "Encounter", "Immunization", "Procedure", "MedicationRequest",
+     "AllergyIntolerance", "Consent", "RelatedPerson", "ServiceRequest", "Task"}
+)  # fmt: skip
+
+
+def _corpus(tmp_path: Any) -> list[dict[str, Any]]:
+    """HL7 R4 examples of common types, a Synthea bundle's entries and a generated Thai household."""
+    import json
+    import tarfile
+
+    from fhir_server.synthetic import write_transaction_bundles
+    from tests.validation.conftest import ROOT
+
+    shared = ROOT / ".." / "shared"
+    out: list[dict[str, Any]] = []
+    with tarfile.open(shared / "fhir" / "hl7.fhir.r4.examples-4.0.1.tgz") as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.endswith(".json"):
+                handle = tar.extractfile(member)
+                assert handle is not None
+                resource = json.load(handle)
+                if resource.get("resourceType") in _CORPUS_TYPES:
+                    out.append(resource)
+    write_transaction_bundles(tmp_path, 1, 3)
+    for bundle in sorted(tmp_path.glob("bundle-*.json"))[1:2]:
+        out.extend(e["resource"] for e in json.loads(bundle.read_text())["entry"])
+    return out
+
+
+def test_native_shortcuts_agree_with_the_fhirpath_engine(tmp_path: Any, monkeypatch: Any) -> None:
+    """Wherever a shortcut answers during validation, the FHIRPath engine gives the same answer."""
+    from fhir_server.validation.validator import validate
+
+    original = invariants.evaluate
+    decided: dict[str, int] = {}
+    disagreements: list[tuple[str, str, Any, Any, Any]] = []
+
+    def spy(constraint: Constraint, data: Any, type_path: str, resource: Any, root: Any, *rest: Any) -> Any:
+        result = original(constraint, data, type_path, resource, root, *rest)
+        fast = invariants._fast(constraint.expression)
+        if constraint.key in invariants.NATIVE_RULES or fast is None:
+            return result
+        try:
+            quick = fast(data, type_path)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+            return result
+        if quick is None:
+            return result
+        decided[constraint.key] = decided.get(constraint.key, 0) + 1
+        engine = invariants.by_engine(constraint, data, type_path, resource, root)
+        if engine != quick:
+            disagreements.append((constraint.key, type_path, data, quick, engine))
+        return result
+
+    monkeypatch.setattr(invariants, "evaluate", spy)
+    for resource in _corpus(tmp_path):
+        validate(resource)
+    assert disagreements == []
+    # the shortcuts carry the hot rules: the vital signs rules and the usual exists/empty shapes
+    for key in ("vs-1", "vs-2", "vs-3", "obs-6", "obs-7", "dom-6"):
+        assert decided.get(key, 0) > 5, (key, decided.get(key))
+
+
+@pytest.mark.parametrize(
+    ("expression", "data", "type_path", "expected"),
+    [
+        ("(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or value.exists())",
+         {"valueQuantity": {"value": 1}}, "Observation", True),
+        ("(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or value.exists())",
+         {"status": "final"}, "Observation", False),
+        ("(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or value.exists())",
+         {"component": [{}]}, "Observation", True),
+        ("(component.empty() and hasMember.empty()) implies (dataAbsentReason.exists() or value.exists())",
+         {"_valueString": {"extension": []}}, "Observation", None),
+        ("($this as dateTime).toString().length() >= 8", "2019-04", "dateTime", False),
+        ("($this as dateTime).toString().length() >= 8", "2019-04-15", "dateTime", True),
+        ("($this as dateTime).toString().length() >= 8", {"start": "2019"}, "Period", None),
+        ("dataAbsentReason.empty() or value.empty()", {"valueQuantity": {}, "dataAbsentReason": {}},
+         "Observation", False),
+        ("a.exists() xor b.exists()", {"a": 1}, "Observation", None),
+    ],
+)  # fmt: skip
+def test_native_shortcut_answers(expression: str, data: Any, type_path: str, expected: bool | None) -> None:
+    fast = invariants._fast(expression)
+    assert fast is not None or expected is None
+    assert (fast(data, type_path) if fast is not None else None) is expected
