@@ -188,6 +188,7 @@ def value_set_members(vs: dict[str, Any]) -> Members | None:
 def clear_cache() -> None:
     """Forget computed memberships (tests that change terminology call this)."""
     _members_cache.clear()
+    _codes_cache.clear()
     system_codes.cache_clear()
     case_insensitive_codes.cache_clear()
 
@@ -201,7 +202,7 @@ def check(type_code: str, value: Any, binding: dict[str, Any]) -> str | None:
     if allowed is None:
         return None
     if type_code == "code":
-        if not isinstance(value, str) or any(code == value for _s, code in allowed):
+        if not isinstance(value, str) or value in _codes_of(allowed):
             return None
         return f"The code '{value}' is not in the value set {url}"
     if type_code == "Coding":
@@ -212,6 +213,26 @@ def check(type_code: str, value: Any, binding: dict[str, Any]) -> str | None:
             return None
         return _check_codings(codings, allowed, url)
     return None
+
+
+_codes_cache: dict[int, tuple[Members, frozenset[str]]] = {}
+
+
+def has_code(value_set_url: str, code: str) -> bool:
+    """A ``code`` value ``check`` accepts for this value set: one of its codes, or a set we cannot list."""
+    allowed = members(value_set_url)
+    return allowed is None or code in _codes_of(allowed)
+
+
+def _codes_of(allowed: Members) -> frozenset[str]:
+    """The codes of a membership whatever their system (a ``code`` element names no system)."""
+    hit = _codes_cache.get(id(allowed))
+    if hit is None or hit[0] is not allowed:  # keyed by identity; the membership is kept alive with it
+        hit = (allowed, frozenset(code for _system, code in allowed))
+        if len(_codes_cache) > 4096:
+            _codes_cache.clear()
+        _codes_cache[id(allowed)] = hit
+    return hit[1]
 
 
 def _check_codings(codings: list[Any], allowed: Members, url: str) -> str | None:

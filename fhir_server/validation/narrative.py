@@ -112,6 +112,7 @@ def _trie(words: frozenset[str] | dict[str, Any]) -> str:
 # CDATA, processing instructions and prefixed or unknown names included); every attribute of the tree
 _ODD_TAG = re.compile(r"<(?!/|" + _trie(_ELEMENTS) + r"[\s/>])")
 _ALL_ATTRIBUTES = etree.XPath("//@*")
+_ATTRIBUTED_TAG = re.compile(r"<[A-Za-z][^\s/>]*\s+[^\s/>]")  # a start tag with an attribute
 
 
 @cache
@@ -202,13 +203,18 @@ def _plain(div: str, root: Any) -> bool | None:
     """
     if div.count("xmlns") != 1 or _ODD_TAG.search(div) is not None:
         return None
-    for value in _ALL_ATTRIBUTES(root):
-        attr = value.attrname
-        if attr in _SAFE_ATTRIBUTES:
-            continue
-        element = value.getparent().tag[len(_NS) :]
-        if _attribute(element, attr, str(value), _ELEMENTS[element]):
-            return None
+    if _ATTRIBUTED_TAG.search(div, 1) is None:  # only the root can carry attributes
+        for attr, value in root.attrib.items():
+            if attr not in _SAFE_ATTRIBUTES and _attribute("div", attr, value, _ELEMENTS["div"]):
+                return None
+    else:
+        for value in _ALL_ATTRIBUTES(root):
+            attr = value.attrname
+            if attr in _SAFE_ATTRIBUTES:
+                continue
+            element = value.getparent().tag[len(_NS) :]
+            if _attribute(element, attr, str(value), _ELEMENTS[element]):
+                return None
     if "<img" in div:
         return True
     text = etree.tostring(root, method="text", encoding=str)

@@ -142,7 +142,10 @@ def _build(slice_node: Node, discriminators: tuple[tuple[str, str], ...]) -> lis
             if expected is None:
                 return None
             mode, want = expected
-            if mode == "fixed":
+            segments = _segments(path)
+            if mode == "fixed" and len(segments) == 1 and _plain_segment(segments[0]):
+                checks.append(_fixed_child(segments[0], want))
+            elif mode == "fixed":
                 checks.append(lambda item, _t, p=path, w=want: any(v == w for v in values_at(item, p)))
             else:
                 checks.append(
@@ -178,24 +181,55 @@ def _build(slice_node: Node, discriminators: tuple[tuple[str, str], ...]) -> lis
     return checks
 
 
+def _plain_segment(segment: str) -> bool:
+    """A child name ``values_at`` reads with a plain ``get`` (not ``value``, not ``extension(...)``)."""
+    return segment != "value" and "(" not in segment
+
+
+def _fixed_child(name: str, want: Any) -> Callable[..., bool]:
+    """``values_at(item, name)`` holds ``want``, for a one-step path (the usual ``code``, ``url``)."""
+
+    def check(item: Any, _type_code: str) -> bool:
+        if not isinstance(item, dict):
+            return False
+        v = item.get(name)
+        if isinstance(v, list):
+            return any(x == want for x in v)
+        return v is not None and v == want
+
+    return check
+
+
+_PER_SLICE_ATTR = "_slice_checks"
+
+
 def assign(element: Node, items: list[tuple[Any, str]], profile_check: ProfileCheck) -> list[int | None]:
     """For each (item, type code), the index of the first slice of ``element`` it matches, or None."""
     slicing = element.slicing
     if slicing is None or not slicing.discriminators:
         return [None] * len(items)
-    per_slice: list[list[Callable[..., Any]] | None] = []
-    for s in element.slices:
-        cache = s.__dict__.setdefault(_CACHE_ATTR, {})
-        if slicing.discriminators not in cache:
-            cache[slicing.discriminators] = _build(s, slicing.discriminators)
-        per_slice.append(cache[slicing.discriminators])
+    built = element.__dict__.get(_PER_SLICE_ATTR)
+    if built is None or built[0] != slicing.discriminators:
+        per_slice: list[list[Callable[..., Any]] | None] = []
+        for s in element.slices:
+            cache = s.__dict__.setdefault(_CACHE_ATTR, {})
+            if slicing.discriminators not in cache:
+                cache[slicing.discriminators] = _build(s, slicing.discriminators)
+            per_slice.append(cache[slicing.discriminators])
+        built = (slicing.discriminators, [(i, c) for i, c in enumerate(per_slice) if c is not None])
+        element.__dict__[_PER_SLICE_ATTR] = built
+    candidates = built[1]
     out: list[int | None] = []
     for item, type_code in items:
         found: int | None = None
-        for idx, checks in enumerate(per_slice):
-            if checks is None:
-                continue
-            if all(_run(check, item, type_code, profile_check) for check in checks):
+        for idx, checks in candidates:
+            for check in checks:
+                result = check(item, type_code)
+                if result is True:
+                    continue
+                if result is False or not _run(check, item, type_code, profile_check):
+                    break
+            else:
                 found = idx
                 break
         out.append(found)

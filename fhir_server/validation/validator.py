@@ -109,6 +109,10 @@ class _Run:
         self.root: dict[str, Any] = {}
         self.bundle_types: list[dict[str, str]] = []  # fullUrl -> resourceType, innermost last
         self.bundle_resources: list[dict[str, dict[str, Any]]] = []
+        # While a resource is walked against several definitions (profiles, a vital signs profile), the
+        # core datatype walks already done: (type, JSON object, path, host). A second walk of the same
+        # object at the same place against the same type would only repeat the same findings.
+        self.walked: set[tuple[int, int, str, Host]] | None = None
 
     # -- issues ---------------------------------------------------------------------------------
     def add(self, severity: str, code: str, path: str, message: str) -> None:
@@ -171,8 +175,9 @@ class _Run:
             sds = [base]
         # %rootResource: a contained resource's container; any other resource (Bundle entries too) itself
         is_contained = bool(self.resource) and _CONTAINED_PATH.search(path) is not None
-        saved = self.resource, self.root
+        saved = self.resource, self.root, self.walked
         self.resource = res
+        self.walked = set() if len(sds) > 1 else None
         if not is_contained:
             self.root = res
         pushed = False
@@ -199,7 +204,7 @@ class _Run:
                 self.bundle_types.pop()
                 self.bundle_resources.pop()
                 self.bundle_canonicals.pop()
-            self.resource, self.root = saved
+            self.resource, self.root, self.walked = saved
 
     def _dom3(self, res: dict[str, Any], path: str) -> None:
         """dom-3: every contained resource is referenced from the rest of the resource (or refers to it)."""
@@ -306,14 +311,12 @@ class _Run:
     def _object(
         self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str, host: Host
     ) -> None:
-        keys = node.keys
         steps = node.steps
         if steps is None:
             steps = _steps(node)
         groups: dict[str, list[tuple[str, str, Any]]] = {}
         done: set[str] = set()
         track = bool(node.required)
-        is_resource_root = node is sd.root and sd.kind == "resource"
         companions = "_" in "".join(obj)  # element names never contain "_": only companions do
         for key, value in obj.items():
             # The common cases, decided here without building paths or calling down: a value that is
@@ -323,7 +326,23 @@ class _Run:
             if step is not None and not (companions and "_" + key in obj):
                 kind = step[0]
                 if kind is _STRING:
-                    if type(value) is str and _string_ok(value, step):
+                    if type(value) is str:
+                        rx = step[1]
+                        if (
+                            (rx is None or rx.fullmatch(value) is not None)
+                            and len(value) <= step[2]
+                            and (not step[3] or len(value) < 10 or _real_day(value))
+                        ):
+                            if track:
+                                done.add(step[4])
+                            continue
+                elif kind is _CODE:
+                    if (
+                        type(value) is str
+                        and (step[1] is None or step[1].fullmatch(value) is not None)
+                        and len(value) <= step[2]
+                        and bindings.has_code(step[5], value)
+                    ):
                         if track:
                             done.add(step[4])
                         continue
@@ -369,6 +388,7 @@ class _Run:
             if not key:
                 self.add("error", "structure", path, "An element name cannot be empty")
                 continue
+            keys = node.keys
             if key[0] == "_":
                 entry = keys.get(key[1:])
                 if entry is None or not is_primitive(entry[1]):
@@ -377,7 +397,7 @@ class _Run:
             else:
                 entry = keys.get(key)
                 if entry is None:
-                    if key != "resourceType" or not is_resource_root:
+                    if key != "resourceType" or not (node is sd.root and sd.kind == "resource"):
                         self.add("error", "structure", f"{path}.{key}", f"Unknown element '{key}'")
                     continue
             child, code = entry
@@ -392,9 +412,10 @@ class _Run:
                     done.add(child.name)
                 continue
             groups.setdefault(child.name, []).append((key, code, value))
-        children = node.children
-        for name, group in groups.items():
-            self._element(children[name], sd, group, obj, path, host)
+        if groups:
+            children = node.children
+            for name, group in groups.items():
+                self._element(children[name], sd, group, obj, path, host)
         for name, child in node.required:
             if name in groups or name in done:
                 continue
@@ -619,9 +640,17 @@ class _Run:
             if tsd is None:
                 self.add("error", "structure", path, f"Unknown type {code}")
                 return
-            self._object(tsd.root, tsd, value, path, code, host_here)
+            walked = self.walked
+            if walked is None:
+                self._object(tsd.root, tsd, value, path, code, host_here)
+            else:
+                done = (id(tsd), id(value), path, host_here)
+                if done not in walked:
+                    walked.add(done)
+                    self._object(tsd.root, tsd, value, path, code, host_here)
             type_path = code
-        self._ele1(value, path)
+        if not value or (len(value) == 1 and "id" in value):
+            self._ele1(value, path)
         if code == "Extension":
             self._extension(node, value, path, host)
         elif code == "Reference":
@@ -880,13 +909,7 @@ class _Run:
         ref = value.get("reference")
         if not isinstance(ref, str):
             return
-        allowed: set[str] = set()
-        for t in node.types:
-            if t.code != "Reference":
-                continue
-            for tp in t.target_profiles:
-                tsd = compiled(tp)
-                allowed.add(tsd.type if tsd is not None else tp.rsplit("/", 1)[-1])
+        allowed = _reference_targets(node)
         if not allowed or "Resource" in allowed:
             return
         target_type = self._reference_type(ref, path)
@@ -921,7 +944,7 @@ class _Run:
 
 
 # Kinds of ``_steps`` entries (compared by identity in the hot loop).
-_STRING, _STRINGS_LIST, _BOOLEAN, _INTEGER = "string", "strings", "boolean", "integer"
+_STRING, _STRINGS_LIST, _BOOLEAN, _INTEGER, _CODE = "string", "strings", "boolean", "integer", "code"
 _COMPLEX, _COMPLEX_LIST = "complex", "complexes"
 _NO_LIMIT = 2**63
 
@@ -941,8 +964,9 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
 
     A child qualifies when nothing but its JSON shape and its value's format can be wrong: not a choice
     (only one of its keys may appear), not sliced, allowed at all (max > 0), no content reference, and
-    for a primitive no fixed value, relevant binding, range, maximum length, narrative or invariant to
-    check. Complex children qualify when not a choice and not sliced: ``_item`` checks the rest.
+    for a primitive no fixed value, range, maximum length, narrative or invariant to check (a bound
+    ``code`` is looked up in its value set). Complex children qualify when not a choice and not sliced:
+    ``_item`` checks the rest.
     """
     steps: dict[str, tuple[Any, ...]] = {}
     for key, (child, code) in node.keys.items():
@@ -951,9 +975,13 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
         if not is_primitive(code):
             steps[key] = (_COMPLEX_LIST if child.is_array else _COMPLEX, child, code)
             continue
+        # a binding only constrains a primitive of type code (bindings.check); strings and uris pass
+        bound = None
+        binding = child.binding
+        if code == "code" and binding is not None and binding.get("strength") in ("required", "extensible"):
+            bound = binding.get("valueSet") or None
         if (
             child.fixed is not None
-            or (child.binding is not None and code in _CODED)
             or child.min_value is not None
             or child.max_value is not None
             or child.checks
@@ -973,6 +1001,10 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
             continue
         limit = _MAX_STRING if code in _STRINGS else _NO_LIMIT
         step = (_STRING, rx, limit, code in _DATES, child.name)
+        if bound is not None:
+            if child.is_array:
+                continue
+            step = (_CODE, rx, limit, False, child.name, bound)
         if child.is_array:
             upper = child.max if child.max is not None else _NO_LIMIT
             steps[key] = (_STRINGS_LIST, rx, limit, code in _DATES, child.name, max(child.min, 1), upper)
@@ -1011,6 +1043,26 @@ def _item_plan(node: Node, code: str) -> tuple[Any, ...]:
     plan = (model.generation, kind, code, host, tsd, profiles)
     node.item_plans[code] = plan
     return plan
+
+
+_REFERENCE_TARGETS = "reference targets"
+
+
+def _reference_targets(node: Node) -> frozenset[str]:
+    """The resource types a Reference of ``node`` may point to (its target profiles' types)."""
+    plan = node.item_plans.get(_REFERENCE_TARGETS)
+    if plan is not None and plan[0] == model.generation:
+        return plan[1]
+    allowed: set[str] = set()
+    for t in node.types:
+        if t.code != "Reference":
+            continue
+        for tp in t.target_profiles:
+            tsd = compiled(tp)
+            allowed.add(tsd.type if tsd is not None else tp.rsplit("/", 1)[-1])
+    targets = frozenset(allowed)
+    node.item_plans[_REFERENCE_TARGETS] = (model.generation, targets)
+    return targets
 
 
 def _context_ok(context: list[dict[str, Any]], host: Host) -> bool:
