@@ -246,8 +246,12 @@ def _term(term: str) -> Fast:
     simple = _SIMPLE.match(term)
     if simple:
         path, want = simple.group(1).replace("`", "").split("."), simple.group(2) == "exists"
+        first, companion = path[0], "_" + path[0]
+        plain_first = first not in _choice_names()
 
         def check(data: Any, type_path: str) -> bool | None:
+            if plain_first and type(data) is dict and first not in data and companion not in data:
+                return not want  # the path's first step is absent: nothing exists
             found = _chain(path, data, type_path)
             return None if found is None else found == want
 
@@ -297,6 +301,8 @@ def _boolean(expression: str) -> Fast:
     if len(sides) > 2:
         return _unknown
     disjuncts = [[_term(c) for c in _split_top(d, " and ")] for d in _split_top(expression, " or ")]
+    if len(disjuncts) == 1 and len(disjuncts[0]) == 1:
+        return disjuncts[0][0]  # one operand: its own answer
 
     def either(data: Any, type_path: str) -> bool | None:
         unknown = False
