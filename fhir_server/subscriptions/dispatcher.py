@@ -61,6 +61,7 @@ _RELOAD = 2.0  # seconds between looks at the Subscription resources
 _TRIM_EVERY = 600.0
 _SPACING = 0.2  # seconds between two part-filled notifications to one subscription
 _POOL_SIZE = 8  # connections kept per endpoint (several subscriptions may share one)
+_CLOSE_WAIT = 5.0  # seconds a closing dispatcher waits for the deliveries in flight
 _REPLY_BYTES = 64 * 1024  # of an endpoint's answer read (only its status counts)
 _BUFFERED = 2_000  # events kept in memory per subscription; beyond, they are read from the store
 
@@ -127,9 +128,12 @@ class Dispatcher:
     async def close(self, *, save: bool = True) -> None:
         """Stop the deliveries in flight and save the states (``save=False``: the lease was lost,
         the next holder's states are the ones that count)."""
-        for task in list(self._busy.values()):
+        busy = list(self._busy.values())
+        if busy:  # deliveries in flight end on their own (each request has its timeout)...
+            await asyncio.wait(busy, timeout=_CLOSE_WAIT)
+        for task in busy:  # ...or are stopped: an unacknowledged notification is sent again later
             task.cancel()
-        for task in list(self._busy.values()):
+        for task in busy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._flushing is not None:

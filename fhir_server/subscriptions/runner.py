@@ -105,9 +105,8 @@ class Background:
                     log.exception("notification job: one turn failed; going on")
                     await self._sleep(_POLL)
         finally:
-            keeper.cancel()
-            if sweeping is not None:
-                sweeping.cancel()
+            # Both end by themselves once stopping (the keeper after its renewal, the sweep after its
+            # pass): cancelled in the middle of a store transaction, they would leave it to roll back.
             for task in (keeper, sweeping):
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
