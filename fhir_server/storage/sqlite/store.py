@@ -340,7 +340,7 @@ class SqliteStore:
             f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_TABLES} WHERE e.seq>? ORDER BY e.seq LIMIT ?",
             (seq, limit),
         ).fetchall()
-        return [_event(r) for r in rows]
+        return _events(rows)
 
     async def outbox_last(self, stream: str) -> int:
         row = self._conn.execute("SELECT last FROM outbox_streams WHERE stream=?", (stream,)).fetchone()
@@ -596,6 +596,19 @@ def _migrate_outbox(conn: sqlite3.Connection) -> None:
 
 def _event(row: tuple[Any, ...]) -> OutboxEvent:
     return OutboxEvent(row[0], int(row[1]), int(row[2]), row[3], orjson.loads(row[4]))
+
+
+def _events(rows: list[tuple[Any, ...]]) -> list[OutboxEvent]:
+    """Events of every stream: a write that notified many subscriptions stored the same payload for
+    each, parsed here once (the events share it; nobody changes a payload)."""
+    parsed: dict[bytes, dict[str, Any]] = {}
+    out = []
+    for stream, number, seq, recorded, data in rows:
+        payload = parsed.get(data)
+        if payload is None:
+            payload = parsed[data] = orjson.loads(data)
+        out.append(OutboxEvent(stream, int(number), int(seq), recorded, payload))
+    return out
 
 
 def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
