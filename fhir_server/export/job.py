@@ -47,7 +47,7 @@ from fhir_server.storage.files import private_dir
 KIND = "export"
 DEID_EXTENSION = f"{canonical.BASE}/export/deidentification"
 _CHECKPOINT_SECONDS = 1.0
-_PAGE_ROWS = 5000
+_PAGE_ROWS = 2000
 _ROWS_BEFORE_WORKERS = 20_000  # small exports never pay for starting worker processes
 _AUDIT_CHUNK = 200
 _MEMBERS_FILE = ".members.json"
