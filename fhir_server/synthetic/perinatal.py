@@ -295,10 +295,13 @@ def _antenatal_visits(rng: random.Random, lmp: date, born: date) -> list[tuple[d
     planned = [first]
     for low, high in _ANC_PERIODS:
         if low > first:
-            planned.append(rng.randint(low, high))
+            planned.append(rng.randint(low, min(high, 36)))  # the last one before term
     if rng.random() < INCOMPLETE_ANC_SHARE and len(planned) > 2:
         keep = rng.randint(1, len(planned) - 2)
         planned = [planned[0], *sorted(rng.sample(planned[1:], keep))]
+    else:
+        while len(planned) < 5:  # a late starter still comes five times: twice in a later period
+            planned = sorted({*planned, rng.randint(planned[0] + 1, 36)})
     out = []
     for weeks in planned:
         on = lmp + timedelta(days=weeks * 7 + rng.randrange(7))
