@@ -346,6 +346,22 @@ class _Run:
                         if track:
                             done.add(step[4])
                         continue
+                elif kind is _FIXED:
+                    if (
+                        type(value) is str
+                        and value == step[5]
+                        and (step[1] is None or step[1].fullmatch(value) is not None)
+                        and len(value) <= step[2]
+                        and (not step[3] or len(value) < 10 or _real_day(value))
+                    ):
+                        if track:
+                            done.add(step[4])
+                        continue
+                elif kind is _DECIMAL:
+                    if type(value) is float or type(value) is int:
+                        if track:
+                            done.add(step[4])
+                        continue
                 elif kind is _COMPLEX:
                     if type(value) is dict:
                         self._item(step[1], sd, value, None, f"{path}.{key}", step[2], host)
@@ -946,6 +962,7 @@ class _Run:
 # Kinds of ``_steps`` entries (compared by identity in the hot loop).
 _STRING, _STRINGS_LIST, _BOOLEAN, _INTEGER, _CODE = "string", "strings", "boolean", "integer", "code"
 _COMPLEX, _COMPLEX_LIST = "complex", "complexes"
+_FIXED, _DECIMAL = "fixed", "decimal"
 _NO_LIMIT = 2**63
 
 
@@ -964,9 +981,9 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
 
     A child qualifies when nothing but its JSON shape and its value's format can be wrong: not a choice
     (only one of its keys may appear), not sliced, allowed at all (max > 0), no content reference, and
-    for a primitive no fixed value, range, maximum length, narrative or invariant to check (a bound
-    ``code`` is looked up in its value set). Complex children qualify when not a choice and not sliced:
-    ``_item`` checks the rest.
+    for a primitive no range, maximum length, narrative or invariant to check (a bound ``code`` is
+    looked up in its value set; a fixed or pattern string must equal the value). Complex children
+    qualify when not a choice and not sliced: ``_item`` checks the rest.
     """
     steps: dict[str, tuple[Any, ...]] = {}
     for key, (child, code) in node.keys.items():
@@ -980,8 +997,9 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
         binding = child.binding
         if code == "code" and binding is not None and binding.get("strength") in ("required", "extensible"):
             bound = binding.get("valueSet") or None
+        fixed = child.fixed
         if (
-            child.fixed is not None
+            (fixed is not None and (bound is not None or child.is_array or isinstance(fixed[1], dict | list)))
             or child.min_value is not None
             or child.max_value is not None
             or child.checks
@@ -990,10 +1008,18 @@ def _steps(node: Node) -> dict[str, tuple[Any, ...]]:
         ):
             continue
         rx = _string_regex(code)
+        if fixed is not None:
+            # a fixed or pattern primitive: equal to the value (both modes compare primitives with ==)
+            if rx is not False:
+                limit = _MAX_STRING if code in _STRINGS else _NO_LIMIT
+                steps[key] = (_FIXED, rx, limit, code in _DATES, child.name, fixed[1])
+            continue
         if rx is False:
             if child.is_array:
                 continue
-            if code == "boolean":
+            if code == "decimal":
+                steps[key] = (_DECIMAL, None, None, None, child.name)
+            elif code == "boolean":
                 steps[key] = (_BOOLEAN, None, None, None, child.name)
             elif code in _INTEGERS:
                 low = 1 if code == "positiveInt" else 0 if code == "unsignedInt" else -(2**31)
