@@ -128,8 +128,10 @@ def _compiled(expression: str) -> fhirpath.Expression | Exception:
     return hit
 
 
-_SIMPLE = re.compile(r"^([A-Za-z]+(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
-_PURE = re.compile(r"^([A-Za-z]+)[.(].*\.(exists|empty)\(\)$")
+# Paths from a child element (lower-case first letter); one that starts with a type name
+# (``Appointment.x.exists()``) means the resource itself and is left to FHIRPath.
+_SIMPLE = re.compile(r"^([a-z][A-Za-z]*(?:\.`?[A-Za-z]+`?)*)\.(exists|empty)\(\)$")
+_PURE = re.compile(r"^([a-z][A-Za-z]*)[.(].*\.(exists|empty)\(\)$")
 _fast_cache: dict[str, Callable[[Any, str], bool | None] | None] = {}
 
 
