@@ -12,6 +12,7 @@ duplicates.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -28,20 +29,30 @@ MATCH_BLOCK_LIMIT = 100  # per look-up for $match, which ranks and pages what it
 
 def near_cids(broken: str) -> list[str]:
     """Valid CIDs one substituted digit or one swap of neighbouring digits away from ``broken``."""
+    return list(_near_cids(broken))
+
+
+@lru_cache(maxsize=4096)
+def _near_cids(broken: str) -> tuple[str, ...]:
+    digits = [int(c) for c in broken]
+    weighted = sum(d * (13 - i) for i, d in enumerate(digits[:12]))
+
+    def valid(total: int, check: int) -> bool:
+        return (11 - total % 11) % 10 == check
+
     out: set[str] = set()
-    digits = list(broken)
     for i in range(13):
-        for d in "0123456789":
-            if d != digits[i]:
-                candidate = "".join([*digits[:i], d, *digits[i + 1 :]])
-                if ids.is_valid_cid(candidate):
-                    out.add(candidate)
+        for d in range(10):
+            if d == digits[i]:
+                continue
+            changed = weighted if i == 12 else weighted + (d - digits[i]) * (13 - i)
+            if valid(changed, d if i == 12 else digits[12]):
+                out.add(broken[:i] + str(d) + broken[i + 1 :])
         if i < 12 and digits[i] != digits[i + 1]:
-            swapped = [*digits[:i], digits[i + 1], digits[i], *digits[i + 2 :]]
-            candidate = "".join(swapped)
-            if ids.is_valid_cid(candidate):
-                out.add(candidate)
-    return sorted(out)
+            swapped = broken[:i] + broken[i + 1] + broken[i] + broken[i + 2 :]
+            if ids.is_valid_cid(swapped):
+                out.add(swapped)
+    return tuple(sorted(out))
 
 
 async def candidate_goldens(

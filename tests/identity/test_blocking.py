@@ -93,3 +93,24 @@ async def test_clients_cannot_write_blocking_keys(world: World) -> None:
     reply = await health.post("Patient", body)
     assert reply.status_code == 422, reply.text
     assert BLOCK_SYSTEM in reply.text
+
+
+def test_near_cids_are_every_valid_cid_one_slip_away() -> None:
+    import random
+
+    from fhir_server.identity import identifiers as ids
+
+    rng = random.Random(14)
+    for _ in range(200):
+        broken = "".join(str(rng.randrange(10)) for _ in range(13))
+        expected = set()
+        for i in range(13):
+            for d in "0123456789":
+                typed = broken[:i] + d + broken[i + 1 :]
+                if d != broken[i] and ids.is_valid_cid(typed):
+                    expected.add(typed)
+            if i < 12 and broken[i] != broken[i + 1]:
+                swapped = broken[:i] + broken[i + 1] + broken[i] + broken[i + 2 :]
+                if ids.is_valid_cid(swapped):
+                    expected.add(swapped)
+        assert candidates.near_cids(broken) == sorted(expected), broken
