@@ -324,19 +324,9 @@ class Dispatcher:
             await self.set_status(subscription, "active", None)
             return
         total = await self.store.outbox_last(stream(subscription.id))
-        note = notifications.bundle(
-            base_url=self.base_url,
-            subscription_id=subscription.id,
-            status="requested",
-            kind="handshake",
-            events_since_start=total,
-            content=subscription.content,
-        )
-        error = await self._post(subscription, note)
+        error = await self._send(subscription, "requested", "handshake", total)
         if error is None:
-            state.attempts, state.failing_since, state.last_error = 0, None, None
-            state.last_sent = time.time()
-            self._changed(subscription.id)
+            self._succeeded(subscription.id, state)
             await self.set_status(subscription, "active", None)
             return
         self._failed(subscription.id, state, error)
@@ -353,33 +343,14 @@ class Dispatcher:
                 if subscription.heartbeat and time.time() - state.last_sent >= subscription.heartbeat:
                     if total == 0:  # nothing known in memory yet: the count from the store
                         total = await self.store.outbox_last(stream(subscription.id))
-                    note = notifications.bundle(
-                        base_url=self.base_url,
-                        subscription_id=subscription.id,
-                        status="active",
-                        kind="heartbeat",
-                        events_since_start=total,
-                        content=subscription.content,
-                    )
-                    error = await self._post(subscription, note)
+                    error = await self._send(subscription, "active", "heartbeat", total)
                     if error is None:
-                        state.last_sent = time.time()
-                        state.attempts, state.failing_since, state.last_error = 0, None, None
-                        self._changed(subscription.id)
+                        self._succeeded(subscription.id, state)
                     else:  # an endpoint that fails its heartbeat backs off like any other
                         self._failed(subscription.id, state, error)
                 return
             foci = await self.foci(subscription, events)
-            note = notifications.bundle(
-                base_url=self.base_url,
-                subscription_id=subscription.id,
-                status="active",
-                kind="event-notification",
-                events_since_start=total,
-                foci=foci,
-                content=subscription.content,
-            )
-            error = await self._post(subscription, note)
+            error = await self._send(subscription, "active", "event-notification", total, foci)
             if error is not None:
                 self._failed(subscription.id, state, error)
                 assert state.failing_since is not None
@@ -393,9 +364,7 @@ class Dispatcher:
                     )
                 return
             state.delivered = events[-1].number
-            state.attempts, state.failing_since, state.last_error, state.next_attempt = 0, None, None, 0.0
-            state.last_sent = time.time()
-            self._changed(subscription.id)
+            self._succeeded(subscription.id, state)
             if not self._ready(subscription, state, time.time()):
                 return  # the rest in a moment (``_due``)
 
@@ -404,6 +373,32 @@ class Dispatcher:
         events arriving meanwhile join it: fewer, fuller requests under load)."""
         backlog = self._known.get(subscription.id, 0) - state.delivered
         return backlog >= subscription.max_count or now - state.last_sent >= self.spacing
+
+    async def _send(
+        self,
+        subscription: Subscription,
+        status: str,
+        kind: str,
+        total: int,
+        foci: list[notifications.Focus] | None = None,
+    ) -> str | None:
+        """Build and post one notification; the error, or None when the endpoint acknowledged it."""
+        note = notifications.bundle(
+            base_url=self.base_url,
+            subscription_id=subscription.id,
+            status=status,
+            kind=kind,
+            events_since_start=total,
+            foci=foci or [],
+            content=subscription.content,
+        )
+        return await self._post(subscription, note)
+
+    def _succeeded(self, subscription_id: str, state: DeliveryState) -> None:
+        """An acknowledged notification: any back-off is over."""
+        state.attempts, state.failing_since, state.last_error, state.next_attempt = 0, None, None, 0.0
+        state.last_sent = time.time()
+        self._changed(subscription_id)
 
     def _failed(self, subscription_id: str, state: DeliveryState, error: str) -> None:
         now = time.time()
