@@ -315,33 +315,31 @@ class _Compiler:
         ``code IN (...) AND sys = ?`` term, and references with a type and an id per type, so a long
         list (``identifier=a,b,c``, ``subject=Patient/a,Patient/b``, blocking keys) is a few index
         look-ups on (pkey, code) or (pkey, tid), not a scan of every row of the parameter."""
-        grouped: dict[str, list[str]] = {}
-        targets: dict[str, list[str]] = {}
+        # (value column, group column, group) -> the values: tokens by system, references by type
+        groups: dict[tuple[str, str, str], list[Any]] = {}
         preds = []
         for val in values:
             if type(val) is TokenValue and val.code is not None and val.system and not val.implicit:
-                grouped.setdefault(val.system, []).append(val.code)
-            elif type(val) is ReferenceValue and val.url is None and val.type and val.id is not None:
-                targets.setdefault(val.type, []).append(val.id)
+                groups.setdefault(("code", "sys", val.system), []).append(val)
+            elif (
+                type(val) is ReferenceValue
+                and val.url is None
+                and val.version is None
+                and val.type
+                and val.id is not None
+            ):
+                groups.setdefault(("tid", "ttype", val.type), []).append(val)
             else:
                 preds.append(self.value(table, val, v))  # bound in text order: these come first
-        for system, codes in grouped.items():
-            if len(codes) == 1:
-                preds.append(self.value(table, TokenValue(system, codes[0]), v))
+        for (column, group_column, group), members in groups.items():
+            if len(members) == 1:
+                preds.append(self.value(table, members[0], v))
                 continue
-            listed = orjson.dumps(sorted(set(codes))).decode()
-            preds.append(
-                f"({v}.code IN (SELECT value FROM json_each({self.bind(listed)}))"
-                f" AND +{v}.sys = {self.bind(system)})"  # "+": look up by code, never scan the system
-            )
-        for target_type, target_ids in targets.items():
-            if len(target_ids) == 1:
-                preds.append(self.value(table, ReferenceValue(target_type, target_ids[0]), v))
-                continue
-            listed = orjson.dumps(sorted(set(target_ids))).decode()
-            preds.append(
-                f"({v}.tid IN (SELECT value FROM json_each({self.bind(listed)}))"
-                f" AND +{v}.ttype = {self.bind(target_type)})"
+            keys = {m.code if column == "code" else m.id for m in members}
+            listed = orjson.dumps(sorted(keys)).decode()
+            preds.append(  # "+": look up by the value, never scan the group column
+                f"({v}.{column} IN (SELECT value FROM json_each({self.bind(listed)}))"
+                f" AND +{v}.{group_column} = {self.bind(group)})"
             )
         return " OR ".join(preds)
 
