@@ -10,6 +10,7 @@ Every problem in a definition is a ``ViewError`` naming the element (``ViewDefin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -414,24 +415,7 @@ def _rows_at(select: Select, node: Any, env: Env) -> list[tuple[Any, ...]]:
     head = tuple([_value(c, c.path.run(focus, env), resource) for c in select.columns])
     if not select.selects and not select.union_all:
         return [head]
-    combined: list[tuple[Any, ...]] = [head]
-    for sub in select.selects:
-        part = _rows(sub, node, env)
-        if not part:
-            return []
-        combined = (
-            [a + b for a in combined for b in part]
-            if len(part) > 1 or len(combined) > 1
-            else [combined[0] + part[0]]
-        )
-    if select.union_all:
-        union: list[tuple[Any, ...]] = []
-        for branch in select.union_all:
-            union.extend(_rows(branch, node, env))
-        if not union:
-            return []
-        combined = [a + b for a in combined for b in union]
-    return combined
+    return _joined(head, select, lambda sub: _rows(sub, node, env))
 
 
 def _planned_rows(
@@ -454,9 +438,17 @@ def _planned_rows_at(
     head = select.head(node, resource, constants, env)
     if not select.selects and not select.union_all:
         return [head]
+    return _joined(head, select, lambda sub: _planned_rows(sub, node, resource, constants, env))
+
+
+def _joined(
+    head: tuple[Any, ...], select: Select, rows_of: Callable[[Select], list[tuple[Any, ...]]]
+) -> list[tuple[Any, ...]]:
+    """``head`` times the rows of each nested select, times the union of the unionAll branches
+    (both evaluators share it: only how a nested select's rows are made differs)."""
     combined: list[tuple[Any, ...]] = [head]
     for sub in select.selects:
-        part = _planned_rows(sub, node, resource, constants, env)
+        part = rows_of(sub)
         if not part:
             return []
         combined = (
@@ -467,7 +459,7 @@ def _planned_rows_at(
     if select.union_all:
         union: list[tuple[Any, ...]] = []
         for branch in select.union_all:
-            union.extend(_planned_rows(branch, node, resource, constants, env))
+            union.extend(rows_of(branch))
         if not union:
             return []
         combined = [a + b for a in combined for b in union]
