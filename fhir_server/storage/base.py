@@ -75,7 +75,8 @@ class OutboxEvent:
     """An event recorded in the same transaction as the write that caused it (the outbox).
 
     ``number`` counts the events of one ``stream`` from 1, without gaps, in commit order (a
-    subscription's event number); ``seq`` orders every event in the store (never reused).
+    subscription's event number); ``seq`` is the position of the recording (never reused, in commit
+    order): the events one ``outbox_put_many`` recorded share it and their payload.
     """
 
     stream: str
@@ -193,7 +194,8 @@ class Store(Protocol):
         """Events of ``stream`` numbered above ``after``, oldest first, at most ``limit``."""
 
     async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
-        """Events of every stream with ``seq`` above ``seq``, in ``seq`` order (finding new work)."""
+        """Events of every stream with ``seq`` above ``seq``, in ``seq`` order (finding new work):
+        whole recordings at a time, so at least ``limit`` events when there are that many."""
 
     async def outbox_last(self, stream: str) -> int:
         """The number of the stream's last event (0 when it has none), trimmed ones included."""

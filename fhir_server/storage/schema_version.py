@@ -16,7 +16,7 @@ from fhir_server import __version__
 from fhir_server.observability.redact import redact_url
 from fhir_server.storage import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NAMESPACE, KEY = "termtem", "schema"
 
 
@@ -29,8 +29,20 @@ async def _outbox_keyed_by_stream_id(store: Any) -> None:
         await migrate()
 
 
+async def _outbox_one_entry_per_write(store: Any) -> None:
+    """3: one outbox entry per write with the streams it is on, sparse marks per stream
+    (``storage.outbox``), in both backends; a store moves its older events when it opens, this only
+    makes sure. A release that reads version 2 would not see the new entries."""
+    migrate = getattr(store, "migrate_outbox", None)
+    if migrate is not None:
+        await migrate()
+
+
 # version N -> the step that brings a store from version N-1 to N.
-MIGRATIONS: dict[int, Callable[[Any], Awaitable[None]]] = {2: _outbox_keyed_by_stream_id}
+MIGRATIONS: dict[int, Callable[[Any], Awaitable[None]]] = {
+    2: _outbox_keyed_by_stream_id,
+    3: _outbox_one_entry_per_write,
+}
 
 
 class SchemaMismatch(StoreError):

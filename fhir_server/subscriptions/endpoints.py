@@ -23,6 +23,13 @@ from urllib.parse import urlsplit
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# IPv6 forms that carry an IPv4 address a packet ends up at (Python counts them as global): NAT64's
+# well-known prefix (RFC 6052) and the deprecated IPv4-compatible form; 6to4 (RFC 3056) is found by
+# ``sixtofour``. The local-use NAT64 prefix (RFC 8215) translates inside a network: never public.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
 
 class EndpointRefused(ValueError):
     """The endpoint is not one the server sends to; the message says why."""
@@ -104,10 +111,25 @@ def _loopback_name(host: str) -> bool:
         return False
 
 
+def _carried_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches (mapped, 6to4, NAT64, IPv4-compatible), if any."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):  # not :: or ::1
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _address_problem(address: IPAddress, policy: EndpointPolicy, scheme: str) -> str | None:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    carried = _carried_ipv4(address)
+    if carried is not None:
+        address = carried
+    elif address in _LOCAL_NAT64:
+        return "a local-use NAT64 address (not allowed by the server's configuration)"
     if address.is_loopback:
         return None if policy.loopback else "a loopback address (not allowed by the server's configuration)"
     if scheme == "http":

@@ -1,18 +1,25 @@
-"""Notifications benchmark: write throughput with and without 100 rest-hook subscriptions, and delivery
-latency from commit to receipt.
+"""Notifications benchmark: write throughput and the server's CPU per write with and without 100 rest-hook
+subscriptions, and delivery latency from commit to receipt.
 
-The server runs in-process (httpx over ASGI, auth off, a fresh SQLite store, the background delivery
-job on); the receivers run in a separate process (one loopback HTTP server, one path per subscription,
-so the receiving side does not share the server's CPU time slice). Each subscription's criteria match
+The server runs in the benchmark's process (httpx over ASGI, auth off, a fresh store: SQLite, or the Mongo
+backend on its in-process test double with ``--store mongo-double``); the receivers run in a process of
+their own (one loopback HTTP server, one path per subscription). Each subscription's criteria match
 every Patient written, so each write causes one event per subscription.
 
-By default the deliveries run in a ``termtem deliver`` process beside the server (``--delivery
-in-process``: the server's own background job, sharing its event loop with the writes).
+The deliveries run in a ``termtem deliver`` process beside the server by default (``--delivery
+in-process``: the same job in the server's process and event loop; the only choice with the double).
 
-1. W Patients written one after another without subscriptions (writes/s);
-2. S subscriptions created and activated (handshake), then W Patients written again (writes/s);
-3. the receivers count S x W notifications; latency = receipt time - the event's ``timestamp`` (the
-   version's lastUpdated, set in the write's transaction): p50/p99.
+1. W Patients written one after another without subscriptions;
+2. S subscriptions created and activated (handshake); the delivery job stopped, W Patients written
+   (**recording only**: what recording S events costs a write), then the job started again and the
+   backlog delivered;
+3. W Patients written with the job delivering beside them (**with delivery**: on a 2-core machine the
+   job and the receivers take CPU from the writer too); the receivers count S x W notifications;
+   latency = receipt time - the event's ``timestamp`` (the version's lastUpdated): p50/p99.
+
+Each phase reports writes/s (wall clock) and the server process's CPU milliseconds per write (the
+in-process client's share included, the same in every phase); the job's and the receivers' CPU per
+event are reported beside them. ``--rate N`` paces phase 3 (latency under a steady load).
 
     python scripts/bench/notifications.py --subscriptions 100 --writes 200
 
@@ -125,9 +132,56 @@ async def _writes(http: httpx.AsyncClient, count: int, offset: int, rate: float 
     return count / (time.perf_counter() - started)
 
 
+class _Delivery:
+    """The notification job the benchmark starts and stops: ``termtem deliver`` in a process of its own
+    (``process``), or the same job in the server's process and event loop (``in-process``)."""
+
+    def __init__(self, mode: str, settings: Settings, store: Any) -> None:
+        self.mode, self.settings, self.store = mode, settings, store
+        self.process: subprocess.Popen[bytes] | None = None
+        self.job: Any = None
+
+    def start(self) -> None:
+        if self.mode == "process":
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fhir_server", "deliver", "--store", self.settings.store_url,
+                 "--public-url", BASE],
+                env={**os.environ, "TERMTEM_SUBSCRIPTION_LOOPBACK": "on"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        else:
+            from fhir_server.subscriptions.runner import Background
+
+            self.job = Background(self.store, self.settings, BASE)
+            self.job.start()
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # it gives the lease back: the next one takes over at once
+            self.process.wait()
+            self.process = None
+        if self.job is not None:
+            await self.job.stop()
+            self.job = None
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process)
+
+
 async def run(
-    subscriptions: int, writes: int, timeout: float, delivery: str = "process", rate: float = 0
+    subscriptions: int,
+    writes: int,
+    timeout: float,
+    delivery: str = "process",
+    rate: float = 0,
+    store: str = "sqlite",
 ) -> dict[str, Any]:
+    """Three phases of ``writes`` writes each: without subscriptions; with them, the delivery job stopped
+    (what recording the events costs a write); with them, the job delivering beside the writes (what a
+    writer sees on a shared machine: the deliveries and the receivers take CPU too)."""
+    if store == "mongo-double" and delivery == "process":
+        raise SystemExit("the Mongo test double lives in one process: use --delivery in-process with it")
     port = _free_port()
     receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
     skip = 0
@@ -140,20 +194,16 @@ async def run(
             except httpx.TransportError:
                 time.sleep(0.1)
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(store_url=f"sqlite:///{tmp}/store.sqlite", auth=False, public_base_url=BASE)
+            if store == "mongo-double":
+                url = f"mongomock://bench-notifications-{os.getpid()}/termtem"
+            else:
+                url = f"sqlite:///{tmp}/store.sqlite"
+            settings = Settings(store_url=url, auth=False, public_base_url=BASE)
             settings.subscription_loopback = True
-            settings.subscription_delivery = delivery == "in-process"
-            worker = None
-            if delivery == "process":  # termtem deliver beside the server, as under a heavy write load
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "fhir_server", "deliver", "--store", settings.store_url,
-                     "--public-url", BASE],
-                    env={**os.environ, "TERMTEM_SUBSCRIPTION_LOOPBACK": "on"},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            settings.subscription_delivery = False  # the benchmark starts and stops the job itself
             app = create_app(settings)
             async with app.router.lifespan_context(app):
+                job = _Delivery(delivery, settings, app.state.store)
                 transport = httpx.ASGITransport(app=app)
                 async with (
                     httpx.AsyncClient(transport=transport, base_url=BASE, timeout=60) as http,
@@ -163,54 +213,71 @@ async def run(
                     cpu = time.process_time()
                     without = await _writes(http, writes, 0)
                     cpu_without = (time.process_time() - cpu) / writes
-                    ids = []
+                    job.start()
                     for n in range(subscriptions):
                         reply = await http.post(
                             "/Subscription", json=_subscription(f"http://127.0.0.1:{port}/hook/{n}")
                         )
-                        ids.append(reply.json()["id"])
+                        assert reply.status_code == 201, reply.text
                     deadline = time.monotonic() + timeout
                     while time.monotonic() < deadline:
                         found = (await http.get("/Subscription?status=active&_summary=count")).json()
                         if found.get("total") == subscriptions:
                             break
                         await asyncio.sleep(0.2)
+                    # Recording only: the job stopped, the events wait in the outbox.
+                    await job.stop()
+                    cpu = time.process_time()
+                    recording_only = await _writes(http, writes, writes)
+                    cpu_recording = (time.process_time() - cpu) / writes
+                    job.start()
+                    await _wait(receivers, stats_url, subscriptions * writes, deadline)
+                    # With the job delivering beside the writes.
                     before = (await receivers.get(stats_url)).json()["events"]
-                    cpu, worker_cpu = time.process_time(), _cpu_seconds(worker)
-                    with_subs = await _writes(http, writes, writes)
+                    skip = before
+                    started = time.perf_counter()
+                    cpu, job_cpu = time.process_time(), job.cpu_seconds()
+                    receiver_cpu = _cpu_seconds(receiver)
+                    with_subs = await _writes(http, writes, 2 * writes, rate)
                     cpu_with = (time.process_time() - cpu) / writes
-                    if rate:  # latency under a steady load rather than after a burst
-                        await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
-                        before = (await receivers.get(stats_url)).json()["events"]
-                        skip = before
-                        await _writes(http, writes, 2 * writes, rate)
                     await _wait(receivers, stats_url, before + subscriptions * writes, deadline)
-                    worker_cpu = _cpu_seconds(worker) - worker_cpu
-            if worker is not None:
-                worker.terminate()
-                worker.wait()
+                    drained = time.perf_counter() - started
+                    job_cpu = job.cpu_seconds() - job_cpu
+                    receiver_cpu = _cpu_seconds(receiver) - receiver_cpu
+                    server_cpu_all = time.process_time() - cpu
+                    await job.stop()
         stats = httpx.get(stats_url).json()
     finally:
         receiver.terminate()
         receiver.wait()
-    latencies = stats["latencies"][skip:] if rate else stats["latencies"]
+    latencies = stats["latencies"][skip:]
+    events = subscriptions * writes
     return {
+        "store": store,
         "delivery": delivery,
         "subscriptions": subscriptions,
         "writes": writes,
         "writes_per_s_without": round(without, 1),
+        "writes_per_s_recording_only": round(recording_only, 1),
         "writes_per_s_with": round(with_subs, 1),
+        # Wall clock: what recording the events costs a writer, then what the deliveries beside it cost
+        # on this machine (the job and the receivers take the same cores).
+        "slowdown_pct_recording_only": round(100 * (1 - recording_only / without), 1),
         "slowdown_pct": round(100 * (1 - with_subs / without), 1),
-        # CPU the server process spent per write (with the client's share, the same in both): what
-        # recording the events costs a write, whatever else the machine is doing.
-        "server_cpu_ms_per_write_without": round(cpu_without * 1000, 2),
-        "server_cpu_ms_per_write_with": round(cpu_with * 1000, 2),
+        # CPU time of the server process per write (with the client's share, the same in every phase).
+        "server_cpu_ms_per_write_without": round(cpu_without * 1000, 3),
+        "server_cpu_ms_per_write_recording_only": round(cpu_recording * 1000, 3),
+        "server_cpu_ms_per_write_with": round(cpu_with * 1000, 3),
+        "write_cpu_increase_pct_recording_only": round(100 * (cpu_recording / cpu_without - 1), 1),
         "write_cpu_increase_pct": round(100 * (cpu_with / cpu_without - 1), 1),
-        # The delivering process (--delivery process): CPU per event delivered in the measured phase.
-        "delivery_cpu_us_per_event": round(worker_cpu / max(subscriptions * writes, 1) * 1e6, 1)
-        if worker is not None
+        # The delivering process (--delivery process) and the receivers, per event, writes to receipt.
+        "delivery_cpu_us_per_event": round(job_cpu / max(events, 1) * 1e6, 1)
+        if delivery == "process"
         else "in the server process",
-        "notifications_expected": subscriptions * writes,
+        "server_process_cpu_us_per_event": round(server_cpu_all / max(events, 1) * 1e6, 1),
+        "receiver_cpu_us_per_event": round(receiver_cpu / max(events, 1) * 1e6, 1),
+        "seconds_from_first_write_to_last_receipt": round(drained, 2),
+        "notifications_expected": 2 * events,
         "notifications_received": stats["events"],
         "notification_requests": stats["notifications"],  # several events share one under load
         "latency_measured_at_writes_per_s": rate or "full speed (a burst)",
@@ -258,6 +325,14 @@ def suite(quick: bool, workdir: Path) -> dict[str, Any]:
             higher_is_better=True,
         ),
         figure(
+            f"server CPU per write with {subs} subscriptions, delivery stopped",
+            result["server_cpu_ms_per_write_recording_only"],
+            "ms",
+            result["server_cpu_ms_per_write_without"],
+            "the same writes without subscriptions",
+            higher_is_better=False,
+        ),
+        figure(
             "notifications received",
             result["notifications_received"],
             "notifications",
@@ -283,14 +358,23 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0, help="writes/s while latency is measured (0: full speed, a burst)"
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "mongo-double"),
+        default="sqlite",
+        help="sqlite (default) or the Mongo backend on its in-process test double (not MongoDB; needs"
+        " --delivery in-process)",
+    )
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
         _receive(args.receiver)
         return
-    result = asyncio.run(run(args.subscriptions, args.writes, args.timeout, args.delivery, args.rate))
+    result = asyncio.run(
+        run(args.subscriptions, args.writes, args.timeout, args.delivery, args.rate, args.store)
+    )
     for key, value in result.items():
-        print(f"{key:28} {value}")
+        print(f"{key:40} {value}")
     path = write_results("notifications", {"machine": machine(), **result})
     print(f"results: {path}")
 

@@ -9,6 +9,7 @@ import pytest
 
 from fhir_server.search.extract import extract_index
 from fhir_server.storage.base import HistoryQuery, Store, StoredResource
+from fhir_server.storage.outbox import MARK_SPACING
 
 
 def version(type_: str, id_: str, n: int, when: str, method: str = "PUT", **fields: object) -> StoredResource:
@@ -423,6 +424,53 @@ async def test_one_event_on_many_streams_is_numbered_per_stream(any_store: Store
     expected = [("many/a", 1), ("many/a", 2), ("many/b", 1), ("many/c", 1)]
     assert [(e.stream, e.number) for e in fresh] == expected
     assert len({e.recorded for e in fresh[1:]}) == 1  # one write, one moment
+
+
+async def test_a_stream_is_read_by_number_among_busier_ones_and_trimming_forgets_only_its_events(
+    any_store: Store,
+) -> None:
+    """One recording per write, whatever the streams it is on: a stream on few writes among busier ones
+    (gaps longer than a read window, then events close together) is read by number from anywhere;
+    trimmed events are gone from every read, and nothing another stream still holds goes with them."""
+    busy = [f"busy/{n}" for n in range(5)]
+    writes = 3 * MARK_SPACING + 7
+    rare = [0, 1, 2, MARK_SPACING + 5, 3 * MARK_SPACING + 6]  # the writes the rare stream is on
+    for w in range(writes):
+        async with any_store.transaction() as tx:
+            await tx.outbox_put_many(busy + (["rare"] if w in rare else []), {"w": w})
+    for after in range(0, writes + 1, 7):
+        got = await any_store.outbox_read("busy/3", after=after, limit=50)
+        assert [e.number for e in got] == list(range(after + 1, min(after + 50, writes) + 1))
+        assert all(e.payload == {"w": e.number - 1} for e in got)
+    for after in range(len(rare) + 1):
+        got = await any_store.outbox_read("rare", after=after, limit=2)
+        expected = [(n + 1, rare[n]) for n in range(after, min(after + 2, len(rare)))]
+        assert [(e.number, e.payload["w"]) for e in got] == expected
+    first = await any_store.outbox_since(0, limit=12)  # whole writes: the first two, six events each
+    assert [(e.stream, e.number) for e in first[:6]] == [(b, 1) for b in busy] + [("rare", 1)]
+    assert len(first) == 12 and len({e.seq for e in first[:6]}) == 1 and first[6].seq > first[0].seq
+    assert await any_store.outbox_since(first[-1].seq, limit=1) == (await any_store.outbox_since(0, 13))[12:]
+
+    for name in busy:
+        assert await any_store.outbox_trim(name, writes - 10) == writes - 10
+    assert [e.number for e in await any_store.outbox_read("rare")] == [1, 2, 3, 4, 5]  # all still there
+    assert [e.number for e in await any_store.outbox_read("busy/0")] == list(range(writes - 9, writes + 1))
+    kept = await any_store.outbox_since(0, limit=10_000)
+    assert sorted((e.stream, e.number) for e in kept) == sorted(
+        [("rare", n) for n in range(1, 6)] + [(b, n) for b in busy for n in range(writes - 9, writes + 1)]
+    )
+    assert await any_store.outbox_trim("rare", 3) == 3 and await any_store.outbox_trim("rare", 2) == 0
+    left = await any_store.outbox_read("rare")
+    assert [(e.number, e.payload["w"]) for e in left] == [(4, rare[3]), (5, rare[4])]
+    for name in [*busy, "rare"]:
+        await any_store.outbox_trim(name, 10**9)  # through the end: numbering carries on
+    assert await any_store.outbox_since(0, limit=10_000) == [] and await any_store.outbox_read("busy/1") == []
+    async with any_store.transaction() as tx:
+        await tx.outbox_put_many(["rare", "busy/1"], {"w": "after"})
+    after = await any_store.outbox_since(0)
+    assert [(e.stream, e.number) for e in after] == [("rare", 6), ("busy/1", writes + 1)]
+    assert [e.number for e in await any_store.outbox_read("rare")] == [6]
+    assert await any_store.outbox_last("rare") == 6
 
 
 async def test_outbox_numbers_have_no_gaps_under_concurrency_and_survive_trimming(any_store: Store) -> None:

@@ -70,6 +70,12 @@ async def test_bad_subscriptions_are_refused_naming_the_element(
             {**good, "channel": {**good["channel"], "endpoint": "https://169.254.169.254/"}},
             "Subscription.channel.endpoint",
         ),
+        # IPv6 forms that reach a private IPv4 host: 6to4, NAT64, IPv4-compatible.
+        *(
+            ({**good, "channel": {**good["channel"], "endpoint": f"https://[{a}]/hook"}},
+             "Subscription.channel.endpoint")
+            for a in ("2002:a00:1::1", "64:ff9b::a9fe:a9fe", "::a00:1", "64:ff9b:1::808:808")
+        ),
         (
             {**good, "channel": {**good["channel"], "header": ["Host: evil"]}},
             "Subscription.channel.header[0]",

@@ -178,6 +178,14 @@ class DoubleCollection:
             session.saw(self, result.upserted_id, None)
         return result
 
+    async def update_many(self, flt: dict[str, Any], update: dict[str, Any], *, session: Any = None) -> Any:
+        await _io()
+        self._maybe_fail(session)
+        if session is not None and session.in_transaction:
+            for doc in list(self.raw.find(flt)):
+                session.saw(self, doc["_id"], doc)
+        return self.raw.update_many(flt, update)
+
     async def replace_one(self, flt: dict[str, Any], doc: dict[str, Any], *, upsert: bool = False,
                           session: Any = None) -> Any:
         await _io()
@@ -215,6 +223,9 @@ class DoubleCollection:
 
     async def create_index(self, keys: list[tuple[str, int]], **options: Any) -> str:
         return self.raw.create_index(keys, **options)  # type: ignore[no-any-return]
+
+    async def drop_index(self, name: str) -> None:
+        self.raw.drop_index(name)
 
     async def drop(self) -> None:
         self.raw.drop()

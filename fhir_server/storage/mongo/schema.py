@@ -13,9 +13,15 @@ HISTORY = "history"
 KV = "kv"
 COUNTERS = "counters"
 SEQUENCE = "seq"  # the counters document that numbers every committed version
+# The outbox (``storage.outbox``): one document per recording {_id: position, r: recorded, p: payload,
+# st: [streams], nu: [their event numbers]}; a counters document per stream {n: last number,
+# t: trimmed through, m: position of its latest mark, k: a position at or before its first kept
+# event}; marks {s: stream, n: number, q: position}.
 OUTBOX = "outbox"
-OUTBOX_SEQUENCE = "outbox"  # the counters document that numbers every outbox event
-OUTBOX_STREAM = "outbox:"  # + stream: the counters document numbering one stream's events
+OUTBOX_MARKS = "outbox_marks"
+OUTBOX_SEQUENCE = "outbox"  # the counters document that numbers every recording
+OUTBOX_STREAM = "outbox:"  # + stream: the counters document of one stream
+OUTBOX_V2_INDEX = "stream_number"  # schema version 2: one document per stream and event, unique (s, n)
 
 Keys = list[tuple[str, int]]
 
@@ -49,11 +55,11 @@ HISTORY_INDEXES: dict[str, Keys] = {
     "updated": [("lu", 1)],
 }
 
-OUTBOX_INDEXES: dict[str, Keys] = {
+OUTBOX_MARK_INDEXES: dict[str, Keys] = {
     "stream_number": [("s", 1), ("n", 1)],
 }
 
-UNIQUE = {(RESOURCES, "rid"), (HISTORY, "version"), (OUTBOX, "stream_number")}
+UNIQUE = {(RESOURCES, "rid"), (HISTORY, "version"), (OUTBOX_MARKS, "stream_number")}
 
 
 def index_specs() -> list[tuple[str, str, Keys, dict[str, Any]]]:
@@ -62,7 +68,7 @@ def index_specs() -> list[tuple[str, str, Keys, dict[str, Any]]]:
     for collection, table in (
         (RESOURCES, RESOURCE_INDEXES),
         (HISTORY, HISTORY_INDEXES),
-        (OUTBOX, OUTBOX_INDEXES),
+        (OUTBOX_MARKS, OUTBOX_MARK_INDEXES),
     ):
         for name, keys in table.items():
             options: dict[str, Any] = {"name": name}

@@ -31,7 +31,7 @@ from fhir_server.storage.base import (
     StoredResource,
     instant_now,
 )
-from fhir_server.storage.mongo import schema
+from fhir_server.storage.mongo import outbox, schema
 from fhir_server.storage.mongo.connection import check_replica_set, connect
 from fhir_server.storage.mongo.documents import (
     RESOURCE_FIELDS,
@@ -86,6 +86,8 @@ class MongoStore:
         self.kv = db[schema.KV]
         self.counters = db[schema.COUNTERS]
         self.outbox = db[schema.OUTBOX]
+        self.outbox_marks = db[schema.OUTBOX_MARKS]
+        await outbox.migrate(self)  # first: it drops an index of the older layout
         for collection, _, keys, options in schema.index_specs():
             await db[collection].create_index(keys, **options)
         await self.kv.create_index([("n", 1), ("k", 1)], name="namespace_key", unique=True)
@@ -201,38 +203,33 @@ class MongoStore:
                 last = doc["_id"]
                 yield stored(doc)
 
-    # -- outbox --------------------------------------------------------------------------------
+    # -- outbox (``storage.mongo.outbox``) ------------------------------------------------------
     async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
-        docs = await self.outbox.find({"s": stream, "n": {"$gt": after}}).sort([("n", 1)]).limit(
-            limit).to_list()
-        return [_event(d) for d in docs]
+        return await outbox.read(self, stream, after, limit)
 
     async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
-        docs = await self.outbox.find({"_id": {"$gt": seq}}).sort([("_id", 1)]).limit(limit).to_list()
-        return [_event(d) for d in docs]
+        return await outbox.since(self, seq, limit)
 
     async def outbox_last(self, stream: str) -> int:
-        doc = await self.counters.find_one({"_id": schema.OUTBOX_STREAM + stream})
-        return int(doc["n"]) if doc else 0
+        return await outbox.last(self, stream)
 
     async def outbox_trim(self, stream: str, through: int) -> int:
-        result = await self.outbox.delete_many({"s": stream, "n": {"$lte": through}})
-        return int(result.deleted_count)
+        return await outbox.trim(self, stream, through)
+
+    async def migrate_outbox(self) -> None:
+        """Move events from the older outbox layout (schema version 2), if any are left."""
+        await outbox.migrate(self)
 
     async def outbox_wait(self, after_seq: int, timeout: float) -> int:
         if self._outbox_signal is None:
             self._outbox_signal = asyncio.Event()
         signal = self._outbox_signal
-        latest = await self._latest_seq()
+        latest = await outbox.latest(self)
         if latest > after_seq or timeout <= 0:
             return latest
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), timeout)
-        return await self._latest_seq()
-
-    async def _latest_seq(self) -> int:
-        docs = await self.outbox.find({}, {"_id": 1}).sort([("_id", -1)]).limit(1).to_list()
-        return int(docs[0]["_id"]) if docs else 0
+        return await outbox.latest(self)
 
     # -- key/value -----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -279,11 +276,6 @@ class MongoStore:
 
 
 Pending = tuple[str, StoredResource, Any]  # ("put" | "import", version, index rows)
-OutboxItem = tuple[str, str, bytes]  # stream, recorded instant, payload JSON
-
-
-def _event(doc: dict[str, Any]) -> OutboxEvent:
-    return OutboxEvent(doc["s"], int(doc["n"]), int(doc["_id"]), doc["r"], orjson.loads(doc["p"]))
 
 
 class _MongoTransaction:
@@ -296,7 +288,7 @@ class _MongoTransaction:
         self._pending: list[Pending] = []
         self._log: list[tuple[str, Any, Any]] = []
         self._needs_replay = False
-        self._outbox: list[OutboxItem] = []
+        self._outbox: list[outbox.Recording] = []
         self._outbox_used = False
         self._kv: dict[tuple[str, str], dict[str, Any] | None] = {}  # unwritten key/value changes
 
@@ -331,8 +323,7 @@ class _MongoTransaction:
     async def outbox_put_many(self, streams: Sequence[str], payload: dict[str, Any]) -> None:
         if not streams:
             return
-        recorded, data = instant_now(), orjson.dumps(payload)
-        self._outbox.extend((stream, recorded, data) for stream in streams)
+        self._outbox.append((tuple(dict.fromkeys(streams)), instant_now(), orjson.dumps(payload)))
         self._outbox_used = True
 
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -468,25 +459,8 @@ class _MongoTransaction:
                     where, {"$set": {"val": orjson.dumps(value)}}, upsert=True, session=self._session
                 )
 
-    async def _write_outbox(self, events: list[OutboxItem]) -> None:
-        """Number the events (store-wide and per stream) inside the transaction: the counters are
-        written by every transaction that records events, so such transactions commit one at a time
-        across processes and numbers follow commit order."""
-        store, session = self._store, self._session
-        counter = await store.counters.find_one_and_update(
-            {"_id": schema.OUTBOX_SEQUENCE}, {"$inc": {"n": len(events)}}, upsert=True,
-            return_document=ReturnDocument.AFTER, session=session,
-        )
-        first = counter["n"] - len(events) + 1
-        docs = []
-        for offset, (stream, recorded, payload) in enumerate(events):
-            numbered = await store.counters.find_one_and_update(
-                {"_id": schema.OUTBOX_STREAM + stream}, {"$inc": {"n": 1}}, upsert=True,
-                return_document=ReturnDocument.AFTER, session=session,
-            )
-            docs.append({"_id": first + offset, "s": stream, "n": numbered["n"], "r": recorded,
-                         "p": payload})
-        await store.outbox.insert_many(docs, session=session)
+    async def _write_outbox(self, recordings: list[outbox.Recording]) -> None:
+        await outbox.record(self._store, self._session, recordings)
 
     async def _write(self, batch: list[Pending]) -> None:
         store, session = self._store, self._session

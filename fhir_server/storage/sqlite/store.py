@@ -38,6 +38,7 @@ from fhir_server.storage.base import (
 )
 from fhir_server.storage.files import private_file, readable_by_others
 from fhir_server.storage.sqlite import index as index_tables
+from fhir_server.storage.sqlite import outbox
 
 T = TypeVar("T")
 log = logging.getLogger("termtem")
@@ -54,18 +55,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS history_updated ON history(last_updated)",
     """CREATE TABLE IF NOT EXISTS kv(
         namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(namespace, key))""",
-    # The outbox: a stream is named once (``sid``) and its events keyed by (sid, number): a write
-    # that notifies a hundred subscriptions touches a hundred small index entries, not a hundred
-    # long text keys (its commit costs a third). AUTOINCREMENT: a ``seq`` is never reused after
-    # events are trimmed.
-    """CREATE TABLE IF NOT EXISTS outbox_streams(
-        sid INTEGER PRIMARY KEY, stream TEXT NOT NULL UNIQUE, last INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS outbox_events(
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, sid INTEGER NOT NULL, number INTEGER NOT NULL,
-        recorded TEXT NOT NULL, payload BLOB NOT NULL, UNIQUE(sid, number))""",
 ]
-_EVENT_COLUMNS = "s.stream, e.number, e.seq, e.recorded, e.payload"
-_EVENT_TABLES = "outbox_events e JOIN outbox_streams s ON s.sid = e.sid"
 
 _COLUMNS = "type, id, version, last_updated, method, body"
 
@@ -119,9 +109,9 @@ class SqliteStore:
 
         def setup() -> sqlite3.Connection:
             conn = self._connect()
-            for statement in _SCHEMA + list(index_tables.SCHEMA):
+            for statement in _SCHEMA + list(index_tables.SCHEMA) + outbox.SCHEMA:
                 conn.execute(statement)
-            _migrate_outbox(conn)
+            outbox.migrate(conn)
             return conn
 
         self._writer = await self._in_writer(setup)
@@ -325,56 +315,43 @@ class SqliteStore:
                 last = seq
                 yield stored
 
-    # -- outbox --------------------------------------------------------------------------------
+    # -- outbox (``storage.sqlite.outbox``) -----------------------------------------------------
+    def _snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the inline connection inside one read transaction (one consistent picture)."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
     async def outbox_read(self, stream: str, after: int = 0, limit: int = 100) -> list[OutboxEvent]:
-        rows = self._conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_TABLES} "
-            "WHERE e.sid=(SELECT sid FROM outbox_streams WHERE stream=?) AND e.number>? "
-            "ORDER BY e.number LIMIT ?",
-            (stream, after, limit),
-        ).fetchall()
-        return [_event(r) for r in rows]
+        return self._snapshot(lambda conn: outbox.read(conn, stream, after, limit))
 
     async def outbox_since(self, seq: int, limit: int = 1000) -> list[OutboxEvent]:
-        rows = self._conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_TABLES} WHERE e.seq>? ORDER BY e.seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
-        return _events(rows)
+        return self._snapshot(lambda conn: outbox.since(conn, seq, limit))
 
     async def outbox_last(self, stream: str) -> int:
-        row = self._conn.execute("SELECT last FROM outbox_streams WHERE stream=?", (stream,)).fetchone()
-        return int(row[0]) if row else 0
+        return outbox.last(self._conn, stream)
 
     async def outbox_trim(self, stream: str, through: int) -> int:
         async with self.transaction() as tx:
-            cursor = await tx._run(
-                lambda conn: conn.execute(
-                    "DELETE FROM outbox_events WHERE sid=(SELECT sid FROM outbox_streams WHERE stream=?)"
-                    " AND number<=?",
-                    (stream, through),
-                )
-            )
-        return int(cursor.rowcount)
+            return await tx._run(lambda conn: outbox.trim(conn, stream, through))
 
     async def migrate_outbox(self) -> None:
-        """Move events from the first layout's outbox tables (schema version 1), if any are left."""
-        await self._in_writer(lambda: _migrate_outbox(self._writer))  # type: ignore[arg-type]
+        """Move events from an older outbox layout (schema versions 1 and 2), if any are left."""
+        await self._in_writer(lambda: outbox.migrate(self._writer))  # type: ignore[arg-type]
 
     async def outbox_wait(self, after_seq: int, timeout: float) -> int:
         if self._outbox_signal is None:
             self._outbox_signal = asyncio.Event()
         signal = self._outbox_signal
-        latest = self._latest_seq()
+        latest = outbox.latest(self._conn)
         if latest > after_seq or timeout <= 0:
             return latest
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), timeout)
-        return self._latest_seq()
-
-    def _latest_seq(self) -> int:
-        row = self._conn.execute("SELECT max(seq) FROM outbox_events").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        return outbox.latest(self._conn)
 
     # -- key/value -----------------------------------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
@@ -505,7 +482,7 @@ class _SqliteTransaction:
             return
         data, recorded, names = orjson.dumps(payload), instant_now(), tuple(streams)
         self._outbox = True
-        self._pending.append(lambda conn: _outbox_put(conn, names, recorded, data))
+        self._pending.append(lambda conn: outbox.put(conn, names, recorded, data))
 
     async def kv_get(self, namespace: str, key: str) -> dict[str, Any] | None:
         row = await self._run(
@@ -529,86 +506,6 @@ class _SqliteTransaction:
                 (namespace, key, data),
             )
         )
-
-
-def _outbox_put(conn: sqlite3.Connection, streams: Sequence[str], recorded: str, data: bytes) -> None:
-    # One statement numbers the event on every stream (a statement per stream cost more than the
-    # rows); streams seen for the first time are added, then numbered the same way.
-    names = list(dict.fromkeys(streams))
-    rows: list[tuple[int, int, str, bytes]] = []
-    for start in range(0, len(names), 500):  # within SQLite's limit on bound parameters
-        chunk = names[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        numbered = conn.execute(
-            f"UPDATE outbox_streams SET last=last+1 WHERE stream IN ({marks}) RETURNING sid, last, stream",
-            chunk,
-        ).fetchall()
-        if len(numbered) < len(chunk):
-            known = {row[2] for row in numbered}
-            new = [name for name in chunk if name not in known]
-            conn.executemany("INSERT INTO outbox_streams(stream, last) VALUES(?, 0)", [(n,) for n in new])
-            numbered += conn.execute(
-                f"UPDATE outbox_streams SET last=last+1 WHERE stream IN ({','.join('?' * len(new))})"
-                " RETURNING sid, last, stream",
-                new,
-            ).fetchall()
-        order = {name: n for n, name in enumerate(chunk)}
-        numbered.sort(key=lambda row: order[row[2]])  # events in the order the streams were given
-        rows.extend((sid, number, recorded, data) for sid, number, _ in numbered)
-    conn.executemany("INSERT INTO outbox_events(sid, number, recorded, payload) VALUES(?,?,?,?)", rows)
-
-
-def _migrate_outbox(conn: sqlite3.Connection) -> None:
-    """Schema version 1 kept events under their stream's name (``outbox``, ``outbox_stream``): move
-    them, with their numbers and sequence, into the keyed tables, in one transaction (nothing, once done)."""
-    found = conn.execute(
-        "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN ('outbox', 'outbox_stream')"
-    ).fetchone()[0]
-    if found != 2:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "INSERT INTO outbox_streams(stream, last) SELECT stream, last FROM outbox_stream WHERE true "
-            "ON CONFLICT(stream) DO UPDATE SET last=max(last, excluded.last)"
-        )
-        conn.execute(
-            "INSERT OR IGNORE INTO outbox_events(seq, sid, number, recorded, payload) "
-            "SELECT o.seq, s.sid, o.number, o.recorded, o.payload FROM outbox o "
-            "JOIN outbox_streams s ON s.stream = o.stream ORDER BY o.seq"
-        )
-        # A sequence number is never reused: the new table carries on after the old one's highest.
-        old = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
-        if old is not None:
-            if conn.execute("SELECT 1 FROM sqlite_sequence WHERE name='outbox_events'").fetchone() is None:
-                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('outbox_events', ?)", (old[0],))
-            else:
-                conn.execute(
-                    "UPDATE sqlite_sequence SET seq=max(seq, ?) WHERE name='outbox_events'", (old[0],)
-                )
-        conn.execute("DROP TABLE outbox")
-        conn.execute("DROP TABLE outbox_stream")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _event(row: tuple[Any, ...]) -> OutboxEvent:
-    return OutboxEvent(row[0], int(row[1]), int(row[2]), row[3], orjson.loads(row[4]))
-
-
-def _events(rows: list[tuple[Any, ...]]) -> list[OutboxEvent]:
-    """Events of every stream: a write that notified many subscriptions stored the same payload for
-    each, parsed here once (the events share it; nobody changes a payload)."""
-    parsed: dict[bytes, dict[str, Any]] = {}
-    out = []
-    for stream, number, seq, recorded, data in rows:
-        payload = parsed.get(data)
-        if payload is None:
-            payload = parsed[data] = orjson.loads(data)
-        out.append(OutboxEvent(stream, int(number), int(seq), recorded, payload))
-    return out
 
 
 def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
