@@ -7,6 +7,12 @@ Bulk Data cohort work): FHIR search expressions such as ``Patient?birthdate=ge20
 on another type selects the children those resources are about. Several filters are combined with AND.
 Everything is evaluated with the caller's restriction, so a cohort never includes a child the caller
 may not see.
+
+A cohort is of children, not of records: a child registered by several agencies (linked by the identity
+layer, ``fhir_server.identity``) is in it when the Group names, or its criteria find, any one of its
+records the caller may see, and then brings all its records (``same_children``); the export's own
+restriction still decides which of their resources leave. A record the caller may not see brings
+nothing, not even the records linked to it, so a cohort cannot be used to learn who is linked to whom.
 """
 
 from __future__ import annotations
@@ -156,8 +162,24 @@ async def visible_patients(store: Any, ids: set[str], access: Access | None) -> 
     return found
 
 
+async def same_children(store: Any, records: set[str]) -> set[str]:
+    """``records`` with every other record of the same children (their golden records included)."""
+    from fhir_server.identity.book import current
+
+    book = await current(store)
+    return set(book.expand(frozenset(records)))
+
+
+async def count_children(store: Any, records: list[str]) -> int:
+    """How many children ``records`` are (a child's linked records count once)."""
+    from fhir_server.identity.book import current
+
+    book = await current(store)
+    return len({book.child(record) or record for record in records})
+
+
 async def members(store: Any, group: dict[str, Any], access: Access | None, base_url: str) -> list[str]:
-    """The cohort: the Group's children the caller may see, sorted."""
+    """The cohort: the Group's children the caller may see (every record of each), sorted."""
     filters = member_filters(group)
     if filters:
         cohort: set[str] | None = None
@@ -167,4 +189,4 @@ async def members(store: Any, group: dict[str, Any], access: Access | None, base
         chosen = cohort or set()
     else:
         chosen = _listed(group)
-    return sorted(await visible_patients(store, chosen, access))
+    return sorted(await same_children(store, await visible_patients(store, chosen, access)))

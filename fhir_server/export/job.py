@@ -31,10 +31,12 @@ import orjson
 from fhir_server import canonical, jobs
 from fhir_server.export import cohort, kanon, transform
 from fhir_server.export.caller import Caller, readable, restriction
+from fhir_server.export.departures import Departures
 from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of, quasi_identifiers
 from fhir_server.export.files import NdjsonWriter, make_durable, private_write, remove_folder
 from fhir_server.export.pseudonyms import Pseudonymiser, project_key
 from fhir_server.export.request import ExportRequest, level_types
+from fhir_server.identity.model import is_golden_body
 from fhir_server.interactions.errors import FhirError
 from fhir_server.search.access import Access
 from fhir_server.search.query import AllOf, AnyOf, InCompartments, SearchQuery, parse_search
@@ -145,6 +147,7 @@ class _Context:
     same_child: dict[str, str] = field(default_factory=dict)  # source record -> its golden record
     merged: frozenset[str] = frozenset()  # source Patients another record of the same child stands for
     deid: Deidentifier | None = None
+    departures: Departures | None = None  # de-identified ``_since`` exports: children whose records went
     processes: int = 0  # worker processes that de-identify pages (0: a thread of this process)
     pool: ProcessPoolExecutor | None = None
     key: bytes = b""
@@ -243,10 +246,11 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
         if stored is None or stored.deleted or not acc.visible(ctx.access, "Group", stored.body):
             raise FhirError(404, f"Group/{request.group_id} is not known", code="not-found")
         members = await cohort.members(store, orjson.loads(stored.body), ctx.access, ctx.base_url)
-        if request.patients is not None:
-            members = sorted(set(members) & set(request.patients))
-    elif request.patients is not None:
-        members = sorted(await cohort.visible_patients(store, set(request.patients), ctx.access))
+    if request.patients is not None:
+        # ``patient`` names children by any one of their records the caller may see, as a Group does
+        named = await cohort.visible_patients(store, set(request.patients), ctx.access)
+        chosen = await cohort.same_children(store, named)
+        members = sorted(chosen if members is None else chosen & set(members))
     if members is not None:
         private_write(ctx.folder / _MEMBERS_FILE, orjson.dumps(members))
     ctx.members = members
@@ -271,7 +275,7 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
         "after": 0,
         "files": {},
         "skipped": 0,
-        "children": len(members) if members is not None else None,
+        "children": await cohort.count_children(store, members) if members is not None else None,
         "suppressedChildren": suppressed,
         "mergedRecords": len(ctx.merged),
     }
@@ -313,7 +317,7 @@ async def _same_child(ctx: _Context, patient_ids: list[str]) -> dict[str, str]:
     from fhir_server.identity.book import current
 
     book = await current(ctx.job.store)
-    candidates = set(patient_ids)
+    candidates = set(patient_ids) | set(ctx.members or ())
     if ctx.access is not None:
         for grant in ctx.access.grants:
             candidates |= grant.patients or frozenset()
@@ -512,6 +516,8 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
         ctx.folder, "Bundle", "deleted-Bundle", ctx.file_max_bytes, state["files"].get("deleted", [])
     )
     members = set(ctx.members) if ctx.members is not None else None
+    if ctx.deid is not None:
+        ctx.departures = Departures(store, str(request.since), ctx.access, members)
     last_save = time.monotonic()
     try:
         while state["typeIndex"] < len(types):
@@ -523,7 +529,7 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
                 page = await store.history(query)
                 lines = []
                 for entry in page.entries:
-                    line = await _deletion(ctx, entry, members)
+                    line = await _deletion(ctx, entry, members, state)
                     if line is not None:
                         lines.append(line)
                 writer.write(lines)
@@ -548,7 +554,9 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
         writer.close()
 
 
-async def _deletion(ctx: _Context, entry: Any, members: set[str] | None) -> bytes | None:
+async def _deletion(
+    ctx: _Context, entry: Any, members: set[str] | None, state: dict[str, Any]
+) -> bytes | None:
     if not entry.deleted:
         return None
     store = ctx.job.store
@@ -560,21 +568,30 @@ async def _deletion(ctx: _Context, entry: Any, members: set[str] | None) -> byte
         previous is None
         or not previous.body
         or not acc.visible(ctx.access, entry.resource_type, previous.body)
+        or (entry.resource_type == "Patient" and is_golden_body(previous.body))
     ):
-        return None
+        return None  # golden records (the server's own) are never exported, nor their deletion
     resource = orjson.loads(previous.body)
     child = child_of(resource)
     if members is not None and (child is None or child not in members):
         return None
     rid = entry.id
     if ctx.deid is not None:
+        if entry.resource_type == "Patient":
+            # one pseudonymous Patient per child: gone only with the last record the caller may see
+            assert ctx.departures is not None
+            gone = await ctx.departures.child_gone(entry.id)
+            if gone is None:
+                return None
+            child, rid = gone, ctx.deid.pseudonyms.child(gone)
+            reported = state.setdefault("deletedChildren", [])
+            if rid in reported:
+                return None
+            reported.append(rid)
+        else:
+            rid = ctx.deid.pseudonyms.reference(entry.resource_type, rid)
         if child is not None and ctx.levels.get(ctx.deid.pseudonyms.key(child), 0) == SUPPRESSED:
             return None
-        rid = (
-            ctx.deid.pseudonyms.child(rid)
-            if entry.resource_type == "Patient"
-            else ctx.deid.pseudonyms.reference(entry.resource_type, rid)
-        )
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -649,7 +666,7 @@ async def _finish(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) 
             f"_typeFilter {' | '.join(q for qs in request.type_filters.values() for q in qs)}"
             if request.type_filters
             else "",
-            f"{len(ctx.members)} children in the cohort" if ctx.members is not None else "",
+            f"{state.get('children')} children in the cohort" if ctx.members is not None else "",
         )
         if part
     )
