@@ -125,8 +125,9 @@ class Deidentifier:
         except KeyError:
             pass
         found = self._reference(text)
-        if len(self._references) < 50_000:
-            self._references[text] = found
+        if len(self._references) >= 20_000:
+            self._references.clear()  # bounded: memory stays flat over any export
+        self._references[text] = found
         return found
 
     def _reference(self, text: str) -> str | None:
@@ -165,7 +166,9 @@ class Deidentifier:
         rid = resource.get("id")
         if isinstance(rid, str):
             out["id"] = (
-                self.pseudonyms.child(rid) if rtype == "Patient" else self.pseudonyms.reference(rtype, rid)
+                self.pseudonyms.child(rid)
+                if rtype == "Patient"
+                else self.pseudonyms.reference(rtype, rid, repeats=False)
             )
         out["meta"] = _meta(resource.get("meta"))
         if rtype == "Patient":
@@ -343,13 +346,32 @@ def address_codes(patient: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[
 
 def quasi_identifiers(patient: dict[str, Any], days: int) -> tuple[str, str, str, str]:
     """(birth year-month after the shift, sex, district code, province code) of a Patient."""
+    return shifted_quasi_identifiers(*patient_elements(patient), days)
+
+
+def patient_elements(patient: dict[str, Any]) -> tuple[str | None, str | None, str | None, str | None]:
+    """(birth date, gender, district code, province code) of a Patient: all its quasi-identifiers come
+    from, and all an export keeps of a Patient while it plans."""
     birth = patient.get("birthDate")
-    month = shift_date(birth, days)[:7] if isinstance(birth, str) and len(birth) >= 7 else "unknown"
-    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else "unknown"
+    gender = patient.get("gender")
     province, district = address_codes(patient)
     return (
+        birth if isinstance(birth, str) else None,
+        gender if isinstance(gender, str) else None,
+        str(district.get("code")) if district else None,
+        str(province.get("code")) if province else None,
+    )
+
+
+def shifted_quasi_identifiers(
+    birth: str | None, gender: str | None, district: str | None, province: str | None, days: int
+) -> tuple[str, str, str, str]:
+    """``quasi_identifiers`` from ``patient_elements``."""
+    month = shift_date(birth, days)[:7] if birth is not None and len(birth) >= 7 else "unknown"
+    unknown = "unknown"
+    return (
         month,
-        str(gender),
-        str(district.get("code")) if district else "unknown",
-        str(province.get("code")) if province else "unknown",
+        gender if gender is not None else unknown,
+        district if district is not None else unknown,
+        province if province is not None else unknown,
     )

@@ -12,6 +12,8 @@ deleted since ``_since``. What "the resource" is differs by export:
 
 Which child a deleted record belonged to comes from the identity layer's golden records: the record is
 no longer linked once deleted, so the golden record's own history says it (the version that removed it).
+Whether the caller saw a deleted record is decided on its last version and, for a record the caller saw
+through a Consent, on the Consents recorded for it (``seen_before``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from typing import Any
 
 import orjson
 
+from fhir_server.export.caller import readable
 from fhir_server.identity.book import current
 from fhir_server.identity.model import GoldenState, is_golden_body
 from fhir_server.search.access import Access
+from fhir_server.search.query import parse_search
 from fhir_server.security import access as acc
+from fhir_server.security.authority import ADMIN, authority_mark, counts
+from fhir_server.security.consent import AccessRequest, allowed_classes
 from fhir_server.storage.base import HistoryQuery
 
 _PAGE = 500
@@ -32,12 +38,48 @@ _PAGE = 500
 class Departures:
     """The children of the Patient records deleted since ``since``, as one export's caller sees them."""
 
-    def __init__(self, store: Any, since: str, access: Access | None, members: set[str] | None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        since: str,
+        access: Access | None,
+        members: set[str] | None,
+        request: AccessRequest | None = None,
+    ) -> None:
         self._store = store
         self._since = since
         self._access = access
         self._members = members
+        self._request = request  # the caller's consent question (None: it sees what it may by role)
         self._former: dict[str, str] | None = None
+
+    async def seen_before(self, record: str, previous: bytes) -> bool:
+        """Whether the caller saw the Patient ``record`` before it was deleted (``previous``: its last
+        version). A deleted record has left the identity layer's view (no writing agency, no links),
+        so the consent view built for live records cannot open it: it is decided here the same way, on
+        the Consents recorded for it by the agency that kept it (or by an administrator)."""
+        if acc.visible(self._access, "Patient", previous):
+            return True
+        if self._request is None or self._access is None or not readable(self._access, "Patient"):
+            return False
+        kept_by = acc.owner_of(orjson.loads(previous))
+        query = parse_search(
+            "Consent",
+            [("patient", f"Patient/{record}")],
+            base_url="",
+            strict=True,
+            default_count=50,
+            max_count=50,
+        )
+        query.total = "none"
+        consents = []
+        for stored in (await self._store.search(query)).matches:
+            consent = orjson.loads(stored.body)
+            if acc.owner_of(consent) != kept_by and authority_mark(consent) != ADMIN:
+                continue  # an agency's Consent speaks for the records it keeps
+            if await counts(self._store, consent):
+                consents.append(consent)
+        return acc.data_class("Patient") in allowed_classes(consents, self._request)
 
     async def _former_children(self) -> dict[str, str]:
         """Source record -> the golden record it was removed from since ``since`` (the latest removal):
@@ -76,7 +118,9 @@ class Departures:
             former = (await self._former_children()).get(record)
             if former is None:
                 return record
-            golden = book.child(former) or former  # merged since into another, or deleted with its last record
+            golden = (
+                book.child(former) or former
+            )  # merged since into another, or deleted with its last record
         for other in sorted(book.linked(golden) - {golden, record}):
             if self._members is not None and other not in self._members:
                 continue

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import multiprocessing
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +31,18 @@ from urllib.parse import parse_qsl
 import orjson
 
 from fhir_server import canonical, jobs
-from fhir_server.export import cohort, kanon, transform
+from fhir_server.export import cohort, transform
 from fhir_server.export.caller import Caller, readable, restriction
+from fhir_server.export.children import FILE as CHILDREN_FILE
+from fhir_server.export.children import ChildIndex, PageChildren, named_patients
+from fhir_server.export.deid import (
+    SUPPRESSED,
+    Deidentifier,
+    child_of,
+    patient_elements,
+    shifted_quasi_identifiers,
+)
 from fhir_server.export.departures import Departures
-from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of, quasi_identifiers
 from fhir_server.export.files import NdjsonWriter, make_durable, private_write, remove_folder
 from fhir_server.export.pseudonyms import Pseudonymiser, project_key
 from fhir_server.export.request import ExportRequest, level_types
@@ -42,7 +52,9 @@ from fhir_server.search.access import Access
 from fhir_server.search.query import AllOf, AnyOf, InCompartments, SearchQuery, parse_search
 from fhir_server.security import access as acc
 from fhir_server.security import audit
+from fhir_server.security.consent import AccessRequest
 from fhir_server.security.roles import IDENTIFIED_TYPES
+from fhir_server.security.tokens import Principal
 from fhir_server.storage.base import HistoryQuery
 from fhir_server.storage.files import private_dir
 
@@ -53,8 +65,6 @@ _PAGE_ROWS = 2000
 _ROWS_BEFORE_WORKERS = 20_000  # small exports never pay for starting worker processes
 _AUDIT_CHUNK = 200
 _MEMBERS_FILE = ".members.json"
-_LEVELS_FILE = ".kanon.json"
-_CHILDREN_FILE = ".children.json"
 
 
 def export_types(request: ExportRequest, access: Access | None, deidentify: bool) -> list[str]:
@@ -143,9 +153,8 @@ class _Context:
     file_max_bytes: int
     page_bytes: int
     members: list[str] | None = None
-    levels: dict[str, int] = field(default_factory=dict)  # by child key (Pseudonymiser.key)
-    same_child: dict[str, str] = field(default_factory=dict)  # source record -> its golden record
-    merged: frozenset[str] = frozenset()  # source Patients another record of the same child stands for
+    # which records are one child, the k-anonymity levels, folded records, audited children: on disk
+    children: ChildIndex | None = None
     deid: Deidentifier | None = None
     departures: Departures | None = None  # de-identified ``_since`` exports: children whose records went
     processes: int = 0  # worker processes that de-identify pages (0: a thread of this process)
@@ -163,11 +172,24 @@ class _Context:
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=transform.init_worker,
-                initargs=(self.key, self.same_child or None, self.levels, self.merged),
+                initargs=(self.key,),
             )
 
-    audited: set[str] = field(default_factory=set)
-    pending_audit: set[str] = field(default_factory=set)
+    def page_children(self, rows: transform.Page, rtype: str) -> PageChildren:
+        """What the Patients a page names are (in a thread: a regex scan and three look-ups)."""
+        assert self.children is not None
+        return self.children.for_page(named_patients(rows, rtype))
+
+    pending_audit: set[str] = field(default_factory=set)  # at most one AuditEvent's worth
+    principal: Principal | None = None  # the caller as the registry knows it now
+
+    def consent_request(self) -> AccessRequest | None:
+        """The caller's question to the children's Consents, as every read asks it."""
+        if self.principal is None or self.caller is None:
+            return None
+        p = self.principal
+        now = int(time.time() * 1000)
+        return AccessRequest(p.organization, p.agency_type, self.caller.purpose, now, p.agency_ids)
 
 
 async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
@@ -178,7 +200,7 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
     private_dir(folder)  # 0700: the files hold children's data (and are 0600 themselves)
     deidentify = bool(params["deidentify"])
     try:
-        access, _ = await restriction(job.store, caller, deidentify)
+        access, principal = await restriction(job.store, caller, deidentify)
     except FhirError as error:
         return _refused(error)
     ctx = _Context(
@@ -192,6 +214,7 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         file_max_bytes=int(params["file_max_bytes"]),
         page_bytes=int(params["page_bytes"]),
         processes=int(params.get("processes", 0)) if deidentify else 0,
+        principal=principal,
     )
     key = b""
     if deidentify:
@@ -199,6 +222,17 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         ctx.deid = Deidentifier(Pseudonymiser(key))
     ctx.key = key
     state = dict(checkpoint) if checkpoint else {"phase": "plan"}
+    if state["phase"] != "plan" and not (folder / CHILDREN_FILE).exists():
+        state = {"phase": "plan"}  # planned by an older version of this job: plan again
+    ctx.children = await asyncio.to_thread(ChildIndex, folder, fresh=state["phase"] == "plan")
+    try:
+        return await _run(ctx, state, params)
+    finally:
+        ctx.children.close()
+
+
+async def _run(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    job, request, folder = ctx.job, ctx.request, ctx.folder
     if state["phase"] == "plan":
         try:
             state = await _plan(ctx, params)
@@ -208,14 +242,6 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
     else:
         members = folder / _MEMBERS_FILE
         ctx.members = orjson.loads(members.read_bytes()) if members.exists() else None
-        levels = folder / _LEVELS_FILE
-        ctx.levels = orjson.loads(levels.read_bytes()) if levels.exists() else {}
-        children = folder / _CHILDREN_FILE
-        if children.exists():
-            saved = orjson.loads(children.read_bytes())
-            ctx.same_child, ctx.merged = saved["sameChild"], frozenset(saved["merged"])
-    if ctx.deid is not None and ctx.same_child:
-        ctx.deid = Deidentifier(Pseudonymiser(key, ctx.same_child))
     if state["phase"] == "export":
         try:
             await _export(ctx, state)
@@ -255,19 +281,20 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
         private_write(ctx.folder / _MEMBERS_FILE, orjson.dumps(members))
     ctx.members = members
     types = export_types(request, ctx.access, ctx.deidentify)
-    suppressed = 0
+    suppressed = generalised = merged = 0
     if ctx.deid is not None:
-        patients = await _patients(ctx)
-        ctx.same_child = await _same_child(ctx, [p[0] for p in patients])
-        ctx.deid = Deidentifier(Pseudonymiser(ctx.key, ctx.same_child))
+        await _patients(ctx)
+        await _same_child(ctx)
         if "Patient" in types:
-            ctx.levels, ctx.merged = _generalise(ctx, patients, int(params["k"]))
-            suppressed = sum(1 for level in ctx.levels.values() if level == SUPPRESSED)
-            private_write(ctx.folder / _LEVELS_FILE, orjson.dumps(ctx.levels))
-        private_write(
-            ctx.folder / _CHILDREN_FILE,
-            orjson.dumps({"sameChild": ctx.same_child, "merged": sorted(ctx.merged)}),
-        )
+            offsets = Pseudonymiser(ctx.key)  # by child key: the golden record's id, or the record's
+
+            def values(key: str, _id: str, *elements: Any) -> Any:
+                return shifted_quasi_identifiers(*elements, offsets.offset_days(key))
+
+            assert ctx.children is not None
+            suppressed, generalised, merged = await asyncio.to_thread(
+                ctx.children.generalise, int(params["k"]), values
+            )
     return {
         "phase": "export",
         "types": types,
@@ -277,81 +304,61 @@ async def _plan(ctx: _Context, params: dict[str, Any]) -> dict[str, Any]:
         "skipped": 0,
         "children": await cohort.count_children(store, members) if members is not None else None,
         "suppressedChildren": suppressed,
-        "mergedRecords": len(ctx.merged),
+        "generalisedChildren": generalised,
+        "mergedRecords": merged,
     }
 
 
-async def _patients(ctx: _Context) -> list[tuple[str, dict[str, Any]]]:
-    """The Patients this export writes: (id, the elements the quasi-identifiers come from), in
-    storage order (only those elements are kept: memory stays small whatever the Patients hold)."""
+async def _patients(ctx: _Context) -> None:
+    """The Patients this export writes, into the child index: id and the elements the quasi-identifiers
+    come from, in storage order (nothing of them is held in memory)."""
     query = _query("Patient", ctx.request, ctx.access, ctx.members, ctx.base_url)
     if query is None or not readable(ctx.access, "Patient"):
-        return []
-    out: list[tuple[str, dict[str, Any]]] = []
+        return
+    assert ctx.children is not None
     after = 0
     while True:
         page = await ctx.job.store.scan(query, after, limit=_PAGE_ROWS, max_bytes=ctx.page_bytes)
-        for stored in page.resources:
-            patient = orjson.loads(stored.body)
-            kept = {k: patient[k] for k in ("birthDate", "gender") if k in patient}
-            addresses = patient.get("address")
-            if isinstance(addresses, list):  # of an address, only its codes (the DOPA extension) count
-                kept["address"] = [
-                    {"extension": a["extension"]}
-                    for a in addresses
-                    if isinstance(a, dict) and "extension" in a
-                ]
-            out.append((stored.id, kept))
+        rows = [(s.id, *patient_elements(orjson.loads(s.body))) for s in page.resources]
+        await asyncio.to_thread(ctx.children.add_patients, rows)
         if page.last is None:
-            return out
+            return
         after = page.last
-        await asyncio.sleep(0)
 
 
-async def _same_child(ctx: _Context, patient_ids: list[str]) -> dict[str, str]:
-    """Every record of a child the identity layer links across agencies -> the child's golden record:
-    one child, one pseudonym, one date offset, one k-anonymity count (``pseudonyms.child_key``).
+async def _same_child(ctx: _Context) -> None:
+    """Every record of a child the identity layer links across agencies -> the child's golden record,
+    into the child index: one child, one pseudonym, one date offset, one k-anonymity count
+    (``pseudonyms.child_key``).
 
-    Asked for the children this export may cover: its Patients, and those whose data the caller's
-    consents open (a child's Observations may be exported without its Patient)."""
+    Asked for the children this export may cover: its Patients, its cohort, and those whose data the
+    caller's consents open (a child's Observations may be exported without its Patient)."""
     from fhir_server.identity.book import current
 
+    assert ctx.children is not None
     book = await current(ctx.job.store)
-    candidates = set(patient_ids) | set(ctx.members or ())
+
+    def links(ids: Iterable[str]) -> list[tuple[str, str]]:
+        out = []
+        for patient_id in ids:
+            golden = book.child(patient_id)
+            if golden is not None:
+                out.extend((record, golden) for record in book.linked(patient_id))
+        return out
+
+    sources: list[Iterable[str]] = [ctx.members or ()]
     if ctx.access is not None:
+        seen: set[int] = set()
         for grant in ctx.access.grants:
-            candidates |= grant.patients or frozenset()
-    out: dict[str, str] = {}
-    for patient_id in sorted(candidates):
-        golden = book.child(patient_id)
-        if golden is not None and golden not in out:
-            for record in book.linked(patient_id):
-                out[record] = golden
-    return out
-
-
-def _generalise(
-    ctx: _Context, patients: list[tuple[str, dict[str, Any]]], k: int
-) -> tuple[dict[str, int], frozenset[str]]:
-    """The k-anonymity level of every exported child, by child key (only non-zero kept), and the
-    Patient records left out because an earlier record of the same child stands for it.
-
-    A child registered by several agencies counts once: its first record in storage order is its
-    Patient in the export and gives its quasi-identifiers."""
-    assert ctx.deid is not None
-    pseudonyms = ctx.deid.pseudonyms
-    children: list[tuple[str, kanon.QuasiIdentifiers]] = []
-    seen: set[str] = set()
-    merged: set[str] = set()
-    for patient_id, patient in patients:
-        key = pseudonyms.key(patient_id)
-        if key in seen:
-            merged.add(patient_id)
-            continue
-        seen.add(key)
-        children.append((key, quasi_identifiers(patient, pseudonyms.offset_days(patient_id))))
-    levels = kanon.generalise(children, k)
-    return {child: level for child, level in levels.items() if level}, frozenset(merged)
+            if grant.patients and id(grant.patients) not in seen:  # grants share their sets
+                seen.add(id(grant.patients))
+                sources.append(grant.patients)
+    for batch in ctx.children.patient_ids():
+        await asyncio.to_thread(ctx.children.add_links, links(batch))
+    for ids in sources:
+        ordered = iter(ids)
+        while batch := list(itertools.islice(ordered, 5000)):
+            await asyncio.to_thread(ctx.children.add_links, links(batch))
 
 
 def _elements_for(request: ExportRequest, rtype: str) -> list[str] | None:
@@ -374,9 +381,12 @@ def _page_function(ctx: _Context, rtype: str) -> Any:
         return functools.partial(transform.plain, rtype, elements=elements, audit=ctx.caller is not None)
     if ctx.pool is not None:
         return functools.partial(transform.deid_in_worker, rtype, elements=elements)
-    return functools.partial(
-        transform.deidentified, ctx.deid, ctx.levels, rtype, elements=elements, merged=ctx.merged
-    )
+    deid = ctx.deid
+
+    def in_thread(rows: transform.Page) -> transform.Result:
+        return transform.deidentified(deid, ctx.page_children(rows, rtype), rtype, rows, elements)
+
+    return in_thread
 
 
 async def _export(ctx: _Context, state: dict[str, Any]) -> None:
@@ -428,6 +438,8 @@ async def _export(ctx: _Context, state: dict[str, Any]) -> None:
                             done_page = asyncio.to_thread(_transform_and_write, work, rows, writer)
                             inflight.append((asyncio.ensure_future(done_page), page.last, True))
                         else:
+                            children = await asyncio.to_thread(ctx.page_children, rows, rtype)
+                            work = functools.partial(work, children=children)
                             future = loop.run_in_executor(ctx.pool, work, rows)
                             inflight.append((future, page.last, False))
                     if scanning is not None and len(inflight) < depth:
@@ -482,14 +494,18 @@ async def _audit_children(ctx: _Context, children: set[str], flush: bool = False
     """AuditEvents naming the children whose data left (so "who saw my child's data" finds exports)."""
     if ctx.caller is None:
         return
-    ctx.pending_audit |= children - ctx.audited
+    fresh = children - ctx.pending_audit
+    if fresh and ctx.children is not None:
+        fresh = await asyncio.to_thread(ctx.children.unaudited, fresh)  # named by an earlier AuditEvent
+    ctx.pending_audit |= fresh
     while len(ctx.pending_audit) >= _AUDIT_CHUNK or (flush and ctx.pending_audit):
         chunk = sorted(ctx.pending_audit)[:_AUDIT_CHUNK]
         ctx.pending_audit -= set(chunk)
-        ctx.audited |= set(chunk)
         record = _audit_record(ctx, 200, f"bulk export {ctx.job.id}: data of these children was exported")
         record.touched = [("Patient", child, b"") for child in chunk]
         await audit.write_audit(ctx.job.store, record)
+        if ctx.children is not None:
+            await asyncio.to_thread(ctx.children.audited, chunk)
 
 
 def _audit_record(ctx: _Context, status: int, description: str) -> audit.AuditRecord:
@@ -516,8 +532,7 @@ async def _deleted(ctx: _Context, state: dict[str, Any]) -> None:
         ctx.folder, "Bundle", "deleted-Bundle", ctx.file_max_bytes, state["files"].get("deleted", [])
     )
     members = set(ctx.members) if ctx.members is not None else None
-    if ctx.deid is not None:
-        ctx.departures = Departures(store, str(request.since), ctx.access, members)
+    ctx.departures = Departures(store, str(request.since), ctx.access, members, ctx.consent_request())
     last_save = time.monotonic()
     try:
         while state["typeIndex"] < len(types):
@@ -564,34 +579,43 @@ async def _deletion(
     if current is None or not current.deleted or current.version != entry.version:
         return None  # created again since: it is in the output, not deleted
     previous = await store.vread(entry.resource_type, entry.id, entry.version - 1)
-    if (
-        previous is None
-        or not previous.body
-        or not acc.visible(ctx.access, entry.resource_type, previous.body)
-        or (entry.resource_type == "Patient" and is_golden_body(previous.body))
-    ):
-        return None  # golden records (the server's own) are never exported, nor their deletion
+    if previous is None or not previous.body:
+        return None
+    assert ctx.departures is not None
+    if entry.resource_type == "Patient":
+        if is_golden_body(previous.body):
+            return None  # golden records (the server's own) are never exported, nor their deletion
+        if not await ctx.departures.seen_before(entry.id, previous.body):
+            return None
+    elif not acc.visible(ctx.access, entry.resource_type, previous.body):
+        return None
     resource = orjson.loads(previous.body)
     child = child_of(resource)
     if members is not None and (child is None or child not in members):
         return None
     rid = entry.id
     if ctx.deid is not None:
+        assert ctx.children is not None
+        pseudonyms = ctx.deid.pseudonyms
         if entry.resource_type == "Patient":
             # one pseudonymous Patient per child: gone only with the last record the caller may see
-            assert ctx.departures is not None
-            gone = await ctx.departures.child_gone(entry.id)
-            if gone is None:
+            child = await ctx.departures.child_gone(entry.id)
+            if child is None:
                 return None
-            child, rid = gone, ctx.deid.pseudonyms.child(gone)
+        named = {i for i in (child, entry.id) if i is not None}
+        page = await asyncio.to_thread(ctx.children.for_page, named)
+        pseudonyms.use(page.same_child)
+        if child is not None and page.levels.get(pseudonyms.key(child), 0) == SUPPRESSED:
+            return None
+        if entry.resource_type == "Patient":
+            assert child is not None
+            rid = pseudonyms.child(child)
             reported = state.setdefault("deletedChildren", [])
             if rid in reported:
                 return None
             reported.append(rid)
         else:
-            rid = ctx.deid.pseudonyms.reference(entry.resource_type, rid)
-        if child is not None and ctx.levels.get(ctx.deid.pseudonyms.key(child), 0) == SUPPRESSED:
-            return None
+            rid = pseudonyms.reference(entry.resource_type, rid, repeats=False)
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -648,7 +672,7 @@ async def _finish(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) 
                 "k": params["k"],
                 "suppressedChildren": state.get("suppressedChildren", 0),
                 "suppressedResources": state.get("skipped", 0),
-                "generalisedChildren": sum(1 for v in ctx.levels.values() if 0 < v < SUPPRESSED),
+                "generalisedChildren": state.get("generalisedChildren", 0),
                 # Patient records of children registered by several agencies, folded into one Patient
                 "mergedRecords": state.get("mergedRecords", 0),
             }

@@ -23,6 +23,16 @@ from fhir_server.export.deid import SUPPRESSED
 QuasiIdentifiers = tuple[str, str, str, str]  # birth year-month, sex, district, province
 
 
+# The same cells as ``_key``, over the columns (month, sex, district, province) of a table of children:
+# ``ChildIndex.generalise`` runs the method in SQL so that no child needs to be held in memory.
+SQL_CELLS = (
+    "month, sex, district",
+    "substr(month, 1, 4), sex, district",
+    "substr(month, 1, 4), sex, province",
+    "substr(month, 1, 4), province",
+)
+
+
 def _key(qi: QuasiIdentifiers, level: int) -> tuple[str, ...]:
     month, sex, district, province = qi
     year = month[:4]

@@ -17,6 +17,7 @@ NAMESPACE = "export.secrets"
 _ROOT = "pseudonym-root"
 # A child's dates move by the same whole number of days in [-MAX_SHIFT_DAYS, MAX_SHIFT_DAYS], never 0.
 MAX_SHIFT_DAYS = 15
+_CACHED = 20_000  # pseudonyms (about 200 bytes each) and offsets remembered at most
 
 
 async def _root_secret(store: Any) -> bytes:
@@ -51,16 +52,26 @@ class Pseudonymiser:
     def __init__(self, key: bytes, same_child: dict[str, str] | None = None) -> None:
         self._key = key
         self._same_child = same_child
+        # Pseudonyms and offsets that repeat (a child's, a clinic's) are worked out once; bounded by
+        # count (entries are small strings), emptied when full: memory stays flat over any export.
         self._ids: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
 
-    def reference(self, resource_type: str, id_: str) -> str:
-        """The pseudonymous id of ``resource_type/id_``."""
+    def use(self, same_child: dict[str, str] | None) -> None:
+        """Which records are one child, for the records about to be pseudonymised (a page's); the
+        caches stay valid, because the links of one export never change while it runs."""
+        self._same_child = same_child
+
+    def reference(self, resource_type: str, id_: str, *, repeats: bool = True) -> str:
+        """The pseudonymous id of ``resource_type/id_`` (``repeats``: worth remembering; a resource's
+        own id is seen once)."""
         text = f"{resource_type}/{id_}"
         found = self._ids.get(text)
         if found is None:
             found = hmac.digest(self._key, b"id\x00" + text.encode(), "sha256").hex()[:32]
-            if len(self._ids) < 200_000:
+            if repeats:
+                if len(self._ids) >= _CACHED:
+                    self._ids.clear()
                 self._ids[text] = found
         return found
 
@@ -81,6 +92,7 @@ class Pseudonymiser:
             digest = hmac.digest(self._key, b"shift\x00" + key.encode(), "sha256")
             n = int.from_bytes(digest[:8], "big") % (2 * MAX_SHIFT_DAYS)
             found = n - MAX_SHIFT_DAYS if n < MAX_SHIFT_DAYS else n - MAX_SHIFT_DAYS + 1
-            if len(self._offsets) < 200_000:
-                self._offsets[key] = found
+            if len(self._offsets) >= _CACHED:
+                self._offsets.clear()
+            self._offsets[key] = found
         return found

@@ -12,6 +12,7 @@ import re
 
 import orjson
 
+from fhir_server.export.children import PageChildren
 from fhir_server.export.deid import SUPPRESSED, Deidentifier, child_of
 from fhir_server.export.pseudonyms import Pseudonymiser
 from fhir_server.interactions import shaping
@@ -43,17 +44,18 @@ def plain(rtype: str, page: Page, elements: list[str] | None, audit: bool) -> Re
 
 def deidentified(
     deid: Deidentifier,
-    levels: dict[str, int],
+    children: PageChildren,
     rtype: str,
     page: Page,
     elements: list[str] | None,
-    merged: frozenset[str] = frozenset(),
 ) -> Result:
-    """``levels``: k-anonymity decisions by child key (``Pseudonymiser.key``); ``merged``: source
-    Patient records of a child whose Patient another record of the same child stands for."""
+    """``children``: what the page's Patients are (``ChildIndex.for_page``): which records are one
+    child, the k-anonymity levels of its children by child key, and its folded Patient records."""
     lines: list[bytes] = []
     skipped = 0
-    children: set[str] = set()
+    found: set[str] = set()
+    deid.pseudonyms.use(children.same_child)
+    levels, merged = children.levels, children.merged
     for id_, body in page:
         if merged and rtype == "Patient" and id_ in merged:
             continue  # one child, one Patient: another agency's record of this child is written
@@ -62,34 +64,32 @@ def deidentified(
         if child is None:
             linked = sorted(acc.linked_patients(rtype, resource))
             child = linked[0] if linked else None
-        level = levels.get(deid.pseudonyms.key(child), 0) if child is not None else 0
+        level = levels.get(deid.pseudonyms.key(child), 0) if child is not None and levels else 0
         if level == SUPPRESSED:
             skipped += 1
             continue
         if child is not None:
-            children.add(child)
+            found.add(child)
         cleaned = deid.resource(resource, child, level)
         if elements:
             lines.append(shaping.shape(orjson.dumps(cleaned), rtype, None, elements) + b"\n")
         else:
             lines.append(orjson.dumps(cleaned, option=orjson.OPT_APPEND_NEWLINE))
-    return lines, skipped, children
+    return lines, skipped, found
 
 
 # --- worker processes --------------------------------------------------------------------------------
 
-_worker: tuple[Deidentifier, dict[str, int], frozenset[str]] | None = None
+_worker: Deidentifier | None = None
 
 
-def init_worker(
-    key: bytes, same_child: dict[str, str] | None, levels: dict[str, int], merged: frozenset[str]
-) -> None:
-    """Process-pool initializer: the export's project key, which records are one child, and the
-    k-anonymity decisions, once per worker."""
+def init_worker(key: bytes) -> None:
+    """Process-pool initializer: the export's project key, once per worker (what each page's Patients
+    are comes with the page: the worker holds nothing that grows with the export)."""
     global _worker
-    _worker = (Deidentifier(Pseudonymiser(key, same_child)), levels, merged)
+    _worker = Deidentifier(Pseudonymiser(key))
 
 
-def deid_in_worker(rtype: str, page: Page, elements: list[str] | None) -> Result:
+def deid_in_worker(rtype: str, page: Page, elements: list[str] | None, children: PageChildren) -> Result:
     assert _worker is not None, "init_worker did not run"
-    return deidentified(_worker[0], _worker[1], rtype, page, elements, _worker[2])
+    return deidentified(_worker, children, rtype, page, elements)

@@ -215,6 +215,11 @@ def _patient_classes(consents: list[dict[str, Any]], req: AccessRequest) -> set[
     return allowed
 
 
+def allowed_classes(consents: list[dict[str, Any]], req: AccessRequest) -> set[str]:
+    """The data classes one child's counted Consents let ``req`` see (``_patient_classes``)."""
+    return _patient_classes(consents, req)
+
+
 class Children(Protocol):
     """Which Patient records are one child (``fhir_server.identity.book.IdentityBook``)."""
 

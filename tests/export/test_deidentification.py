@@ -137,6 +137,14 @@ def _source_secrets(resources: list[dict[str, Any]]) -> dict[str, set[str]]:
     return found
 
 
+def _appears(value: str, text: str) -> bool:
+    """``value`` in ``text``; a number (a house number, a hospital number) only as a number of its own,
+    not as digits inside a hexadecimal pseudonym, where a short one turns up by chance."""
+    if not value.isdigit():
+        return value in text
+    return re.search(rf"(?<![0-9A-Za-z]){value}(?![0-9A-Za-z])", text) is not None
+
+
 async def _population(world: World) -> list[dict[str, Any]]:
     resources: list[dict[str, Any]] = []
     households = generate(11, children=18)
@@ -183,7 +191,7 @@ async def test_nothing_identifying_leaves_and_every_cell_holds_k_children(resear
     secrets = _source_secrets(source)
     assert secrets["name"] and secrets["identifier"] and secrets["line"] and secrets["birthDate"]
     for kind, values in secrets.items():
-        leaked = sorted(v for v in values if v in text)
+        leaked = sorted(v for v in values if _appears(v, text))
         assert not leaked, (kind, leaked[:5])
     # no CID-shaped number at all, whatever its element (pseudonyms are hex: digits inside them are no number)
     assert not [m for m in re.findall(r"(?<![0-9a-f])\d{13}(?![0-9a-f])", text) if _cid(m[:12]) == m]

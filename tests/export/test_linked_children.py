@@ -93,7 +93,11 @@ async def test_a_cohort_naming_one_record_exports_the_whole_child_deidentified(t
         named = {"resourceType": "Parameters", "parameter": [_patient(hosp)]}
         reply = await researcher.post("Patient/$export", named, prefer="respond-async")
         assert reply.status_code == 202, reply.text
-        for path in (f"Group/{listed}/$export", f"Group/{by_criteria}/$export", reply.headers["content-location"]):
+        for path in (
+            f"Group/{listed}/$export",
+            f"Group/{by_criteria}/$export",
+            reply.headers["content-location"],
+        ):
             if "/_export/" in path:
                 manifest = await wait_manifest(researcher, path)
                 files = await download(researcher, manifest)
@@ -170,7 +174,9 @@ async def test_since_reports_a_linked_child_deleted_only_when_no_record_remains(
 
         # the hospital deletes its record too: now the child is gone, reported once
         assert (await ids["callers"]["hosp"].delete(f"Patient/{hosp}")).status_code in (200, 204)
-        manifest = await wait_manifest(researcher, await kick_off(researcher, f"Patient/$export?_since={since}"))
+        manifest = await wait_manifest(
+            researcher, await kick_off(researcher, f"Patient/$export?_since={since}")
+        )
         deleted = await download(researcher, manifest, "deleted")
         assert _deleted_urls(deleted) == [f"Patient/{pseudonym}"]
         assert all(b["type"] == "transaction" for b in deleted["Bundle"])
@@ -192,5 +198,7 @@ async def test_since_reports_the_child_deleted_when_the_records_left_are_hidden(
         await asyncio.sleep(0.01)
         cc = ids["records"]["cc"]
         assert (await ids["callers"]["cc"].delete(f"Patient/{cc}")).status_code in (200, 204)
-        manifest = await wait_manifest(researcher, await kick_off(researcher, f"Patient/$export?_since={since}"))
+        manifest = await wait_manifest(
+            researcher, await kick_off(researcher, f"Patient/$export?_since={since}")
+        )
         assert _deleted_urls(await download(researcher, manifest, "deleted")) == [f"Patient/{pseudonym}"]

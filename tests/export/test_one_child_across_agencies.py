@@ -139,3 +139,23 @@ async def test_a_resumed_export_keeps_the_links_it_started_with(tmp_path: Path, 
             f"Patient/{files['Patient'][0]['id']}"
         }
         assert manifest["extension"][EXTENSION]["mergedRecords"] == 1
+
+
+async def test_worker_processes_write_the_same_export(tmp_path: Path, monkeypatch: Any) -> None:
+    """Pages de-identified in a worker process (what large exports do) get what their Patients are with
+    each page (nothing per child is held by the worker): the files are the same as from a thread."""
+    from fhir_server.export import job
+
+    async for world in open_world(tmp_path, export_k=1, export_processes=1):
+        await _register_kitti_twice(world)
+        researcher = await world.caller("study", "Organization/research", "researcher")
+        runs = []
+        for rows_before_workers in (10**9, 0):  # a thread of the server; then a worker from the first page
+            monkeypatch.setattr(job, "_ROWS_BEFORE_WORKERS", rows_before_workers)
+            manifest = await wait_manifest(researcher, await kick_off(researcher, "Patient/$export"))
+            runs.append((await download(researcher, manifest), manifest["extension"][EXTENSION]))
+        assert runs[0] == runs[1]
+        files = runs[1][0]
+        assert len(files["Patient"]) == 1 and runs[1][1]["mergedRecords"] == 1
+        kitti = f"Patient/{files['Patient'][0]['id']}"
+        assert {w["subject"]["reference"] for w in files["Observation"]} == {kitti}
