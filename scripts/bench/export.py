@@ -125,7 +125,8 @@ async def _consented_access(store: Any) -> Any:
     children: set[str] = set()
     after = 0
     while True:
-        page = await store.scan(SearchQuery(("Patient",)), after, limit=5000, max_bytes=64 << 20)
+        # small pages: this harness's own reading must not weigh on the export's memory it measures
+        page = await store.scan(SearchQuery(("Patient",)), after, limit=2000, max_bytes=4 << 20)
         children |= {s.id for s in page.resources}
         if page.last is None:
             break
