@@ -259,6 +259,14 @@ async def _run(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> 
     return await _finish(ctx, state, params)
 
 
+def remove_working_files(folder: Path) -> None:
+    """Remove what an export kept for itself beside its files (the cohort, the child index: real ids),
+    once they are handed over as they are (``termtem export --store`` writes into the operator's folder)."""
+    for name in (_MEMBERS_FILE, CHILDREN_FILE):
+        for suffix in ("", "-journal"):
+            (folder / f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def _refused(error: FhirError) -> dict[str, Any]:
     """A result that polling answers with ``error`` (a refusal found when the job started)."""
     return {"refused": {"status": error.status, "outcome": error.outcome()}}

@@ -84,6 +84,8 @@ def test_export_straight_from_a_store_deidentified(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o700  # a new folder, private like its files
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in out.iterdir())
     assert "Family" not in text and "p0" not in text
+    # nothing of the job's own bookkeeping (the child index holds the real ids) is left beside the files
+    assert sorted(f.name for f in out.iterdir() if f.name.startswith(".")) == []
     assert "de-identified (k=5" in result.output
     again = runner.invoke(
         cli,
