@@ -248,7 +248,9 @@ class Temporal:
             default = 9
         else:
             levels = {4: 1, 6: 2, 8: 3, 10: 4, 12: 5, 14: 6, 17: 7}
-            default = 17
+            # FHIRPath: without a precision, the greatest precision of the input's type (a Date stays a
+            # Date: 8 digits, YYYYMMDD; a DateTime gets 17, to the millisecond)
+            default = 8 if self.kind == "Date" else 17
         p = default if precision is None else precision
         if p not in levels:
             return None

@@ -2,8 +2,9 @@
 
 Most expressions are plain paths (``Patient.birthDate``, unions, ``ofType``/``as``, simple ``where``);
 those become chains of dictionary lookups that know each element's FHIR type from the shipped
-StructureDefinitions. Anything else goes to fhirpathpy, compiled once, with a ``resolve()`` that turns
-a reference into a stub of the referenced type so ``where(resolve() is Patient)`` works.
+StructureDefinitions. Anything else goes to the server's FHIRPath engine (``fhir_server.fhirpath``, the
+one invariants and FHIRPath Patch use), compiled once, with a ``resolve()`` that turns a reference
+into a stub of the referenced type so ``where(resolve() is Patient)`` works.
 Every accessor returns ``(value, fhir_type)`` pairs; the type is None when it cannot be known statically.
 """
 

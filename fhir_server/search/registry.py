@@ -199,7 +199,7 @@ def register_custom(search_parameter_resource: dict[str, Any], *, pending: bool 
 
 
 def _check_expression(expression: str, base: str) -> None:
-    """Reject an expression fhirpathpy cannot parse or run (it reports some errors only when run)."""
+    """Reject an expression the FHIRPath engine cannot parse or run (some errors show only when run)."""
     from fhir_server.fhirpath import check_patterns
     from fhir_server.search.paths import _fhirpath
 

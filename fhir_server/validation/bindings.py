@@ -185,9 +185,36 @@ def value_set_members(vs: dict[str, Any]) -> Members | None:
     return _from_compose(vs)
 
 
+_known_cache: dict[str, bool] = {}
+
+
+def known_value_set(value_set_url: str) -> bool:
+    """Does this server hold the value set at all (core R4, ours, or created over REST)?
+
+    A binding to a value set the server does not hold cannot be checked; the validator says so (as
+    the HL7 validator does) rather than passing it in silence.
+    """
+    url = value_set_url.split("|", 1)[0]
+    hit = _known_cache.get(url)
+    if hit is None:
+        hit = definitions.value_set(url) is not None or url in _runtime_value_sets or _ours(url)
+        _known_cache[url] = hit
+    return hit
+
+
+def _ours(url: str) -> bool:
+    term = _terminology()
+    if term is None:
+        return False
+    from fhir_server.terminology._registry import registry
+
+    return registry().value_set(url) is not None
+
+
 def clear_cache() -> None:
     """Forget computed memberships (tests that change terminology call this)."""
     _members_cache.clear()
+    _known_cache.clear()
     _codes_cache.clear()
     system_codes.cache_clear()
     case_insensitive_codes.cache_clear()
@@ -219,9 +246,12 @@ _codes_cache: dict[int, tuple[Members, frozenset[str]]] = {}
 
 
 def has_code(value_set_url: str, code: str) -> bool:
-    """A ``code`` value ``check`` accepts for this value set: one of its codes, or a set we cannot list."""
+    """A ``code`` value ``check`` accepts for this value set without a finding: one of its codes, or a
+    value set we hold but cannot list."""
     allowed = members(value_set_url)
-    return allowed is None or code in _codes_of(allowed)
+    if allowed is None:
+        return known_value_set(value_set_url)
+    return code in _codes_of(allowed)
 
 
 def _codes_of(allowed: Members) -> frozenset[str]:

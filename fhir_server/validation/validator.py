@@ -41,6 +41,7 @@ Host = tuple[str, str]  # (type, element path) of the object an extension sits o
 _CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 _CODED = frozenset({"code", "Coding", "CodeableConcept", "string", "uri", "Quantity"})
+_CHECKED_BINDINGS = frozenset({"code", "Coding", "CodeableConcept"})  # types bindings.check judges
 _CONTAINED_PATH = re.compile(r"\.contained\[\d+\]$")
 _REF_TYPE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
@@ -782,8 +783,22 @@ class _Run:
         strength = node.binding.get("strength")
         if strength not in ("required", "extensible"):
             return
+        url = node.binding.get("valueSet")
         message = bindings.check(code, value, node.binding)
         if message is None:
+            if (
+                code in _CHECKED_BINDINGS
+                and isinstance(url, str)
+                and url
+                and not bindings.known_value_set(url)
+            ):
+                self.add(
+                    "warning",
+                    "not-found",
+                    path,
+                    f"The value set {url} is not known to this server; the {strength} binding was not "
+                    "checked",
+                )
             return
         if strength == "required":
             self.add("error", "code-invalid", path, message + " (required binding)")

@@ -113,6 +113,9 @@ def test_quantities_with_ucum_units() -> None:
 def test_boundaries_precision_and_sort() -> None:
     assert [str(x) for x in fhirpath.evaluate({}, "1.587.lowBoundary()")] == ["1.58650000"]
     assert [str(x) for x in fhirpath.evaluate({}, "@2014.highBoundary(6)")] == ["2014-12"]
+    # without a precision a Date keeps the greatest precision of its own type (a day), not a DateTime's
+    assert [str(x) for x in fhirpath.evaluate({}, "@2015-02.lowBoundary()")] == ["2015-02-01"]
+    assert [str(x) for x in fhirpath.evaluate({}, "@2016-02.highBoundary()")] == ["2016-02-29"]
     assert _eval("@2014-01-05T10:30:00.000.precision()") == [17]
     assert _eval("(3 | 1 | 2).sort(-$this)") == [3, 2, 1]
 

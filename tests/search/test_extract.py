@@ -36,6 +36,22 @@ def test_fhirpath_fallback_expression() -> None:
     assert (deceased, None, "true", 0) in rows.token
 
 
+def test_fallback_expressions_run_on_the_servers_fhirpath_engine() -> None:
+    """Extraction uses the engine invariants and FHIRPath Patch use (issue 19): R4 functions such as
+    lowBoundary() work, and a name the R4 model lacks is an error (fhirpathpy gave an empty result)."""
+    import pytest
+
+    from fhir_server import fhirpath
+    from fhir_server.search import paths
+
+    accessor = paths.compile_expression("Patient", "Patient.birthDate.lowBoundary()")
+    patient = {"resourceType": "Patient", "id": "x", "birthDate": "2015-02"}
+    assert accessor(patient, [(patient, "Patient")]) == [("2015-02-01", "date")]
+    named = {"resourceType": "Patient", "id": "x", "name": [{"given": ["Somchai"]}]}
+    with pytest.raises(fhirpath.FhirPathError, match="given1"):
+        paths._fhirpath("Patient.name.given1.lowBoundary()")(named)
+
+
 def test_normalisation() -> None:
     assert normalize("Müller") == "muller"
     assert normalize("ÉCOLE") == "ecole"

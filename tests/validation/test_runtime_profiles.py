@@ -256,3 +256,77 @@ async def test_another_server_process_sees_profile_changes_at_once(tmp_path: Pat
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+async def test_value_set_and_code_system_updates_and_deletions_count_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    code_system = {
+        "resourceType": "CodeSystem",
+        "url": CS_URL,
+        "status": "active",
+        "content": "complete",
+        "concept": [{"code": "alone"}, {"code": "family"}],
+    }
+    value_set = {
+        "resourceType": "ValueSet",
+        "url": VS_URL,
+        "status": "active",
+        "compose": {"include": [{"system": CS_URL}]},
+    }
+    profile = copy.deepcopy(PROFILE)
+    profile["differential"]["element"] = [
+        {"id": "Patient", "path": "Patient"},
+        {
+            "id": "Patient.maritalStatus",
+            "path": "Patient.maritalStatus",
+            "binding": {"strength": "required", "valueSet": VS_URL},
+        },
+    ]
+    ids = {}
+    for resource in (code_system, value_set, profile):
+        r = await client.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+        assert r.status_code == 201, r.text
+        ids[resource["resourceType"]] = r.json()["id"]
+
+    def patient(code: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Patient",
+            "meta": {"profile": [PROFILE_URL]},
+            "maritalStatus": {"coding": [{"system": CS_URL, "code": code}]},
+        }
+
+    assert (await client.post("/Patient", json=patient("family"), headers=FHIR_JSON)).status_code == 201
+    # the value set narrows to one code: the other is refused from the next request
+    narrowed = {
+        **value_set,
+        "id": ids["ValueSet"],
+        "compose": {"include": [{"system": CS_URL, "concept": [{"code": "alone"}]}]},
+    }
+    assert (
+        await client.put(f"/ValueSet/{ids['ValueSet']}", json=narrowed, headers=FHIR_JSON)
+    ).status_code == 200
+    r = await client.post("/Patient", json=patient("family"), headers=FHIR_JSON)
+    assert r.status_code == 422
+    assert _errors(r.json()) == [["Patient.maritalStatus"]]
+    # $validate names the runtime profile through meta.profile too
+    r = await client.post("/Patient/$validate", json=patient("family"), headers=FHIR_JSON)
+    assert r.status_code == 200 and _errors(r.json()) == [["Patient.maritalStatus"]]
+    assert (await client.post("/Patient", json=patient("alone"), headers=FHIR_JSON)).status_code == 201
+    # the code system loses a code: that code is unknown at once, even where no binding asks for it
+    shrunk = {**code_system, "id": ids["CodeSystem"], "concept": [{"code": "family"}]}
+    assert (
+        await client.put(f"/CodeSystem/{ids['CodeSystem']}", json=shrunk, headers=FHIR_JSON)
+    ).status_code == 200
+    r = await client.post("/Patient", json=patient("alone"), headers=FHIR_JSON)
+    assert r.status_code == 422
+    assert ["Patient.maritalStatus.coding[0].code"] in _errors(r.json())
+    # deleted: the server no longer holds the code system, so its codes cannot be judged (R4 bindings
+    # to systems the server lacks are not errors), and the deleted value set is reported as unknown
+    assert (await client.delete(f"/CodeSystem/{ids['CodeSystem']}")).status_code in (200, 204)
+    assert (await client.delete(f"/ValueSet/{ids['ValueSet']}")).status_code in (200, 204)
+    r = await client.post(
+        "/Patient", json=patient("alone"), headers={**FHIR_JSON, "Prefer": "return=OperationOutcome"}
+    )
+    assert r.status_code == 201, r.text
+    assert any(VS_URL in i["diagnostics"] and i["severity"] == "warning" for i in r.json()["issue"])
