@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from fhir_server import canonical, jobs
-from fhir_server.export import cohort, transform
+from fhir_server.export import cohort, heap, transform
 from fhir_server.export.caller import Caller, readable, restriction
 from fhir_server.export.children import FILE as CHILDREN_FILE
 from fhir_server.export.children import ChildIndex, PageChildren, named_patients
@@ -239,6 +239,7 @@ async def _run(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> 
         except FhirError as error:
             return _refused(error)
         await job.save(state, done=0, message=f"planned: {len(state['types'])} resource types to write")
+        await asyncio.to_thread(heap.give_back)
     else:
         members = folder / _MEMBERS_FILE
         ctx.members = orjson.loads(members.read_bytes()) if members.exists() else None
@@ -412,6 +413,7 @@ async def _export(ctx: _Context, state: dict[str, Any]) -> None:
             state["files"][rtype] = await asyncio.to_thread(writer.sync)
         await asyncio.to_thread(make_durable, unsynced)
         await job.save(state, done=_written(state), message=_message(state, rtype))
+        await asyncio.to_thread(heap.give_back)  # freed page memory back to the system (flat RSS)
         last_save = time.monotonic()
 
     while state["typeIndex"] < len(types):
