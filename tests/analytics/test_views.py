@@ -221,7 +221,8 @@ def test_shipped_views_compile_and_run_on_a_generated_population() -> None:
     for definition in shipped_views():
         counts[definition["id"]] = len(rows_of(compile_view(definition), resources))
     patients = [r for r in resources if r["resourceType"] == "Patient"]
-    # One row per Patient: the 20 children and the mothers of the under-6s (their birth records).
+    # Not stored, so no meta.lastUpdated: every Patient is kept, the mothers of the under-6s too
+    # (test_children_view_on_a_stored_population leaves the adults out).
     mothers = [p for p in patients if any(i["system"].endswith("/PID") for i in p["identifier"])]
     assert counts["children"] == len(patients) == 20 + len(mothers) and mothers
     immunisations = sum(
@@ -249,3 +250,71 @@ def test_children_view_leaves_golden_records_out() -> None:
     children = shipped_view("children")
     rows = rows_of(children, [*PATIENTS, *tagged])
     assert [r[0] for r in rows] == ["p1", "p2", "Organization/hc-1-1"]
+
+
+def _patient(id_: str, born: str | None, updated: str | None = "2026-06-15T03:00:00.000Z") -> dict[str, Any]:
+    out: dict[str, Any] = {"resourceType": "Patient", "id": id_, "gender": "female"}
+    if born is not None:
+        out["birthDate"] = born
+    if updated is not None:
+        out["meta"] = {"versionId": "1", "lastUpdated": updated}
+    return out
+
+
+def test_children_view_holds_children_not_their_mothers_or_other_adults() -> None:
+    """A child is a Patient under 18 on the day its record was last written (the 43-file mapper reads
+    the age at export the same way): a mother's own Patient (her antenatal and birth records) and the
+    other adults a health centre registers are no rows."""
+    from fhir_server.analytics.views.library import shipped_view
+
+    resources = [
+        _patient("baby", "2025-12-01"),
+        _patient("mother", "1996-03-02"),
+        _patient("teen-mother", "2009-01-20"),  # 17: a child herself
+        _patient("eighteen-today", "2008-06-15"),
+        _patient("eighteen-tomorrow", "2008-06-16"),
+        _patient("grandfather", "1950-01-01"),
+        _patient("no-birth-date", None),  # age unknown: kept
+        _patient("born-in-2001", "2001"),  # a partial date: age unknown to the day, kept
+        _patient("inline", "1980-01-01", updated=None),  # given inline, never stored: kept
+        {"resourceType": "RelatedPerson", "id": "rp", "patient": {"reference": "Patient/baby"}},
+    ]
+    rows = rows_of(shipped_view("children"), resources)
+    assert [r[0] for r in rows] == [
+        "baby",
+        "teen-mother",
+        "eighteen-tomorrow",
+        "no-birth-date",
+        "born-in-2001",
+        "inline",
+    ]
+    assert rows[0][1:3] == ("2025-12-01", "female")
+
+
+async def test_children_view_on_a_stored_population_leaves_the_mothers_out() -> None:
+    from datetime import date
+
+    from fhir_server.analytics.views.library import shipped_view
+    from fhir_server.interactions.writes import now_instant, stamp
+    from fhir_server.synthetic.population import generate
+
+    when = now_instant()
+    resources = []
+    for batch in generate(11, children=20):
+        for resource in batch:
+            resource = dict(resource)
+            stamp(None, resource, resource["resourceType"], resource["id"], 1, when)
+            resources.append(resource)
+    patients = [r for r in resources if r["resourceType"] == "Patient"]
+    mothers = {p["id"] for p in patients if any(i["system"].endswith("/PID") for i in p["identifier"])}
+    today = date.fromisoformat(when[:10])
+
+    def age(born: str) -> int:
+        b = date.fromisoformat(born)
+        return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
+
+    adults = {p["id"] for p in patients if age(p["birthDate"]) >= 18}
+    assert mothers and adults and adults <= mothers
+    ids = [r[0] for r in rows_of(shipped_view("children"), resources)]
+    assert sorted(ids) == sorted(p["id"] for p in patients if p["id"] not in adults)
+    assert len(ids) == len(patients) - len(adults) >= 20

@@ -43,6 +43,9 @@ class ViewError(ValueError):
         self.message = message
         self.where = where
 
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (ViewError, (self.message, self.where))  # raised in a worker process, re-raised here
+
 
 @dataclass(frozen=True)
 class Column:
@@ -85,6 +88,7 @@ class View:
     test: Any = None  # the compiled ``where`` (plan.py)
     needs_env: bool = True  # False: every path is compiled, no evaluation scope to make per resource
     derivation: str | None = None  # rows the server derives from this view's rows (derived.py)
+    flat: Any = None  # the one select's compiled columns, when it is the only select and plain (one row)
 
     def may_match(self, body: bytes) -> bool:
         """False only when ``where`` cannot be true for this stored JSON (checked without parsing)."""
@@ -98,6 +102,9 @@ class View:
         env = Env(constants, resource) if self.needs_env else None
         if not self.test(resource, constants, env):
             return []
+        head = self.flat
+        if head is not None:  # one plain select (the shape of every shipped view): its one row
+            return [head(resource, resource, constants, env)]
         return _planned_rows(self.root, resource, resource, constants, env)
 
     def rows_evaluated(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -267,7 +274,10 @@ def compile_view(resource: Any) -> View:
     derivation = _derivation(resource, root.names)
     needs_env = plan.plan_select(root, _value)
     test = plan.compile_test(where)
+    only = root.selects[0] if len(root.selects) == 1 else None
+    plain = only is not None and only.each is None and not only.selects and not only.union_all
     return View(
+        flat=only.head if plain and only is not None else None,
         derivation=derivation,
         needs_env=needs_env or test.needs_env,
         test=test,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server import definitions
 from fhir_server.analytics.views import fhirpath as general
+from fhir_server.fhirpath.engine import _to_integer as _engine_to_integer
 
 if TYPE_CHECKING:
     from fhir_server.analytics.views.definition import Column, Select
@@ -80,7 +81,8 @@ class _Code:
 
 
 class _Value:
-    """A compiled sub-expression: a collection (``list``) or a tri-state boolean (``tri``)."""
+    """A compiled sub-expression: a collection (``list``; ``int`` when it can only hold integers) or a
+    tri-state boolean (``tri``)."""
 
     __slots__ = ("kind", "member", "name")
 
@@ -106,7 +108,7 @@ class _Compiler:
     # -- conversions --------------------------------------------------------------------------------
 
     def as_list(self, value: _Value) -> str:
-        if value.kind == "list":
+        if value.kind != "tri":  # "list", or "int": a list known to hold integers only
             return value.name
         out = self.code.var()
         self.code.emit(f"{out} = [] if {value.name} is None else [{value.name}]")
@@ -144,6 +146,10 @@ class _Compiler:
             return self.equality(node, scope)
         if kind in ("AndExpression", "OrExpression"):
             return self.logic(node, scope)
+        if kind == "AdditiveExpression":
+            return self.additive(node, scope)
+        if kind == "InequalityExpression":
+            return self.inequality(node, scope)
         raise _Unsupported(str(kind))
 
     def literal_value(self, node: dict[str, Any]) -> Any:
@@ -167,7 +173,7 @@ class _Compiler:
         value = self.literal_value(node)
         out = self.code.var()
         self.code.emit(f"{out} = [{self.code.const(value)}]")
-        return _Value("list", out)
+        return _Value("int" if type(value) is int else "list", out)
 
     def constant(self, node: dict[str, Any]) -> _Value:
         inner = _children(node)
@@ -227,6 +233,33 @@ class _Compiler:
         else:
             code.emit(f"{out} = False if ({a} is False and {b} is False) else (True if {b} else None)")
         code.depth -= 1
+        return _Value("tri", out)
+
+    def _integers(self, node: dict[str, Any], scope: _Scope) -> tuple[str, str, str]:
+        """Both operands of ``node``, when both are known to be integers (a literal, ``length()``,
+        ``toInteger()``, ``count()`` or arithmetic of those): then ``+``, ``-`` and comparisons are
+        plain Python. Anything else (dates, decimals, quantities, strings) keeps the general path."""
+        op = _terminal(node)
+        left_node, right_node = _children(node)
+        left, right = self.expression(left_node, scope), self.expression(right_node, scope)
+        if left.kind != "int" or right.kind != "int":
+            raise _Unsupported(f"{op} on values not known to be integers")
+        return op, left.name, right.name
+
+    def additive(self, node: dict[str, Any], scope: _Scope) -> _Value:
+        if _terminal(node) not in ("+", "-"):
+            raise _Unsupported(_terminal(node))
+        op, a, b = self._integers(node, scope)
+        out = self.code.var()
+        self.code.emit(f"{out} = [{a}[0] {op} {b}[0]] if {a} and {b} else []")
+        return _Value("int", out)
+
+    def inequality(self, node: dict[str, Any], scope: _Scope) -> _Value:
+        op, a, b = self._integers(node, scope)
+        if op not in ("<", ">", "<=", ">="):
+            raise _Unsupported(op)
+        out = self.code.var()
+        self.code.emit(f"{out} = ({a}[0] {op} {b}[0]) if {a} and {b} else None")
         return _Value("tri", out)
 
     # -- invocations --------------------------------------------------------------------------------
@@ -333,7 +366,13 @@ class _Compiler:
             return _Value("tri", out)
         if name == "count" and not params:
             code.emit(f"{out} = [len({source})]")
-            return _Value("list", out)
+            return _Value("int", out)
+        if name == "length" and not params:
+            code.emit(f"{out} = _length({source})")
+            return _Value("int", out)
+        if name == "toInteger" and not params:
+            code.emit(f"{out} = _to_integer({source})")
+            return _Value("int", out)
         if name == "not" and not params and base is not None and base[0].kind == "tri":
             code.emit(f"{out} = None if {base[0].name} is None else not {base[0].name}")
             return _Value("tri", out)
@@ -526,6 +565,19 @@ def _replace(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
     return [text.replace(str(args[0]), str(args[1]))]
 
 
+def _length(items: list[Any]) -> list[Any]:
+    text = _string_argument(items)
+    return [] if text is None else [len(text)]
+
+
+def _to_integer(items: list[Any]) -> list[Any]:
+    if not items:
+        return []
+    value = items[0] if len(items) == 1 else general.single(items, "a conversion")
+    number = _engine_to_integer(value) if not isinstance(value, dict | list) else None
+    return [] if number is None else [number]
+
+
 def _equality(a: list[Any], b: list[Any], positive: bool) -> bool | None:
     if not a or not b:
         return None
@@ -545,6 +597,8 @@ _RUNTIME: dict[str, Any] = {
     "_reference_keys": _reference_keys,
     "_substring": _substring,
     "_replace": _replace,
+    "_length": _length,
+    "_to_integer": _to_integer,
     "_equality": _equality,
     "_constant": _constant,
     "_truth": general.truth,
