@@ -71,6 +71,9 @@ def path_from_url(url: str) -> str:
     return url[len("sqlite:///") :]
 
 
+SCAN_CACHE_KIB = 8192  # page cache of a scan connection (interactive connections keep 64 MB each)
+
+
 class SqliteStore:
     def __init__(self, url: str, *, synchronous: str = "normal", readers: int = 4) -> None:
         self.url = url
@@ -151,9 +154,22 @@ class SqliteStore:
                 self._reader_connections.append(conn)
         return conn
 
-    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _scanner(self) -> sqlite3.Connection:
+        """A reader thread's connection for ``scan`` (bulk reads in storage order, each row once: bulk
+        export). Its page cache is small and its own, so a scan neither grows the process by a full
+        cache per reader thread nor evicts the pages that interactive reads keep hot."""
+        conn = getattr(self._reader_local, "scan_conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute(f"PRAGMA cache_size=-{SCAN_CACHE_KIB}")
+            self._reader_local.scan_conn = conn
+            with self._reader_connections_lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T], *, scan: bool = False) -> T:
         def run() -> T:
-            conn = self._reader()
+            conn = self._scanner() if scan else self._reader()
             conn.execute("BEGIN")
             try:
                 return fn(conn)
@@ -267,7 +283,7 @@ class SqliteStore:
     ) -> ScanPage:
         from fhir_server.storage.sqlite.search_sql import run_scan
 
-        return await self._in_reader(lambda conn: run_scan(conn, query, after, limit, max_bytes))
+        return await self._in_reader(lambda conn: run_scan(conn, query, after, limit, max_bytes), scan=True)
 
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0

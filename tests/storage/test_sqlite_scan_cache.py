@@ -1,0 +1,39 @@
+"""SQLite scans (bulk export) read through connections of their own with a small page cache: a scan of
+a large store neither grows the process by a full page cache per reader thread nor evicts the pages
+that interactive reads keep hot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fhir_server.interactions import writes
+from fhir_server.search.query import SearchQuery
+from fhir_server.storage.sqlite import search_sql
+from fhir_server.storage.sqlite.store import SCAN_CACHE_KIB, SqliteStore
+
+
+async def test_scans_use_their_own_small_page_cache(tmp_path: Path, monkeypatch: Any) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    await store.open()
+    try:
+        async with store.transaction() as tx:
+            patient = {"resourceType": "Patient", "id": "p1"}
+            await writes.write_version(tx, "Patient", "p1", patient, None, current=None, method="PUT")
+        seen: list[tuple[int, int]] = []
+        scan = search_sql.run_scan
+
+        def spy(conn: Any, *args: Any) -> Any:
+            seen.append((conn.execute("PRAGMA cache_size").fetchone()[0], id(conn)))
+            return scan(conn, *args)
+
+        monkeypatch.setattr(search_sql, "run_scan", spy)
+        page = await store.scan(SearchQuery(("Patient",)), 0, limit=10)
+        assert "p1" in [s.id for s in page.resources]  # (and its golden record, the identity layer's)
+        assert seen and seen[0][0] == -SCAN_CACHE_KIB
+        # interactive reads keep their own, larger cache on other connections
+        sizes: list[int] = []
+        await store._in_reader(lambda conn: sizes.append(conn.execute("PRAGMA cache_size").fetchone()[0]))
+        assert sizes and sizes[0] < -SCAN_CACHE_KIB
+    finally:
+        await store.close()
