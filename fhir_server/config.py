@@ -104,6 +104,9 @@ class Settings:
     export_retry_after: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_RETRY_AFTER", 2))
     # Worker processes that de-identify an export's pages (0: a thread of the server process).
     export_processes: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_PROCESSES", 1))
+    # Worker processes that parse and evaluate a view run over a whole resource type (0: none; the
+    # server process reads the store and writes the output meanwhile). Runs under 20,000 resources use none.
+    view_processes: int = field(default_factory=lambda: _env_int("TERMTEM_VIEW_PROCESSES", 2))
     # k of k-anonymity for de-identified exports (every birth month x sex x district cell >= k children).
     export_k: int = field(default_factory=lambda: _env_int("TERMTEM_EXPORT_K", 5))
 

@@ -1177,6 +1177,49 @@ def _f_extension(ctx: Ctx, focus: list[Any], args: list[Fn], raw: list[Arg]) -> 
     return out
 
 
+# SQL on FHIR v2 adds two functions for views (keys to join their rows): the key of a resource is its
+# id, and a reference's key is the id it points at ("Patient/p1", ".../Patient/p1/_history/2",
+# "urn:uuid:p1"), kept only for the type asked for when one is given.
+
+
+@function("getResourceKey", 0)
+def _f_resource_key(ctx: Ctx, focus: list[Any], args: list[Fn], raw: list[Arg]) -> list[Any]:
+    out: list[Any] = []
+    for item in focus:
+        data = item.value if isinstance(item, Node) else item
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            out.append(data["id"])
+    return out
+
+
+def reference_parts(reference: str) -> tuple[str | None, str | None]:
+    """(type, id) of a reference's text; (None, id) for a ``urn:uuid:``/``urn:oid:``."""
+    if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
+        return None, reference.rsplit(":", 1)[-1]
+    parts = [p for p in reference.split("/") if p]
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) >= 2:
+        return parts[-2], parts[-1]
+    return None, None
+
+
+@function("getReferenceKey", 0, 1)
+def _f_reference_key(ctx: Ctx, focus: list[Any], args: list[Fn], raw: list[Arg]) -> list[Any]:
+    wanted = (raw[0].get("text") or "").strip("`") if raw else None
+    out: list[Any] = []
+    for item in focus:
+        data = item.value if isinstance(item, Node) else item
+        reference = data.get("reference") if isinstance(data, dict) else None
+        if not isinstance(reference, str):
+            continue
+        rtype, rid = reference_parts(reference)
+        if rid is None or (wanted is not None and rtype != wanted):
+            continue
+        out.append(rid)
+    return out
+
+
 @function("hasExtension", 1)
 def _f_has_extension(ctx: Ctx, focus: list[Any], args: list[Fn], raw: list[Arg]) -> list[Any]:
     """FHIR's ``hasExtension(url)`` (used by R4's own SearchParameters): extension(url).exists()."""
@@ -1218,11 +1261,18 @@ def _f_resolve(ctx: Ctx, focus: list[Any], args: list[Fn], raw: list[Arg]) -> li
 
 
 def _string_input(focus: list[Any], name: str) -> str | None:
+    """The one string a string function works on. A FHIR primitive whose JSON value is a string (a
+    ``date``, ``dateTime``, ``instant`` or ``time`` element: ``authoredOn.substring(0, 10)``) is taken as
+    that text, as the HL7 Java and JavaScript engines do; a System Date/DateTime/Time (a literal
+    ``@2024-01-01``, ``today()``) or a number is still an error (``toString()`` first)."""
     if not focus:
         return None
     if len(focus) > 1:
         raise FhirPathError(f"{name}() needs a single string")
-    value = system(focus[0])
+    item = focus[0]
+    if isinstance(item, Node) and isinstance(item.value, str):
+        return item.value
+    value = system(item)
     if not isinstance(value, str):
         raise FhirPathError(f"{name}() needs a string, not {_type_of(value).name}")
     return value

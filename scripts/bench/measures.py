@@ -38,6 +38,8 @@ from fhir_server.analytics.service import Analytics, _district_only
 from fhir_server.analytics.views import output
 from fhir_server.analytics.views.library import shipped_view, shipped_views
 from fhir_server.analytics.views.run import body_batches
+from fhir_server.analytics.views.scan import scan_table
+from fhir_server.config import Settings
 from fhir_server.storage.sqlite.store import SqliteStore
 from scripts.bench.common import machine, percentile, write_results
 
@@ -97,37 +99,43 @@ class _ReadOnlyStore:
         self._conn.close()
 
 
-async def _views(store: Any, general: bool = False) -> dict[str, Any]:
-    """Each shipped view over the whole store (an operator's run), written to Parquet.
+async def _views(store: Any, general: bool = False, processes: int | None = None) -> dict[str, Any]:
+    """Each shipped view over the whole store (an operator's run: ``scan.scan_table`` as ``$run`` does
+    for an admin, with ``processes`` worker processes), written to Parquet.
 
-    ``general``: rows by the general FHIRPath evaluator path by path (what views did before the
-    compiled plan, ``views/plan.py``), for a before/after on the same machine."""
-    out: dict[str, Any] = {}
+    ``general``: rows by the FHIRPath engine path by path in this process (what views did
+    before the compiled plan, ``views/plan.py``), for a before/after on the same machine."""
+    if processes is None:
+        processes = Settings().view_processes
+    out: dict[str, Any] = {"processes": processes}
     total_rows, total_seconds, total_cpu = 0, 0.0, 0.0
     for definition in shipped_views():
         view = shipped_view(definition["id"])
         if view.derivation is not None:  # growth_zscores: the growth rows again, then per-visit work
             continue
-        rows_of = view.rows_evaluated if general else view.rows
-        started, cpu = time.perf_counter(), time.process_time()
-        rows: list[tuple[Any, ...]] = []
-        loads = orjson.loads
-        async for batch in body_batches(store, view.resource_type):  # as $run reads for an admin
-            for body in batch:
-                if view.may_match(body):
-                    rows.extend(rows_of(loads(body)))
-        data = output.write(output.to_table(view, rows), "parquet")
+        started, cpu, workers = time.perf_counter(), time.process_time(), {}
+        if general:
+            rows: list[tuple[Any, ...]] = []
+            async for batch in body_batches(store, view.resource_type):
+                for body in batch:
+                    if view.may_match(body):
+                        rows.extend(view.rows_evaluated(orjson.loads(body)))
+            table = output.to_table(view, rows)
+        else:
+            table = await scan_table(view, body_batches(store, view.resource_type), processes, workers)
+        data = output.write(table, "parquet")
         seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
-        assert pq.read_table(io.BytesIO(data)).num_rows == len(rows)
+        cpu = time.process_time() - cpu + sum(workers.values())
+        assert pq.read_table(io.BytesIO(data)).num_rows == table.num_rows
         out[definition["id"]] = {
-            "rows": len(rows),
+            "rows": table.num_rows,
             "seconds": round(seconds, 3),
-            "rows_per_second": round(len(rows) / seconds) if seconds else None,
-            "cpu_seconds": round(cpu, 3),  # this process, all threads: less noisy on a shared machine
+            "rows_per_second": round(table.num_rows / seconds) if seconds else None,
+            "cpu_seconds": round(cpu, 3),  # this process and its worker processes (from their fork)
+            "worker_cpu_seconds": round(sum(workers.values()), 3),
             "parquet_bytes": len(data),
         }
-        total_rows += len(rows)
+        total_rows += table.num_rows
         total_seconds += seconds
         total_cpu += cpu
     out["all"] = {
@@ -285,9 +293,15 @@ async def main() -> None:
         "--views-only", action="store_true", help="only the views' throughput (no warehouse, measures, pages)"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes for the view runs (default: the server's TERMTEM_VIEW_PROCESSES)",
+    )
+    parser.add_argument(
         "--compare-general",
         action="store_true",
-        help="also run the views with the general FHIRPath evaluator (the throughput before the plan)",
+        help="also run the views with the FHIRPath engine path by path (the throughput without the plan)",
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-measures-"))
@@ -308,7 +322,7 @@ async def main() -> None:
                 }
             if args.views_only:
                 readonly = _ReadOnlyStore(store_path)
-                results["views"] = await _views(readonly)
+                results["views"] = await _views(readonly, processes=args.processes)
                 print(f"views: {results['views']['all']}", flush=True)
                 if args.compare_general:
                     results["views_general_evaluator"] = await _views(readonly, general=True)
@@ -338,11 +352,13 @@ async def main() -> None:
             results["measures"] = _measures(analytics, args.year)
             print(f"measures: {results['measures']}", flush=True)
             await analytics.stop()
-            results["views"] = await _views(store)
+            results["views"] = await _views(store, processes=args.processes)
             print(f"views: {results['views']['all']}", flush=True)
             if args.compare_general:
                 results["views_general_evaluator"] = await _views(store, general=True)
-                print(f"views (general evaluator): {results['views_general_evaluator']['all']}", flush=True)
+                print(
+                    f"views (engine, path by path): {results['views_general_evaluator']['all']}", flush=True
+                )
             await store.close()
             results["pages"] = await _pages(f"sqlite:///{store_path}", folder, 3600)
             print(f"pages: {results['pages']}", flush=True)

@@ -142,3 +142,37 @@ def test_variables_and_resolve() -> None:
     stored = {"Patient/1": {"resourceType": "Patient", "id": "1", "birthDate": "2020-01-01"}}
     assert _eval("Observation.subject.resolve().birthDate", obs, resolver=stored.get) == ["2020-01-01"]
     assert _eval("Observation.subject.resolve() is Patient", obs, resolver=stored.get) == [True]
+
+
+def test_string_functions_take_the_text_of_a_fhir_date_or_time_element() -> None:
+    """A ``date``/``dateTime``/``instant``/``time`` element is a string in FHIR JSON; string functions read
+    that text (views write ``authoredOn.substring(0, 10)``), as the spec's examples on strings give."""
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "x"},
+        "effectiveDateTime": "2024-05-06T10:00:00+07:00",
+        "issued": "2024-05-06T03:00:00.000Z",
+    }
+    patient = {"resourceType": "Patient", "birthDate": "2020-02-03"}
+    assert _eval("Observation.effective.ofType(dateTime).substring(0, 10)", obs) == ["2024-05-06"]
+    assert _eval("Observation.issued.substring(11)", obs) == ["03:00:00.000Z"]
+    assert _eval("Patient.birthDate.substring(0, 4)", patient) == ["2020"]
+    assert _eval("Patient.birthDate.startsWith('2020-02')", patient) == [True]
+    assert _eval("Patient.birthDate.length()", patient) == [10]
+    assert _eval("Patient.birthDate.replace('-', '')", patient) == ["20200203"]
+    assert _eval("Patient.birthDate.substring(10)", patient) == []  # start past the end: empty
+    # the spec's examples on strings are unchanged
+    assert _eval("'abcdefg'.substring(3)") == ["defg"]
+    assert _eval("'abcdefg'.substring(1, 2)") == ["bc"]
+    assert _eval("'abcdefg'.substring(6, 2)") == ["g"]
+    assert _eval("'abcdefg'.substring(7, 1)") == []
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["@2024-01-01.substring(0, 4)", "today().substring(0, 4)", "(1).substring(0)", "true.length()"],
+)
+def test_string_functions_on_system_values_that_are_not_strings_are_errors(expression: str) -> None:
+    with pytest.raises(fhirpath.FhirPathError):
+        fhirpath.evaluate({}, expression)

@@ -108,7 +108,8 @@ class View:
         return _planned_rows(self.root, resource, resource, constants, env)
 
     def rows_evaluated(self, resource: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The same rows by the general evaluator, path by path (the reference the plan is tested on)."""
+        """The same rows by the server's FHIRPath engine, path by path (the reference the plan is tested
+        on)."""
         env = Env(self.constants, resource)
         for criterion in self.where:
             if not is_true(criterion.run([resource], env)):
@@ -267,7 +268,7 @@ def compile_view(resource: Any) -> View:
     _check_constants(resource, constants)
     required = []
     for criterion in where:
-        for group in groups_of(criterion.run) if criterion.native else []:
+        for group in groups_of(criterion):
             encoded = tuple(orjson.dumps(text) for text in sorted(group))
             if all(b"\\" not in e for e in encoded):
                 required.append(encoded)

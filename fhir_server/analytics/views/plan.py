@@ -9,9 +9,11 @@ one generated Python function that computes all of its columns in straight-line 
 step, tri-state booleans without collections, literal arguments folded at compile time).
 
 Expressions are parsed with the server's FHIRPath grammar (``fhir_server.fhirpath.parse``). An
-expression that uses anything outside the subset keeps its general evaluator (``Compiled.run``) for
-that column, so the plan covers every view and changes no result: ``tests/analytics/test_view_plan.py``
-runs every shipped and tested view both ways and compares the rows.
+expression that uses anything outside the subset is evaluated by the server's FHIRPath engine
+(``Compiled.run``, ``views/fhirpath.py``) for that column, so the plan covers every view and changes no
+result: ``tests/analytics/test_view_plan.py`` runs every shipped and tested view both ways (the plan,
+and the engine path by path) and compares the rows. The helpers below read JSON as the engine reads
+FHIR data: a string function takes a JSON string (a FHIR ``dateTime`` too) and refuses a number.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import definitions
 from fhir_server.analytics.views import fhirpath as general
 from fhir_server.fhirpath.engine import _to_integer as _engine_to_integer
+from fhir_server.fhirpath.engine import reference_parts, unescape
 
 if TYPE_CHECKING:
     from fhir_server.analytics.views.definition import Column, Select
@@ -35,7 +39,7 @@ ListFn = Callable[[Any, Any, dict[str, list[Any]], Any], list[Any]]
 
 
 class _Unsupported(Exception):
-    """Outside the compiled subset: the expression keeps the general evaluator."""
+    """Outside the compiled subset: the expression is evaluated by the engine."""
 
 
 _BUILTIN_CONSTANTS = {
@@ -158,7 +162,7 @@ class _Compiler:
             node = _children(node)[0]
         kind, text = node.get("type"), _terminal(node)
         if kind == "StringLiteral":
-            return general.unescape(text[1:-1])
+            return unescape(text[1:-1])
         if kind == "NumberLiteral":
             return Decimal(text) if "." in text else int(text)
         if kind == "BooleanLiteral":
@@ -284,9 +288,9 @@ class _Compiler:
         raise _Unsupported(str(kind))
 
     def member(self, source: str, single: str | None, name: str) -> str:
-        """Children called ``name`` of every item of ``source`` (as ``views.fhirpath._member``)."""
+        """Children called ``name`` of every item of ``source`` (as ``_member``)."""
         code, out, v = self.code, self.code.var(), self.code.var("v")
-        choice = name in general.choice_names()
+        choice = name in _choice_names()
         is_type = definitions.is_resource_type(name)
         k = code.const(name)
         if single is not None:
@@ -475,7 +479,7 @@ class _Compiler:
         if member.get("type") != "MemberInvocation":
             return None
         name = _identifier(_children(member)[0])
-        if name not in general.choice_names():
+        if name not in _choice_names():
             return None
         return self.of_type(params[0], (_Value("list", "None", (parent, name)), left), scope)
 
@@ -486,7 +490,7 @@ class _Compiler:
         code = self.code
         out = code.var()
         member = base[0].member if base else None
-        if member is not None and member[1] in general.choice_names():
+        if member is not None and member[1] in _choice_names():
             # value.ofType(Quantity) reads valueQuantity (a choice element's typed name)
             parent, plain = member
             source = self.as_list(parent[0]) if parent else scope.items
@@ -498,13 +502,93 @@ class _Compiler:
         return _Value("list", out)
 
 
+# -- the JSON semantics of the compiled steps (as the engine reads FHIR JSON) -----------------------------
+
+
+@cache
+def _choice_names() -> frozenset[str]:
+    """Element names that are choices (``value[x]``) somewhere in R4: ``value``, ``effective``, ..."""
+    names = set()
+    for sd in definitions.structure_definitions():
+        for element in sd.get("elements", []):
+            path = element.get("path", "")
+            if path.endswith("[x]"):
+                names.add(path.rsplit(".", 1)[-1][:-3])
+    return frozenset(names)
+
+
+@cache
+def _type_names() -> frozenset[str]:
+    names = {sd.get("type") or sd.get("name") for sd in definitions.structure_definitions()}
+    return frozenset(n for n in names if n) | definitions.primitive_types()
+
+
+def _is_type_suffix(suffix: str) -> bool:
+    """Whether ``suffix`` (``Quantity`` in ``valueQuantity``) names a FHIR type."""
+    return suffix in _type_names() or suffix[:1].lower() + suffix[1:] in _type_names()
+
+
+def _member(items: list[Any], name: str) -> list[Any]:
+    choice = name in _choice_names()
+    out: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        value = item.get(name)
+        if value is None and choice:
+            value = _choice(item, name)
+        if value is None:
+            if item.get("resourceType") == name:
+                out.append(item)
+            continue
+        if isinstance(value, list):
+            out.extend(v for v in value if v is not None)
+        else:
+            out.append(value)
+    return out
+
+
+_PRIMITIVE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "decimal": lambda v: isinstance(v, int | float | Decimal) and not isinstance(v, bool),
+}
+
+
+def _of_type(items: list[Any], type_name: str) -> list[Any]:
+    bare = type_name.split(".")[-1]
+    check = _PRIMITIVE_CHECKS.get(bare) or _PRIMITIVE_CHECKS.get(bare.lower())
+    if check is not None:
+        return [v for v in items if check(v)]
+    if bare in definitions.primitive_types():
+        return [v for v in items if isinstance(v, str)]
+    if definitions.is_resource_type(bare):
+        return [v for v in items if isinstance(v, dict) and v.get("resourceType") == bare]
+    return [v for v in items if isinstance(v, dict) and "resourceType" not in v]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b if isinstance(a, bool) and isinstance(b, bool) else False
+    if isinstance(a, int | float | Decimal) and isinstance(b, int | float | Decimal):
+        return Decimal(str(a)) == Decimal(str(b))
+    return bool(a == b)
+
+
+def _single(items: list[Any], what: str) -> Any:
+    if len(items) > 1:
+        raise general.FhirPathError(f"{what} needs a single item, got {len(items)}")
+    return items[0] if items else None
+
+
 # -- helpers the generated code calls -----------------------------------------------------------------
 
 
 def _choice(item: dict[str, Any], name: str) -> Any:
     for key, candidate in item.items():
         suffix = key[len(name) :]
-        if key.startswith(name) and suffix[:1].isupper() and general.is_type_suffix(suffix):
+        if key.startswith(name) and suffix[:1].isupper() and _is_type_suffix(suffix):
             return candidate
     return None
 
@@ -519,7 +603,7 @@ def _typed_member(items: list[Any], typed: str, plain: str, type_name: str) -> l
             else:
                 out.append(value)
         else:
-            out.extend(general.of_type(general.member([item], plain), type_name))
+            out.extend(_of_type(_member([item], plain), type_name))
     return out
 
 
@@ -535,45 +619,50 @@ def _reference_keys(items: list[Any], wanted: str | None) -> list[Any]:
             if rid and "/" not in rid:  # "Patient/p1": the common case, as reference_parts reads it
                 out.append(rid)
                 continue
-        rtype, rid = general.reference_parts(reference)
+        rtype, rid = reference_parts(reference)
         if rid is None or (wanted is not None and rtype != wanted):
             continue
         out.append(rid)
     return out
 
 
-def _string_argument(items: list[Any]) -> str | None:
-    # one item, else none (None) or an error for several
-    value = items[0] if len(items) == 1 else general.single(items, "a string function")
-    return value if isinstance(value, str) else None
+def _string_argument(items: list[Any], name: str) -> str | None:
+    """The one string a string function works on (as the engine: several items or a value that is not
+    text in the JSON, such as a number, are errors)."""
+    if not items:
+        return None
+    if len(items) > 1:
+        raise general.FhirPathError(f"{name}() needs a single string")
+    value = items[0]
+    if isinstance(value, str):
+        return value
+    raise general.FhirPathError(f"{name}() needs a string, not {type(value).__name__}")
 
 
 def _substring(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
-    text = _string_argument(items)
-    if text is None:
+    text = _string_argument(items, "substring")
+    start = args[0]
+    if text is None or type(start) is not int or not 0 <= start < len(text):
         return []
-    start = int(args[0])
-    if not 0 <= start < len(text):
-        return []
-    return [text[start : start + int(args[1])] if len(args) > 1 else text[start:]]
+    if len(args) == 1:
+        return [text[start:]]
+    return [text[start : start + max(int(args[1]), 0)]]
 
 
 def _replace(items: list[Any], args: tuple[Any, ...]) -> list[Any]:
-    text = _string_argument(items)
-    if text is None:
-        return []
-    return [text.replace(str(args[0]), str(args[1]))]
+    text = _string_argument(items, "replace")
+    return [] if text is None else [text.replace(str(args[0]), str(args[1]))]
 
 
 def _length(items: list[Any]) -> list[Any]:
-    text = _string_argument(items)
+    text = _string_argument(items, "length")
     return [] if text is None else [len(text)]
 
 
 def _to_integer(items: list[Any]) -> list[Any]:
     if not items:
         return []
-    value = items[0] if len(items) == 1 else general.single(items, "a conversion")
+    value = items[0] if len(items) == 1 else _single(items, "a conversion")
     number = _engine_to_integer(value) if not isinstance(value, dict | list) else None
     return [] if number is None else [number]
 
@@ -581,7 +670,7 @@ def _to_integer(items: list[Any]) -> list[Any]:
 def _equality(a: list[Any], b: list[Any], positive: bool) -> bool | None:
     if not a or not b:
         return None
-    same = len(a) == len(b) and all(general.equal(x, y) for x, y in zip(a, b, strict=True))
+    same = len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return same if positive else not same
 
 
@@ -602,8 +691,8 @@ _RUNTIME: dict[str, Any] = {
     "_equality": _equality,
     "_constant": _constant,
     "_truth": general.truth,
-    "_single": general.single,
-    "_of_type": general.of_type,
+    "_single": _single,
+    "_of_type": _of_type,
 }
 
 
@@ -708,7 +797,7 @@ def compile_test(expressions: list[general.Compiled]) -> Callable[..., bool]:
 
 def plan_select(select: Select, value: Callable[..., Any]) -> bool:
     """Attach compiled functions to ``select`` and its nested selects (``head``, ``each``); True when
-    any of them leaves a path to the general evaluator (which needs an ``Env``)."""
+    any of them leaves a path to the engine (which needs an ``Env``)."""
     select.head = compile_head(select.columns, value)
     select.each = compile_list(select.for_each) if select.for_each is not None else None
     needs_env = select.head.needs_env or bool(select.each is not None and select.each.needs_env)
@@ -718,6 +807,6 @@ def plan_select(select: Select, value: Callable[..., Any]) -> bool:
 
 
 def compiles(expression: str) -> bool:
-    """Whether ``expression`` runs as compiled code (False: it keeps the general evaluator)."""
+    """Whether ``expression`` runs as compiled code (False: the engine evaluates it)."""
     code = _Code()
     return _compile_into(_Compiler(code), expression, _Scope("node", None)) is not None

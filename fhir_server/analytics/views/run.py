@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
-from fhir_server.analytics.views import derived, output
+from fhir_server.analytics.views import derived, output, scan
 from fhir_server.analytics.views.definition import View, ViewError
 from fhir_server.interactions.context import RequestContext
 from fhir_server.interactions.errors import FhirError
@@ -154,10 +155,26 @@ async def run_view(ctx: RequestContext, view: View, options: RunOptions) -> byte
             return output.write(
                 output.to_table(derived.GROWTH_SHAPE, rows), options.fmt, header=options.header
             )
-        rows = await collect_rows(ctx, view, options)
+        table = await view_table(ctx, view, options)
     except ViewError as exc:
         raise FhirError(422, exc.message, code="processing", expression=[exc.where]) from None
-    return output.write(output.to_table(view, rows), options.fmt, header=options.header)
+    return output.write(table, options.fmt, header=options.header)
+
+
+async def view_table(ctx: RequestContext, view: View, options: RunOptions) -> pa.Table:
+    """The view's rows as a table: a whole type read for a caller who may see everything goes through
+    ``scan.scan_table`` (worker processes beside the scan), anything narrower row by row here."""
+    whole = (
+        options.resources is None
+        and not options.patients
+        and not options.since
+        and options.limit is None
+        and _unrestricted(ctx)
+    )
+    if whole:
+        batches = body_batches(ctx.store, view.resource_type)
+        return await scan.scan_table(view, batches, ctx.settings.view_processes)
+    return output.to_table(view, await collect_rows(ctx, view, options))
 
 
 async def _growth_zscores(ctx: RequestContext, view: View, options: RunOptions) -> list[tuple[Any, ...]]:
