@@ -1,4 +1,5 @@
-"""The compiled plan of a view (views/plan.py) gives exactly the rows of the general evaluator.
+"""The compiled plan of a view (views/plan.py) gives exactly the rows of the server's FHIRPath engine
+(``fhir_server.fhirpath``, which views use for every path outside the plan).
 
 Every shipped view on a generated population, and a set of FHIRPath shapes on hand-made resources that
 reach the corners (choice elements, several values, empty collections, $this, constants, %resource,

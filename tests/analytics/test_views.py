@@ -12,8 +12,8 @@ from fhir_server.analytics.views.run import rows_of
 
 @pytest.fixture(autouse=True)
 def _both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every view these tests run goes through the compiled plan and the general evaluator: the rows
-    (or the error) must be the same."""
+    """Every view these tests run goes through the compiled plan and the server's FHIRPath engine
+    path by path: the rows (or the error) must be the same."""
     planned = View.rows
 
     def outcome(run: Any) -> Any:
