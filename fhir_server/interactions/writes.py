@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -246,12 +246,19 @@ async def write_version(
     return written
 
 
-def first_version(resource_type: str, resource: dict[str, Any]) -> tuple[StoredResource, Any]:
-    """Version 1 of ``resource`` under a new id, with its index rows, for ``Store.append``."""
+def first_version(
+    resource_type: str, resource: dict[str, Any], indexer: Callable[[dict[str, Any]], Any] | None = None
+) -> tuple[StoredResource, Any]:
+    """Version 1 of ``resource`` under a new id, with its index rows, for ``Store.append``.
+
+    ``indexer``: the rows of a resource whose shape the server knows (its AuditEvents), made without
+    the generic extractor; it must give exactly what ``index_rows`` gives.
+    """
     last_updated = now_instant()
     id_ = new_id()
     data = stamp(None, resource, resource_type, id_, 1, last_updated)
-    return StoredResource(resource_type, id_, 1, last_updated, "POST", data), index_rows(resource)
+    rows = (indexer or index_rows)(resource)
+    return StoredResource(resource_type, id_, 1, last_updated, "POST", data), rows
 
 
 def _stamped_and_indexed(

@@ -321,12 +321,16 @@ def _composite_extractor(p: SearchParam) -> Extractor | None:
     return run
 
 
+# Served from the resource table itself: no index rows.
+TABLE_PARAMETERS = frozenset({"_id", "_lastUpdated"})
+
+
 @cache
 def _extractors(resource_type: str) -> list[Extractor]:
     out: list[Extractor] = []
     for p in registry.parameters_for(resource_type).values():
-        if p.code in ("_id", "_lastUpdated"):
-            continue  # served from the resource table itself
+        if p.code in TABLE_PARAMETERS:
+            continue
         if p.type == "composite":
             ext = _composite_extractor(p)
             if ext is not None:
@@ -336,9 +340,19 @@ def _extractors(resource_type: str) -> list[Extractor]:
     return out
 
 
+_generation = 0
+
+
 def clear_cache() -> None:
     """Forget compiled extractors (after custom parameters change)."""
+    global _generation
     _extractors.cache_clear()
+    _generation += 1
+
+
+def generation() -> int:
+    """Moves whenever the active parameters change: for extractors that compile their own plans."""
+    return _generation
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -363,8 +377,24 @@ def extract_index(resource: dict[str, Any]) -> IndexRows:
     counter = [0]
     for extractor in _extractors(rtype):
         extractor(resource, rows, counter)
+    return without_repeats(rows)
+
+
+def without_repeats(rows: IndexRows) -> IndexRows:
+    """``rows`` with each row kept once (in first-seen order)."""
     for name in ("string", "token", "reference", "date", "number", "quantity", "uri"):
         values = getattr(rows, name)
         if len(values) > 1:
             setattr(rows, name, _unique(values))
     return rows
+
+
+def emit_found(rows: IndexRows, p: SearchParam, items: list[Item], root: dict[str, Any]) -> None:
+    """The rows of ``p`` for values found without its path (``(value, FHIR type)`` items): for
+    extractors that know where a resource's values are (``security.audit_index``)."""
+    _emit(rows, p, p.key, items, 0, root)
+
+
+# The row makers, for extractors that know a resource's shape: the same text and references as here.
+indexed_text = _indexed
+split_reference = _split_reference

@@ -139,6 +139,9 @@ def _ref_type(ref: Any, root: dict[str, Any]) -> str | None:
     return parts[-2] if len(parts) >= 2 else None
 
 
+reference_type = _ref_type  # the type a Reference points at, as ``where(resolve() is T)`` sees it
+
+
 def _compile_steps(steps: list[tuple[str, ...]], ctx: Context | None) -> Accessor:
     """Build the accessor; ``ctx`` None means 'type unknown from here on' (values keep None types)."""
     funcs: list[Callable[[dict[str, Any], list[Item]], list[Item]]] = []

@@ -17,7 +17,9 @@ import orjson
 
 from fhir_server import canonical
 from fhir_server.interactions import writes
-from fhir_server.storage.base import Store, StoreTransaction
+from fhir_server.search.model import IndexRows
+from fhir_server.security.audit_index import audit_index_rows
+from fhir_server.storage.base import Store, StoredResource, StoreTransaction
 
 CLIENT_ID_SYSTEM = f"{canonical.BASE}/id/client"
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -208,16 +210,20 @@ def audit_event(record: AuditRecord, recorded: str) -> dict[str, Any]:
     return event
 
 
+def audit_version(record: AuditRecord) -> tuple[StoredResource, IndexRows]:
+    """The stored AuditEvent for ``record`` and its index rows (read from the fields set above)."""
+    return writes.first_version("AuditEvent", audit_event(record, writes.now_instant()), audit_index_rows)
+
+
 async def write_audit(store: Store, record: AuditRecord) -> None:
     """Store the event through the server's own store (never a client's secured view).
 
     Returns once the event is committed; concurrent requests' events share one commit (group commit).
     """
-    event = audit_event(record, writes.now_instant())
-    await store.append([writes.first_version("AuditEvent", event)])
+    await store.append([audit_version(record)])
 
 
 async def write_audit_in(tx: StoreTransaction, record: AuditRecord) -> None:
     """Store the event inside a write transaction (unguarded), to commit with that write."""
-    stored, index = writes.first_version("AuditEvent", audit_event(record, writes.now_instant()))
+    stored, index = audit_version(record)
     await tx.put(stored, index)

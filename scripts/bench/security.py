@@ -7,12 +7,22 @@ hospital (scopes + ownership + audit) and as a consented school (consent view + 
 + audit). Prints a table and writes bench-results/security-<timestamp>.json.
 
     python scripts/bench/security.py [--children 500] [--requests 400]
+    python scripts/bench/security.py --profile 1500   # cProfile of reads as the hospital, auth on
+
+``--profile N`` seeds the same store, then reads one Observation N times at 8 concurrent requests as the
+owning hospital (auth on) and with auth off, printing the CPU milliseconds per read of each (this
+process: server and client) and, for auth on, where the event loop's CPU goes (cProfile on thread CPU
+time: the parts of the secure path named, then the functions with the most own time; the writer
+thread's commits are not in it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
+import pstats
 import statistics
 import sys
 import tempfile
@@ -225,6 +235,110 @@ async def _measure(
         }
 
 
+# Parts of the secure read path, by the function that does each (cumulative time in the profile).
+_PARTS = (
+    ("security hook before the interaction", "service.py", "before"),
+    ("  token check and principal", "service.py", "_authenticate"),
+    ("  consent view", "consent.py", "patients_by_class"),
+    ("  identity book refresh", "book.py", "current"),
+    ("  access object", "service.py", "_access"),
+    ("AuditEvent: build and queue (Security.after)", "service.py", "after"),
+    ("  AuditEvent index rows", "extract.py", "extract_index"),
+    ("  AuditEvent direct index rows", "audit_index.py", "audit_index_rows"),
+    ("the read itself (interactions.read)", "read.py", "read"),
+)
+
+
+async def _concurrent(
+    call: Callable[[int], Awaitable[httpx.Response]], requests: int, clients: int
+) -> tuple[float, float]:
+    """CPU seconds of this process, and of its event loop's thread alone (the rest: the store's
+    writer and reader threads), for ``requests`` calls, ``clients`` at a time."""
+    for n in range(20):  # warm-up (caches, consent view)
+        (await call(n)).raise_for_status()
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for n in counter:
+            reply = await call(n)
+            if reply.status_code != 200:
+                raise RuntimeError(f"{reply.status_code}: {reply.text[:300]}")
+
+    started, loop_started = time.process_time(), time.thread_time()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.process_time() - started, time.thread_time() - loop_started
+
+
+async def _profiled_reads(
+    folder: Path, store_url: str, ids: dict[str, list[str]], requests: int, auth: bool, profiler: Any
+) -> tuple[float, float]:
+    settings = Settings(store_url=store_url, auth=auth, data_dir=folder / "data")
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+    ):
+        caller = _Caller(http, None)
+        if auth:
+            reply = await http.post(
+                f"{ORIGIN}/auth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": client_assertion(
+                        "hospital", folder / "hospital.jwk.json", f"{ORIGIN}/auth/token"
+                    ),
+                    "scope": "system/*.rs",
+                },
+            )
+            reply.raise_for_status()
+            caller = _Caller(http, reply.json()["access_token"])
+        obs = ids["obs"]
+        if profiler is not None:
+            profiler.enable()
+        try:
+            return await _concurrent(lambda n: caller.get(f"Observation/{obs[n % len(obs)]}"), requests, 8)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+
+
+def profile(children: int, requests: int) -> dict[str, Any]:
+    """CPU per read with auth off and on (8 concurrent, in process), and the profile of auth on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store_url = f"sqlite:///{folder / 'security.sqlite'}"
+        ids = asyncio.run(_seed(folder, store_url, children))
+        off = asyncio.run(_profiled_reads(folder, store_url, ids, requests, False, None))
+        on = asyncio.run(_profiled_reads(folder, store_url, ids, requests, True, None))
+        profiler = cProfile.Profile(time.thread_time)  # CPU of the event loop's thread: load-proof
+        asyncio.run(_profiled_reads(folder, store_url, ids, requests, True, profiler))
+    stats = pstats.Stats(profiler)
+    total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
+    parts = {}
+    for label, filename, function in _PARTS:
+        cumulative = sum(
+            row[3]
+            for (path, _, name), row in stats.stats.items()  # type: ignore[attr-defined]
+            if name == function and path.endswith("/" + filename) and "fhir_server" in path
+        )
+        parts[label] = round(100 * cumulative / total, 1)
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    return {
+        "machine": machine(),
+        "requests": requests,
+        "cpu_ms_per_read": {"auth off": off[0] / requests * 1000, "auth on": on[0] / requests * 1000},
+        "event_loop_cpu_ms_per_read": {
+            "auth off": off[1] / requests * 1000,
+            "auth on": on[1] / requests * 1000,
+        },
+        "profile_share_pct": parts,
+        "top_own_time": text.getvalue(),
+    }
+
+
 def _without_audit(measure: Callable[[], dict[str, list[float]]]) -> dict[str, list[float]]:
     """The same run with AuditEvent writing switched off: only to show what the audit costs."""
     from fhir_server.security import audit
@@ -281,7 +395,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=500)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N reads instead")
     args = parser.parse_args()
+    if args.profile:
+        found = profile(args.children, args.profile)
+        for variant, ms in found["cpu_ms_per_read"].items():
+            loop = found["event_loop_cpu_ms_per_read"][variant]
+            print(
+                f"CPU ms per read, {variant}: {ms:.3f} (event loop thread {loop:.3f}, other threads {ms - loop:.3f})"
+            )
+        print("share of the profiled auth-on run (cumulative, %):")
+        for label, pct in found["profile_share_pct"].items():
+            print(f"  {label:<50} {pct:5.1f}")
+        print(found["top_own_time"])
+        print(f"written to {write_results('security-profile', found)}")
+        return
     report = run(args.children, args.requests)
     base = report["results"]["auth off"]
     print(
