@@ -326,6 +326,13 @@ def profile(children: int, requests: int) -> dict[str, Any]:
         parts[label] = round(100 * cumulative / total, 1)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    calls = io.StringIO()  # what the security hook and the audit spend their time in
+    for function in (
+        r"service.py:\d+\(before\)",
+        r"service.py:\d+\(_authenticate\)",
+        r"service.py:\d+\(after\)",
+    ):
+        pstats.Stats(profiler, stream=calls).sort_stats("cumulative").print_callees(function)
     return {
         "machine": machine(),
         "requests": requests,
@@ -336,6 +343,7 @@ def profile(children: int, requests: int) -> dict[str, Any]:
         },
         "profile_share_pct": parts,
         "top_own_time": text.getvalue(),
+        "callees": calls.getvalue(),
     }
 
 
@@ -402,12 +410,14 @@ def main() -> None:
         for variant, ms in found["cpu_ms_per_read"].items():
             loop = found["event_loop_cpu_ms_per_read"][variant]
             print(
-                f"CPU ms per read, {variant}: {ms:.3f} (event loop thread {loop:.3f}, other threads {ms - loop:.3f})"
+                f"CPU ms per read, {variant}: {ms:.3f}"
+                f" (event loop thread {loop:.3f}, other threads {ms - loop:.3f})"
             )
         print("share of the profiled auth-on run (cumulative, %):")
         for label, pct in found["profile_share_pct"].items():
             print(f"  {label:<50} {pct:5.1f}")
         print(found["top_own_time"])
+        print(found["callees"])
         print(f"written to {write_results('security-profile', found)}")
         return
     report = run(args.children, args.requests)
