@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 
 from fhir_server import canonical
-from fhir_server.identity import blocking
+from fhir_server.identity import blocking, records
 from fhir_server.identity import identifiers as ids
 from fhir_server.identity.features import Features
-from fhir_server.identity.records import PATIENT, Golden, golden_search, goldens_of, search
+from fhir_server.identity.records import PATIENT, Golden, active_goldens, golden_search_of, goldens_of
+from fhir_server.storage.base import StoredResource
 
 BLOCK_LIMIT = 25  # golden records per look-up (write path)
 MATCH_BLOCK_LIMIT = 100  # per look-up for $match, which ranks and pages what it finds
@@ -55,39 +56,58 @@ def _near_cids(broken: str) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-async def candidate_goldens(
-    tx: Any, f: Features, *, exclude: set[str] | None = None, limit: int = BLOCK_LIMIT
-) -> list[Golden]:
-    """Active golden records that may be the same child as ``f`` describes (unscored; their review
-    items are not read: these records are for scoring, not for changing)."""
-    exclude = exclude or set()
-    found: dict[str, Golden] = {}
-
-    def keep(goldens: list[Golden]) -> None:
-        for golden in goldens:
-            if golden.id not in exclude and golden.id not in found:
-                found[golden.id] = golden
-
+def candidate_searches(f: Features, limit: int = BLOCK_LIMIT) -> list[tuple[str, records.Search]]:
+    """The look-ups behind ``candidate_goldens`` (by what each finds), to run in one trip."""
+    out: list[tuple[str, records.Search]] = []
     tokens = [n.token for n in f.national]
     tokens += [f"{canonical.CID_SYSTEM}|{c}" for b in f.broken_cids for c in near_cids(b)]
     if tokens:
-        stored = await golden_search(tx, [("identifier", ",".join(tokens))], limit, per_match=5)
-        keep([Golden.of(s) for s in stored])
+        out.append(("identifier", golden_search_of([("identifier", ",".join(tokens))], limit, per_match=5)))
     keys = blocking.query_keys(f)
     if keys:
         values = ",".join(f"{blocking.SYSTEM}|{k}" for k in keys)
-        stored = await search(tx, PATIENT, [("_tag", values)], count=limit)
-        keep([g for s in stored if (g := Golden.of(s)).content.get("active") is not False])
+        out.append(("blocking", (PATIENT, [("_tag", values)], limit)))
     if f.guardian_cids:
         values = ",".join(f"{canonical.CID_SYSTEM}|{c}" for c in sorted(f.guardian_cids))
-        people = await search(tx, "RelatedPerson", [("identifier", values)], count=limit)
+        out.append(("guardians", ("RelatedPerson", [("identifier", values)], limit)))
+    return out
+
+
+async def candidates_found(
+    tx: Any, found: dict[str, list[StoredResource]], *, exclude: set[str], limit: int = BLOCK_LIMIT
+) -> list[Golden]:
+    """``candidate_goldens`` from the answers to ``candidate_searches`` (the children of guardians
+    found by CID still take a look-up of their own)."""
+    kept: dict[str, Golden] = {}
+
+    def keep(goldens: list[Golden]) -> None:
+        for golden in goldens:
+            if golden.id not in exclude and golden.id not in kept:
+                kept[golden.id] = golden
+
+    if "identifier" in found:
+        keep([Golden.of(s) for s in active_goldens(found["identifier"], limit)])
+    if "blocking" in found:
+        keep([g for s in found["blocking"] if (g := Golden.of(s)).content.get("active") is not False])
+    if "guardians" in found:
         children = sorted(
             {
                 ref.split("/", 1)[1]
-                for p in people
+                for p in found["guardians"]
                 if isinstance(ref := (orjson.loads(p.body).get("patient") or {}).get("reference"), str)
                 and ref.startswith("Patient/")
             }
         )
         keep(list((await goldens_of(tx, children)).values()))
-    return list(found.values())
+    return list(kept.values())
+
+
+async def candidate_goldens(
+    tx: Any, f: Features, *, exclude: set[str] | None = None, limit: int = BLOCK_LIMIT
+) -> list[Golden]:
+    """Active golden records that may be the same child as ``f`` describes (unscored; their review
+    items are not read: these records are for scoring, not for changing)."""
+    searches = candidate_searches(f, limit)
+    _, pages = await records.look_up(tx, [search for _, search in searches])
+    found = {kind: page for (kind, _), page in zip(searches, pages, strict=True)}
+    return await candidates_found(tx, found, exclude=exclude or set(), limit=limit)

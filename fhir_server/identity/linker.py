@@ -22,10 +22,11 @@ import orjson
 
 from fhir_server.identity import identifiers as ids
 from fhir_server.identity import records, scoring
-from fhir_server.identity.candidates import candidate_goldens
+from fhir_server.identity.candidates import candidate_goldens, candidate_searches, candidates_found
 from fhir_server.identity.features import Features, features
 from fhir_server.identity.model import AUTOMATIC, CERTAIN, MANUAL, Candidate, Link, is_golden
 from fhir_server.identity.records import PATIENT, Golden
+from fhir_server.storage.base import StoredResource
 
 QUEUED_GRADES = (scoring.PROBABLE,)
 
@@ -87,10 +88,23 @@ async def _save(tx: Any, golden: Golden, report: LinkReport, known: Any = None) 
         report.written.append(written)
 
 
-async def _queue_probable(tx: Any, golden: Golden, f: Features, report: LinkReport) -> None:
-    """Score a new golden record's source against the children it could be; queue probable matches."""
+async def _queue_probable(
+    tx: Any,
+    golden: Golden,
+    f: Features,
+    report: LinkReport,
+    found: dict[str, list[StoredResource]] | None = None,
+) -> None:
+    """Score a new golden record's source against the children it could be; queue probable matches.
+
+    ``found``: the answers to ``candidate_searches``, when they were looked up already."""
     when = _now()
-    for other in await candidate_goldens(tx, f, exclude={golden.id}):
+    others = (
+        await candidate_goldens(tx, f, exclude={golden.id})
+        if found is None
+        else await candidates_found(tx, found, exclude={golden.id})
+    )
+    for other in others:
         if _blocked(golden, other):
             continue
         match = scoring.compare(f, features(other.content))
@@ -109,8 +123,15 @@ async def link_source(
     ``created_here``: the record was created in ``tx`` itself, so no golden record can link it yet.
     """
     report = report or LinkReport()
-    stored = await tx.read(PATIENT, source_id)
-    current = None if created_here else await records.golden_of(tx, source_id)
+    guardians: list[tuple[str, dict[str, Any]]] | None = None
+    if created_here:  # the record and its guardians in one trip (no golden record links it yet)
+        (stored,), (found_guardians,) = await records.look_up(
+            tx, [records.guardians_search(source_id)], reads=[(PATIENT, source_id)]
+        )
+        guardians, current = records.guardians_found(found_guardians), None
+    else:
+        stored = await tx.read(PATIENT, source_id)
+        current = await records.golden_of(tx, source_id)
     if stored is None or stored.deleted:
         if current is not None:
             current.state.without(source_id)
@@ -119,11 +140,24 @@ async def link_source(
     resource = orjson.loads(stored.body)
     if is_golden(resource):
         return report
-    guardians = await records.guardians_of(tx, source_id)
+    if guardians is None:
+        guardians = await records.guardians_of(tx, source_id)
     known = {source_id: (resource, guardians)}
     f = features(resource, [g for _, g in guardians])
+    tokens = [n.token for n in f.national]
+    candidates: dict[str, list[StoredResource]] | None = None
+    if created_here and f.has_matchable():
+        # A new child: the golden records sharing its identifiers and the ones it could be, in one
+        # trip (the second are scored only if it links to none of the first).
+        searches = candidate_searches(f)
+        wanted = ([records.goldens_with_search(tokens)] if tokens else []) + [s for _, s in searches]
+        _, pages = await records.look_up(tx, wanted)
+        with_tokens = await records.goldens_with_found(tx, pages.pop(0)) if tokens else []
+        candidates = {kind: page for (kind, _), page in zip(searches, pages, strict=True)}
+    else:
+        with_tokens = await records.goldens_with(tx, tokens)
     options: list[tuple[int, int, Golden, str]] = []
-    for other in await records.goldens_with(tx, [n.token for n in f.national]):
+    for other in with_tokens:
         if current is not None and other.id == current.id:
             continue
         kind = _shared_kind(f, other)
@@ -184,6 +218,6 @@ async def link_source(
     report.created.append(golden.id)
     report.linked.append((source_id, golden.id, "new-record"))
     if f.has_matchable():
-        await _queue_probable(tx, golden, f, report)
+        await _queue_probable(tx, golden, f, report, candidates)
     await _save(tx, golden, report, known)
     return report

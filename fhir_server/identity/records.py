@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +55,43 @@ async def with_review(tx: Any, golden: Golden) -> Golden:
     return golden
 
 
-async def search(
-    tx: Any, resource_type: str, params: list[tuple[str, str]], count: int = 50
-) -> list[StoredResource]:
-    """Current resources matching ``params`` (parsed strictly), read in ``tx`` or on a store."""
+Search = tuple[str, list[tuple[str, str]], int]  # resource type, parameters, how many
+
+
+def _query(resource_type: str, params: list[tuple[str, str]], count: int) -> Any:
     from fhir_server.search.query import parse_search
 
     query = parse_search(
         resource_type, params, base_url="", strict=True, default_count=count, max_count=count
     )
     query.total = "none"
-    page = await tx.search(query)
+    return query
+
+
+async def search(
+    tx: Any, resource_type: str, params: list[tuple[str, str]], count: int = 50
+) -> list[StoredResource]:
+    """Current resources matching ``params`` (parsed strictly), read in ``tx`` or on a store."""
+    page = await tx.search(_query(resource_type, params, count))
     return list(page.matches)
+
+
+async def look_up(
+    tx: Any, searches: Sequence[Search], reads: Sequence[tuple[str, str]] = ()
+) -> tuple[list[StoredResource | None], list[list[StoredResource]]]:
+    """Reads and searches (each as ``tx.read`` and ``search`` answer it) in one trip to the store
+    where the backend offers it (``look_up`` on the SQLite transaction: one writer hop), else one by one.
+
+    The method is looked up on the class, so a wrapper that forwards unknown attributes (a caller's
+    secured view) is never bypassed: only the server's own transactions take the combined trip.
+    """
+    queries = [_query(rtype, params, count) for rtype, params, count in searches]
+    if getattr(type(tx), "look_up", None) is not None:
+        found, pages = await tx.look_up(list(reads), queries)
+    else:
+        found = [await tx.read(rtype, id_) for rtype, id_ in reads]
+        pages = [await tx.search(query) for query in queries]
+    return found, [list(page.matches) for page in pages]
 
 
 def golden_tag() -> tuple[str, str]:
@@ -83,6 +109,15 @@ def is_active_golden(stored: StoredResource) -> bool:
     )
 
 
+def golden_search_of(params: list[tuple[str, str]], count: int, *, per_match: int = 1) -> Search:
+    """The Patient search behind ``golden_search`` (for ``look_up``; ``active_goldens`` filters it)."""
+    return (PATIENT, params, count * per_match)
+
+
+def active_goldens(found: list[StoredResource], count: int) -> list[StoredResource]:
+    return [s for s in found if is_active_golden(s)][:count]
+
+
 async def golden_search(
     tx: Any, params: list[tuple[str, str]], count: int, *, per_match: int = 1
 ) -> list[StoredResource]:
@@ -94,7 +129,7 @@ async def golden_search(
     how many records (sources and golden) a matched child may bring, to read enough of them.
     """
     found = await search(tx, PATIENT, params, count=count * per_match)
-    return [s for s in found if is_active_golden(s)][:count]
+    return active_goldens(found, count)
 
 
 async def golden_of(tx: Any, source_id: str) -> Golden | None:
@@ -121,12 +156,25 @@ async def goldens_of(tx: Any, source_ids: list[str]) -> dict[str, Golden]:
     return out
 
 
+_WITH_TOKENS = 50
+
+
+def goldens_with_search(tokens: list[str]) -> Search:
+    """The look-up behind ``goldens_with`` (``tokens`` not empty)."""
+    return golden_search_of([("identifier", ",".join(tokens))], _WITH_TOKENS, per_match=5)
+
+
+async def goldens_with_found(tx: Any, found: list[StoredResource]) -> list[Golden]:
+    """``goldens_with`` from the answer to its look-up."""
+    return [await with_review(tx, Golden.of(s)) for s in active_goldens(found, _WITH_TOKENS)]
+
+
 async def goldens_with(tx: Any, tokens: list[str]) -> list[Golden]:
     """Active golden records carrying any of these ``system|value`` identifiers."""
     if not tokens:
         return []
-    found = await golden_search(tx, [("identifier", ",".join(tokens))], 50, per_match=5)
-    return [await with_review(tx, Golden.of(s)) for s in found]
+    rtype, params, count = goldens_with_search(tokens)
+    return await goldens_with_found(tx, await search(tx, rtype, params, count=count))
 
 
 async def read_golden(tx: Any, id_: str) -> Golden | None:
@@ -137,9 +185,17 @@ async def read_golden(tx: Any, id_: str) -> Golden | None:
     return await with_review(tx, Golden.of(stored)) if is_golden(content) else None
 
 
-async def guardians_of(tx: Any, source_id: str) -> list[tuple[str, dict[str, Any]]]:
-    found = await search(tx, "RelatedPerson", [("patient", f"Patient/{source_id}")], count=20)
+def guardians_search(source_id: str) -> Search:
+    return ("RelatedPerson", [("patient", f"Patient/{source_id}")], 20)
+
+
+def guardians_found(found: list[StoredResource]) -> list[tuple[str, dict[str, Any]]]:
     return [(s.id, orjson.loads(s.body)) for s in found]
+
+
+async def guardians_of(tx: Any, source_id: str) -> list[tuple[str, dict[str, Any]]]:
+    rtype, params, count = guardians_search(source_id)
+    return guardians_found(await search(tx, rtype, params, count=count))
 
 
 Known = dict[str, tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]]  # source -> content, guardians

@@ -483,6 +483,24 @@ class _SqliteTransaction:
 
         return await self._run(lambda conn: run_search(conn, query))
 
+    async def look_up(
+        self, reads: Sequence[tuple[str, str]], queries: Sequence[Any]
+    ) -> tuple[list[StoredResource | None], list[Any]]:
+        """Several reads and searches in one trip to the writer thread (the server's own bookkeeping:
+        the identity layer's look-ups for a new Patient), each answered as ``read``/``search`` would."""
+        from fhir_server.storage.sqlite.search_sql import run_search
+
+        def work(conn: sqlite3.Connection) -> tuple[list[StoredResource | None], list[Any]]:
+            found = []
+            for resource_type, id_ in reads:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM resource WHERE type=? AND id=?", (resource_type, id_)
+                ).fetchone()
+                found.append(_row(row) if row else None)
+            return found, [run_search(conn, query) for query in queries]
+
+        return await self._run(work)
+
     async def put(self, resource: StoredResource, index: Any) -> StoredResource:
         self._pending.append(lambda conn: _put(conn, resource, index))
         return resource
