@@ -18,6 +18,7 @@ import orjson
 from fhir_server.identity import serving
 from fhir_server.identity.model import GoldenState, is_golden
 from fhir_server.storage.base import HistoryQuery, StoredResource
+from fhir_server.storage.newest import UNKNOWN, Newest, Unknown, newest_version
 
 _OVERLAP = timedelta(seconds=5)
 _CHANGES_PAGE = 2000  # more changes than this since the last look: read every Patient again
@@ -155,11 +156,12 @@ class IdentityBook:
             self._apply(stored, stored.id in self.sources)
         return True
 
-    async def refresh(self, store: Any) -> None:
-        """Bring the book up to date with ``store`` (the server's own, unrestricted store)."""
-        page = await store.history(HistoryQuery(resource_type="Patient", count=1, before_seq=2**62))
-        newest = page.entries[0] if page.entries else None
-        generation = (newest.id, newest.version, newest.last_updated) if newest else None
+    async def refresh(self, store: Any, newest: Newest | Unknown = UNKNOWN) -> None:
+        """Bring the book up to date with ``store`` (the server's own, unrestricted store).
+
+        ``newest``: the newest Patient version (id, version, lastUpdated), when the caller read it
+        already (``security.changes``: one look-up for all of a request's checks)."""
+        generation = await newest_version(store, "Patient") if isinstance(newest, Unknown) else newest
         if generation == self._generation:
             return
         async with self._lock:
@@ -168,7 +170,7 @@ class IdentityBook:
             if self._generation is False or not await self._apply_changes(store):
                 await self._reload(store)
             self._generation = generation
-            self._since = newest.last_updated if newest else None
+            self._since = generation[2] if generation else None
             self._changed()
 
 
@@ -187,9 +189,9 @@ def book_for(store: Any) -> IdentityBook:
     return entry[1]
 
 
-async def current(store: Any) -> IdentityBook:
-    """The up-to-date book of ``store``."""
+async def current(store: Any, newest: Newest | Unknown = UNKNOWN) -> IdentityBook:
+    """The up-to-date book of ``store`` (``newest``: as for ``IdentityBook.refresh``)."""
     inner = getattr(store, "_inner", store)
     book = book_for(inner)
-    await book.refresh(inner)
+    await book.refresh(inner, newest)
     return book

@@ -32,6 +32,7 @@ from fhir_server import canonical
 from fhir_server.search.values import date_range
 from fhir_server.security.authority import ADMIN, authority_mark, consent_patient, counts
 from fhir_server.storage.base import HistoryQuery, Store
+from fhir_server.storage.newest import UNKNOWN, Newest, Unknown, newest_version
 
 _AGENCY_TYPE_EXT = canonical.structure_definition(canonical.EXT_CONSENT_AGENCY_TYPE)
 _AGENCY_TYPE_SYSTEM = canonical.code_system(canonical.CS_AGENCY_TYPE)
@@ -383,10 +384,8 @@ class ConsentBook:
                 view.update(self._decide(key, self._group_of(key), view.request))
         return True
 
-    async def _refresh(self, store: Store) -> None:
-        page = await store.history(HistoryQuery(resource_type="Consent", count=1, before_seq=2**62))
-        newest = page.entries[0] if page.entries else None
-        generation = (newest.id, newest.version, newest.last_updated) if newest else None
+    async def _refresh(self, store: Store, newest: Newest | Unknown = UNKNOWN) -> None:
+        generation = await newest_version(store, "Consent") if isinstance(newest, Unknown) else newest
         if generation == self._generation:
             return
         async with self._lock:
@@ -395,10 +394,14 @@ class ConsentBook:
             if self._generation is False or not await self._apply_changes(store):
                 await self._reload(store)
             self._generation = generation
-            self._since = newest.last_updated if newest else None
+            self._since = generation[2] if generation else None
 
     async def patients_by_class(
-        self, store: Store, req: AccessRequest, children: Children | None = None
+        self,
+        store: Store,
+        req: AccessRequest,
+        children: Children | None = None,
+        newest: Newest | Unknown = UNKNOWN,
     ) -> dict[str, frozenset[str]]:
         """For each data class, the Patient ids whose Consents let the caller see that class now.
 
@@ -406,7 +409,7 @@ class ConsentBook:
         its records each names (permits add up, an explicit deny wins), each for the records of the
         child its recorder speaks for (``_covers``); the answer names records, not children.
         """
-        await self._refresh(store)
+        await self._refresh(store, newest)  # newest: the newest Consent version, if read already
         if children is not None and (
             children is not self._children or children.version != self._children_version
         ):

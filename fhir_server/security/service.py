@@ -24,11 +24,13 @@ from fhir_server.search.access import Access
 from fhir_server.security import audit
 from fhir_server.security.access import build_access, owner_of, stamp_owner
 from fhir_server.security.authority import CONFIGURATION_TYPES, may_configure
+from fhir_server.security.clients import NAMESPACE as CLIENTS_NAMESPACE
 from fhir_server.security.consent import AccessRequest, ConsentBook
 from fhir_server.security.guard import Guard, SecuredStore
 from fhir_server.security.keys import ServerKey
 from fhir_server.security.tokens import Principal, TokenError, TokenService
 from fhir_server.storage.base import Store, StoredResource, StoreTransaction
+from fhir_server.storage.newest import Newest, probe
 
 if TYPE_CHECKING:
     from fhir_server.api.routes import FhirRequest
@@ -39,6 +41,7 @@ PURPOSE_HEADER = "x-purpose-of-use"
 EMERGENCY_REASON_HEADER = "x-emergency-reason"
 EMERGENCY = "ETREAT"
 _NO_PATIENTS: dict[str, frozenset[str]] = {}  # roles that never go through consent
+_WATCHED = ("Patient", "Consent")  # identity links and Consents: checked for changes on every request
 # System-level operations any client may call: they read through the caller's own restriction.
 _OPEN_SYSTEM_OPERATIONS = frozenset({"$viewdefinition-run"})
 # Bulk export (kick-off at every level, status and file URLs) applies the caller's whole restriction
@@ -164,7 +167,6 @@ class Security:
     # --- the hooks --------------------------------------------------------------------------------
 
     async def before(self, fhir: FhirRequest, ctx: RequestContext) -> None:
-        ctx.extras["capability_security"] = self.capability(ctx.base_url)
         interaction, rtype, rid = describe(fhir.method, fhir.segments)
         ctx.extras["audit"] = audit.AuditRecord(
             interaction=interaction,
@@ -175,8 +177,9 @@ class Security:
             query=fhir.query_string if interaction.startswith("search") else None,
         )
         if interaction == "capabilities":
+            ctx.extras["capability_security"] = self.capability(ctx.base_url)
             return
-        principal = await self._authenticate(fhir, ctx)
+        principal, newest = await self._authenticate(fhir, ctx)
         if interaction.startswith("search") and fhir.method == "POST":
             form = await fhir.body(ctx.settings.max_query_length)
             fhir.http._body = form  # replayed to the search interaction
@@ -204,7 +207,7 @@ class Security:
             # this agency serves, and consents decided per child over all its records.
             from fhir_server.identity.book import current
 
-            children = await current(ctx.store)
+            children = await current(ctx.store, newest["Patient"])
             golden = children.served(principal.organization)
             if reason is None:
                 request = AccessRequest(
@@ -214,7 +217,9 @@ class Security:
                     int(time.time() * 1000),
                     principal.agency_ids,
                 )
-                patients = await self.consents.patients_by_class(ctx.store, request, children)
+                patients = await self.consents.patients_by_class(
+                    ctx.store, request, children, newest["Consent"]
+                )
         guard.access = self._access(principal, patients, reason is not None, golden)
         ctx.store = SecuredStore(ctx.store, guard)
 
@@ -243,7 +248,11 @@ class Security:
         self._access_cache[key] = (patients, access, golden)
         return access
 
-    async def _authenticate(self, fhir: FhirRequest, ctx: RequestContext) -> Principal:
+    async def _authenticate(
+        self, fhir: FhirRequest, ctx: RequestContext
+    ) -> tuple[Principal, dict[str, Newest]]:
+        """The caller, and the newest Patient and Consent versions (read with its registry entry in
+        one look-up: the identity and consent books check them next)."""
         header = fhir.header("authorization") or ""
         scheme, _, token = header.partition(" ")
         challenge = 'Bearer realm="termtem"'
@@ -266,7 +275,8 @@ class Security:
         try:
             service = self.tokens(ctx.store)
             claims = service.verify(token.strip(), ctx.base_url)
-            principal = await service.principal(claims)
+            entry, newest = await probe(ctx.store, CLIENTS_NAMESPACE, str(claims.get("sub")), _WATCHED)
+            principal = await service.principal(claims, entry)
         except TokenError as exc:
             raise FhirError(
                 401,
@@ -275,7 +285,7 @@ class Security:
                 headers={"WWW-Authenticate": f'{challenge}, error="{exc.error}"'},
             ) from None
         ctx.principal = principal
-        return principal
+        return principal, newest
 
     def _purpose(self, fhir: FhirRequest, principal: Principal) -> tuple[str, str | None]:
         role = principal.role

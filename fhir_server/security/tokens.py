@@ -24,6 +24,7 @@ from fhir_server.security.clients import ClientRecord, ClientRegistry
 from fhir_server.security.keys import ALGORITHM, ServerKey, import_jwk
 from fhir_server.security.scopes import Scope, ScopeSet
 from fhir_server.storage.base import Store
+from fhir_server.storage.newest import UNKNOWN, Unknown
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ALGORITHMS = ["RS384", "ES384"]
@@ -250,13 +251,15 @@ class TokenService:
             raise TokenError(401, "invalid_token", f"the access token was not issued for {fhir_base}")
         return claims
 
-    async def principal(self, claims: dict[str, Any]) -> Principal:
+    async def principal(self, claims: dict[str, Any], entry: Any = UNKNOWN) -> Principal:
         """The caller behind verified ``claims``; a removed client's tokens stop working at once.
 
         The registry is read on every request (so removing or changing a client takes effect at
         once, in every server process); only turning an unchanged entry into a ``Principal`` is reused.
+        ``entry``: the client's registry entry (or None), when the request read it already.
         """
-        entry = await self._store.kv_get(CLIENTS_NAMESPACE, str(claims.get("sub")))
+        if isinstance(entry, Unknown):
+            entry = await self._store.kv_get(CLIENTS_NAMESPACE, str(claims.get("sub")))
         if entry is None:
             raise TokenError(401, "invalid_token", "the client of this token is no longer registered")
         key = id(claims)

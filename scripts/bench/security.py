@@ -331,6 +331,9 @@ def profile(children: int, requests: int) -> dict[str, Any]:
         r"service.py:\d+\(before\)",
         r"service.py:\d+\(_authenticate\)",
         r"service.py:\d+\(after\)",
+        r"audit.py:\d+\(write_audit\)",
+        r"audit.py:\d+\(audit_version\)",
+        r"tokens.py:\d+\(principal\)",
     ):
         pstats.Stats(profiler, stream=calls).sort_stats("cumulative").print_callees(function)
     return {

@@ -278,6 +278,31 @@ class SqliteStore:
 
         return await self._in_reader(lambda conn: run_search(conn, query))
 
+    async def probe(
+        self, namespace: str, key: str, resource_types: Sequence[str]
+    ) -> tuple[dict[str, Any] | None, dict[str, tuple[str, int, str] | None]]:
+        """One key/value entry and the newest version (id, version, lastUpdated) of each type, in one
+        statement: what every secured request checks (its client's registry entry; whether identity
+        links or Consents changed). One read transaction instead of three: each one started after a
+        commit (the audit commits all the time) validates this connection's page cache again."""
+        parts = ["SELECT -1, value, NULL, NULL FROM kv WHERE namespace=? AND key=?"]
+        args: list[Any] = [namespace, key]
+        for n, resource_type in enumerate(resource_types):
+            parts.append(
+                f"SELECT {n}, * FROM (SELECT id, version, last_updated FROM history WHERE type=?"
+                " ORDER BY seq DESC LIMIT 1)"
+            )
+            args.append(resource_type)
+        rows = self._conn.execute(" UNION ALL ".join(parts), args).fetchall()
+        entry = None
+        newest: dict[str, tuple[str, int, str] | None] = dict.fromkeys(resource_types)
+        for n, first, version, last_updated in rows:
+            if n < 0:
+                entry = orjson.loads(first)
+            else:
+                newest[resource_types[n]] = (first, version, last_updated)
+        return entry, newest
+
     async def scan(
         self, query: Any, after: int = 0, *, limit: int = 1000, max_bytes: int = 8 << 20
     ) -> ScanPage:
