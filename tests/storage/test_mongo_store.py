@@ -141,3 +141,28 @@ async def test_rollback_undoes_every_write_of_the_transaction(store: MongoStore)
     assert [(r.id, r.version) async for r in store.iterate_history()] == [("a", 1)]
     counter = await store.counters.find_one({"_id": "seq"})
     assert counter is not None and counter["n"] == 1
+
+
+async def test_a_replayed_transaction_records_its_events_once(store: MongoStore) -> None:
+    """A transient error after the events were written: the retry undoes them and records them again,
+    with the same numbers and position (no gap, no second copy)."""
+    streams = [f"subscription/{n}" for n in range(3)]
+    async with store.transaction() as tx:
+        await tx.outbox_put_many(streams, {"w": 0})
+    async with store.transaction() as tx:
+        await tx.outbox_put_many(streams, {"w": 1})
+        await tx.search(parse_search("Basic", [], base_url="", strict=True, default_count=10,
+                                     max_count=10))  # sends the events
+        store.client.inject_failures("TransientTransactionError")
+        await tx.put(_basic("n", 1, 0), None)  # fails at the commit: restarted, the events replayed
+    assert store.client.failures == []
+    for name in streams:
+        assert [(e.number, e.payload["w"]) for e in await store.outbox_read(name)] == [(1, 0), (2, 1)]
+        assert await store.outbox_last(name) == 2
+    assert [(e.stream, e.number, e.seq) for e in await store.outbox_since(0)] == [
+        *((name, 1, 1) for name in streams),
+        *((name, 2, 2) for name in streams),
+    ]
+    async with store.transaction() as tx:
+        await tx.outbox_put_many(streams[:1], {"w": 2})
+    assert [e.number for e in await store.outbox_read(streams[0], after=1)] == [2, 3]
