@@ -1,6 +1,6 @@
-"""SQLite scans (bulk export) read through connections of their own with a small page cache: a scan of
-a large store neither grows the process by a full page cache per reader thread nor evicts the pages
-that interactive reads keep hot."""
+"""SQLite scans (bulk export) and whole-type reads go through connections of their own with a small
+page cache: a bulk read of a large store neither grows the process by a full page cache per reader
+thread nor evicts the pages that interactive reads keep hot."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from fhir_server.interactions import writes
 from fhir_server.search.query import SearchQuery
 from fhir_server.storage.sqlite import search_sql
+from fhir_server.storage.sqlite import store as store_module
 from fhir_server.storage.sqlite.store import SCAN_CACHE_KIB, SqliteStore
 
 
@@ -31,6 +32,23 @@ async def test_scans_use_their_own_small_page_cache(tmp_path: Path, monkeypatch:
         page = await store.scan(SearchQuery(("Patient",)), 0, limit=10)
         assert "p1" in [s.id for s in page.resources]  # (and its golden record, the identity layer's)
         assert seen and seen[0][0] == -SCAN_CACHE_KIB
+        # whole-type readers (the identity book, reindex, views) read the same way
+        batches: list[int] = []
+        resources, bodies = store_module._resource_batch, store_module._body_batch
+
+        def resource_spy(conn: Any, **kw: Any) -> Any:
+            batches.append(conn.execute("PRAGMA cache_size").fetchone()[0])
+            return resources(conn, **kw)
+
+        def body_spy(conn: Any, **kw: Any) -> Any:
+            batches.append(conn.execute("PRAGMA cache_size").fetchone()[0])
+            return bodies(conn, **kw)
+
+        monkeypatch.setattr(store_module, "_resource_batch", resource_spy)
+        monkeypatch.setattr(store_module, "_body_batch", body_spy)
+        assert "p1" in [s.id async for s in store.iterate("Patient")]
+        assert [b async for b in store.iterate_bodies("Patient")]
+        assert batches and set(batches) == {-SCAN_CACHE_KIB}
         # interactive reads keep their own, larger cache on other connections
         sizes: list[int] = []
         await store._in_reader(lambda conn: sizes.append(conn.execute("PRAGMA cache_size").fetchone()[0]))

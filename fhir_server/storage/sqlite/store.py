@@ -155,9 +155,10 @@ class SqliteStore:
         return conn
 
     def _scanner(self) -> sqlite3.Connection:
-        """A reader thread's connection for ``scan`` (bulk reads in storage order, each row once: bulk
-        export). Its page cache is small and its own, so a scan neither grows the process by a full
-        cache per reader thread nor evicts the pages that interactive reads keep hot."""
+        """A reader thread's connection for bulk reads in storage order, each row once (``scan`` for
+        bulk export, ``iterate`` and ``iterate_bodies`` for whole-type readers). Its page cache is small
+        and its own, so a bulk read neither grows the process by a full cache per reader thread nor
+        evicts the pages that interactive reads keep hot."""
         conn = getattr(self._reader_local, "scan_conn", None)
         if conn is None:
             conn = self._connect()
@@ -313,7 +314,8 @@ class SqliteStore:
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0
         while True:
-            rows = await self._in_reader(partial(_resource_batch, resource_type=resource_type, after=last))
+            batch = partial(_resource_batch, resource_type=resource_type, after=last)
+            rows = await self._in_reader(batch, scan=True)
             if not rows:
                 return
             for rid, stored in rows:
@@ -325,7 +327,7 @@ class SqliteStore:
         (in a reader thread) while the caller works on this one. For whole-type readers that need the
         body only: views and the analytics warehouse."""
         pending = asyncio.ensure_future(
-            self._in_reader(partial(_body_batch, resource_type=resource_type, after=0, size=size))
+            self._in_reader(partial(_body_batch, resource_type=resource_type, after=0, size=size), scan=True)
         )
         try:
             while True:
@@ -333,7 +335,9 @@ class SqliteStore:
                 if not bodies:
                     return
                 pending = asyncio.ensure_future(
-                    self._in_reader(partial(_body_batch, resource_type=resource_type, after=last, size=size))
+                    self._in_reader(
+                        partial(_body_batch, resource_type=resource_type, after=last, size=size), scan=True
+                    )
                 )
                 yield bodies
         finally:
