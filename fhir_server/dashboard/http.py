@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources as package_files
 from typing import Any
@@ -167,46 +168,59 @@ class _Dashboard:
 
     # -- pages ------------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
-        found = await self.guarded(request)
-        if isinstance(found, Response):
-            return found
-        user, session = found
-        figures = analytics_of(request.app.state).figures
-        if figures is None:
-            await _audit(request, user, 200, "dashboard overview (figures not ready)")
-            return _html(request, "preparing.html", user=user, session=session)
         params = request.query_params
-        page = pages.overview(figures, params.get("indicator"), params.get("period"), _lang(request))
-        await _audit(request, user, 200, f"dashboard overview: {page['indicator'].key} {page['period']}")
-        return _html(
+        return await self._figures_page(
             request,
             "overview.html",
-            user=user,
-            session=session,
-            page=page,
-            figures=figures,
-            updated=_time(figures),
+            lambda figures: pages.overview(
+                figures, params.get("indicator"), params.get("period"), _lang(request)
+            ),
+            "dashboard overview",
+            lambda page: f"{page['indicator'].key} {page['period']}",
         )
 
     async def district(self, request: Request) -> Response:
+        code = request.path_params["code"]
+        params = request.query_params
+        return await self._figures_page(
+            request,
+            "district.html",
+            lambda figures: pages.district_page(
+                figures, code, params.get("indicator"), params.get("period"), _lang(request)
+            ),
+            f"dashboard district {code}",
+            known=code in pages.districts(),
+            unknown=f"{code}?",
+        )
+
+    async def _figures_page(
+        self,
+        request: Request,
+        template: str,
+        build: Callable[[Any], dict[str, Any]],
+        label: str,
+        detail: Callable[[dict[str, Any]], str] | None = None,
+        *,
+        known: bool = True,
+        unknown: str = "",
+    ) -> Response:
+        """A page drawn from the cached figures: login first, 404 for an unknown subject, a
+        "preparing" page until the first figures exist, every page shown audited."""
         found = await self.guarded(request)
         if isinstance(found, Response):
             return found
         user, session = found
-        code = request.path_params["code"]
-        if code not in pages.districts():
-            return _html(request, "message.html", 404, user=user, session=session, message=f"{code}?")
+        if not known:
+            return _html(request, "message.html", 404, user=user, session=session, message=unknown)
         figures = analytics_of(request.app.state).figures
         if figures is None:
+            await _audit(request, user, 200, f"{label} (figures not ready)")
             return _html(request, "preparing.html", user=user, session=session)
-        params = request.query_params
-        page = pages.district_page(
-            figures, code, params.get("indicator"), params.get("period"), _lang(request)
-        )
-        await _audit(request, user, 200, f"dashboard district {code}")
+        page = build(figures)
+        await _audit(request, user, 200, f"{label}: {detail(page)}" if detail else label)
         return _html(
             request,
-            "district.html",
+            template,
             user=user,
             session=session,
             page=page,

@@ -113,47 +113,36 @@ def _changed(request: OperationRequest, change: Any) -> OperationResult:
     return OperationResult({"resourceType": "Parameters", "parameter": parameters})
 
 
+async def _steward_change(request: OperationRequest, action: Any, *names: str) -> OperationResult:
+    """Run one steward action on the named Patient parameters (each required), as the steward."""
+    actor = _steward(request)
+    ids = [_patient_id(request.parameters, name) for name in names]
+    return _changed(request, await action(_server_store(request), *ids, actor))
+
+
 async def link(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-link``: put ``source`` with the child ``target`` (a manual, certain link)."""
-    actor = _steward(request)
-    source = _patient_id(request.parameters, "source")
-    target = _patient_id(request.parameters, "target")
-    assert source is not None and target is not None
-    return _changed(request, await steward.link(_server_store(request), source, target, actor))
+    return await _steward_change(request, steward.link, "source", "target")
 
 
 async def unlink(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-unlink``: take ``source`` out of its child (a child of its own)."""
-    actor = _steward(request)
-    source = _patient_id(request.parameters, "source")
-    assert source is not None
-    return _changed(request, await steward.unlink(_server_store(request), source, actor))
+    return await _steward_change(request, steward.unlink, "source")
 
 
 async def merge(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-merge``: golden record ``from`` into golden record ``into``."""
-    actor = _steward(request)
-    source = _patient_id(request.parameters, "from")
-    target = _patient_id(request.parameters, "into")
-    assert source is not None and target is not None
-    return _changed(request, await steward.merge(_server_store(request), source, target, actor))
+    return await _steward_change(request, steward.merge, "from", "into")
 
 
 async def unmerge(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-unmerge``: undo the merge of golden record ``golden``."""
-    actor = _steward(request)
-    golden = _patient_id(request.parameters, "golden")
-    assert golden is not None
-    return _changed(request, await steward.unmerge(_server_store(request), golden, actor))
+    return await _steward_change(request, steward.unmerge, "golden")
 
 
 async def not_match(request: OperationRequest) -> OperationResult:
     """``Patient/$identity-not-match``: ``golden`` and ``other`` are different children."""
-    actor = _steward(request)
-    golden = _patient_id(request.parameters, "golden")
-    other = _patient_id(request.parameters, "other")
-    assert golden is not None and other is not None
-    return _changed(request, await steward.not_match(_server_store(request), golden, other, actor))
+    return await _steward_change(request, steward.not_match, "golden", "other")
 
 
 def _link_part(golden: str, link: Any) -> dict[str, Any]:

@@ -107,6 +107,7 @@ async def test_pages_read_cached_figures_only(tmp_path: Path, monkeypatch: pytes
             ):
                 reply = await http.get(url)
                 assert reply.status_code == 200, (url, reply.text[:500])
+            assert (await http.get("/dashboard/district/9999")).status_code == 404  # not a Bangkok khet
             csv_text = (await http.get("/dashboard/export.csv?period=2025")).content.decode("utf-8-sig")
             lines = csv_text.splitlines()
             assert len(lines) == 2 + 50  # header, Bangkok, 50 districts

@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir_server import canonical
 from tests.perinatal import records
+from tests.perinatal.support import agencies
 from tests.security import scene
 from tests.security.conftest import Caller, World, world  # noqa: F401  (fixture)
 
@@ -21,12 +22,7 @@ async def _ids(caller: Caller, query: str) -> set[str]:
 
 
 async def _setup(world: World) -> tuple[Caller, Caller, dict[str, str]]:  # noqa: F811
-    admin = await world.caller("admin", "Organization/ops", "admin")
-    for oid, kind in (("hosp", "hospital"), ("hc1", "health-centre")):
-        await world.set_agency(f"Organization/{oid}", kind)
-        assert (await admin.put(f"Organization/{oid}", scene.agency(oid, kind))).status_code in (200, 201)
-    hospital = await world.caller("hospital", "Organization/hosp", "hospital")
-    centre = await world.caller("centre", "Organization/hc1", "health-centre")
+    hospital, centre = await agencies(world, "hosp", "hc1")
     bundle = records.pregnancy_bundle(grams=2380)
     reply = await hospital.post("", bundle)
     assert reply.status_code == 200, reply.text

@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server import canonical
-from fhir_server.cli.importer import profile_validator, validate_record
-from fhir_server.mapping import RowError, batch_records, map_files
 from tests.mapping.golden import MAPPINGS
-from tests.security import scene
+from tests.perinatal.support import agencies, import_moph43, seen, versions
 from tests.security.conftest import Caller, World, world  # noqa: F401  (fixture)
 
 SAMPLE = MAPPINGS / "moph43/samples/export-perinatal"
@@ -20,97 +18,60 @@ RISK = canonical.code_system(canonical.CS_PERINATAL_RISK)
 PID = canonical.local_record_system("99905", "PID")
 
 
-async def _import(centre: Caller, folder: Path) -> None:
-    check = profile_validator()
-    records = []
-    for item in map_files("moph43", [folder]):
-        assert not isinstance(item, RowError), item
-        assert item.warnings == []
-        assert check is None or validate_record(item, check) == []
-        records.append(item)
-    for bundle, _carried in batch_records(records, 40):
-        reply = await centre.post("", bundle)
-        assert reply.status_code == 200, reply.text
-
-
-async def _all(caller: Caller, query: str) -> list[dict[str, Any]]:
-    reply = await caller.get(f"{query}{'&' if '?' in query else '?'}_count=500")
-    assert reply.status_code == 200, reply.text
-    entries = reply.json().get("entry", [])
-    return [e["resource"] for e in entries if e.get("search", {}).get("mode") != "outcome"]
-
-
 async def _patient(caller: Caller, pid: str) -> dict[str, Any]:
-    found = await _all(caller, f"Patient?identifier={PID}|{pid}")
+    found = await seen(caller, f"Patient?identifier={PID}|{pid}")
     assert len(found) == 1, found
     return found[0]
 
 
-async def _versions(caller: Caller) -> dict[str, str]:
-    out = {}
-    for kind in ("Patient", "RelatedPerson", "EpisodeOfCare", "Encounter", "Procedure", "Observation",
-                 "Condition", "MedicationAdministration", "ServiceRequest"):
-        for r in await _all(caller, kind):
-            out[f"{kind}/{r['id']}"] = r["meta"]["versionId"]
-    return out
-
-
-async def _centre(world: World) -> Caller:  # noqa: F811
-    admin = await world.caller("admin", "Organization/ops", "admin")
-    await world.set_agency("Organization/hc5", "health-centre")
-    reply = await admin.put("Organization/hc5", scene.agency("hc5", "health-centre"))
-    assert reply.status_code in (200, 201)
-    return await world.caller("centre", "Organization/hc5", "health-centre")
-
-
 async def test_two_pregnancies_one_with_twins_import_linked_and_flagged(world: World, tmp_path: Path) -> None:  # noqa: F811
-    centre = await _centre(world)
-    await _import(centre, SAMPLE)
+    (centre,) = await agencies(world, "hc5")
+    await import_moph43(centre, SAMPLE, 40)
 
     young, older = await _patient(centre, "3001"), await _patient(centre, "3002")
-    episodes = {e["patient"]["reference"]: e for e in await _all(centre, "EpisodeOfCare")}
+    episodes = {e["patient"]["reference"]: e for e in await seen(centre, "EpisodeOfCare")}
     assert set(episodes) == {f"Patient/{young['id']}", f"Patient/{older['id']}"}
     twins_episode = episodes[f"Patient/{older['id']}"]
     assert twins_episode["status"] == "finished" and twins_episode["period"] == {"start": "2024-07-01",
                                                                                   "end": "2025-03-10"}
-    deliveries = await _all(centre, f"Procedure?episode-of-care=EpisodeOfCare/{twins_episode['id']}")
+    deliveries = await seen(centre, f"Procedure?episode-of-care=EpisodeOfCare/{twins_episode['id']}")
     assert len(deliveries) == 1
     live = [x for x in deliveries[0]["extension"] if x["url"].endswith("/th-live-births")]
     assert live[0]["valueUnsignedInt"] == 2
 
     # The twins' births point at their mother's pregnancy; each twin's MTH RelatedPerson is her.
-    births = await _all(centre, f"Encounter?episode-of-care=EpisodeOfCare/{twins_episode['id']}&type="
+    births = await seen(centre, f"Encounter?episode-of-care=EpisodeOfCare/{twins_episode['id']}&type="
                                 f"{canonical.code_system(canonical.CS_PERINATAL_EVENT)}|birth")
     twins = {b["subject"]["reference"] for b in births}
     assert twins == {f"Patient/{(await _patient(centre, p))['id']}" for p in ("3102", "3103")}
-    mothers = await _all(centre, f"RelatedPerson?person-record=Patient/{older['id']}")
+    mothers = await seen(centre, f"RelatedPerson?person-record=Patient/{older['id']}")
     assert {m["patient"]["reference"] for m in mothers} == twins
     assert all(m["relationship"][0]["coding"][0]["code"] == "MTH" for m in mothers)
-    assert len(await _all(centre, f"Encounter?subject=Patient/{older['id']}&type="
+    assert len(await seen(centre, f"Encounter?subject=Patient/{older['id']}&type="
                                   f"{canonical.code_system(canonical.CS_PERINATAL_EVENT)}|antenatal")) == 5
 
     # Flags: the lighter twin and the teenager's baby weigh under 2,500 g; the twins were preterm; the
     # teenager came late (14 weeks) and twice only.
-    low = {o["subject"]["reference"] for o in await _all(centre, f"Observation?code={RISK}|low-birth-weight")
+    low = {o["subject"]["reference"] for o in await seen(centre, f"Observation?code={RISK}|low-birth-weight")
            if o["status"] == "final"}
     first = await _patient(centre, "3101")
     lighter = await _patient(centre, "3103")
     assert low == {f"Patient/{first['id']}", f"Patient/{lighter['id']}"}
-    preterm = await _all(centre, f"Observation?code={RISK}|preterm")
+    preterm = await seen(centre, f"Observation?code={RISK}|preterm")
     assert {o["subject"]["reference"] for o in preterm} == twins
-    teen_flags = await _all(centre, f"Observation?subject=Patient/{young['id']}&code={RISK}|teenage-mother,"
+    teen_flags = await seen(centre, f"Observation?subject=Patient/{young['id']}&code={RISK}|teenage-mother,"
                                     f"{RISK}|late-first-anc,{RISK}|few-anc-visits")
     assert {o["code"]["coding"][0]["code"] for o in teen_flags} == {"teenage-mother", "late-first-anc",
                                                                      "few-anc-visits"}
-    assert await _all(centre, f"Observation?subject=Patient/{older['id']}&code={RISK}|teenage-mother") == []
+    assert await seen(centre, f"Observation?subject=Patient/{older['id']}&code={RISK}|teenage-mother") == []
 
     # The low-birth-weight baby's $everything carries its birth, its weight and the flag.
     everything = await centre.get(f"Patient/{first['id']}/$everything")
     assert everything.status_code == 200, everything.text
-    seen = {(e["resource"]["resourceType"], e["resource"].get("code", {}).get("coding", [{}])[0].get("code"))
+    shown = {(e["resource"]["resourceType"], e["resource"].get("code", {}).get("coding", [{}])[0].get("code"))
             for e in everything.json()["entry"]}
-    assert ("Observation", "8339-4") in seen and ("Observation", "low-birth-weight") in seen
-    assert any(kind == "Encounter" for kind, _ in seen)
+    assert ("Observation", "8339-4") in shown and ("Observation", "low-birth-weight") in shown
+    assert any(kind == "Encounter" for kind, _ in shown)
 
     # The mother's $everything holds her pregnancy, her antenatal visits and her delivery.
     hers = await centre.get(f"Patient/{older['id']}/$everything")
@@ -119,9 +80,9 @@ async def test_two_pregnancies_one_with_twins_import_linked_and_flagged(world: W
     assert {"EpisodeOfCare", "Encounter", "Procedure"} <= kinds
 
     # A second import of the same export writes no new version of anything.
-    before = await _versions(centre)
-    await _import(centre, SAMPLE)
-    assert await _versions(centre) == before
+    before = await versions(centre)
+    await import_moph43(centre, SAMPLE, 40)
+    assert await versions(centre) == before
 
     # The export of a later month gives the teenager's baby its CID: the same Patient, now with it.
     later = tmp_path / "later"
@@ -129,10 +90,10 @@ async def test_two_pregnancies_one_with_twins_import_linked_and_flagged(world: W
     person = later / "PERSON.txt"
     text = person.read_text(encoding="utf-8")
     person.write_text(text.replace("99905||3101|", "99905|1103700555048|3101|"), encoding="utf-8")
-    await _import(centre, later)
-    found = await _all(centre, f"Patient?identifier={canonical.CID_SYSTEM}|1103700555048")
+    await import_moph43(centre, later, 40)
+    found = await seen(centre, f"Patient?identifier={canonical.CID_SYSTEM}|1103700555048")
     assert [p["id"] for p in found] == [first["id"]]
-    assert len(await _all(centre, "Patient")) == 5
+    assert len(await seen(centre, "Patient")) == 5
     assert {i["system"] for i in found[0]["identifier"]} >= {canonical.CID_SYSTEM, PID,
                                                              canonical.NEWBORN_ID_SYSTEM}
 

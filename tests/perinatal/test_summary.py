@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from fhir_server import canonical
 from tests.perinatal import records
+from tests.perinatal.support import agencies
 from tests.security import scene
 from tests.security.conftest import World, world  # noqa: F401  (fixture)
 from tests.summary.support import sections
 
 
 async def test_birth_section_follows_the_perinatal_consent(world: World) -> None:  # noqa: F811
-    admin = await world.caller("admin", "Organization/ops", "admin")
-    for oid, kind in (("hosp", "hospital"), ("hc1", "health-centre")):
-        await world.set_agency(f"Organization/{oid}", kind)
-        assert (await admin.put(f"Organization/{oid}", scene.agency(oid, kind))).status_code in (200, 201)
-    hospital = await world.caller("hospital", "Organization/hosp", "hospital")
-    centre = await world.caller("centre", "Organization/hc1", "health-centre")
+    hospital, centre = await agencies(world, "hosp", "hc1")
     bundle = records.pregnancy_bundle(grams=2380)
     reply = await hospital.post("", bundle)
     assert reply.status_code == 200, reply.text

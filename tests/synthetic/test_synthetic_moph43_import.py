@@ -7,17 +7,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 from typer.testing import CliRunner
 
 from fhir_server import canonical
 from fhir_server.cli import app
-from fhir_server.cli.importer import profile_validator, validate_record
-from fhir_server.mapping import RowError, batch_records, map_files
 from fhir_server.synthetic import generate
-from tests.security import scene
-from tests.security.conftest import Caller, World, world  # noqa: F401  (fixture)
+from tests.perinatal.support import agencies, import_moph43, seen, versions
+from tests.security.conftest import World, world  # noqa: F401  (fixture)
 
 runner = CliRunner()
 RISK = canonical.code_system(canonical.CS_PERINATAL_RISK)
@@ -28,35 +25,6 @@ SEED, CHILDREN = 11, 45
 def _rows(folder: Path, table: str) -> list[dict[str, str]]:
     with (folder / f"{table}.txt").open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle, delimiter="|"))
-
-
-async def _import(centre: Caller, folder: Path) -> None:
-    check = profile_validator()
-    records = []
-    for item in map_files("moph43", [folder]):
-        assert not isinstance(item, RowError), item
-        assert item.warnings == []
-        assert check is None or validate_record(item, check) == []
-        records.append(item)
-    for bundle, _carried in batch_records(records, 200):
-        reply = await centre.post("", bundle)
-        assert reply.status_code == 200, reply.text[:2000]
-
-
-async def _all(caller: Caller, query: str) -> list[dict[str, Any]]:
-    reply = await caller.get(f"{query}{'&' if '?' in query else '?'}_count=1000")
-    assert reply.status_code == 200, reply.text
-    entries = reply.json().get("entry", [])
-    return [e["resource"] for e in entries if e.get("search", {}).get("mode") == "match"]
-
-
-async def _versions(caller: Caller) -> dict[str, str]:
-    out = {}
-    for kind in ("Patient", "RelatedPerson", "EpisodeOfCare", "Encounter", "Procedure", "Observation",
-                 "Immunization", "MedicationAdministration", "ServiceRequest"):
-        for r in await _all(caller, kind):
-            out[f"{kind}/{r['id']}"] = r["meta"]["versionId"]
-    return out
 
 
 async def test_generated_tables_import_linked_and_flagged_and_idempotent(
@@ -78,22 +46,18 @@ async def test_generated_tables_import_linked_and_flagged_and_idempotent(
     }
     assert len(newborns) >= 8 and mothers and mothers <= fhir_cids
 
-    admin = await world.caller("admin", "Organization/ops", "admin")
-    await world.set_agency("Organization/hc", "health-centre")
-    reply = await admin.put("Organization/hc", scene.agency("hc", "health-centre"))
-    assert reply.status_code in (200, 201)
-    centre = await world.caller("centre", "Organization/hc", "health-centre")
-    await _import(centre, tables)
+    (centre,) = await agencies(world, "hc")
+    await import_moph43(centre, tables, 200)
 
-    births = await _all(centre, f"Encounter?type={canonical.code_system(canonical.CS_PERINATAL_EVENT)}|birth")
+    births = await seen(centre, f"Encounter?type={canonical.code_system(canonical.CS_PERINATAL_EVENT)}|birth")
     assert len(births) == len(newborns)
-    episodes = {f"EpisodeOfCare/{e['id']}": e for e in await _all(centre, "EpisodeOfCare")}
+    episodes = {f"EpisodeOfCare/{e['id']}": e for e in await seen(centre, "EpisodeOfCare")}
     assert len(episodes) == len(_rows(tables, "PRENATAL"))
-    patients = {f"Patient/{p['id']}": p for p in await _all(centre, "Patient")}
+    patients = {f"Patient/{p['id']}": p for p in await seen(centre, "Patient")}
     assert len(patients) == len(persons)
     links = {
         r["patient"]["reference"]: r["extension"][0]["valueReference"]["reference"]
-        for r in await _all(centre, "RelatedPerson")
+        for r in await seen(centre, "RelatedPerson")
         if r.get("extension") and r["extension"][0]["url"] == PERSON_RECORD
     }
     for birth in births:
@@ -112,13 +76,13 @@ async def test_generated_tables_import_linked_and_flagged_and_idempotent(
     expected["late-first-anc"] = sum(min(v) > 12 for v in visits.values())
     expected["few-anc-visits"] = sum(len(v) < 5 for v in visits.values())
     found = {
-        code: len(await _all(centre, f"Observation?code={RISK}|{code}&status=final")) for code in expected
+        code: len(await seen(centre, f"Observation?code={RISK}|{code}&status=final")) for code in expected
     }
     assert found == expected and found["late-first-anc"] + found["few-anc-visits"] > 0
 
-    before = await _versions(centre)
-    await _import(centre, tables)
-    assert await _versions(centre) == before
+    before = await versions(centre)
+    await import_moph43(centre, tables, 200)
+    assert await versions(centre) == before
 
 
 async def test_generated_fhir_loads_and_derives_the_same_flags(world: World) -> None:  # noqa: F811
@@ -146,8 +110,8 @@ async def test_generated_fhir_loads_and_derives_the_same_flags(world: World) -> 
         "preterm": sum(w < 37 for w in measured("76516-4")),
     }
     found = {
-        code: len(await _all(admin, f"Observation?code={RISK}|{code}&status=final")) for code in expected
+        code: len(await seen(admin, f"Observation?code={RISK}|{code}&status=final")) for code in expected
     }
     assert found == expected and sum(found.values()) > 0
-    pregnancy_flags = await _all(admin, f"Observation?code={RISK}|late-first-anc,{RISK}|few-anc-visits")
+    pregnancy_flags = await seen(admin, f"Observation?code={RISK}|late-first-anc,{RISK}|few-anc-visits")
     assert pregnancy_flags and all(f["subject"]["reference"].startswith("Patient/") for f in pregnancy_flags)
