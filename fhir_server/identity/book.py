@@ -44,6 +44,8 @@ class IdentityBook:
         self._kept: dict[str, set[str]] = {}  # Organization/ID -> the source ids it wrote
         self.version = 0  # bumped whenever links or owners change (cache key for access decisions)
         self._served: dict[str, frozenset[str]] = {}
+        self._touched: dict[str, set[str]] = {}  # Organization/ID -> ids whose "served" may have moved
+        self._recent: dict[str, tuple[int, str]] = {}  # id -> (version, lastUpdated) applied lately
 
     # --- questions --------------------------------------------------------------------------------
 
@@ -77,11 +79,18 @@ class IdentityBook:
         if found is None:
             kept = self._kept.get(organization, ())
             goldens = {g for s in kept if (g := self.golden_of.get(s))}
-            found = frozenset(g for g in goldens if g in self.spoken_for(organization, g))
+            found = frozenset(g for g in goldens if self._serves(organization, g))
             if len(self._served) > 4096:
                 self._served.clear()
             self._served[organization] = found
         return found
+
+    def _serves(self, organization: str, golden: str) -> bool:
+        """One golden record's membership in ``served(organization)``, by the same rule."""
+        kept = self._kept.get(organization, set())
+        if not any(s in kept and self.golden_of.get(s) == golden for s in self.sources.get(golden, ())):
+            return False
+        return golden in self.spoken_for(organization, golden)
 
     def expand(self, patients: frozenset[str]) -> frozenset[str]:
         """``patients`` with every record linked to each of them."""
@@ -93,13 +102,37 @@ class IdentityBook:
     # --- keeping in step --------------------------------------------------------------------------
 
     def _changed(self) -> None:
+        """Bump the version and bring each cached ``served`` answer up to date for the children whose
+        links or record owners moved (recomputing an agency's whole answer costs a pass over every
+        record it keeps; this costs the size of the children touched)."""
         self.version += 1
-        self._served = {}
+        for organization, ids in self._touched.items():
+            found = self._served.get(organization)
+            if found is None:
+                continue
+            updated = set(found)
+            for item in ids:
+                golden = self.golden_of.get(item, item)
+                for candidate in {item, golden}:
+                    if self._serves(organization, candidate):
+                        updated.add(candidate)
+                    else:
+                        updated.discard(candidate)
+            self._served[organization] = frozenset(updated)
+        self._touched = {}
+
+    def _touch(self, ids: frozenset[str] | set[str]) -> None:
+        """Note that the agencies keeping any of ``ids`` may serve a child more or less now."""
+        for source in ids:
+            owner = self.owner.get(source)
+            if owner is not None:
+                self._touched.setdefault(owner, set()).update(ids)
 
     def _apply(self, stored: StoredResource, previous_was_golden: bool) -> None:
         pid = stored.id
         if stored.deleted or not stored.body:
             if pid in self.sources or previous_was_golden:
+                self._touch(self.sources.get(pid, frozenset()) | {pid})
                 self.states.pop(pid, None)
                 for source in self.sources.pop(pid, frozenset()):
                     if self.golden_of.get(source) == pid:
@@ -116,6 +149,7 @@ class IdentityBook:
         state = GoldenState.read(pid, resource)
         before = self.sources.get(pid, frozenset())
         now = frozenset(state.sources())
+        self._touch(before | now | {pid})
         for source in before - now:
             if self.golden_of.get(source) == pid:
                 del self.golden_of[source]
@@ -130,30 +164,45 @@ class IdentityBook:
 
     def _set_owner(self, source: str, owner: str | None) -> None:
         before = self.owner.pop(source, None)
+        if before == owner:
+            if owner is not None:
+                self.owner[source] = owner
+            return
+        moved = {source, self.golden_of.get(source, source)}
         if before is not None:
             self._kept.get(before, set()).discard(source)
+            self._touched.setdefault(before, set()).update(moved)
         if owner is not None:
             self.owner[source] = owner
             self._kept.setdefault(owner, set()).add(source)
+            self._touched.setdefault(owner, set()).update(moved)
 
     async def _reload(self, store: Any) -> None:
         self.golden_of, self.sources, self.replaced_by, self.owner, self._kept = {}, {}, {}, {}, {}
-        self.states = {}
+        self.states, self._served, self._touched, self._recent = {}, {}, {}, {}
         async for stored in store.iterate("Patient"):
             self._apply(stored, False)
+            self._recent[stored.id] = (stored.version, stored.last_updated)  # pruned on the next look
 
     async def _apply_changes(self, store: Any) -> bool:
         if self._since is None:
             return False
+        window = _earlier(self._since)
         page = await store.history(
-            HistoryQuery(
-                resource_type="Patient", since=_earlier(self._since), count=_CHANGES_PAGE, before_seq=2**62
-            )
+            HistoryQuery(resource_type="Patient", since=window, count=_CHANGES_PAGE, before_seq=2**62)
         )
         if page.next_before_seq is not None:
             return False
+        # The overlap re-reads versions already applied on earlier looks: skip those (a version is
+        # applied once, and never after a newer one of the same record), forget what left the window.
+        recent = {pid: seen for pid, seen in self._recent.items() if seen[1] >= window}
         for stored in reversed(page.entries):  # oldest first: the last version of each record wins
+            seen = recent.get(stored.id)
+            if seen is not None and seen[0] >= stored.version:
+                continue
+            recent[stored.id] = (stored.version, stored.last_updated)
             self._apply(stored, stored.id in self.sources)
+        self._recent = recent
         return True
 
     async def refresh(self, store: Any, newest: Newest | Unknown = UNKNOWN) -> None:
