@@ -12,7 +12,8 @@ from fhir_server.identity import identifiers as ids
 from fhir_server.identity import scoring
 from fhir_server.identity.features import features
 from tests.identity.helpers import GOLDEN_TAG, link_states
-from tests.perinatal.test_import import SAMPLE, _all, _import
+from tests.perinatal.support import import_moph43, seen
+from tests.perinatal.test_import import SAMPLE
 from tests.security import scene
 from tests.security.conftest import Caller, World
 
@@ -53,15 +54,15 @@ async def test_two_agencies_importing_one_newborn_link_to_one_golden_record(
     admin = await world.caller("admin", "Organization/ops", "admin")
     centre = await _agency(world, admin, "hc5", "health-centre")
     hospital = await _agency(world, admin, "hosp6", "hospital")
-    await _import(centre, SAMPLE)
+    await import_moph43(centre, SAMPLE, 40)
     theirs = tmp_path / "hospital-export"  # the same births in the hospital's own export (its hospcode)
     shutil.copytree(SAMPLE, theirs)
     for file in theirs.iterdir():
         file.write_text(file.read_text(encoding="utf-8").replace("99905", "99906"), encoding="utf-8")
-    await _import(hospital, theirs)
+    await import_moph43(hospital, theirs, 40)
 
     newborns = [
-        p for p in await _all(centre, "Patient") if any(i["system"] == NEWBORN for i in p["identifier"])
+        p for p in await seen(centre, "Patient") if any(i["system"] == NEWBORN for i in p["identifier"])
     ]
     without_cid = [
         p for p in newborns if not any(i["system"] == canonical.CID_SYSTEM for i in p["identifier"])
@@ -70,7 +71,7 @@ async def test_two_agencies_importing_one_newborn_link_to_one_golden_record(
     goldens = set()
     for mine in newborns:
         value = _newborn_id(mine)
-        (golden,) = await _all(admin, f"Patient?_tag={GOLDEN_TAG}&identifier={NEWBORN}|{value}")
+        (golden,) = await seen(admin, f"Patient?_tag={GOLDEN_TAG}&identifier={NEWBORN}|{value}")
         links = link_states(golden)
         assert len(links) == 2 and mine["id"] in links, links  # one record per agency, one child
         other = next(s for s in links if s != mine["id"])
