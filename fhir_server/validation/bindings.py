@@ -211,8 +211,15 @@ def _ours(url: str) -> bool:
     return registry().value_set(url) is not None
 
 
+# Bumped whenever memberships may change (runtime ValueSets/CodeSystems, tests changing terminology):
+# the validator's memo of sub-walks compares it.
+generation = 0
+
+
 def clear_cache() -> None:
     """Forget computed memberships (tests that change terminology call this)."""
+    global generation
+    generation += 1
     _members_cache.clear()
     _known_cache.clear()
     _codes_cache.clear()

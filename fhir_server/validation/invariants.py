@@ -375,6 +375,9 @@ def shortcut(constraint: Constraint) -> Fast | None:
 
 
 _LOOK_UP: Any = object()
+# How many times the FHIRPath engine ran an invariant: the engine may read %resource, resolve() or
+# today(), so the validator does not memoise a sub-walk during which it ran.
+engine_runs = 0
 
 
 def evaluate(
@@ -406,6 +409,8 @@ def by_engine(
     constraint: Constraint, data: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
 ) -> bool | str:
     """``evaluate`` through the FHIRPath engine alone (no native shortcut)."""
+    global engine_runs
+    engine_runs += 1
     fn = _compiled(constraint.expression)
     if isinstance(fn, Exception):
         return f"cannot parse: {fn}"

@@ -76,6 +76,8 @@ class Node:
     steps: dict[str, Any] | None = None
     check_plan: tuple[tuple[Constraint, Any], ...] | None = None  # (constraint, invariants.shortcut)
     item_plans: dict[str, Any] = field(default_factory=dict)
+    # [tries, hits] of the validator's memo of sub-walks at this element (validator._memo_worth)
+    memo_stat: list[int] = field(default_factory=lambda: [0, 0])
 
     def type_codes(self) -> list[str]:
         return [t.code for t in self.types]
@@ -301,4 +303,3 @@ def is_primitive(code: str) -> bool:
     if code.startswith(_SYSTEM_PREFIX):
         return True
     return bool(code) and code[0].islower()
-

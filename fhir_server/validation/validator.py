@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -74,6 +75,8 @@ def _real_day(value: str) -> bool:
         leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
         return 1 <= day <= (29 if leap else 28)
     return 1 <= day <= _MONTH_DAYS[month]
+
+
 _string_rx: dict[str, re.Pattern[str] | Literal[False] | None] = {}
 
 
@@ -114,9 +117,15 @@ class _Run:
         # core datatype walks already done: (type, JSON object, path, host). A second walk of the same
         # object at the same place against the same type would only repeat the same findings.
         self.walked: set[tuple[int, int, str, Host]] | None = None
+        # While a sub-walk is memoised (``_memoised``): every finding it makes, before de-duplication,
+        # and whether it read anything beyond the value and its definitions (then it is not memoised).
+        self.raw: list[Any] | None = None
+        self.contextual = False
 
     # -- issues ---------------------------------------------------------------------------------
     def add(self, severity: str, code: str, path: str, message: str) -> None:
+        if self.raw is not None:
+            self.raw.append((severity, code, path, message))
         key = (severity, path, message)
         if key in self.seen:
             return
@@ -124,6 +133,8 @@ class _Run:
         self.issues.append(_issue(severity, code, path, message))
 
     def add_issue(self, issue: Issue) -> None:
+        if self.raw is not None:
+            self.raw.append({**issue, "expression": list(issue["expression"])})
         key = (issue["severity"], issue["expression"][0], issue["diagnostics"])
         if key not in self.seen:
             self.seen.add(key)
@@ -131,6 +142,7 @@ class _Run:
 
     # -- resources ------------------------------------------------------------------------------
     def resource_(self, res: Any, path: str, extra_profiles: list[str] | None = None) -> None:
+        self.contextual = True  # a resource inside a sub-walk: its findings depend on its container
         if not isinstance(res, dict):
             self.add("error", "structure", path, "A resource must be a JSON object")
             return
@@ -186,10 +198,13 @@ class _Run:
             self._push_bundle(res)
             pushed = True
         try:
+            # only a resource's own top level is memoised: inside a Bundle or a container the paths
+            # carry the entry's index, so the same content never recurs at the same place
+            memo = memo_enabled and path == rtype
             if res.get("contained"):
                 self._dom3(res, path)
             for sd in sds:
-                self._object(sd.root, sd, res, path, rtype, (rtype, rtype))
+                self._object(sd.root, sd, res, path, rtype, (rtype, rtype), memo)
                 if sd.root.checks:
                     self._constraints(sd.root, res, path, rtype, skip_dom=is_contained)
             if rtype == "QuestionnaireResponse":
@@ -310,8 +325,17 @@ class _Run:
 
     # -- objects --------------------------------------------------------------------------------
     def _object(
-        self, node: Node, sd: CompiledSD, obj: dict[str, Any], path: str, type_code: str, host: Host
+        self,
+        node: Node,
+        sd: CompiledSD,
+        obj: dict[str, Any],
+        path: str,
+        type_code: str,
+        host: Host,
+        memo: bool = False,
     ) -> None:
+        """Walk one JSON object against ``node``'s children. ``memo``: the children's sub-walks may be
+        answered from ``_MEMO`` (a resource's top level, where the same content recurs across resources)."""
         steps = node.steps
         if steps is None:
             steps = _steps(node)
@@ -365,7 +389,12 @@ class _Run:
                         continue
                 elif kind is _COMPLEX:
                     if type(value) is dict:
-                        self._item(step[1], sd, value, None, f"{path}.{key}", step[2], host)
+                        if memo and _memo_worth(step[1]):
+                            epath = f"{path}.{key}"
+                            args = (step[1], sd, value, None, epath, step[2], host)
+                            self._memoised(step[1], epath, host, (step[2], value), self._item, args)
+                        else:
+                            self._item(step[1], sd, value, None, f"{path}.{key}", step[2], host)
                         if track:
                             done.add(step[1].name)
                         continue
@@ -379,8 +408,12 @@ class _Run:
                     ):
                         epath = f"{path}.{key}"
                         code = step[2]
-                        for i, v in enumerate(value):
-                            self._item(child, sd, v, None, f"{epath}[{i}]", code, host)
+                        if memo and _memo_worth(child):
+                            args = (child, sd, value, epath, code, host)
+                            self._memoised(child, epath, host, (code, value), self._items, args)
+                        else:
+                            for i, v in enumerate(value):
+                                self._item(child, sd, v, None, f"{epath}[{i}]", code, host)
                         if track:
                             done.add(child.name)
                         continue
@@ -432,7 +465,13 @@ class _Run:
         if groups:
             children = node.children
             for name, group in groups.items():
-                self._element(children[name], sd, group, obj, path, host)
+                child = children[name]
+                if memo and not companions and _memo_worth(child):
+                    self._memoised(
+                        child, path, host, group, self._element, (child, sd, group, obj, path, host)
+                    )
+                else:
+                    self._element(children[name], sd, group, obj, path, host)
         for name, child in node.required:
             if name in groups or name in done:
                 continue
@@ -530,6 +569,72 @@ class _Run:
         for (value, ext, ipath, code), target in zip(items, targets, strict=True):
             self._item(target, sd, value, ext, ipath, code, host)
 
+    def _items(
+        self, child: Node, sd: CompiledSD, value: list[Any], epath: str, code: str, host: Host
+    ) -> None:
+        for i, v in enumerate(value):
+            self._item(child, sd, v, None, f"{epath}[{i}]", code, host)
+
+    def _memoised(
+        self,
+        node: Node,
+        path: str,
+        host: Host,
+        content: Any,
+        walk: Callable[..., None],
+        args: tuple[Any, ...],
+    ) -> None:
+        """``walk(*args)``, or the findings it made before on the same content at the same place.
+
+        A sub-walk's findings are a function of the element definition, the JSON content, the path and
+        host, and the known definitions and terminology (``_memo_ready`` clears the memo when those
+        change): unless it read its context (a reference's target, a contained resource, an invariant
+        run by the FHIRPath engine, which may read %resource or today(), a datatype walk skipped because
+        this resource already did it), in which case it is not memoised. Replaying the findings it made,
+        in order and before de-duplication, gives exactly what walking again would.
+
+        Callers ask ``_memo_worth`` first: where the content seldom recurs the look-up costs more than
+        it saves.
+        """
+        try:
+            dumped = orjson.dumps(content)
+        except (TypeError, orjson.JSONEncodeError):
+            walk(*args)
+            return
+        # null never occurs in valid FHIR JSON, and orjson writes NaN and infinities as null
+        if len(dumped) > _MEMO_MAX_BYTES or b"null" in dumped:
+            walk(*args)
+            return
+        key = (id(node), path, host, dumped)
+        found = _MEMO.pop(key, None)
+        if found is not None:
+            _MEMO[key] = found  # most recently used last: the oldest are dropped first
+            global memo_hits
+            memo_hits += 1
+            node.memo_stat[1] += 1
+            for item in found:
+                if type(item) is tuple:
+                    self.add(*item)
+                else:
+                    self.add_issue(item)
+            return
+        outer_raw, outer_contextual = self.raw, self.contextual
+        raw: list[Any] = []
+        self.raw, self.contextual = raw, False
+        try:
+            walk(*args)
+        finally:
+            contextual = self.contextual
+            self.raw, self.contextual = outer_raw, outer_contextual or contextual
+            if outer_raw is not None:
+                outer_raw.extend(raw)
+        # (stored only if no definitions or terminology changed meanwhile, in another thread say)
+        if not contextual and _memo_state[0] == (model.generation, bindings.generation):
+            if len(_MEMO) >= _MEMO_LIMIT:
+                for stale in list(itertools.islice(_MEMO, _MEMO_LIMIT // 4)):
+                    _MEMO.pop(stale, None)  # another thread may have dropped it
+            _MEMO[key] = tuple(raw)
+
     def _simple(
         self, child: Node, sd: CompiledSD, key: str, code: str, value: Any, path: str, host: Host
     ) -> bool:
@@ -607,6 +712,7 @@ class _Run:
 
     def _conforms(self, item: Any, type_code: str, profile_url: str) -> bool:
         """Profile discriminator: does ``item`` validate without errors against ``profile_url``?"""
+        self.contextual = True
         sd = compiled(profile_url)
         if sd is None:
             return False
@@ -665,6 +771,8 @@ class _Run:
                 if done not in walked:
                     walked.add(done)
                     self._object(tsd.root, tsd, value, path, code, host_here)
+                else:
+                    self.contextual = True  # skipped because this resource walked it already
             type_path = code
         if not value or (len(value) == 1 and "id" in value):
             self._ele1(value, path)
@@ -809,6 +917,7 @@ class _Run:
         plan = node.check_plan
         if plan is None:
             plan = node.check_plan = tuple((c, invariants.shortcut(c)) for c in node.checks)
+        engine_runs = invariants.engine_runs
         for c, fast in plan:
             if skip_dom and c.key.startswith("dom-"):
                 continue  # DomainResource rules about containing apply to the container, not the contained
@@ -825,6 +934,8 @@ class _Run:
                 )
             else:
                 self.add("information", "informational", path, f"Constraint {c.key} not checked: {result}")
+        if invariants.engine_runs != engine_runs:
+            self.contextual = True
 
     def _datatype_profile(self, url: str, value: dict[str, Any], path: str) -> None:
         psd = compiled(url)
@@ -940,6 +1051,7 @@ class _Run:
         ref = value.get("reference")
         if not isinstance(ref, str):
             return
+        self.contextual = True  # the target's type may come from the Bundle or a contained resource
         allowed = _reference_targets(node)
         if not allowed or "Resource" in allowed:
             return
@@ -1148,6 +1260,7 @@ def validate(
     from fhir_server.validation import profiles
 
     profiles.ensure_registered()
+    _memo_ready()
     run = _Run(resolver, canonicals or {})
     token = invariants.set_resolver(run.resolve)
     try:
@@ -1155,6 +1268,38 @@ def validate(
     finally:
         invariants.reset_resolver(token)
     return run.issues
+
+
+# Findings of top-level sub-walks by (element definition, path, host, JSON content): the same content
+# recurs across resources (a growth Observation's category, code and unit). Bounded in entries and in
+# the size of the content; cleared when definitions or terminology change.
+_MEMO: dict[tuple[int, str, Host, bytes], tuple[Any, ...]] = {}
+_MEMO_LIMIT = 4096
+_MEMO_MAX_BYTES = 2048
+_memo_state: list[tuple[int, int]] = [(-1, -1)]
+_MEMO_TRIAL = 32
+
+
+def _memo_worth(node: Node) -> bool:
+    """Is the memo worth a look-up at this element? Where the content seldom recurs (a name, a measured
+    value, a narrative), after ``_MEMO_TRIAL`` tries with few hits only one try in ``_MEMO_TRIAL`` is
+    made, so the memo comes back when the content starts to recur."""
+    stat = node.memo_stat
+    tries = stat[0] = stat[0] + 1
+    if tries >= 1024:  # forget slowly: the stream's content changes
+        stat[0], stat[1] = tries // 2, stat[1] // 2
+    return tries <= _MEMO_TRIAL or stat[1] * 8 >= tries or tries % _MEMO_TRIAL == 0
+
+
+memo_enabled = True  # tests switch it off to compare with walking every time
+memo_hits = 0  # how many sub-walks were answered from the memo (tests check it is used)
+
+
+def _memo_ready() -> None:
+    state = (model.generation, bindings.generation)
+    if _memo_state[0] != state:
+        _MEMO.clear()
+        _memo_state[0] = state
 
 
 def has_errors(issues: list[Issue]) -> bool:

@@ -146,8 +146,7 @@ def _ingest(quick: bool, workdir: Path) -> dict[str, Any]:
 
 def _validation(quick: bool, workdir: Path) -> dict[str, Any]:
     validation = importlib.import_module("validation")
-    bundle = _generated_bundles(workdir, 40 if quick else 2000)[1]  # a household bundle, not the agencies
-    result = validation.run(0.3 if quick else 3.0, bundle)
+    result = validation.run(0.3 if quick else 3.0)  # builds its own generated household bundle
     figures = [
         figure(
             f"validate {r['input']}",
