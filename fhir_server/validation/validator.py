@@ -629,7 +629,13 @@ class _Run:
             if outer_raw is not None:
                 outer_raw.extend(raw)
         # (stored only if no definitions or terminology changed meanwhile, in another thread say)
-        if not contextual and _memo_state[0] == (model.generation, bindings.generation):
+        # Content with many findings is kept out: it seldom recurs, and a hostile client could fill the
+        # memo with large lists of findings (at most _MEMO_LIMIT * (2 kB + 8 findings) are kept).
+        if (
+            not contextual
+            and len(raw) <= _MEMO_MAX_FINDINGS
+            and _memo_state[0] == (model.generation, bindings.generation)
+        ):
             if len(_MEMO) >= _MEMO_LIMIT:
                 for stale in list(itertools.islice(_MEMO, _MEMO_LIMIT // 4)):
                     _MEMO.pop(stale, None)  # another thread may have dropped it
@@ -1276,6 +1282,7 @@ def validate(
 _MEMO: dict[tuple[int, str, Host, bytes], tuple[Any, ...]] = {}
 _MEMO_LIMIT = 4096
 _MEMO_MAX_BYTES = 2048
+_MEMO_MAX_FINDINGS = 8
 _memo_state: list[tuple[int, int]] = [(-1, -1)]
 _MEMO_TRIAL = 32
 

@@ -76,3 +76,18 @@ def test_content_whose_findings_depend_on_its_context_is_not_replayed() -> None:
         wrong = [i["expression"] for i in validate(_observation("Practitioner")) if i["severity"] == "error"]
         assert wrong == [["Observation.subject.reference"]]
         assert [i for i in validate(_observation("Patient")) if i["severity"] == "error"] == []
+
+
+def test_content_with_many_findings_is_not_kept() -> None:
+    """A client cannot fill the memo with long lists of findings: its memory stays bounded."""
+    validator._MEMO.clear()
+    patient = {"resourceType": "Patient", "maritalStatus": {f"x{i}": 1 for i in range(20)}}
+    first, second = validate(patient), validate(patient)
+    assert first == second
+    assert len([i for i in first if i["severity"] == "error"]) == 20
+    assert not any(b'"x0"' in key[3] for key in validator._MEMO)
+    assert all(len(found) <= validator._MEMO_MAX_FINDINGS for found in validator._MEMO.values())
+    # a few findings are kept (and replayed as they were)
+    patient["maritalStatus"] = {"x0": 1}
+    assert validate(patient) == validate(patient)
+    assert any(b'"x0"' in key[3] for key in validator._MEMO)
