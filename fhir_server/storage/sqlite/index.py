@@ -89,3 +89,12 @@ def write_index(conn: sqlite3.Connection, rid: int, resource_type: str, rows: In
         values = getattr(rows, name)
         if values:
             conn.executemany(sql, [(rid, *row) for row in values])
+
+
+def insert_new(conn: sqlite3.Connection, rows: list[tuple[int, IndexRows]]) -> None:
+    """Index rows of resources just inserted under new ``rid``s (nothing to replace): one
+    ``executemany`` per table for all of them (a group commit of AuditEvents)."""
+    for name, sql in _INSERTS.items():
+        values = [(rid, *row) for rid, index in rows for row in getattr(index, name)]
+        if values:
+            conn.executemany(sql, values)

@@ -238,8 +238,12 @@ class SqliteStore:
         assert conn is not None, "store is not open"
         conn.execute("BEGIN IMMEDIATE")
         try:
+            indexed: list[tuple[int, Any]] = []
             for resource, index in rows:
-                _put(conn, resource, index)
+                rid = _insert_new(conn, resource)
+                if index is not None:
+                    indexed.append((rid, index))
+            index_tables.insert_new(conn, indexed)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -569,6 +573,24 @@ class _SqliteTransaction:
                 (namespace, key, data),
             )
         )
+
+
+def _insert_new(conn: sqlite3.Connection, resource: StoredResource) -> int:
+    """A resource under a new id (``append``): a plain INSERT, so an id already stored fails instead
+    of replacing it; its ``rid`` is new (rows are never removed from ``resource``), so no index rows
+    exist to delete."""
+    r = resource
+    fields = (r.resource_type, r.id, r.version, r.last_updated, r.method, r.body)
+    (rid,) = conn.execute(
+        "INSERT INTO resource(type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?)"
+        " RETURNING rid",
+        fields,
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO history(rid, type, id, version, last_updated, method, body) VALUES(?,?,?,?,?,?,?)",
+        (rid, *fields),
+    )
+    return int(rid)
 
 
 def _put(conn: sqlite3.Connection, resource: StoredResource, index: Any) -> None:
