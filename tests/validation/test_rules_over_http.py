@@ -261,3 +261,10 @@ async def test_conformance_resources_own_rules(client: httpx.AsyncClient) -> Non
         "rest": [{"mode": "server"}, {"mode": "server"}],
     }
     assert _where(await _refused(client, capability)) == ["CapabilityStatement.rest[1].mode"]
+
+
+async def test_strings_over_one_megabyte(client: httpx.AsyncClient) -> None:
+    limit = 1024 * 1024
+    errors = await _refused(client, {"resourceType": "Patient", "name": [{"text": "x" * (limit + 1)}]})
+    assert _where(errors) == ["Patient.name[0].text"] and "1MB" in errors[0]["diagnostics"]
+    await _accepted(client, {"resourceType": "Patient", "name": [{"text": "x" * limit}]})
