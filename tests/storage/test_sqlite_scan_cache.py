@@ -55,3 +55,42 @@ async def test_scans_use_their_own_small_page_cache(tmp_path: Path, monkeypatch:
         assert sizes and sizes[0] < -SCAN_CACHE_KIB
     finally:
         await store.close()
+
+
+async def test_closing_waits_for_a_read_ahead_still_running_in_its_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """``iterate_bodies`` reads the next batch ahead in a reader thread; a caller that stops early
+    cancels the future, but the thread goes on. Closing the store must not close that connection
+    under it (which can crash the process)."""
+    import asyncio
+    import threading
+
+    store = SqliteStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    await store.open()
+    async with store.transaction() as tx:
+        for n in range(3):
+            body = {"resourceType": "Observation", "id": f"o{n}", "status": "final"}
+            await writes.write_version(tx, "Observation", f"o{n}", body, None, current=None, method="PUT")
+    real = store_module._body_batch
+    started, outcome = threading.Event(), []
+
+    def slow_batch(conn: Any, **kw: Any) -> Any:
+        if kw["after"]:  # the read-ahead of the second batch
+            started.set()
+            threading.Event().wait(0.3)
+        try:
+            result = real(conn, **kw)
+        except Exception as error:
+            outcome.append(error)
+            raise
+        outcome.append("read")
+        return result
+
+    monkeypatch.setattr(store_module, "_body_batch", slow_batch)
+    batches = store.iterate_bodies("Observation", size=1)
+    await anext(batches)  # the caller has its first batch; the second is being read ahead
+    assert await asyncio.to_thread(started.wait, 5)
+    await batches.aclose()  # the caller stops early: the read-ahead's future is cancelled
+    await store.close()
+    assert outcome[-1] == "read", outcome

@@ -134,12 +134,15 @@ class SqliteStore:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        # A read still running in a reader thread (a cancelled read-ahead of ``iterate_bodies``
+        # goes on in its thread) finishes before its connection is closed under it: closing a
+        # connection another thread is using can crash the process.
+        await asyncio.get_running_loop().run_in_executor(None, partial(self._reader_pool.shutdown, wait=True))
         with self._reader_connections_lock:
             for conn in self._reader_connections:
                 conn.close()
             self._reader_connections.clear()
         self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
 
     # -- thread plumbing -----------------------------------------------------------------------
     async def _in_writer(self, fn: Callable[[], T]) -> T:
