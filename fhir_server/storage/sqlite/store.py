@@ -166,6 +166,7 @@ class SqliteStore:
         if conn is None:
             conn = self._connect()
             conn.execute(f"PRAGMA cache_size=-{SCAN_CACHE_KIB}")
+            conn.execute("PRAGMA mmap_size=0")  # read, not mapped: a bulk read does not map the file in
             self._reader_local.scan_conn = conn
             with self._reader_connections_lock:
                 self._reader_connections.append(conn)
