@@ -24,14 +24,18 @@ async def test_scans_use_their_own_small_page_cache(tmp_path: Path, monkeypatch:
         seen: list[tuple[int, int]] = []
         scan = search_sql.run_scan
 
+        mapped: list[int] = []
+
         def spy(conn: Any, *args: Any) -> Any:
             seen.append((conn.execute("PRAGMA cache_size").fetchone()[0], id(conn)))
+            mapped.append(conn.execute("PRAGMA mmap_size").fetchone()[0])
             return scan(conn, *args)
 
         monkeypatch.setattr(search_sql, "run_scan", spy)
         page = await store.scan(SearchQuery(("Patient",)), 0, limit=10)
         assert "p1" in [s.id for s in page.resources]  # (and its golden record, the identity layer's)
         assert seen and seen[0][0] == -SCAN_CACHE_KIB
+        assert mapped == [0]  # an export reads the file: its resident memory is not the mapped store
         # whole-type readers (the identity book, reindex, views) read the same way
         batches: list[int] = []
         resources, bodies = store_module._resource_batch, store_module._body_batch

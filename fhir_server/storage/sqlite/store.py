@@ -157,24 +157,30 @@ class SqliteStore:
                 self._reader_connections.append(conn)
         return conn
 
-    def _scanner(self) -> sqlite3.Connection:
+    def _scanner(self, mapped: bool = True) -> sqlite3.Connection:
         """A reader thread's connection for bulk reads in storage order, each row once (``scan`` for
         bulk export, ``iterate`` and ``iterate_bodies`` for whole-type readers). Its page cache is small
         and its own, so a bulk read neither grows the process by a full cache per reader thread nor
-        evicts the pages that interactive reads keep hot."""
-        conn = getattr(self._reader_local, "scan_conn", None)
+        evicts the pages that interactive reads keep hot. Unmapped (``mapped=False``, bulk export):
+        the file is read rather than memory-mapped, so a long export's resident memory does not grow
+        by the mapped store (up to 256 MB); mapped reads are faster for the shorter whole-type passes."""
+        name = "scan_conn" if mapped else "unmapped_scan_conn"
+        conn = getattr(self._reader_local, name, None)
         if conn is None:
             conn = self._connect()
             conn.execute(f"PRAGMA cache_size=-{SCAN_CACHE_KIB}")
-            conn.execute("PRAGMA mmap_size=0")  # read, not mapped: a bulk read does not map the file in
-            self._reader_local.scan_conn = conn
+            if not mapped:
+                conn.execute("PRAGMA mmap_size=0")
+            setattr(self._reader_local, name, conn)
             with self._reader_connections_lock:
                 self._reader_connections.append(conn)
         return conn
 
-    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T], *, scan: bool = False) -> T:
+    async def _in_reader(
+        self, fn: Callable[[sqlite3.Connection], T], *, scan: bool = False, mapped: bool = True
+    ) -> T:
         def run() -> T:
-            conn = self._scanner() if scan else self._reader()
+            conn = self._scanner(mapped) if scan else self._reader()
             conn.execute("BEGIN")
             try:
                 return fn(conn)
@@ -317,7 +323,9 @@ class SqliteStore:
     ) -> ScanPage:
         from fhir_server.storage.sqlite.search_sql import run_scan
 
-        return await self._in_reader(lambda conn: run_scan(conn, query, after, limit, max_bytes), scan=True)
+        return await self._in_reader(
+            lambda conn: run_scan(conn, query, after, limit, max_bytes), scan=True, mapped=False
+        )
 
     async def iterate(self, resource_type: str | None = None) -> AsyncIterator[StoredResource]:
         last = 0
