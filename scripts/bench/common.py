@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import platform
 import socket
@@ -20,6 +21,24 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results"
+
+
+@contextlib.contextmanager
+def shared_store_lock(store: Path | None) -> Iterator[None]:
+    """Read an existing benchmark store under a shared ``flock`` of the file named by
+    ``TERMTEM_BENCH_LOCK`` (engineers sharing one large store agree on it; whoever rebuilds the store
+    takes it exclusively). Without the variable, or for a store built by the benchmark, nothing."""
+    name = os.environ.get("TERMTEM_BENCH_LOCK")
+    if store is None or not name:
+        yield
+        return
+    with open(name, "a") as handle:
+        print(f"waiting for a shared lock on {name} ...", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def machine() -> dict[str, Any]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import io
 import shutil
 import sys
@@ -41,23 +39,7 @@ from fhir_server.analytics.views.run import body_batches
 from fhir_server.analytics.views.scan import scan_table
 from fhir_server.config import Settings
 from fhir_server.storage.sqlite.store import SqliteStore
-from scripts.bench.common import machine, percentile, write_results
-
-LOCK = Path("/work/bench-1m.lock")
-
-
-@contextlib.contextmanager
-def _shared_lock(path: Path | None) -> Any:
-    """Hold the 1M store's lock (shared: readers together, never while it is being built)."""
-    if path is None or not LOCK.exists():
-        yield
-        return
-    with LOCK.open() as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+from scripts.bench.common import machine, percentile, shared_store_lock, write_results
 
 
 async def _generated_store(folder: Path, children: int) -> str:
@@ -308,7 +290,7 @@ async def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     try:
         shared = args.store_path if args.store_path and args.store_path.exists() else None
-        with _shared_lock(shared):
+        with shared_store_lock(shared):
             if shared is not None:
                 store_path = str(shared)
                 results["store"] = {"path": store_path, "kind": "existing"}

@@ -7,8 +7,8 @@ Two measurements:
   guard, every section, the document Bundle serialised to JSON; and the HTML page), in-process on that
   store, read-only: an admin (unrestricted) and the child's health centre restricted by the child's
   real data-sharing consent. Token checks and the AuditEvent write are per-request costs the security
-  benchmark measures; they are left out so the shared store is never written to. A store under
-  /work/bench-1m is read under a shared ``flock`` of /work/bench-1m.lock.
+  benchmark measures; they are left out so the shared store is never written to. With
+  ``TERMTEM_BENCH_LOCK`` set, the store is read under a shared ``flock`` of that file.
 * ``--resources N`` (default when no store is given): writes N generated resources into a fresh store
   (through the store's own write path, index included, no validation) and measures the whole request
   end to end (httpx over ASGI, auth on: token, consent, audit) as an admin and as the child's health
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, percentile, write_results  # noqa: E402
+from common import machine, percentile, shared_store_lock, write_results  # noqa: E402
 
 from fhir_server import canonical  # noqa: E402
 from fhir_server.config import Settings  # noqa: E402
@@ -56,25 +54,10 @@ from fhir_server.security.tokens import Principal  # noqa: E402
 from fhir_server.storage.sqlite.store import SqliteStore  # noqa: E402
 from fhir_server.summary import document, page  # noqa: E402
 
-SHARED_LOCK = Path("/work/bench-1m.lock")
 WELLBEING = canonical.structure_definition(canonical.PROFILE_WELLBEING)
 DEVELOPMENT = canonical.structure_definition(canonical.PROFILE_DEVELOPMENTAL_SCREENING)
 GROWTH = canonical.structure_definition(canonical.PROFILE_GROWTH)
 TASK_SAMPLE = 80
-
-
-@contextlib.contextmanager
-def _shared_lock(path: Path) -> Iterator[None]:
-    if not str(path.resolve()).startswith("/work/bench-1m"):
-        yield
-        return
-    with SHARED_LOCK.open("a") as handle:
-        print(f"waiting for a shared lock on {SHARED_LOCK} ...", flush=True)
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _stats(latencies: list[float]) -> dict[str, float]:
@@ -377,7 +360,7 @@ def main() -> None:
     args = parser.parse_args()
     data: dict[str, Any] = {"machine": machine(), "requests": args.requests}
     if args.store_path:
-        with _shared_lock(args.store_path):
+        with shared_store_lock(args.store_path):
             data["mode"] = "in-process on an existing store (read-only; no token check nor audit write)"
             data["store"] = str(args.store_path)
             data["results"] = asyncio.run(run_on_store(args.store_path, args.requests))

@@ -163,9 +163,8 @@ async def test_unknown_base_and_wrong_type_are_refused(client: httpx.AsyncClient
     assert r.status_code == 200 and _errors(r.json())
 
 
-async def test_value_sets_and_code_systems_created_over_rest_serve_bindings(
-    client: httpx.AsyncClient,
-) -> None:
+def _bound_profile() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A code system, a value set of it, and a Patient profile binding maritalStatus to it (required)."""
     code_system = {
         "resourceType": "CodeSystem",
         "url": CS_URL,
@@ -188,6 +187,13 @@ async def test_value_sets_and_code_systems_created_over_rest_serve_bindings(
             "binding": {"strength": "required", "valueSet": VS_URL},
         },
     ]
+    return code_system, value_set, profile
+
+
+async def test_value_sets_and_code_systems_created_over_rest_serve_bindings(
+    client: httpx.AsyncClient,
+) -> None:
+    code_system, value_set, profile = _bound_profile()
     r = await client.post("/CodeSystem", json=code_system, headers=FHIR_JSON)
     assert r.status_code == 201
     cs_id = r.json()["id"]
@@ -261,28 +267,7 @@ async def test_another_server_process_sees_profile_changes_at_once(tmp_path: Pat
 async def test_value_set_and_code_system_updates_and_deletions_count_at_once(
     client: httpx.AsyncClient,
 ) -> None:
-    code_system = {
-        "resourceType": "CodeSystem",
-        "url": CS_URL,
-        "status": "active",
-        "content": "complete",
-        "concept": [{"code": "alone"}, {"code": "family"}],
-    }
-    value_set = {
-        "resourceType": "ValueSet",
-        "url": VS_URL,
-        "status": "active",
-        "compose": {"include": [{"system": CS_URL}]},
-    }
-    profile = copy.deepcopy(PROFILE)
-    profile["differential"]["element"] = [
-        {"id": "Patient", "path": "Patient"},
-        {
-            "id": "Patient.maritalStatus",
-            "path": "Patient.maritalStatus",
-            "binding": {"strength": "required", "valueSet": VS_URL},
-        },
-    ]
+    code_system, value_set, profile = _bound_profile()
     ids = {}
     for resource in (code_system, value_set, profile):
         r = await client.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
