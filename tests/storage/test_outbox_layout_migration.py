@@ -6,9 +6,11 @@ stream id); Mongo (on the test double) from version 2 (one document per stream a
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -53,11 +55,13 @@ def _first_layout_store(path: Path) -> None:
     conn.close()
 
 
-async def test_events_of_the_first_layout_keep_their_numbers(tmp_path: Path) -> None:
+async def test_events_of_the_first_layout_keep_their_numbers(tmp_path: Path, caplog: Any) -> None:
     path = tmp_path / "old.sqlite"
     _first_layout_store(path)
     store = SqliteStore(f"sqlite:///{path}")
-    await store.open()
+    with caplog.at_level(logging.INFO, logger="termtem"):
+        await store.open()
+    assert "outbox moved from layout version 1" in caplog.text  # the operator sees the migration
     try:
         assert await check_schema(store) == SCHEMA_VERSION == 3
         assert (await store.kv_get(NAMESPACE, KEY) or {})["version"] == 3

@@ -12,6 +12,7 @@ snapshot), so an event exists exactly when its write committed.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import sys
 from array import array
@@ -22,6 +23,8 @@ import orjson
 
 from fhir_server.storage.base import OutboxEvent
 from fhir_server.storage.outbox import MARK_SPACING, NO_MARK, needs_mark
+
+log = logging.getLogger("termtem")
 
 SCHEMA = [
     f"""CREATE TABLE IF NOT EXISTS outbox_streams(
@@ -247,6 +250,8 @@ def migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    old = " and ".join(n for n, found in (("1", first), ("2", second)) if found)
+    log.info("notification outbox moved from layout version %s to one entry per write (version 3)", old)
 
 
 def _move(conn: sqlite3.Connection, select: str, table: str) -> None:
