@@ -198,9 +198,6 @@ async def from_store(
             raise ExportFailed(f"refused ({refused['status']}): {issue.get('diagnostics')}")
         manifest = (job.result or {})["manifest"]
         await jobs.remove(store, started.job_id)  # the files are the operator's now; the record is not needed
-        from fhir_server.export.job import remove_working_files
-
-        remove_working_files(folder)  # no real ids left beside de-identified files
     finally:
         await store.close()
     files = [

@@ -226,9 +226,12 @@ async def run(job: jobs.JobHandle, checkpoint: dict[str, Any] | None) -> dict[st
         state = {"phase": "plan"}  # planned by an older version of this job: plan again
     ctx.children = await asyncio.to_thread(ChildIndex, folder, fresh=state["phase"] == "plan")
     try:
-        return await _run(ctx, state, params)
+        result = await _run(ctx, state, params)
     finally:
         ctx.children.close()
+    if "manifest" in result:
+        remove_working_files(folder)  # done: no real ids kept beside the files it serves
+    return result
 
 
 async def _run(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -261,8 +264,8 @@ async def _run(ctx: _Context, state: dict[str, Any], params: dict[str, Any]) -> 
 
 
 def remove_working_files(folder: Path) -> None:
-    """Remove what an export kept for itself beside its files (the cohort, the child index: real ids),
-    once they are handed over as they are (``termtem export --store`` writes into the operator's folder)."""
+    """Remove what an export kept for itself beside its files (the cohort, the child index: real ids)
+    once it is complete: a finished job is not resumed, and its folder holds only what it serves."""
     for name in (_MEMBERS_FILE, CHILDREN_FILE):
         for suffix in ("", "-journal"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)

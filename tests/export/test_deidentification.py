@@ -187,6 +187,8 @@ async def test_nothing_identifying_leaves_and_every_cell_holds_k_children(resear
     researcher = await world.caller("study", "Organization/research", "researcher")
     manifest = await wait_manifest(researcher, await kick_off(researcher, "Patient/$export"))
     exported = await download(researcher, manifest)
+    kept = [p.name for p in world.app.state.settings.export_path().rglob("*") if p.name.startswith(".")]
+    assert kept == []  # the job's child index (real ids) is gone once the export is complete
     text = b"\n".join(orjson.dumps(r) for rs in exported.values() for r in rs).decode()
     secrets = _source_secrets(source)
     assert secrets["name"] and secrets["identifier"] and secrets["line"] and secrets["birthDate"]
